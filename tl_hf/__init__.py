@@ -1,0 +1,28 @@
+"""tl-hf: transfer learning for Hugging Face checkpoints.
+
+`import tl_hf` stays cheap: the heavy libraries load inside the functions that need them.
+
+    import tl_hf
+    result = tl_hf.train_text_classifier(dataset_name="my.csv", strategy="llrd")
+    result.metrics["test_accuracy"], result.model
+"""
+
+from tl_hf.config import UserError
+
+__version__ = "0.1.0"
+__all__ = [
+    "UserError",
+    "train_classifier",
+    "train_text_classifier",
+    "train_image_classifier",
+    "train_audio_classifier",
+]
+
+
+def __getattr__(name):
+    if name in ("train_classifier", "train_text_classifier", "train_image_classifier",
+                "train_audio_classifier", "RunResult"):
+        from tl_hf import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'tl_hf' has no attribute {name!r}")

@@ -1,0 +1,168 @@
+"""Label-preserving augmentation of the training split, shared by the three modalities.
+
+Each modality module (`tl_hf.augment.text`, `.image`, `.audio`) provides:
+- `AUGMENTATIONS`: name -> {parameter: default value} (the catalogue `--augment` checks);
+- `DEFAULT_AUGMENT`: the list used when augmentation is asked for without `--augment`;
+- `build_augmenter(specs, column, **context)`: a picklable callable
+  `fn(batch: dict[str, list], seeds: list[int]) -> dict[str, list]` that returns the batch
+  with `column` augmented, one seed per row (labels and other columns untouched);
+- `write_preview(originals, augmented, column, output_dir) -> list[str]`.
+
+This module holds what is common: parsing `--augment`, adding K copies through
+`datasets.map` (seeded, fingerprinted so reruns hit the cache, parallel), and the
+on-the-fly transform that re-draws every epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tl_hf.config import UserError
+
+AugmentFn = Callable[[dict, list], dict]
+MODULES = {"text": "tl_hf.augment.text", "image": "tl_hf.augment.image", "audio": "tl_hf.augment.audio"}
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """One `--augment` item: a name and its parameters (defaults filled in)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+
+
+def load_modality(modality: str):
+    """The augmentation module of a modality (imported only when augmentation is used)."""
+    return importlib.import_module(MODULES[modality])
+
+
+def _cast(value: str, default: Any, where: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):  # a range written LOW-HIGH or LOW/HIGH
+            sep = "/" if "/" in value else "~"
+            low, high = value.split(sep) if sep in value else (value, value)
+            return (type(default[0])(low), type(default[1])(high))
+    except ValueError as err:
+        raise UserError(f"{where}: cannot read {value!r} as {type(default).__name__}") from err
+    return value  # strings and None-default parameters stay strings
+
+
+def parse_augment_specs(
+    items: list[str] | None, catalogue: dict[str, dict[str, Any]], defaults: list[str]
+) -> list[AugmentSpec]:
+    """Parse `--augment` items against a modality's catalogue.
+
+    `None` means "the modality's default list"; `["none"]` means no augmentation.
+    Unknown names or keys raise `UserError` listing the valid ones.
+    """
+    if items is None:
+        items = defaults
+    if [i.lower() for i in items] in (["none"], []):
+        return []
+    specs = []
+    for item in items:
+        name, _, rest = item.partition(":")
+        name = name.strip()
+        if name not in catalogue:
+            raise UserError(f"unknown augmentation {name!r}: choose from {', '.join(sorted(catalogue))}")
+        params = dict(catalogue[name])
+        for pair in filter(None, rest.split(",")):
+            key, eq, value = pair.partition("=")
+            key = key.strip()
+            if not eq:
+                raise UserError(f"augmentation {item!r}: write parameters as KEY=VALUE, got {pair!r}")
+            if key not in params:
+                valid = ", ".join(sorted(catalogue[name])) or "none"
+                raise UserError(f"augmentation {name!r} has no parameter {key!r}: valid ones are {valid}")
+            params[key] = _cast(value.strip(), catalogue[name][key], f"augmentation {name}:{key}")
+        specs.append(AugmentSpec(name, params))
+    return specs
+
+
+def row_seed(seed: int, copy: int, index: int) -> int:
+    """A 32-bit seed for one row of one copy: a pure function of (seed, copy, index), so
+    results do not depend on `num_proc` or batch boundaries."""
+    return (seed * 0x9E3779B1 + copy * 0x85EBCA77 + index * 0xC2B2AE3D + 0x27D4EB2F) % (2**32)
+
+
+def _augment_copy(batch: dict, indices: list[int], *, fn: AugmentFn, seed: int, copy: int) -> dict:
+    return fn(batch, [row_seed(seed, copy, i) for i in indices])
+
+
+def augment_fingerprint(dataset, specs: list[AugmentSpec], seed: int, copy: int) -> str:
+    """The cache key of one augmented copy: the data, the augmentations, the seed, the copy."""
+    key = f"{dataset._fingerprint}|{';'.join(map(str, specs))}|seed={seed}|copy={copy}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def apply_augment_copies(
+    dataset,
+    fn: AugmentFn,
+    specs: list[AugmentSpec],
+    copies: int,
+    seed: int,
+    num_proc: int | None = None,
+    batch_size: int = 64,
+):
+    """Return the originals followed by `copies` augmented copies (N * (K + 1) rows).
+
+    Each copy is one `datasets.map` call with a fingerprint built from the data, the
+    augmentations, the seed and the copy index: a rerun with the same seed is read back
+    from the cache, another seed draws new augmentations.
+    """
+    from datasets import concatenate_datasets
+
+    if copies <= 0 or not specs:
+        return dataset
+    pieces = [dataset]
+    for copy in range(1, copies + 1):
+        pieces.append(
+            dataset.map(
+                _augment_copy,
+                fn_kwargs={"fn": fn, "seed": seed, "copy": copy},
+                batched=True,
+                batch_size=batch_size,
+                with_indices=True,
+                num_proc=num_proc if num_proc and num_proc > 1 else None,
+                new_fingerprint=augment_fingerprint(dataset, specs, seed, copy),
+                desc=f"Augmenting copy {copy}/{copies} ({', '.join(s.name for s in specs)})",
+            )
+        )
+    return concatenate_datasets(pieces)
+
+
+class OnTheFly:
+    """A `set_transform` callable: augments (training only), then preprocesses, drawing new
+    randomness on every call so each epoch sees other augmentations."""
+
+    def __init__(self, augment_fn: AugmentFn | None, preprocess_fn: Callable[[dict], dict], seed: int):
+        import numpy as np
+
+        self.augment_fn = augment_fn
+        self.preprocess_fn = preprocess_fn
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, batch: dict) -> dict:
+        if self.augment_fn is not None:
+            n = len(next(iter(batch.values())))
+            batch = self.augment_fn(dict(batch), [int(s) for s in self.rng.integers(0, 2**32, size=n)])
+        return self.preprocess_fn(batch)

@@ -1,0 +1,318 @@
+"""Arguments: the toolkit's dataclasses plus `TrainingArguments`, from flags, a YAML/JSON
+config file or keyword arguments, validated before anything heavy is loaded.
+
+The first step of the flow (config -> data -> augment -> preprocess -> model -> strategy ->
+train -> report -> save/push).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODALITIES = ("text", "image", "audio")
+STRATEGIES = ("frozen", "full", "llrd")
+AUGMENT_MODES = ("map", "on_the_fly")
+
+# Learning rates used when the user gives none. A new head alone on frozen features wants a
+# far larger step than a full fine-tune (playbook step 4: 1/10 to 1/100 of from-scratch).
+DEFAULT_LEARNING_RATES = {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4}
+
+# The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
+# checkpoint and restore it. save_total_limit=1 keeps the best and the latest on disk.
+TRAINING_DEFAULTS = {
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "eval_loss",
+    "save_total_limit": 1,
+    "num_train_epochs": 10,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "logging_strategy": "steps",
+    "logging_steps": 10,
+    "report_to": "none",
+    "save_only_model": False,
+}
+
+
+class UserError(ValueError):
+    """A mistake in the user's input: the message names the problem and the fix."""
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local folder of the pretrained checkpoint. "
+                  "Default: the modality's embedded offline checkpoint."},
+    )
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit on the Hub."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run modelling code that ships with the checkpoint. Off by default: "
+                  "read that code first."},
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset id, a save_to_disk folder, a class-per-subfolder folder, "
+                  "or a CSV/JSON/JSONL/Parquet file. Default: the modality's embedded dataset."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "CSV/JSON/JSONL/Parquet training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation file."})
+    test_file: str | None = field(default=None, metadata={"help": "Test file."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column (found when unambiguous)."})
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Second text column, for sentence-pair tasks."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (found when unambiguous)."})
+    audio_column: str | None = field(default=None, metadata={"help": "Audio column (found when unambiguous)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (found when unambiguous)."})
+    validation_split_percentage: float = field(
+        default=10.0,
+        metadata={"help": "With no validation split, this percentage of train is carved off, stratified."},
+    )
+    test_split_percentage: float = field(
+        default=0.0,
+        metadata={"help": "With no test split, this percentage of train is carved off as test (0: none)."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep this many training rows (stratified)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep this many validation rows (stratified)."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Keep this many test rows (stratified)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Text: tokens per example after truncation."})
+    max_duration_seconds: float | None = field(
+        default=None, metadata={"help": "Audio: crop (random in training, centred in evaluation) and pad to this length."}
+    )
+    skip_bad_files: bool = field(
+        default=False, metadata={"help": "Drop unreadable image/audio files (and report the count) instead of stopping."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc for datasets.map."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace a finished run already in --output_dir."}
+    )
+
+
+@dataclass
+class StrategyArguments:
+    strategy: str = field(
+        default="llrd",
+        metadata={"help": "frozen: backbone frozen, new head trains; full: everything at --learning_rate; "
+                  "llrd: layerwise learning-rate decay.", "choices": list(STRATEGIES)},
+    )
+    llrd_decay: float = field(
+        default=0.8,
+        metadata={"help": "LLRD factor per layer below the top, in (0, 1]: lr * decay ** (L + 1 - depth)."},
+    )
+    trainable_layers: int = field(
+        default=0, metadata={"help": "With --strategy frozen: also train the top K backbone layers."}
+    )
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "Stop after this many evaluations without improvement (0: never stop early)."}
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "The smallest change of the metric that counts as an improvement."}
+    )
+
+
+@dataclass
+class AugmentArguments:
+    augment: list[str] | None = field(
+        default=None,
+        metadata={"help": "Augmentations: NAME or NAME:KEY=VALUE,KEY=VALUE, space separated; 'none' turns them off."},
+    )
+    augment_copies: int = field(
+        default=0, metadata={"help": "K augmented copies of each training example added through datasets.map."}
+    )
+    augment_mode: str = field(
+        default="map",
+        metadata={"help": "map: K stored copies; on_the_fly: fresh randomness every epoch.",
+                  "choices": list(AUGMENT_MODES)},
+    )
+    augment_preview: int = field(
+        default=0, metadata={"help": "Write N originals beside their augmented versions to the output folder."}
+    )
+
+
+DATACLASSES = (ModelArguments, DataArguments, StrategyArguments, AugmentArguments)
+
+
+@dataclass
+class RunArgs:
+    """Every resolved argument of one run."""
+
+    modality: str
+    model: ModelArguments
+    data: DataArguments
+    strategy: StrategyArguments
+    augment: AugmentArguments
+    training: Any  # transformers.TrainingArguments
+    explicit: set[str] = field(default_factory=set)  # the keys the user set
+
+    def to_dict(self) -> dict[str, Any]:
+        """All arguments as one flat, YAML-able dict (what `run_config.yaml` holds)."""
+        out: dict[str, Any] = {"modality": self.modality}
+        for part in (self.model, self.data, self.strategy, self.augment):
+            out.update({f.name: getattr(part, f.name) for f in fields(part)})
+        for key, value in self.training.to_dict().items():
+            if key.endswith("_token") or key == "hub_token":
+                continue  # never write credentials
+            out[key] = value
+        return out
+
+
+def _build_parser(modality: str):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((*DATACLASSES, TrainingArguments), allow_abbrev=False)
+    parser.prog = f"{modality}_classify"
+
+    def error(message: str):  # argparse would print the whole usage; one line is enough
+        raise UserError(f"{message} (see --help)")
+
+    parser.error = error
+    return parser
+
+
+def _known_keys(parser) -> set[str]:
+    return {action.dest for action in parser._actions if action.dest != "help"}
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or JSON run config (a flat mapping of argument names to values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist: give the path of a YAML or JSON file")
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of argument names to values")
+    return data
+
+
+def _check_keys(keys, parser, where: str) -> None:
+    known = _known_keys(parser)
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise UserError(f"unknown argument(s) in {where}: {', '.join(hints)}")
+
+
+def _flag_names(argv: list[str]) -> set[str]:
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def default_output_dir(modality: str) -> str:
+    return os.path.join("outputs", f"{modality}_classify")
+
+
+def _defaults(modality: str) -> dict[str, Any]:
+    return {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
+
+
+def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
+    """Parse recipe flags: `--config FILE` gives defaults, flags override them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(modality)
+    config: dict[str, Any] = {}
+    rest = []
+    i = 0
+    while i < len(argv):  # pull out --config without disturbing the other flags
+        if argv[i] == "--config" and i + 1 < len(argv):
+            config = load_config_file(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--config="):
+            config = load_config_file(argv[i].split("=", 1)[1])
+        else:
+            rest.append(argv[i])
+        i += 1
+    _check_keys(config, parser, "the config file")
+    parser.set_defaults(**{**_defaults(modality), **config})
+    parts = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+    explicit = set(config) | (_flag_names(rest) & _known_keys(parser))
+    return finalize_args(modality, *parts, explicit=explicit)
+
+
+def build_args(modality: str, **kwargs: Any) -> RunArgs:
+    """Build the arguments of a run from keyword arguments (the Python API)."""
+    parser = _build_parser(modality)
+    _check_keys(kwargs, parser, "the keyword arguments")
+    values = {**_defaults(modality), **kwargs}
+    try:
+        parts = parser.parse_dict(values)
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from err
+    return finalize_args(modality, *parts, explicit=set(kwargs))
+
+
+def finalize_args(modality, model, data, strategy, augment, training, explicit) -> RunArgs:
+    """Validate combinations and fill in strategy-dependent defaults."""
+    if modality not in MODALITIES:
+        raise UserError(f"unknown modality {modality!r}: choose one of {', '.join(MODALITIES)}")
+    if strategy.strategy not in STRATEGIES:
+        raise UserError(f"unknown strategy {strategy.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if not 0 < strategy.llrd_decay <= 1:
+        raise UserError(f"--llrd_decay must be in (0, 1], got {strategy.llrd_decay}: try 0.8")
+    if strategy.trainable_layers < 0:
+        raise UserError(f"--trainable_layers must be >= 0, got {strategy.trainable_layers}")
+    if strategy.trainable_layers and strategy.strategy != "frozen":
+        raise UserError("--trainable_layers only applies to --strategy frozen (the others train every layer)")
+    if strategy.early_stopping_patience < 0:
+        raise UserError("--early_stopping_patience must be >= 0 (0 turns early stopping off)")
+    if augment.augment_mode not in AUGMENT_MODES:
+        raise UserError(f"unknown --augment_mode {augment.augment_mode!r}: choose map or on_the_fly")
+    if augment.augment_copies < 0:
+        raise UserError("--augment_copies must be >= 0")
+    for name in ("validation_split_percentage", "test_split_percentage"):
+        value = getattr(data, name)
+        if not 0 <= value < 100:
+            raise UserError(f"--{name} must be in [0, 100), got {value}")
+    for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+        value = getattr(data, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be a positive number of rows, got {value}")
+    if "learning_rate" not in explicit:
+        training.learning_rate = DEFAULT_LEARNING_RATES[strategy.strategy]
+    _check_early_stopping(training, strategy)
+    return RunArgs(modality, model, data, strategy, augment, training, explicit)
+
+
+def _check_early_stopping(training, strategy: StrategyArguments) -> None:
+    """The early-stopping preset needs matching eval/save strategies and best-model loading."""
+    if strategy.early_stopping_patience == 0:
+        return
+    if str(training.eval_strategy.value) == "no":
+        raise UserError("early stopping needs evaluations: set --eval_strategy epoch (the default) "
+                        "or --early_stopping_patience 0")
+    if training.save_strategy.value != training.eval_strategy.value and training.save_strategy.value != "best":
+        raise UserError(f"--save_strategy {training.save_strategy.value} must match --eval_strategy "
+                        f"{training.eval_strategy.value} so the best checkpoint is on disk")
+    if training.eval_strategy.value == "steps" and training.save_steps != training.eval_steps:
+        raise UserError("with --eval_strategy steps, --save_steps must equal --eval_steps")
+    if not training.load_best_model_at_end:
+        raise UserError("early stopping returns the best checkpoint: keep --load_best_model_at_end true "
+                        "or set --early_stopping_patience 0")

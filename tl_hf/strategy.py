@@ -1,0 +1,296 @@
+"""Which parameters train, and at what learning rate: the three fine-tuning strategies.
+
+Pure functions over a model, so they are testable on tiny models built from configs:
+- `head_parameter_names`: what the checkpoint did not provide (new classifier, pooler or
+  projector); everything else is backbone.
+- `parameter_depths`: depth 0 = embeddings / patch / conv front-end, 1..L = the L blocks in
+  order, L+1 = final norm, pooler and head. One table (`FAMILIES`) per model family; a
+  parameter no rule places is an error naming the model class, never a silent guess.
+- `apply_strategy`: freezing (`requires_grad`, BatchNorm kept in eval mode).
+- `build_param_groups`: the optimizer groups, `lr * decay ** (L + 1 - depth)` under LLRD,
+  no weight decay on biases and normalisation weights. The `Trainer` subclass calls it in
+  `create_optimizer`, after Accelerate/FSDP wrapped the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tl_hf.config import UserError
+
+# Prefixes that wrappers (DDP, FSDP, torch.compile, activation checkpointing) add to names.
+WRAPPER_PREFIXES = ("module.", "_fsdp_wrapped_module.", "_orig_mod.", "_checkpoint_wrapped_module.")
+
+# A depth is an int, "top" (L + 1), "block" (the rule's first group is a 0-based block
+# index: depth = index + 1) or a function (match, config) -> depth.
+Depth = Any
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one model family's parameter names map to depths.
+
+    Names are matched after the wrapper prefixes and the base-model prefix
+    (`model.base_model_prefix`, e.g. "bert.") are removed.
+    """
+
+    num_layers: Callable[[Any], int]
+    rules: tuple[tuple[str, Depth], ...]
+    # Parameters that belong to the head although they sit inside the base model.
+    head_patterns: tuple[str, ...] = ()
+
+
+def _attr(name: str) -> Callable[[Any], int]:
+    return lambda config: int(getattr(config, name))
+
+
+def _albert_group_depth(match: re.Match, config) -> int:
+    # ALBERT shares weights: group g serves blocks [g*L/G, (g+1)*L/G); it is placed at the
+    # depth of the highest block it serves, so its learning rate is never below any of them.
+    groups, layers = config.num_hidden_groups, config.num_hidden_layers
+    return (int(match.group(1)) + 1) * layers // groups
+
+
+_BERT_LIKE = (
+    (r"^embeddings\.", 0),
+    (r"^encoder\.layer\.(\d+)\.", "block"),
+    (r"^pooler\.", "top"),
+)
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family(_attr("num_hidden_layers"), _BERT_LIKE),
+    "roberta": Family(_attr("num_hidden_layers"), _BERT_LIKE),
+    "xlm-roberta": Family(_attr("num_hidden_layers"), _BERT_LIKE),
+    "camembert": Family(_attr("num_hidden_layers"), _BERT_LIKE),
+    "electra": Family(_attr("num_hidden_layers"), ((r"^embeddings_project\.", 0), *_BERT_LIKE)),
+    "deberta-v2": Family(
+        _attr("num_hidden_layers"),
+        # relative-position embeddings and their norm serve every layer: front-end depth
+        ((r"^encoder\.rel_embeddings\.", 0), (r"^encoder\.LayerNorm\.", 0), *_BERT_LIKE),
+    ),
+    "mpnet": Family(
+        _attr("num_hidden_layers"), ((r"^encoder\.relative_attention_bias\.", 0), *_BERT_LIKE)
+    ),
+    "distilbert": Family(
+        _attr("n_layers"), ((r"^embeddings\.", 0), (r"^transformer\.layer\.(\d+)\.", "block"))
+    ),
+    "albert": Family(
+        _attr("num_hidden_layers"),
+        (
+            (r"^embeddings\.", 0),
+            (r"^encoder\.embedding_hidden_mapping_in\.", 0),
+            (r"^encoder\.albert_layer_groups\.(\d+)\.", _albert_group_depth),
+            (r"^pooler\.", "top"),
+        ),
+    ),
+}
+
+
+def strip_wrappers(name: str) -> str:
+    """A parameter name without the prefixes DDP/FSDP/compile wrappers add."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+        name = name.replace("._fsdp_wrapped_module.", ".").replace("._checkpoint_wrapped_module.", ".")
+    return name
+
+
+def get_family(model) -> Family:
+    model_type = getattr(model.config, "model_type", None)
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise UserError(
+            f"tl-hf cannot map the layers of {type(model).__name__} (model_type {model_type!r}) to "
+            f"depths for LLRD/frozen layers; supported model types: {', '.join(sorted(FAMILIES))}. "
+            "Use --strategy full, or add the family to tl_hf.strategy.FAMILIES."
+        )
+    return family
+
+
+def num_blocks(model) -> int:
+    """L, the number of blocks of the backbone."""
+    return get_family(model).num_layers(model.config)
+
+
+def head_parameter_names(model) -> set[str]:
+    """Names of the parameters the checkpoint did not provide (the new head).
+
+    That is: everything outside the base model (classifier, projector, pre-classifier,
+    new pooler), anything the load reported as newly initialised or resized
+    (`model.tl_hf_new_parameters`, set by `tl_hf.model.build_model`), and the family's own
+    head patterns.
+    """
+    family = get_family(model)
+    prefix = getattr(model, "base_model_prefix", "")
+    has_base = bool(prefix) and getattr(model, prefix, None) is not None
+    new = set(getattr(model, "tl_hf_new_parameters", ()))
+    names = set()
+    for name, _ in model.named_parameters():
+        name = strip_wrappers(name)
+        inner = name[len(prefix) + 1:] if has_base and name.startswith(prefix + ".") else None
+        if has_base and inner is None:
+            names.add(name)
+        elif name in new or any(re.search(p, inner or name) for p in family.head_patterns):
+            names.add(name)
+    return names
+
+
+def parameter_depths(model) -> dict[str, int]:
+    """Depth of every parameter (names without wrapper prefixes); raises for any it cannot place."""
+    family = get_family(model)
+    top = family.num_layers(model.config) + 1
+    prefix = getattr(model, "base_model_prefix", "")
+    heads = head_parameter_names(model)
+    rules = [(re.compile(pattern), depth) for pattern, depth in family.rules]
+    depths, unplaced = {}, []
+    for name, _ in model.named_parameters():
+        name = strip_wrappers(name)
+        if name in heads:
+            depths[name] = top
+            continue
+        inner = name[len(prefix) + 1:] if prefix and name.startswith(prefix + ".") else name
+        for pattern, depth in rules:
+            match = pattern.search(inner)
+            if match is None:
+                continue
+            if depth == "top":
+                depths[name] = top
+            elif depth == "block":
+                depths[name] = int(match.group(1)) + 1
+            elif callable(depth):
+                depths[name] = depth(match, model.config)
+            else:
+                depths[name] = int(depth)
+            break
+        else:
+            unplaced.append(name)
+    if unplaced:
+        raise UserError(
+            f"tl-hf cannot place {len(unplaced)} parameter(s) of {type(model).__name__} in a layer, "
+            f"e.g. {', '.join(unplaced[:3])}; extend tl_hf.strategy.FAMILIES[{model.config.model_type!r}]"
+        )
+    return depths
+
+
+def _no_decay_names(model) -> set[str]:
+    """Biases and the weights of normalisation layers (any module class named *Norm*)."""
+    import torch.nn as nn
+
+    names = set()
+    for module_name, module in model.named_modules():
+        is_norm = isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)) or (
+            "norm" in type(module).__name__.lower()
+        )
+        for param_name, _ in module.named_parameters(recurse=False):
+            full = strip_wrappers(f"{module_name}.{param_name}" if module_name else param_name)
+            if is_norm or param_name == "bias" or param_name.endswith("_bias"):
+                names.add(full)
+    return names
+
+
+def trainable_names(model, strategy: str, trainable_layers: int = 0) -> set[str]:
+    """The parameters a strategy trains: the head (+ top K blocks, + the final norm/pooler
+    above them) for `frozen`; everything for `full` and `llrd`."""
+    depths = parameter_depths(model)
+    if strategy in ("full", "llrd"):
+        return set(depths)
+    heads = head_parameter_names(model)
+    if trainable_layers == 0:
+        return heads
+    top = num_blocks(model) + 1
+    if trainable_layers > top - 1:
+        raise UserError(f"--trainable_layers {trainable_layers} exceeds the {top - 1} blocks of "
+                        f"{type(model).__name__}")
+    return heads | {n for n, d in depths.items() if d >= top - trainable_layers}
+
+
+def _keep_eval(module, args) -> None:
+    module.training = False  # a frozen BatchNorm keeps its running statistics
+
+
+def apply_strategy(model, strategy: str, trainable_layers: int = 0) -> set[str]:
+    """Set `requires_grad` for the strategy; frozen BatchNorm layers stay in eval mode
+    (a forward pre-hook, so `model.train()` from the Trainer cannot undo it).
+
+    Returns the names of the trainable parameters.
+    """
+    import torch.nn as nn
+
+    trainable = trainable_names(model, strategy, trainable_layers)
+    for name, param in model.named_parameters():
+        param.requires_grad_(strip_wrappers(name) in trainable)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+                if not getattr(module, "_tl_hf_frozen", False):
+                    module.register_forward_pre_hook(_keep_eval)
+                    module._tl_hf_frozen = True
+    return trainable
+
+
+def build_param_groups(
+    model,
+    strategy: str,
+    learning_rate: float,
+    weight_decay: float,
+    llrd_decay: float = 1.0,
+    reference_model=None,
+) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one per (depth, decay / no decay), trainable
+    parameters only, in depth order.
+
+    `model` supplies the parameter objects (it may be wrapped by DDP/FSDP);
+    `reference_model` (default: `model`) the config and names used to place them.
+    Each group has `params`, `lr`, `weight_decay`, `name`, `depth`, `num_params`.
+    """
+    reference = reference_model if reference_model is not None else model
+    depths = parameter_depths(reference)
+    no_decay = _no_decay_names(reference)
+    top = num_blocks(reference) + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        name = strip_wrappers(name)
+        depth = depths[name]
+        decays = name not in no_decay
+        lr = learning_rate * llrd_decay ** (top - depth) if strategy == "llrd" else learning_rate
+        group = groups.setdefault(
+            (depth, decays),
+            {
+                "name": f"depth_{depth:02d}" + ("" if decays else "_no_decay"),
+                "depth": depth,
+                "lr": lr,
+                "weight_decay": weight_decay if decays else 0.0,
+                "params": [],
+                "num_params": 0,
+            },
+        )
+        group["params"].append(param)
+        group["num_params"] += param.numel()
+    return [groups[key] for key in sorted(groups)]
+
+
+def describe_param_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The groups as JSON-able rows (what `param_groups.json` holds)."""
+    return [{k: g[k] for k in ("name", "depth", "num_params", "lr", "weight_decay")} for g in groups]
+
+
+def format_param_groups(rows: list[dict[str, Any]], total_params: int) -> str:
+    """A printable table of the groups."""
+    lines = [f"{'group':<20} {'depth':>5} {'params':>12} {'lr':>10} {'wd':>6}"]
+    for r in rows:
+        lines.append(
+            f"{r['name']:<20} {r['depth']:>5} {r['num_params']:>12,} {r['lr']:>10.3g} {r['weight_decay']:>6.3g}"
+        )
+    trained = sum(r["num_params"] for r in rows)
+    lines.append(f"trainable {trained:,} of {total_params:,} parameters ({100 * trained / max(total_params, 1):.1f}%)")
+    return "\n".join(lines)
