@@ -23,13 +23,14 @@ AUGMENT_MODES = ("map", "on_the_fly")
 DEFAULT_LEARNING_RATES = {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4}
 
 # The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
-# checkpoint and restore it. save_total_limit=1 keeps the best and the latest on disk.
+# checkpoint and restore it. save_total_limit=2 keeps the best and the latest on disk (with 1,
+# Trainer deletes the latest at the end when it is not the best).
 TRAINING_DEFAULTS = {
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
     "load_best_model_at_end": True,
     "metric_for_best_model": "eval_loss",
-    "save_total_limit": 1,
+    "save_total_limit": 2,
     "num_train_epochs": 10,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 32,
