@@ -42,6 +42,15 @@ TRAINING_DEFAULTS = {
     "save_only_model": False,
 }
 
+# The embedded default runs (no model and no data given) are sized to finish in minutes on
+# a 2-core CPU; with the user's own data the general defaults above apply.
+EMBEDDED_RUN_DEFAULTS = {
+    "text": {"num_train_epochs": 4},
+    "image": {},
+    "audio": {},
+}
+DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
+
 
 class UserError(ValueError):
     """A mistake in the user's input: the message names the problem and the fix."""
@@ -230,8 +239,11 @@ def default_output_dir(modality: str) -> str:
     return os.path.join("outputs", f"{modality}_classify")
 
 
-def _defaults(modality: str) -> dict[str, Any]:
-    return {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
+def _defaults(modality: str, given: set[str]) -> dict[str, Any]:
+    defaults = {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
+    if not given & set(DATA_KEYS):
+        defaults.update(EMBEDDED_RUN_DEFAULTS[modality])
+    return defaults
 
 
 def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
@@ -251,18 +263,31 @@ def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
         else:
             rest.append(argv[i])
         i += 1
+    written_for = config.pop("modality", modality)  # run_config.yaml records it
+    if written_for != modality:
+        raise UserError(f"the config file is for the {written_for} recipe, not the {modality} one")
     _check_keys(config, parser, "the config file")
-    parser.set_defaults(**{**_defaults(modality), **config})
-    parts = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+    given = set(config) | _flag_names(rest)
+    parser.set_defaults(**{**_defaults(modality, given), **config})
+    try:
+        *parts, unknown = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False,
+                                                             return_remaining_strings=True)
+    except ValueError as err:  # TrainingArguments.__post_init__ checks combinations
+        raise UserError(" ".join(str(err).split())) from err
+    if unknown:
+        _check_keys(_flag_names(unknown) or unknown, parser, "the command line")
+        raise UserError(f"unexpected argument(s) on the command line: {' '.join(unknown)}")
     explicit = set(config) | (_flag_names(rest) & _known_keys(parser))
     return finalize_args(modality, *parts, explicit=explicit)
 
 
-def build_args(modality: str, **kwargs: Any) -> RunArgs:
-    """Build the arguments of a run from keyword arguments (the Python API)."""
+def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
+    """Build the arguments of a run from keyword arguments (the Python API); `dataset` is
+    the in-memory dataset, if any (it decides whether the embedded default's sizing applies)."""
     parser = _build_parser(modality)
     _check_keys(kwargs, parser, "the keyword arguments")
-    values = {**_defaults(modality), **kwargs}
+    values = {**_defaults(modality, set(kwargs) | ({"dataset_name"} if dataset is not None else set())),
+              **kwargs}
     try:
         parts = parser.parse_dict(values)
     except (TypeError, ValueError) as err:

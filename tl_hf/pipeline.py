@@ -144,7 +144,7 @@ def train_classifier(modality: str, dataset=None, args: RunArgs | None = None, *
     """
     if args is not None and kwargs:
         raise UserError("give either args or keyword arguments, not both")
-    return run(args if args is not None else build_args(modality, **kwargs), dataset)
+    return run(args if args is not None else build_args(modality, dataset, **kwargs), dataset)
 
 
 def train_text_classifier(dataset=None, **kwargs: Any) -> RunResult:
