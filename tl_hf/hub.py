@@ -99,7 +99,7 @@ def retry_command(output_dir: str | os.PathLike, repo_id: str, private: bool | N
 
 def is_transient(error: BaseException) -> bool:
     """Whether an error from huggingface_hub is worth retrying: 5xx, 429, connection, timeout."""
-    import httpx
+    import httpx2 as httpx  # huggingface_hub 2.x speaks httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(error, HfHubHTTPError):
