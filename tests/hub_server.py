@@ -38,7 +38,7 @@ USER = "tester"
 class Request:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: bytes
 
 
@@ -87,7 +87,7 @@ def _handler(hub: FakeHub):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with hub.lock:
-                hub.requests.append(Request(self.command, self.path, dict(self.headers.items()), body))
+                hub.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             return body
 
         def do_GET(self):
@@ -124,7 +124,7 @@ def _handler(hub: FakeHub):
                 with hub.lock:
                     if repo_id in hub.repos:
                         return self._send(409, {"error": "You already created this model repo", "url": url})
-                    hub.repos[repo_id] = {"files": {}, "private": bool(data.get("private")),
+                    hub.repos[repo_id] = {"files": {}, "private": data.get("visibility") == "private" or bool(data.get("private")),
                                           "sha": "0" * 40, "commits": []}
                 return self._send(200, {"url": url, "name": repo_id})
             if path == "/api/validate-yaml":

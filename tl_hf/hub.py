@@ -150,7 +150,7 @@ def push_output_dir(
             inside a file to push.
         PushError: The Hub refused or kept failing; nothing local was changed.
     """
-    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 
     root = Path(output_dir)
     if not root.is_dir():
@@ -172,11 +172,15 @@ def push_output_dir(
     for attempt in range(1, max_attempts + 1):
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            commit = api.upload_folder(
+            # create_commit, not upload_folder: in huggingface_hub 2.x upload_folder runs a
+            # pipelined uploader that retries every commit internally (6 tries, up to ~23 s of
+            # waiting), hiding failures from the policy here. One commit of the selected
+            # files is also atomic: the repo never holds half a run.
+            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name))
+                          for name in names]
+            commit = api.create_commit(
                 repo_id=url.repo_id,
-                folder_path=root,
-                allow_patterns=names,
-                ignore_patterns=list(NEVER_PUSH),
+                operations=operations,
                 revision=revision,
                 commit_message=commit_message,
             )
