@@ -78,7 +78,10 @@ def _handler(hub: FakeHub):
         def _send(self, status: int, payload: Any = None, raw: bytes | None = None) -> None:
             body = raw if raw is not None else json.dumps(payload or {}).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
+            self.send_header(
+                "Content-Type",
+                "application/octet-stream" if raw is not None else "application/json",
+            )
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -87,24 +90,50 @@ def _handler(hub: FakeHub):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with hub.lock:
-                hub.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                hub.requests.append(
+                    Request(
+                        self.command,
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                    )
+                )
             return body
 
         def do_GET(self):
             self._record()
             path = self.path.split("?", 1)[0]
             if path == "/api/whoami-v2":
-                return self._send(200, {"type": "user", "name": USER, "fullname": "Test User", "orgs": [],
-                                        "auth": {"accessToken": {"displayName": "test", "role": "write"}}})
+                return self._send(
+                    200,
+                    {
+                        "type": "user",
+                        "name": USER,
+                        "fullname": "Test User",
+                        "orgs": [],
+                        "auth": {"accessToken": {"displayName": "test", "role": "write"}},
+                    },
+                )
             match = re.fullmatch(r"/api/models/(.+?)(?:/revision/[^/]+)?", path)
             if match and match.group(1) in hub.repos:
                 repo_id = match.group(1)
                 repo = hub.repos[repo_id]
-                return self._send(200, {"id": repo_id, "modelId": repo_id, "sha": repo["sha"],
-                                        "private": repo["private"],
-                                        "siblings": [{"rfilename": p} for p in sorted(repo["files"])]})
+                return self._send(
+                    200,
+                    {
+                        "id": repo_id,
+                        "modelId": repo_id,
+                        "sha": repo["sha"],
+                        "private": repo["private"],
+                        "siblings": [{"rfilename": p} for p in sorted(repo["files"])],
+                    },
+                )
             match = re.fullmatch(r"/(.+?)/resolve/([^/]+)/(.+)", path)
-            if match and match.group(1) in hub.repos and match.group(3) in hub.files(match.group(1)):
+            if (
+                match
+                and match.group(1) in hub.repos
+                and match.group(3) in hub.files(match.group(1))
+            ):
                 return self._send(200, raw=hub.files(match.group(1))[match.group(3)])
             return self._send(404, {"error": f"fake hub: no route for GET {path}"})
 
@@ -123,9 +152,15 @@ def _handler(hub: FakeHub):
                 url = f"{hub.url}/{repo_id}"
                 with hub.lock:
                     if repo_id in hub.repos:
-                        return self._send(409, {"error": "You already created this model repo", "url": url})
-                    hub.repos[repo_id] = {"files": {}, "private": data.get("visibility") == "private" or bool(data.get("private")),
-                                          "sha": "0" * 40, "commits": []}
+                        return self._send(
+                            409, {"error": "You already created this model repo", "url": url}
+                        )
+                    hub.repos[repo_id] = {
+                        "files": {},
+                        "private": data.get("visibility") == "private" or bool(data.get("private")),
+                        "sha": "0" * 40,
+                        "commits": [],
+                    }
                 return self._send(200, {"url": url, "name": repo_id})
             if path == "/api/validate-yaml":
                 return self._send(200, {"errors": [], "warnings": []})
@@ -134,8 +169,15 @@ def _handler(hub: FakeHub):
                 if match.group(1) not in hub.repos:
                     return self._send(404, {"error": "Repository not found"})
                 files = json.loads(body)["files"]
-                return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                   "shouldIgnore": False} for f in files]})
+                return self._send(
+                    200,
+                    {
+                        "files": [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                            for f in files
+                        ]
+                    },
+                )
             match = re.fullmatch(r"/api/models/(.+)/commit/([^/]+)", path)
             if match:
                 return self._commit(match.group(1), body)
@@ -152,10 +194,14 @@ def _handler(hub: FakeHub):
                 repo = hub.repos[repo_id]
                 lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
                 if not lines or lines[0].get("key") != "header":
-                    return self._send(400, {"error": "commit payload must start with a header line"})
+                    return self._send(
+                        400, {"error": "commit payload must start with a header line"}
+                    )
                 for line in lines[1:]:
                     if line["key"] != "file":
-                        return self._send(400, {"error": f"fake hub: unsupported operation {line['key']}"})
+                        return self._send(
+                            400, {"error": f"fake hub: unsupported operation {line['key']}"}
+                        )
                     value = line["value"]
                     if value.get("encoding") != "base64":
                         return self._send(400, {"error": "fake hub: expected base64 content"})
@@ -163,8 +209,14 @@ def _handler(hub: FakeHub):
                 repo["sha"] = hashlib.sha1(body).hexdigest()
                 repo["commits"].append(lines[0]["value"].get("summary"))
                 sha = repo["sha"]
-            return self._send(200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{sha}", "commitOid": sha,
-                                    "success": True})
+            return self._send(
+                200,
+                {
+                    "commitUrl": f"{hub.url}/{repo_id}/commit/{sha}",
+                    "commitOid": sha,
+                    "success": True,
+                },
+            )
 
     return Handler
 
@@ -201,5 +253,7 @@ def point_hub_at(hub: FakeHub, monkeypatch, token: str) -> None:
     monkeypatch.setattr(constants, "ENDPOINT", hub.url)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        hub.url + "/{repo_id}/resolve/{revision}/{filename}",
     )

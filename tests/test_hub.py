@@ -29,7 +29,9 @@ def run_dir(tmp_path_factory):
     from tl_hf.report import build_model_card, write_report_html, write_training_curves
 
     root = make_run_folder(tmp_path_factory.mktemp("out") / "run")
-    write_training_curves(json.loads((root / "training_history.json").read_text()), root / "training_curves.png")
+    write_training_curves(
+        json.loads((root / "training_history.json").read_text()), root / "training_curves.png"
+    )
     build_model_card(root)
     write_report_html(root)
     return root
@@ -42,8 +44,11 @@ def logs(caplog):
 
 
 def _snapshot(root):
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _assert_no_token(hub, root, logs, capfd):
@@ -69,11 +74,23 @@ def test_push_uploads_final_files_and_model_loads(hub, run_dir, tmp_path, logs, 
     assert sorted(stored) == local
     for name in local:
         assert stored[name] == (run_dir / name).read_bytes(), name
-    for name in ("config.json", "model.safetensors", "tokenizer_config.json", "tokenizer.json", "README.md",
-                 "training_curves.png", "report.html",
-                 "all_results.json", "param_groups.json", "run_config.yaml", "training_history.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer_config.json",
+        "tokenizer.json",
+        "README.md",
+        "training_curves.png",
+        "report.html",
+        "all_results.json",
+        "param_groups.json",
+        "run_config.yaml",
+        "training_history.json",
+    ):
         assert name in stored, name
-    assert not any(p.startswith("checkpoint-") for p in stored) and "training_args.bin" not in stored
+    assert (
+        not any(p.startswith("checkpoint-") for p in stored) and "training_args.bin" not in stored
+    )
     assert hub.repos["tester/tiny-bert"]["private"] is True
     writes = [r for r in hub.requests if r.method == "POST"]
     assert {r.path.split("/")[-2] for r in writes} >= {"repos", "preupload", "commit"}
@@ -99,7 +116,9 @@ def test_push_retries_a_500_on_commit(monkeypatch, run_dir, logs, capfd):
         _assert_no_token(server, run_dir, logs, capfd)
 
 
-def test_push_permanent_failure_keeps_local_output_and_says_how_to_retry(monkeypatch, run_dir, logs, capfd):
+def test_push_permanent_failure_keeps_local_output_and_says_how_to_retry(
+    monkeypatch, run_dir, logs, capfd
+):
     from tl_hf.hub import PushError, push_output_dir
 
     before = _snapshot(run_dir)
@@ -170,7 +189,9 @@ def test_cli_pushes_an_existing_folder(hub, run_dir, capsys):
 def test_cli_missing_folder_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tl_hf.push", str(tmp_path / "nope"), "--hub_model_id", "tester/x"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -154,17 +154,23 @@ def push_output_dir(
 
     root = Path(output_dir)
     if not root.is_dir():
-        raise UserError(f"output folder {root} does not exist: give the --output_dir of a finished run")
+        raise UserError(
+            f"output folder {root} does not exist: give the --output_dir of a finished run"
+        )
     names = select_push_files(root)
     if "config.json" not in names:
-        raise UserError(f"{root} holds no config.json: it is not the output folder of a finished run")
+        raise UserError(
+            f"{root} holds no config.json: it is not the output folder of a finished run"
+        )
     if not repo_id or not repo_id.strip():
         raise UserError("no Hub repo given: pass --hub_model_id NAMESPACE/NAME")
     if constants.is_offline_mode():
         raise UserError("HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to push")
     token = token or get_token()
     if not token:
-        raise UserError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (or pass --hub_token)")
+        raise UserError(
+            "no Hugging Face token: run `hf auth login` or set HF_TOKEN (or pass --hub_token)"
+        )
     _check_no_token(root, names, token)
 
     api = HfApi(token=token)
@@ -176,8 +182,10 @@ def push_output_dir(
             # pipelined uploader that retries every commit internally (6 tries, up to ~23 s of
             # waiting), hiding failures from the policy here. One commit of the selected
             # files is also atomic: the repo never holds half a run.
-            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name))
-                          for name in names]
+            operations = [
+                CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name))
+                for name in names
+            ]
             commit = api.create_commit(
                 repo_id=url.repo_id,
                 operations=operations,
@@ -190,8 +198,13 @@ def push_output_dir(
             message = redact(f"{type(err).__name__}: {err}", token)
             if attempt < max_attempts and is_transient(err):
                 delay = base_delay * 2 ** (attempt - 1)
-                logger.warning("push attempt %d/%d failed (%s); retrying in %.1f s",
-                               attempt, max_attempts, message.splitlines()[0], delay)
+                logger.warning(
+                    "push attempt %d/%d failed (%s); retrying in %.1f s",
+                    attempt,
+                    max_attempts,
+                    message.splitlines()[0],
+                    delay,
+                )
                 time.sleep(delay)
                 continue
             tries = f"after {attempt} attempt(s)" if is_transient(err) else "(not retried)"

@@ -27,7 +27,9 @@ def _repo_from_run_config(output_dir: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and push; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m tl_hf.push", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tl_hf.push", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("output_dir", help="the --output_dir of a finished run")
     parser.add_argument("--hub_model_id", default=None, help="NAMESPACE/NAME of the model repo")
     parser.add_argument("--private", action="store_true", help="create the repo private")
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         output_dir = Path(args.output_dir)
         if not output_dir.is_dir():
-            raise UserError(f"output folder {output_dir} does not exist: give the --output_dir of a finished run")
+            raise UserError(
+                f"output folder {output_dir} does not exist: give the --output_dir of a finished run"
+            )
         repo_id = args.hub_model_id or _repo_from_run_config(output_dir)
         if not repo_id:
             raise UserError("no Hub repo given: pass --hub_model_id NAMESPACE/NAME")

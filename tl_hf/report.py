@@ -33,7 +33,11 @@ CARD_FILE = "README.md"
 PREVIEW_FILE = "augment_preview.png"
 PREDICTIONS_FILE = "test_predictions.json"
 
-TASKS = {"text": "text-classification", "image": "image-classification", "audio": "audio-classification"}
+TASKS = {
+    "text": "text-classification",
+    "image": "image-classification",
+    "audio": "audio-classification",
+}
 
 # Record the learning rates at about this many optimizer steps over a run: enough for a
 # smooth curve, small enough that a 100k-step run keeps a small history file.
@@ -187,7 +191,9 @@ class MonitorCallback(TrainerCallback):
         self._training = False
         finalize_history(self.history)
         # EarlyStoppingCallback ends training before max_steps; nothing else does.
-        self.history["early_stopped"] = bool(state.max_steps and state.global_step < state.max_steps)
+        self.history["early_stopped"] = bool(
+            state.max_steps and state.global_step < state.max_steps
+        )
         self.history["finished"] = True
         self._write(state, draw=True)
 
@@ -197,7 +203,9 @@ class MonitorCallback(TrainerCallback):
         for i, group in enumerate(optimizer.param_groups):
             name = str(group.get("name", f"group_{i}"))
             lrs[name if name not in lrs else f"{name}_{i}"] = float(group["lr"])
-        self.history["learning_rates"].append({"step": state.global_step, "epoch": state.epoch, "lr": lrs})
+        self.history["learning_rates"].append(
+            {"step": state.global_step, "epoch": state.epoch, "lr": lrs}
+        )
 
     def _write(self, state, draw: bool) -> None:
         # Under multi-process runs every rank sees the events; one writes.
@@ -244,13 +252,30 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
     ax = axes[0][0]
     train = history.get("train", [])
     if train:
-        ax.plot([r["epoch"] for r in train], [r["loss"] for r in train], color="tab:blue", alpha=0.35,
-                lw=1, label="train loss (per logging step)")
+        ax.plot(
+            [r["epoch"] for r in train],
+            [r["loss"] for r in train],
+            color="tab:blue",
+            alpha=0.35,
+            lw=1,
+            label="train loss (per logging step)",
+        )
         means = _mean_loss_per_epoch(train)
-        ax.plot(list(means), list(means.values()), "o-", color="tab:blue", label="train loss (epoch mean)")
+        ax.plot(
+            list(means),
+            list(means.values()),
+            "o-",
+            color="tab:blue",
+            label="train loss (epoch mean)",
+        )
     if evals:
-        ax.plot([e["epoch"] for e in evals], [e["eval_loss"] for e in evals], "s-", color="tab:orange",
-                label="validation loss")
+        ax.plot(
+            [e["epoch"] for e in evals],
+            [e["eval_loss"] for e in evals],
+            "s-",
+            color="tab:orange",
+            label="validation loss",
+        )
     marks: dict[str, Any] = {"best_epoch": history.get("best_epoch"), "stop_epoch": None}
     best = best_eval(history)
     if best is not None:
@@ -259,7 +284,10 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
         ax.annotate(
             f"best epoch {marks['best_epoch']}: restored checkpoint\n({metric} = {best[_metric_key(metric)]:.4g})",
             xy=(best["epoch"], best.get("eval_loss", best[_metric_key(metric)])),
-            xytext=(8, 20), textcoords="offset points", color="tab:green", fontsize=8,
+            xytext=(8, 20),
+            textcoords="offset points",
+            color="tab:green",
+            fontsize=8,
             arrowprops={"arrowstyle": "->", "color": "tab:green"},
         )
     if history.get("early_stopped") and evals:
@@ -313,7 +341,9 @@ def _next_steps(verdict: str, strategy: str | None, still_falling: bool) -> list
     if verdict == "underfitting":
         steps = []
         if strategy == "frozen":
-            steps.append("unfreeze more layers: --trainable_layers K (top K blocks) or --strategy llrd")
+            steps.append(
+                "unfreeze more layers: --trainable_layers K (top K blocks) or --strategy llrd"
+            )
         else:
             steps.append("a larger pretrained checkpoint (--model_name_or_path)")
         steps.append("more epochs (--num_train_epochs) or a higher --learning_rate")
@@ -387,8 +417,10 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
         "early_stopped": bool(history.get("early_stopped")),
     }
     reasons_under, reasons_over = [], []
-    train_high = train_final is not None and chance is not None and (
-        train_final > UNDERFIT_CHANCE_FRACTION * chance
+    train_high = (
+        train_final is not None
+        and chance is not None
+        and (train_final > UNDERFIT_CHANCE_FRACTION * chance)
     )
     if train_high:
         reasons_under.append(
@@ -403,16 +435,20 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
                 f"validation loss rose from {val_best:.3f} (epoch {signals['best_loss_epoch']}) to "
                 f"{val_final:.3f} at the end (more than {OVERFIT_RISE:.0%})"
             )
-        if train_final is not None and train_final < OVERFIT_GAP_RATIO * val_final and (
-            val_final - train_final > OVERFIT_GAP_MIN
+        if (
+            train_final is not None
+            and train_final < OVERFIT_GAP_RATIO * val_final
+            and (val_final - train_final > OVERFIT_GAP_MIN)
         ):
             reasons_over.append(
                 f"training loss {train_final:.3f} is less than {OVERFIT_GAP_RATIO:g} x validation loss "
                 f"{val_final:.3f}: a large generalisation gap"
             )
         if reasons_over and len(evals) >= 3 and best_i + 1 <= EARLY_BEST_FRACTION * len(evals):
-            reasons_over.append(f"the best epoch ({signals['best_loss_epoch']}) fell in the first half of "
-                                f"the {len(evals)} epochs run")
+            reasons_over.append(
+                f"the best epoch ({signals['best_loss_epoch']}) fell in the first half of "
+                f"the {len(evals)} epochs run"
+            )
         still_falling = best_i == len(val) - 1 and val[-1] < (1 - STILL_FALLING) * val[-2]
     signals["still_falling"] = still_falling
     if train_high:
@@ -421,11 +457,15 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
         verdict, reasons = "overfitting", reasons_over
     elif still_falling and not history.get("early_stopped"):
         verdict = "underfitting"
-        reasons = [f"validation loss was still falling at the last epoch ({val[-2]:.3f} -> {val[-1]:.3f}): "
-                   "training ended before the model converged"]
+        reasons = [
+            f"validation loss was still falling at the last epoch ({val[-2]:.3f} -> {val[-1]:.3f}): "
+            "training ended before the model converged"
+        ]
     else:
         verdict = "healthy"
-        reasons = ["training loss is well below chance and validation loss levelled off without rising"]
+        reasons = [
+            "training loss is well below chance and validation loss levelled off without rising"
+        ]
         if len(evals) < 2:
             reasons = ["fewer than two evaluations: too few to read a trend"]
     return {
@@ -483,7 +523,9 @@ def _load_run(output_dir: Path) -> dict[str, Any]:
     }
 
 
-def confusion_matrix(labels: list[int], predictions: list[int], num_classes: int) -> list[list[int]]:
+def confusion_matrix(
+    labels: list[int], predictions: list[int], num_classes: int
+) -> list[list[int]]:
     """Counts: row = true class, column = predicted class."""
     matrix = [[0] * num_classes for _ in range(num_classes)]
     for t, p in zip(labels, predictions, strict=True):
@@ -506,8 +548,15 @@ def _confusion_png(matrix: list[list[int]], names: list[str]) -> bytes:
     top = max((max(r) for r in matrix), default=0)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, matrix[i][j], ha="center", va="center", fontsize=8,
-                    color="white" if matrix[i][j] > top / 2 else "black")
+            ax.text(
+                j,
+                i,
+                matrix[i][j],
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if matrix[i][j] > top / 2 else "black",
+            )
     ax.set_xticks(range(n), names, rotation=45, ha="right")
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
@@ -526,7 +575,9 @@ def _img(data: bytes, alt: str) -> str:
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -539,8 +590,10 @@ def _fmt(value: Any) -> str:
 def _metric_rows(results: dict) -> list[list[Any]]:
     rows = []
     for key, value in results.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and key.split("_", 1)[0] in (
-            "train", "eval", "test"
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and key.split("_", 1)[0] in ("train", "eval", "test")
         ):
             rows.append([key, value])
     return rows
@@ -573,7 +626,10 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
     ]
     parts.append(_table([r for r in summary if r[1] not in (None, "")], ["", ""]))
     if (root / CURVES_FILE).is_file():
-        parts += ["<h2>Training curves</h2>", _img((root / CURVES_FILE).read_bytes(), "training curves")]
+        parts += [
+            "<h2>Training curves</h2>",
+            _img((root / CURVES_FILE).read_bytes(), "training curves"),
+        ]
     diagnosis = run["diagnosis"]
     if diagnosis is None and run["history"]:
         diagnosis = diagnose(run["history"], strategy=cfg.get("strategy"))
@@ -587,29 +643,54 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
         parts += ["<h2>Final metrics</h2>", _table(_metric_rows(results), ["metric", "value"])]
     per_class = results.get("test_per_class")
     if per_class:
-        rows = [[name, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
-                for name, m in per_class.items()]
-        parts += ["<h2>Per-class test metrics</h2>",
-                  _table(rows, ["label", "precision", "recall", "f1", "support"])]
+        rows = [
+            [name, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
+            for name, m in per_class.items()
+        ]
+        parts += [
+            "<h2>Per-class test metrics</h2>",
+            _table(rows, ["label", "precision", "recall", "f1", "support"]),
+        ]
     predictions = run["predictions"]
     if predictions:
         names = predictions.get("label_names") or run["labels"]
         matrix = confusion_matrix(predictions["labels"], predictions["predictions"], len(names))
-        parts += ["<h2>Confusion matrix (test)</h2>", _img(_confusion_png(matrix, names), "confusion matrix"),
-                  _table([[n, *row] for n, row in zip(names, matrix, strict=True)], ["true \\ predicted", *names])]
+        parts += [
+            "<h2>Confusion matrix (test)</h2>",
+            _img(_confusion_png(matrix, names), "confusion matrix"),
+            _table(
+                [[n, *row] for n, row in zip(names, matrix, strict=True)],
+                ["true \\ predicted", *names],
+            ),
+        ]
     if run["groups"]:
-        rows = [[g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
-                for g in run["groups"]]
-        parts += ["<h2>Parameter groups</h2>", _table(rows, ["group", "depth", "parameters", "lr", "weight decay"])]
+        rows = [
+            [g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
+            for g in run["groups"]
+        ]
+        parts += [
+            "<h2>Parameter groups</h2>",
+            _table(rows, ["group", "depth", "parameters", "lr", "weight decay"]),
+        ]
     if (root / PREVIEW_FILE).is_file():
-        parts += ["<h2>Augmentation preview</h2>", _img((root / PREVIEW_FILE).read_bytes(), "augmentation preview")]
+        parts += [
+            "<h2>Augmentation preview</h2>",
+            _img((root / PREVIEW_FILE).read_bytes(), "augmentation preview"),
+        ]
     if cfg:
-        parts += ["<h2>Run configuration</h2>", _table([[k, v] for k, v in sorted(cfg.items())], ["argument", "value"])]
-    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-             "text-align:left;font-size:90%}img{max-width:100%}")
-    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+        parts += [
+            "<h2>Run configuration</h2>",
+            _table([[k, v] for k, v in sorted(cfg.items())], ["argument", "value"]),
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+        "text-align:left;font-size:90%}img{max-width:100%}"
+    )
+    page = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
     path = root / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return str(path)
@@ -617,7 +698,15 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- model card
 
-_NOT_METRICS = {"loss", "runtime", "samples_per_second", "steps_per_second", "samples", "epoch", "per_class"}
+_NOT_METRICS = {
+    "loss",
+    "runtime",
+    "samples_per_second",
+    "steps_per_second",
+    "samples",
+    "epoch",
+    "per_class",
+}
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -641,16 +730,26 @@ def card_eval_results(results: dict, task: str, dataset_id: str, dataset_name: s
     out = []
     for prefix, split in (("eval", "validation"), ("test", "test")):
         for key, value in results.items():
-            if not key.startswith(prefix + "_") or isinstance(value, bool) or not isinstance(value, int | float):
+            if (
+                not key.startswith(prefix + "_")
+                or isinstance(value, bool)
+                or not isinstance(value, int | float)
+            ):
                 continue
-            metric = key[len(prefix) + 1:]
+            metric = key[len(prefix) + 1 :]
             if metric in _NOT_METRICS:
                 continue
-            out.append(EvalResult(
-                task_type=task, dataset_type=dataset_id, dataset_name=dataset_name, dataset_split=split,
-                metric_type=metric, metric_value=float(value),
-                metric_name=f"{'Validation' if prefix == 'eval' else 'Test'} {metric}",
-            ))
+            out.append(
+                EvalResult(
+                    task_type=task,
+                    dataset_type=dataset_id,
+                    dataset_name=dataset_name,
+                    dataset_split=split,
+                    metric_type=metric,
+                    metric_value=float(value),
+                    metric_name=f"{'Validation' if prefix == 'eval' else 'Test'} {metric}",
+                )
+            )
     return out
 
 
@@ -672,7 +771,11 @@ def _md_table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-_EXAMPLE_INPUT = {"text": '"This is wonderful!"', "image": '"path/to/image.jpg"', "audio": '"path/to/clip.wav"'}
+_EXAMPLE_INPUT = {
+    "text": '"This is wonderful!"',
+    "image": '"path/to/image.jpg"',
+    "audio": '"path/to/clip.wav"',
+}
 
 
 def build_model_card(output_dir: str | os.PathLike) -> str:
@@ -698,7 +801,9 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     base_is_hub, data_is_hub = is_hub_id(base), is_hub_id(dataset)
     repo = cfg.get("hub_model_id") or root.resolve().name
     dataset_label = dataset if dataset else "local data"
-    evals = card_eval_results(results, task, dataset if data_is_hub else "local", str(dataset_label))
+    evals = card_eval_results(
+        results, task, dataset if data_is_hub else "local", str(dataset_label)
+    )
     strategy = results.get("strategy") or cfg.get("strategy")
     data = ModelCardData(
         library_name="transformers",
@@ -710,53 +815,104 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
         model_name=repo,
         eval_results=evals or None,
     )
-    where = f"[{base}](https://huggingface.co/{base})" if base_is_hub else f"`{base}` (a local checkpoint)"
-    data_where = (f"[{dataset}](https://huggingface.co/datasets/{dataset})" if data_is_hub
-                  else f"`{dataset_label}` (local)")
-    lines = [f"# {repo}", "",
-             f"A {task.replace('-', ' ')} model fine-tuned from {where} on {data_where} with "
-             f"tl-hf ({strategy} strategy).", ""]
+    where = (
+        f"[{base}](https://huggingface.co/{base})"
+        if base_is_hub
+        else f"`{base}` (a local checkpoint)"
+    )
+    data_where = (
+        f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+        if data_is_hub
+        else f"`{dataset_label}` (local)"
+    )
+    lines = [
+        f"# {repo}",
+        "",
+        f"A {task.replace('-', ' ')} model fine-tuned from {where} on {data_where} with "
+        f"tl-hf ({strategy} strategy).",
+        "",
+    ]
     if run["labels"]:
-        lines += [f"**Labels** ({len(run['labels'])}): " + ", ".join(f"`{x}`" for x in run["labels"]), ""]
-    lines += ["## Usage", "", "```python", "from transformers import pipeline", "",
-              f'classifier = pipeline("{task}", model="{repo}")',
-              f"classifier({_EXAMPLE_INPUT.get(modality, '...')})", "```", ""]
+        lines += [
+            f"**Labels** ({len(run['labels'])}): " + ", ".join(f"`{x}`" for x in run["labels"]),
+            "",
+        ]
+    lines += [
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'classifier = pipeline("{task}", model="{repo}")',
+        f"classifier({_EXAMPLE_INPUT.get(modality, '...')})",
+        "```",
+        "",
+    ]
     lines += ["## Results", ""]
     metric_rows = _metric_rows(results)
     if metric_rows:
         lines += [_md_table(metric_rows, ["metric", "value"]), ""]
     per_class = results.get("test_per_class")
     if per_class:
-        rows = [[n, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")] for n, m in per_class.items()]
-        lines += ["Per class (test):", "", _md_table(rows, ["label", "precision", "recall", "f1", "support"]), ""]
-    lines += ["## Training", "",
-              f"- Strategy: **{strategy}**"
-              + (f", LLRD decay {cfg.get('llrd_decay')}" if strategy == "llrd" else "")
-              + (f", top {cfg.get('trainable_layers')} layers trainable" if strategy == "frozen"
-                 and cfg.get("trainable_layers") else ""),
-              f"- Learning rate {cfg.get('learning_rate')}, up to {cfg.get('num_train_epochs')} epochs, "
-              f"seed {cfg.get('seed')}"]
+        rows = [
+            [n, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
+            for n, m in per_class.items()
+        ]
+        lines += [
+            "Per class (test):",
+            "",
+            _md_table(rows, ["label", "precision", "recall", "f1", "support"]),
+            "",
+        ]
+    lines += [
+        "## Training",
+        "",
+        f"- Strategy: **{strategy}**"
+        + (f", LLRD decay {cfg.get('llrd_decay')}" if strategy == "llrd" else "")
+        + (
+            f", top {cfg.get('trainable_layers')} layers trainable"
+            if strategy == "frozen" and cfg.get("trainable_layers")
+            else ""
+        ),
+        f"- Learning rate {cfg.get('learning_rate')}, up to {cfg.get('num_train_epochs')} epochs, "
+        f"seed {cfg.get('seed')}",
+    ]
     augment = cfg.get("augment")
     if augment:
-        lines.append(f"- Augmentations: {', '.join(f'`{a}`' for a in augment)} "
-                     f"(mode {cfg.get('augment_mode')}, {cfg.get('augment_copies')} copies)")
+        lines.append(
+            f"- Augmentations: {', '.join(f'`{a}`' for a in augment)} "
+            f"(mode {cfg.get('augment_mode')}, {cfg.get('augment_copies')} copies)"
+        )
     else:
         lines.append("- Augmentations: none")
     patience = results.get("early_stopping_patience", cfg.get("early_stopping_patience"))
     if results.get("best_epoch") is not None:
-        stop = ("stopped early" if results.get("early_stopped") else "ran all epochs")
-        lines.append(f"- Early stopping on `{results.get('metric_for_best_model', 'eval_loss')}` with patience "
-                     f"{patience}: {stop} at epoch {results.get('stopped_epoch')}; the best epoch, "
-                     f"{results.get('best_epoch')}, is the checkpoint saved here")
+        stop = "stopped early" if results.get("early_stopped") else "ran all epochs"
+        lines.append(
+            f"- Early stopping on `{results.get('metric_for_best_model', 'eval_loss')}` with patience "
+            f"{patience}: {stop} at epoch {results.get('stopped_epoch')}; the best epoch, "
+            f"{results.get('best_epoch')}, is the checkpoint saved here"
+        )
     lines.append("")
     if groups:
-        rows = [[g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
-                for g in groups]
-        lines += ["### Parameter groups", "", _md_table(rows, ["group", "depth", "parameters", "lr", "weight decay"]), ""]
+        rows = [
+            [g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
+            for g in groups
+        ]
+        lines += [
+            "### Parameter groups",
+            "",
+            _md_table(rows, ["group", "depth", "parameters", "lr", "weight decay"]),
+            "",
+        ]
     if (root / CURVES_FILE).is_file():
         lines += ["### Training curves", "", f"![training curves]({CURVES_FILE})", ""]
     if run["diagnosis"]:
-        lines += [f"Diagnosis: **{run['diagnosis']['verdict']}**. " + " ".join(run["diagnosis"]["reasons"]), ""]
+        lines += [
+            f"Diagnosis: **{run['diagnosis']['verdict']}**. "
+            + " ".join(run["diagnosis"]["reasons"]),
+            "",
+        ]
     lines += ["## Framework versions", "", *[f"- {p} {v}" for p, v in _versions()], ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     path = root / CARD_FILE
