@@ -196,3 +196,36 @@ def test_cli_missing_folder_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_detach_hub_settings_keeps_the_token_out_of_training_args_bin(tmp_path):
+    import io
+
+    import torch
+    from transformers import TrainingArguments
+
+    from tl_hf.hub import detach_hub_settings
+
+    training = TrainingArguments(
+        output_dir=str(tmp_path / "my-run"),
+        push_to_hub=True,
+        hub_token=TOKEN,
+        hub_private_repo=True,
+        report_to="none",
+        use_cpu=True,
+    )
+    buffer = io.BytesIO()
+    torch.save(training, buffer)
+    assert TOKEN.encode() in buffer.getvalue()  # what Trainer would write to training_args.bin
+    settings = detach_hub_settings(training)
+    assert (settings.push, settings.repo_id, settings.private, settings.token) == (
+        True,
+        "my-run",
+        True,
+        TOKEN,
+    )
+    assert training.push_to_hub is False and training.hub_token is None
+    buffer = io.BytesIO()
+    torch.save(training, buffer)
+    assert TOKEN.encode() not in buffer.getvalue()
+    assert TOKEN not in repr(settings) and TOKEN not in str(settings)

@@ -17,6 +17,7 @@ import logging
 import os
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tl_hf.config import UserError
@@ -68,6 +69,43 @@ DEFAULT_COMMIT_MESSAGE = "Upload fine-tuned classifier (tl-hf)"
 
 class PushError(RuntimeError):
     """A push that failed for good; the message says the local output is intact and how to retry."""
+
+
+@dataclass
+class HubSettings:
+    """The Hub flags of a run, taken out of `TrainingArguments` (see `detach_hub_settings`)."""
+
+    push: bool
+    repo_id: str
+    private: bool | None
+    token: str | None
+
+    def __repr__(self) -> str:  # a printed or logged settings object never shows the token
+        token = "<redacted>" if self.token else None
+        return f"HubSettings(push={self.push}, repo_id={self.repo_id!r}, private={self.private}, token={token})"
+
+
+def detach_hub_settings(training) -> HubSettings:
+    """Take the Hub flags out of `TrainingArguments` before the `Trainer` sees them.
+
+    Sets `training.push_to_hub = False` and `training.hub_token = None` in place, so the
+    Trainer neither pushes every checkpoint by itself nor pickles the token into
+    `training_args.bin` (it saves the whole `TrainingArguments` object there, token
+    included). Push the finished folder afterwards with `push_output_dir`.
+
+    Returns:
+        push flag, repo id (`hub_model_id`, default: the output folder's name, as Trainer
+        does), `hub_private_repo` and the token.
+    """
+    settings = HubSettings(
+        push=bool(training.push_to_hub),
+        repo_id=training.hub_model_id or Path(training.output_dir).resolve().name,
+        private=training.hub_private_repo,
+        token=training.hub_token,
+    )
+    training.push_to_hub = False
+    training.hub_token = None
+    return settings
 
 
 def select_push_files(output_dir: str | os.PathLike) -> list[str]:
