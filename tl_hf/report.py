@@ -742,7 +742,7 @@ def card_eval_results(results: dict, task: str, dataset_id: str, dataset_name: s
             out.append(
                 EvalResult(
                     task_type=task,
-                task_name=task.replace("-", " ").title(),
+                    task_name=task.replace("-", " ").title(),
                     dataset_type=dataset_id,
                     dataset_name=dataset_name,
                     dataset_split=split,
