@@ -104,3 +104,33 @@ def test_recipe_process_exits_2_with_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --llrd_decay must be in (0, 1], got 0.0: try 0.8"]
+
+
+def test_recipe_pushes_best_model_to_hub(tiny_bert, sentiment_csv, tmp_path, monkeypatch, capsys):
+    """--push_to_hub against a fake Hub on 127.0.0.1: the model loads back from what was stored,
+    and the token is in no stored or local file."""
+    from transformers import pipeline
+
+    from tests.hub_server import fake_hub, point_hub_at
+
+    token = "hf_recipeTestToken0123456789"
+    out = tmp_path / "pushed"
+    with fake_hub(fail_commits=1) as hub:  # the first commit answers 500: the push retries
+        point_hub_at(hub, monkeypatch, token)
+        code = main("text", ["--model_name_or_path", tiny_bert, "--train_file", sentiment_csv, "--output_dir",
+                             str(out), "--num_train_epochs", "5", "--strategy", "full", "--learning_rate", "5e-3",
+                             "--push_to_hub", "--hub_model_id", "me/tiny-sentiment", "--use_cpu"])
+        assert code == 0, capsys.readouterr().err
+        stored = hub.files("me/tiny-sentiment")
+        hub.write_repo("me/tiny-sentiment", tmp_path / "from_hub")
+    for name in ("config.json", "model.safetensors", "README.md", "training_curves.png", "all_results.json",
+                 "tokenizer_config.json"):
+        assert name in stored, name
+        assert stored[name] == (out / name).read_bytes()
+    assert not any(name.startswith("checkpoint-") for name in stored)
+    for data in stored.values():
+        assert token.encode() not in data
+    for path in out.rglob("*"):
+        assert not path.is_file() or token.encode() not in path.read_bytes(), path
+    classify = pipeline("text-classification", model=str(tmp_path / "from_hub"))
+    assert classify("great superb film")[0]["label"] in ("pos", "neg")

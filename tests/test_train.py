@@ -13,9 +13,8 @@ import tl_hf
 
 def noisy_dataset(n=64, seed=0):
     """Labels independent of the text: a model can only memorise, so validation loss rises."""
-    from datasets import Dataset
-
     from conftest import FILLER, NEGATIVE, POSITIVE
+    from datasets import Dataset
 
     rng = random.Random(seed)
     words = POSITIVE + NEGATIVE + FILLER

@@ -158,6 +158,26 @@ def _check_no_token(output_dir: Path, names: list[str], token: str) -> None:
             )
 
 
+def check_push_ready(repo_id: str | None, token: str | None = None) -> str:
+    """Check, before a run trains, that its push can happen; returns the token to use.
+
+    Raises:
+        UserError: no repo id, offline mode, or no token.
+    """
+    from huggingface_hub import constants, get_token
+
+    if not repo_id or not repo_id.strip():
+        raise UserError("no Hub repo given: pass --hub_model_id NAMESPACE/NAME")
+    if constants.is_offline_mode():
+        raise UserError("HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to push")
+    token = token or get_token()
+    if not token:
+        raise UserError(
+            "no Hugging Face token: run `hf auth login` or set HF_TOKEN (or pass --hub_token)"
+        )
+    return token
+
+
 def push_output_dir(
     output_dir: str | os.PathLike,
     repo_id: str,
@@ -188,7 +208,7 @@ def push_output_dir(
             inside a file to push.
         PushError: The Hub refused or kept failing; nothing local was changed.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     root = Path(output_dir)
     if not root.is_dir():
@@ -200,15 +220,7 @@ def push_output_dir(
         raise UserError(
             f"{root} holds no config.json: it is not the output folder of a finished run"
         )
-    if not repo_id or not repo_id.strip():
-        raise UserError("no Hub repo given: pass --hub_model_id NAMESPACE/NAME")
-    if constants.is_offline_mode():
-        raise UserError("HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it to push")
-    token = token or get_token()
-    if not token:
-        raise UserError(
-            "no Hugging Face token: run `hf auth login` or set HF_TOKEN (or pass --hub_token)"
-        )
+    token = check_push_ready(repo_id, token)
     _check_no_token(root, names, token)
 
     api = HfApi(token=token)

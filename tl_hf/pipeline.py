@@ -45,9 +45,24 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     from transformers import set_seed
 
     from tl_hf.data import label_names, load_classification_data
+    from tl_hf.hub import check_push_ready, detach_hub_settings, push_output_dir
     from tl_hf.model import build_model, load_checkpoint_config
+    from tl_hf.report import (
+        MonitorCallback,
+        build_model_card,
+        diagnose,
+        format_diagnosis,
+        load_history,
+        write_diagnosis,
+        write_report_html,
+    )
     from tl_hf.save import check_output_dir, clear_output_dir, write_json, write_run_config
-    from tl_hf.strategy import apply_strategy, build_param_groups, describe_param_groups, format_param_groups
+    from tl_hf.strategy import (
+        apply_strategy,
+        build_param_groups,
+        describe_param_groups,
+        format_param_groups,
+    )
     from tl_hf.train import (
         TLTrainer,
         build_early_stopping,
@@ -65,6 +80,11 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     check_output_dir(output_dir, args.data.overwrite_output_dir, "output_dir" in args.explicit)
     model_path = args.model.model_name_or_path or modality.default_model()
     checkpoint_config = load_checkpoint_config(model_path, args.model)
+    # We push once at the end (best model, card, report): the Trainer must neither push every
+    # checkpoint nor pickle the token into training_args.bin.
+    hub = detach_hub_settings(training)
+    if hub.push:
+        hub.token = check_push_ready(hub.repo_id, hub.token)
     set_seed(training.seed)
 
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
@@ -94,6 +114,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         write_json(os.path.join(output_dir, "param_groups.json"), groups)
     early_stopping = build_early_stopping(args.strategy.early_stopping_patience,
                                           args.strategy.early_stopping_threshold)
+    monitor = MonitorCallback(output_dir, early_stopping_patience=args.strategy.early_stopping_patience)
     trainer = TLTrainer(
         model=model,
         args=training,
@@ -102,7 +123,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         data_collator=modality.build_collator(processor),
         processing_class=processor,
         compute_metrics=compute_metrics,
-        callbacks=[c for c in (early_stopping,) if c is not None],
+        callbacks=[c for c in (early_stopping, monitor) if c is not None],
         strategy=args.strategy.strategy,
         llrd_decay=args.strategy.llrd_decay,
     )
@@ -119,16 +140,29 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         prediction = trainer.predict(features["test"], metric_key_prefix="test")
         metrics.update(prediction.metrics)
         metrics["test_samples"] = len(features["test"])
-        metrics["test_per_class"] = per_class_report(prediction.predictions.argmax(-1), prediction.label_ids, names)
+        test_predictions = prediction.predictions.argmax(-1)
+        metrics["test_per_class"] = per_class_report(test_predictions, prediction.label_ids, names)
+        if main:
+            write_json(os.path.join(output_dir, "test_predictions.json"),
+                       {"labels": prediction.label_ids, "predictions": test_predictions, "label_names": names})
     metrics.update(stopping)
     metrics["strategy"] = args.strategy.strategy
 
-    # 9. save: the best model (restored by the preset), its processor, results, config.
+    # 9. save: the best model (restored by the preset), its processor, results, config;
+    # then the diagnosis, model card and report read from those files; then the push.
     trainer.save_model(output_dir)
     if main:
         write_json(os.path.join(output_dir, "all_results.json"), metrics)
         write_run_config(os.path.join(output_dir, "run_config.yaml"),
-                         {**args.to_dict(), "model_name_or_path": model_path})
+                         {**args.to_dict(), "model_name_or_path": model_path, "push_to_hub": hub.push,
+                          "hub_model_id": hub.repo_id if hub.push else training.hub_model_id})
+        diagnosis = diagnose(load_history(output_dir), strategy=args.strategy.strategy, num_labels=len(names))
+        write_diagnosis(output_dir, diagnosis)
+        _log(format_diagnosis(diagnosis))
+        build_model_card(output_dir)
+        write_report_html(output_dir)
+        if hub.push:
+            _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
     return RunResult(metrics, trainer.model, output_dir, args, groups)
 
 

@@ -45,8 +45,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
+    if hasattr(value, "tolist"):  # numpy / torch arrays and scalars
+        return _jsonable(value.tolist())
     return str(value)
 
 

@@ -134,9 +134,7 @@ def head_parameter_names(model) -> set[str]:
     for name, _ in model.named_parameters():
         name = strip_wrappers(name)
         inner = name[len(prefix) + 1:] if has_base and name.startswith(prefix + ".") else None
-        if has_base and inner is None:
-            names.add(name)
-        elif name in new or any(re.search(p, inner or name) for p in family.head_patterns):
+        if has_base and inner is None or name in new or any(re.search(p, inner or name) for p in family.head_patterns):
             names.add(name)
     return names
 
