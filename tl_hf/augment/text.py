@@ -5,9 +5,10 @@ Word level: `synonym` (WordNet, part-of-speech aware), `deletion`, `swap`, `inse
 `spelling`, `keyboard`, `ocr`. Model based: `contextual` (a masked language model fills
 masked or inserted words) and `backtranslation` (a pair of seq2seq translation models).
 
-nlpaug 1.1.11 does deletion, swap and the character noise; insertion (broken there),
-synonyms (its tagger cannot be downloaded offline) and the two model-based ones (broken
-under transformers 5) are written here on nltk and transformers directly.
+nlpaug 1.1.11 does swap and the character noise. Insertion (NotImplementedError there),
+deletion (it restores the second word when it deletes the first two), synonyms (its
+tagger cannot be downloaded offline) and the two model-based ones (broken under
+transformers 5) are written here on nltk and transformers directly.
 
 Several augmentations are applied one after the other to every row. Each row's randomness
 comes from its own seed only, so results do not depend on batch boundaries or `num_proc`.
@@ -162,6 +163,21 @@ def _insertion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     return " ".join(tokens)
 
 
+def _deletion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    # Written here rather than nlpaug's RandomWordAug(action="delete"): when that deletes the
+    # first two words it puts the second one back (re-capitalised), missing the count.
+    tokens = _TOKEN.findall(text)
+    words = [i for i, t in enumerate(tokens) if any(c.isalnum() for c in t)]
+    if len(words) < 2:
+        return text
+    n = min(_aug_count(len(words), params["p"], params["min"], params["max"]), len(words) - 1)
+    gone = set(rng.sample(words, k=n))
+    kept = [t for i, t in enumerate(tokens) if i not in gone]
+    if 0 in gone and tokens[0][:1].isupper() and kept[0][:1].islower():
+        kept[0] = kept[0][:1].upper() + kept[0][1:]  # the sentence still starts with a capital
+    return " ".join(kept)
+
+
 # ---------------------------------------------------------------------------- nlpaug ops
 _NLPAUG_CACHE: dict[tuple, Any] = {}
 
@@ -173,9 +189,7 @@ def _nlpaug(name: str, params: dict[str, Any]):
         import nlpaug.augmenter.word as naw
 
         words = {"aug_p": params["p"], "aug_min": params["min"], "aug_max": params["max"]}
-        if name == "deletion":
-            aug = naw.RandomWordAug(action="delete", **words)
-        elif name == "swap":
+        if name == "swap":
             aug = naw.RandomWordAug(action="swap", **words)
         elif name == "spelling":
             aug = naw.SpellingAug(**words)
@@ -264,10 +278,14 @@ def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> l
     import torch
 
     if params["action"] not in ("substitute", "insert"):
-        raise UserError(f"contextual: action must be substitute or insert, got {params['action']!r}")
+        raise UserError(
+            f"contextual: action must be substitute or insert, got {params['action']!r}"
+        )
     tokenizer, model = _load("mlm", params["model"], params["device"])
     if tokenizer.mask_token is None:
-        raise UserError(f"contextual: {params['model']!r} has no mask token: give a masked language model")
+        raise UserError(
+            f"contextual: {params['model']!r} has no mask token: give a masked language model"
+        )
     allowed = _whole_word_ids(params["model"], tokenizer)
     insert = params["action"] == "insert"
     plans = []  # per row: tokens, the places to fill, the masked text
@@ -316,12 +334,16 @@ def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> l
                 if not torch.isfinite(probs).all():
                     continue
                 choice = top.indices[torch.multinomial(probs, 1, generator=generator)].item()
-                word = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens([choice])).strip()
+                word = tokenizer.convert_tokens_to_string(
+                    tokenizer.convert_ids_to_tokens([choice])
+                ).strip()
                 filled[place] = word if insert else _swap_core(words[place], word)
             if insert:  # masks the model did not fill (cut by truncation) go away
                 filled = [t for t in filled if t != tokenizer.mask_token]
             else:  # ... or keep their original word
-                filled = [words[i] if t == tokenizer.mask_token else t for i, t in enumerate(filled)]
+                filled = [
+                    words[i] if t == tokenizer.mask_token else t for i, t in enumerate(filled)
+                ]
             out[r] = " ".join(filled)
     return out
 
@@ -376,12 +398,18 @@ def _translate(texts: list[str], seeds: list[int], path: str, params: dict[str, 
     for start in range(0, len(texts), bs):
         chunk = texts[start : start + bs]
         enc = tokenizer(
-            chunk, return_tensors="pt", padding=True, truncation=True, max_length=int(params["max_length"])
+            chunk,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=int(params["max_length"]),
         ).to(params["device"])
         processors = LogitsProcessorList()
         if params["temperature"] > 0:
             processors.append(
-                _GumbelSampler(seeds[start : start + bs], params["temperature"], int(params["top_k"]), beams)
+                _GumbelSampler(
+                    seeds[start : start + bs], params["temperature"], int(params["top_k"]), beams
+                )
             )
         with torch.no_grad():
             generated = model.generate(
@@ -401,7 +429,7 @@ def _backtranslation(texts: list[str], seeds: list[int], params: dict[str, Any])
 
 
 # ---------------------------------------------------------------------------- the callable
-_ROW_OPS = {"synonym": _synonym, "insertion": _insertion}
+_ROW_OPS = {"synonym": _synonym, "insertion": _insertion, "deletion": _deletion}
 _BATCH_OPS = {"contextual": _contextual, "backtranslation": _backtranslation}
 
 
@@ -422,16 +450,23 @@ class TextAugmenter:
             step_seeds = [(s * 0x9E3779B1 + (step + 1) * 0x85EBCA77) % 2**32 for s in seeds]
             if name in _BATCH_OPS:
                 live = [i for i, t in enumerate(current) if t.strip()]
-                results = _BATCH_OPS[name]([current[i] for i in live], [step_seeds[i] for i in live], params)
+                results = _BATCH_OPS[name](
+                    [current[i] for i in live], [step_seeds[i] for i in live], params
+                )
                 new = list(current)
                 for i, text in zip(live, results):
                     new[i] = text
             elif name in _ROW_OPS:
                 op = _ROW_OPS[name]
-                new = [op(t, random.Random(s), params) if t.strip() else t for t, s in zip(current, step_seeds)]
+                new = [
+                    op(t, random.Random(s), params) if t.strip() else t
+                    for t, s in zip(current, step_seeds)
+                ]
             else:
                 aug = _nlpaug(name, params)
-                new = [_run_nlpaug(aug, t, s) if t.strip() else t for t, s in zip(current, step_seeds)]
+                new = [
+                    _run_nlpaug(aug, t, s) if t.strip() else t for t, s in zip(current, step_seeds)
+                ]
             # A step that empties a text (deletion of a one-word sentence, a model that
             # produced nothing) is undone for that row.
             current = [n if isinstance(n, str) and n.strip() else c for n, c in zip(new, current)]
@@ -479,7 +514,9 @@ def build_augmenter(specs, column: str, **context: Any) -> TextAugmenter:
             if key in full and not 0 <= float(full[key]) <= 1:
                 raise UserError(f"augmentation {name}:{key} must be in [0, 1], got {full[key]}")
         if name == "contextual" and full["action"] not in ("substitute", "insert"):
-            raise UserError(f"contextual: action must be substitute or insert, got {full['action']!r}")
+            raise UserError(
+                f"contextual: action must be substitute or insert, got {full['action']!r}"
+            )
         if name in ("synonym", "insertion"):
             from tl_hf.augment.wordnet import ensure_wordnet
 
@@ -488,7 +525,9 @@ def build_augmenter(specs, column: str, **context: Any) -> TextAugmenter:
     return TextAugmenter(resolved, column)
 
 
-def write_preview(originals: list[dict], augmented: list[dict], column: str, output_dir: str) -> list[str]:
+def write_preview(
+    originals: list[dict], augmented: list[dict], column: str, output_dir: str
+) -> list[str]:
     """Print originals beside their augmented versions and write them to
     `output_dir/augment_preview.txt` (readable) and `augment_preview.jsonl`.
 

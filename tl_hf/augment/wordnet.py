@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     from nltk.corpus import wordnet
 
     print(f"WordNet: {path} ({len(wordnet.synsets('good'))} synsets for 'good')")
-    print("tagger: " + ("nltk averaged_perceptron_tagger_eng" if has_nltk_tagger() else "textblob (bundled)"))
+    print(
+        "tagger: "
+        + ("nltk averaged_perceptron_tagger_eng" if has_nltk_tagger() else "textblob (bundled)")
+    )
     return 0
 
 
