@@ -63,14 +63,134 @@ DEFAULT_AUGMENT = ["synonym", "deletion", "swap"]
 # Function words are never replaced, inserted from or chosen as synonyms (EDA's practice):
 # changing them rarely yields a paraphrase.
 STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself
-    yourselves""".split()
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+    ]
 )
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _TOKEN = re.compile(r"\S+")
@@ -134,9 +254,9 @@ def _synonym(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     tokens = _TOKEN.findall(text)
     # Tag words without their punctuation so the tagger sees "profits", not "profits,".
     cores = [_WORD.search(t) for t in tokens]
-    tags = pos_tag([c.group(0) if c else t for c, t in zip(cores, tokens)])
+    tags = pos_tag([c.group(0) if c else t for c, t in zip(cores, tokens, strict=False)])
     candidates = []
-    for i, (core, (_, tag)) in enumerate(zip(cores, tags)):
+    for i, (core, (_, tag)) in enumerate(zip(cores, tags, strict=False)):
         pos = _PTB_TO_WORDNET.get(tag[:1])
         if core is None or pos is None or core.group(0).lower() in STOPWORDS:
             continue
@@ -289,7 +409,7 @@ def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> l
     allowed = _whole_word_ids(params["model"], tokenizer)
     insert = params["action"] == "insert"
     plans = []  # per row: tokens, the places to fill, the masked text
-    for text, seed in zip(texts, seeds):
+    for text, seed in zip(texts, seeds, strict=False):
         rng = random.Random(seed)
         tokens = _TOKEN.findall(text)
         words = [i for i, t in enumerate(tokens) if _WORD.fullmatch(t.strip(".,;:!?\"'()"))]
@@ -323,7 +443,9 @@ def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> l
             filled = list(masked)
             words = _TOKEN.findall(texts[r])
             # Truncation may have cut some masks: those places keep their word (or vanish).
-            for place, position in zip(places, is_mask[j].nonzero().flatten().tolist()):
+            for place, position in zip(
+                places, is_mask[j].nonzero().flatten().tolist(), strict=False
+            ):
                 scores = logits[j, position].masked_fill(~allowed, float("-inf"))
                 if not insert:  # a substitute must differ from the word it replaces
                     old = tokenizer(words[place], add_special_tokens=False)["input_ids"]
@@ -454,23 +576,27 @@ class TextAugmenter:
                     [current[i] for i in live], [step_seeds[i] for i in live], params
                 )
                 new = list(current)
-                for i, text in zip(live, results):
+                for i, text in zip(live, results, strict=False):
                     new[i] = text
             elif name in _ROW_OPS:
                 op = _ROW_OPS[name]
                 new = [
                     op(t, random.Random(s), params) if t.strip() else t
-                    for t, s in zip(current, step_seeds)
+                    for t, s in zip(current, step_seeds, strict=False)
                 ]
             else:
                 aug = _nlpaug(name, params)
                 new = [
-                    _run_nlpaug(aug, t, s) if t.strip() else t for t, s in zip(current, step_seeds)
+                    _run_nlpaug(aug, t, s) if t.strip() else t
+                    for t, s in zip(current, step_seeds, strict=False)
                 ]
             # A step that empties a text (deletion of a one-word sentence, a model that
             # produced nothing) is undone for that row.
-            current = [n if isinstance(n, str) and n.strip() else c for n, c in zip(new, current)]
-        return [c if c.strip() else o for c, o in zip(current, originals)]
+            current = [
+                n if isinstance(n, str) and n.strip() else c
+                for n, c in zip(new, current, strict=False)
+            ]
+        return [c if c.strip() else o for c, o in zip(current, originals, strict=False)]
 
     def __call__(self, batch: dict[str, list], seeds: list[int]) -> dict[str, list]:
         if self.column not in batch:
@@ -539,7 +665,7 @@ def write_preview(
     jsonl = os.path.join(output_dir, "augment_preview.jsonl")
     lines = []
     with open(jsonl, "w") as fj:
-        for i, (orig, aug) in enumerate(zip(originals, augmented)):
+        for i, (orig, aug) in enumerate(zip(originals, augmented, strict=False)):
             before = orig[column] if isinstance(orig, dict) else orig
             after = aug[column] if isinstance(aug, dict) else aug
             lines += [f"[{i}] original : {before}", f"[{i}] augmented: {after}", ""]

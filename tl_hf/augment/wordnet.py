@@ -31,15 +31,53 @@ WORDNET_FILES = (
     "index.sense",
 )
 # WordNet 3.0's lexicographer files: number, name, syntactic category (nltk's `lexnames`).
-LEXNAMES = (
-    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
-    "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
-    "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant "
-    "noun.possession noun.process noun.quantity noun.relation noun.shape noun.state "
-    "noun.substance noun.time verb.body verb.change verb.cognition verb.communication "
-    "verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
-    "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
-).split()
+LEXNAMES = [
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
+]
 _CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
@@ -156,7 +194,7 @@ def _textblob_tag(tokens: list[str]) -> list[tuple[str, str]]:
     tagged = tag(" ".join(tokens), tokenize=False)
     if len(tagged) != len(tokens):  # a token holding a space would shift the tags: be safe
         return [(t, tag(t, tokenize=False)[0][1] if t.strip() else "NN") for t in tokens]
-    return [(word, tag_) for (_, tag_), word in zip(tagged, tokens)]
+    return [(word, tag_) for (_, tag_), word in zip(tagged, tokens, strict=False)]
 
 
 def main(argv: list[str] | None = None) -> int:
