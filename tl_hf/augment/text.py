@@ -5,8 +5,8 @@ Word level: `synonym` (WordNet, part-of-speech aware), `deletion`, `swap`, `inse
 `spelling`, `keyboard`, `ocr`. Model based: `contextual` (a masked language model fills
 masked or inserted words) and `backtranslation` (a pair of seq2seq translation models).
 
-nlpaug 1.1.11 does swap and the character noise. Insertion (NotImplementedError there),
-deletion (it restores the second word when it deletes the first two), synonyms (its
+nlpaug 1.1.11 does the character noise. Insertion (NotImplementedError there), deletion
+(it restores the second word when it deletes the first two), swap (too slow), synonyms (its
 tagger cannot be downloaded offline) and the two model-based ones (broken under
 transformers 5) are written here on nltk and transformers directly.
 
@@ -298,6 +298,20 @@ def _deletion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     return " ".join(kept)
 
 
+def _swap(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    # Written here rather than nlpaug's RandomWordAug(action="swap"): same rule (a chosen
+    # word trades places with a neighbour), about 5x faster on news sentences (nlpaug's
+    # per-token change log dominates), which the 20,000 sentences/s target needs.
+    tokens = _TOKEN.findall(text)
+    if len(tokens) < 2:
+        return text
+    for _ in range(_aug_count(len(tokens), params["p"], params["min"], params["max"])):
+        i = rng.randrange(len(tokens))
+        j = i + 1 if i == 0 else i - 1 if i == len(tokens) - 1 else i + rng.choice((-1, 1))
+        tokens[i], tokens[j] = tokens[j], tokens[i]
+    return " ".join(tokens)
+
+
 # ---------------------------------------------------------------------------- nlpaug ops
 _NLPAUG_CACHE: dict[tuple, Any] = {}
 
@@ -309,9 +323,7 @@ def _nlpaug(name: str, params: dict[str, Any]):
         import nlpaug.augmenter.word as naw
 
         words = {"aug_p": params["p"], "aug_min": params["min"], "aug_max": params["max"]}
-        if name == "swap":
-            aug = naw.RandomWordAug(action="swap", **words)
-        elif name == "spelling":
+        if name == "spelling":
             aug = naw.SpellingAug(**words)
         else:
             chars = {
@@ -551,7 +563,7 @@ def _backtranslation(texts: list[str], seeds: list[int], params: dict[str, Any])
 
 
 # ---------------------------------------------------------------------------- the callable
-_ROW_OPS = {"synonym": _synonym, "insertion": _insertion, "deletion": _deletion}
+_ROW_OPS = {"synonym": _synonym, "insertion": _insertion, "deletion": _deletion, "swap": _swap}
 _BATCH_OPS = {"contextual": _contextual, "backtranslation": _backtranslation}
 
 
