@@ -22,8 +22,11 @@ def sine(freq=440.0, seconds=1.0, amp=0.5):
 
 def run(items, wave, seed=0, others=None):
     fn = aa.build_augmenter(specs(*items), "audio", sampling_rate=SR)
-    batch = {"audio": [{"array": wave, "sampling_rate": SR}] + [{"array": o, "sampling_rate": SR} for o in others or []],
-             "label": [3] * (1 + len(others or []))}
+    batch = {
+        "audio": [{"array": wave, "sampling_rate": SR}]
+        + [{"array": o, "sampling_rate": SR} for o in others or []],
+        "label": [3] * (1 + len(others or [])),
+    }
     out = fn(batch, [seed + i for i in range(len(batch["audio"]))])
     assert out["label"] == batch["label"]
     return out["audio"][0]["array"]
@@ -59,7 +62,7 @@ def test_shift_moves_signal():
     out = run(["shift:fraction=0.25/0.25,p=1"], clean)
     assert len(out) == SR
     assert int(np.argmax(np.abs(out))) == pytest.approx(1000 + SR // 4, abs=120)
-    assert np.abs(out[:1000 + SR // 4 - 200]).max() < 1e-6  # zeros where it came from
+    assert np.abs(out[: 1000 + SR // 4 - 200]).max() < 1e-6  # zeros where it came from
 
 
 def test_pitch_shift_changes_dominant_frequency():
@@ -71,7 +74,10 @@ def test_pitch_shift_changes_dominant_frequency():
 
 def test_background_noise_and_mix_change_signal_keep_length():
     clean = sine()
-    for items, others in ((["background_noise:snr_db=5/5,p=1"], None), (["mix:snr_db=6/6,p=1"], [sine(1234.0, 0.7)])):
+    for items, others in (
+        (["background_noise:snr_db=5/5,p=1"], None),
+        (["mix:snr_db=6/6,p=1"], [sine(1234.0, 0.7)]),
+    ):
         out = run(items, clean, others=others)
         assert len(out) == len(clean)
         snr = 20 * np.log10(rms(clean) / rms(out - clean))
@@ -82,14 +88,18 @@ def test_missing_background_folder_is_a_user_error(tmp_path):
     from tl_hf.config import UserError
 
     with pytest.raises(UserError, match="does not exist"):
-        aa.build_augmenter(specs(f"background_noise:folder={tmp_path / 'nope'}"), "audio", sampling_rate=SR)
+        aa.build_augmenter(
+            specs(f"background_noise:folder={tmp_path / 'nope'}"), "audio", sampling_rate=SR
+        )
 
 
 def test_specaugment_masks_requested_widths():
     import torch
 
     feats = torch.randn(3, 80, 300) + 5.0
-    masker = aa.build_feature_masker(specs("specaugment:time_masks=1,time_width=30/30,freq_masks=1,freq_width=8/8"))
+    masker = aa.build_feature_masker(
+        specs("specaugment:time_masks=1,time_width=30/30,freq_masks=1,freq_width=8/8")
+    )
     out = masker(feats, seeds=[1, 2, 3])
     assert aa.build_augmenter(specs("specaugment"), "audio") is None  # batch-time only
     for b in range(3):
@@ -103,7 +113,10 @@ def test_mixup_soft_labels_sum_to_one():
     import torch
 
     mixer = aa.build_batch_mixer(specs("mixup:alpha=0.4"), num_labels=5)
-    batch = {"input_features": torch.randn(8, 80, 30), "labels": torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])}
+    batch = {
+        "input_features": torch.randn(8, 80, 30),
+        "labels": torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]),
+    }
     out = mixer(batch, seed=0)
     assert out["labels"].shape == (8, 5)
     assert torch.allclose(out["labels"].sum(-1), torch.ones(8))
@@ -117,10 +130,15 @@ def _dataset(tmp_path, n=6):
     import datasets
 
     rng = np.random.default_rng(0)
-    waves = [sine(300 + 100 * i, 0.5) + 0.01 * rng.standard_normal(SR // 2).astype(np.float32) for i in range(n)]
+    waves = [
+        sine(300 + 100 * i, 0.5) + 0.01 * rng.standard_normal(SR // 2).astype(np.float32)
+        for i in range(n)
+    ]
     ds = datasets.Dataset.from_dict(
         {"audio": [{"array": w, "sampling_rate": SR} for w in waves], "label": list(range(n))},
-        features=datasets.Features({"audio": datasets.Audio(sampling_rate=SR), "label": datasets.ClassLabel(num_classes=n)}),
+        features=datasets.Features(
+            {"audio": datasets.Audio(sampling_rate=SR), "label": datasets.ClassLabel(num_classes=n)}
+        ),
     )
     ds.save_to_disk(str(tmp_path / "ds"))
     return datasets.load_from_disk(str(tmp_path / "ds"))  # on disk: map results get cached
@@ -144,7 +162,9 @@ def test_map_copies_deterministic_cached(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(first, _arrays(again), strict=True))
     assert {f["filename"] for f in again.cache_files} == cache_files  # read back, not recomputed
     other = apply_augment_copies(ds, fn, sp, copies=2, seed=8)
-    assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(first[6:], _arrays(other)[6:], strict=True))
+    assert not all(
+        np.allclose(a, b, atol=1e-3) for a, b in zip(first[6:], _arrays(other)[6:], strict=True)
+    )
 
 
 def test_on_the_fly_draws_new_audio_each_call(tmp_path):

@@ -40,10 +40,11 @@ def test_converted_whisper_transcribes(tmp_path):
         ratio = difflib.SequenceMatcher(a=_words(SENTENCE), b=heard).ratio()
         assert ratio >= 0.88, (voice, heard)
     # a real recording (pytest-audioeval): exact after normalisation
-    import soundfile as sf
-    import soxr
     from importlib.util import find_spec
     from pathlib import Path
+
+    import soundfile as sf
+    import soxr
 
     # a namespace package: no __init__.py, so no origin
     package = Path(next(iter(find_spec("pytest_audioeval").submodule_search_locations)))
@@ -53,22 +54,34 @@ def test_converted_whisper_transcribes(tmp_path):
     # the classifier loads every encoder weight; only projector and classifier are new
     from transformers import WhisperForAudioClassification
 
-    model, info = WhisperForAudioClassification.from_pretrained(folder, num_labels=10, output_loading_info=True)
-    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight", "projector.bias", "projector.weight"]
+    model, info = WhisperForAudioClassification.from_pretrained(
+        folder, num_labels=10, output_loading_info=True
+    )
+    assert sorted(info["missing_keys"]) == [
+        "classifier.bias",
+        "classifier.weight",
+        "projector.bias",
+        "projector.weight",
+    ]
     assert not info["mismatched_keys"]
 
 
 def test_ctranslate2_mapping_fails_loudly_on_unknown_variables():
     from tl_hf.config import UserError
 
-    variables = {"encoder/conv1/weight": np.zeros((2, 2, 3), np.float32), "encoder/surprise": np.zeros(1)}
+    variables = {
+        "encoder/conv1/weight": np.zeros((2, 2, 3), np.float32),
+        "encoder/surprise": np.zeros(1),
+    }
     with pytest.raises(UserError):
         ea._ct2_to_hf_state_dict(variables, (0, 0))
 
 
 def test_voice_split_holds_out_speakers():
     voices = ea.spoken_word_voices()
-    splits = {s: {v for v in voices if ea.voice_split(v) == s} for s in ("train", "validation", "test")}
+    splits = {
+        s: {v for v in voices if ea.voice_split(v) == s} for s in ("train", "validation", "test")
+    }
     assert all(splits.values())
     assert not (splits["test"] & (splits["train"] | splits["validation"]))
     speaker = lambda v: v.rpartition("+")[2] if "+" in v else v  # noqa: E731
@@ -90,10 +103,18 @@ def test_spoken_words_small(tmp_path, monkeypatch):
     for split in ds.values():  # every word in every split
         assert set(split["label"]) == set(range(10))
     test_voices = set(ds["test"]["voice"])
-    assert test_voices and not test_voices & (set(ds["train"]["voice"]) | set(ds["validation"]["voice"]))
+    assert test_voices and not test_voices & (
+        set(ds["train"]["voice"]) | set(ds["validation"]["voice"])
+    )
     sample = ds["test"][0]["audio"]
-    assert sample["sampling_rate"] == 16000 and sample["array"].ndim == 1 and len(sample["array"]) > 1600
-    path = ds["train"].cast_column("audio", __import__("datasets").Audio(decode=False))[0]["audio"]["path"]
+    assert (
+        sample["sampling_rate"] == 16000
+        and sample["array"].ndim == 1
+        and len(sample["array"]) > 1600
+    )
+    path = ds["train"].cast_column("audio", __import__("datasets").Audio(decode=False))[0]["audio"][
+        "path"
+    ]
     info = sf.info(path)
     assert (info.samplerate, info.channels) == (16000, 1)
     # a second call reuses the files

@@ -39,7 +39,9 @@ def _wav2vec2_kwargs(**extra):
 def _wav2vec2(stable: bool = False):
     from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
-    return Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**_wav2vec2_kwargs(do_stable_layer_norm=stable)))
+    return Wav2Vec2ForSequenceClassification(
+        Wav2Vec2Config(**_wav2vec2_kwargs(do_stable_layer_norm=stable))
+    )
 
 
 def _hubert():
@@ -58,8 +60,13 @@ def _ast():
     from transformers import ASTConfig, ASTForAudioClassification
 
     config = ASTConfig(
-        hidden_size=16, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=8,
-        num_mel_bins=16, max_length=32, num_labels=3,
+        hidden_size=16,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=2,
+        intermediate_size=8,
+        num_mel_bins=16,
+        max_length=32,
+        num_labels=3,
     )
     return ASTForAudioClassification(config)
 
@@ -68,24 +75,44 @@ def _whisper():
     from transformers import WhisperConfig, WhisperForAudioClassification
 
     config = WhisperConfig(
-        encoder_layers=LAYERS, decoder_layers=1, d_model=16, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, max_source_positions=10,
-        num_mel_bins=4, classifier_proj_size=8, num_labels=3,
+        encoder_layers=LAYERS,
+        decoder_layers=1,
+        d_model=16,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=8,
+        decoder_ffn_dim=8,
+        max_source_positions=10,
+        num_mel_bins=4,
+        classifier_proj_size=8,
+        num_labels=3,
     )
     return WhisperForAudioClassification(config)
 
 
-BUILDERS = {"wav2vec2": _wav2vec2, "hubert": _hubert, "wavlm": _wavlm, "ast": _ast, "whisper": _whisper}
+BUILDERS = {
+    "wav2vec2": _wav2vec2,
+    "hubert": _hubert,
+    "wavlm": _wavlm,
+    "ast": _ast,
+    "whisper": _whisper,
+}
 # The block index in a parameter name, per family, to check depth == index + 1.
 BLOCK = re.compile(r"(?:encoder\.layers|encoder\.layer|\blayers)\.(\d+)\.")
-FRONT_END = re.compile(r"feature_extractor|feature_projection|pos_conv_embed|masked_spec_embed|"
-                       r"embeddings\.|conv1|conv2|embed_positions")
+FRONT_END = re.compile(
+    r"feature_extractor|feature_projection|pos_conv_embed|masked_spec_embed|"
+    r"embeddings\.|conv1|conv2|embed_positions"
+)
 HEADS = {
     "wav2vec2": {"projector.weight", "projector.bias", "classifier.weight", "classifier.bias"},
     "hubert": {"projector.weight", "projector.bias", "classifier.weight", "classifier.bias"},
     "wavlm": {"projector.weight", "projector.bias", "classifier.weight", "classifier.bias"},
-    "ast": {"classifier.layernorm.weight", "classifier.layernorm.bias", "classifier.dense.weight",
-            "classifier.dense.bias"},
+    "ast": {
+        "classifier.layernorm.weight",
+        "classifier.layernorm.bias",
+        "classifier.dense.weight",
+        "classifier.dense.bias",
+    },
     "whisper": {"projector.weight", "projector.bias", "classifier.weight", "classifier.bias"},
 }
 

