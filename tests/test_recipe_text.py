@@ -134,3 +134,34 @@ def test_recipe_pushes_best_model_to_hub(tiny_bert, sentiment_csv, tmp_path, mon
         assert not path.is_file() or token.encode() not in path.read_bytes(), path
     classify = pipeline("text-classification", model=str(tmp_path / "from_hub"))
     assert classify("great superb film")[0]["label"] in ("pos", "neg")
+
+
+def test_map_mode_augmentation_adds_k_copies_and_preview(tiny_bert, sentiment_csv, tmp_path):
+    import tl_hf
+
+    out = tmp_path / "aug"
+    result = tl_hf.train_text_classifier(
+        model_name_or_path=tiny_bert, train_file=sentiment_csv, output_dir=str(out), num_train_epochs=1,
+        augment=["deletion:p=0.3", "swap"], augment_copies=2, augment_preview=3, use_cpu=True,
+    )
+    # 80 rows, 10% validation -> 72 originals, each with 2 augmented copies
+    assert result.metrics["train_samples"] == 72 * 3
+    assert result.metrics["eval_samples"] == 8
+    preview = (out / "augment_preview.txt").read_text()
+    assert preview.count("original :") == 3 and preview.count("augmented:") == 3
+    with pytest.raises(tl_hf.UserError, match="unknown augmentation 'hflip'"):
+        tl_hf.train_text_classifier(model_name_or_path=tiny_bert, train_file=sentiment_csv,
+                                    output_dir=str(tmp_path / "bad"), augment=["hflip"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_on_the_fly_augmentation_trains(tiny_bert, sentiment_csv, tmp_path):
+    import tl_hf
+
+    result = tl_hf.train_text_classifier(
+        model_name_or_path=tiny_bert, train_file=sentiment_csv, output_dir=str(tmp_path / "otf"),
+        num_train_epochs=2, augment_mode="on_the_fly", use_cpu=True, strategy="full", learning_rate=1e-3,
+    )
+    assert result.metrics["train_samples"] == 72  # no stored copies
+    assert result.args.training.remove_unused_columns is False
+    assert result.metrics["stopped_epoch"] == 2

@@ -44,6 +44,12 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     """Run one fine-tuning job end to end and return its result."""
     from transformers import set_seed
 
+    from tl_hf.augment import (
+        OnTheFly,
+        apply_augment_copies,
+        resolve_augment_specs,
+        write_augment_preview,
+    )
     from tl_hf.data import label_names, load_classification_data
     from tl_hf.hub import check_push_ready, detach_hub_settings, push_output_dir
     from tl_hf.model import build_model, load_checkpoint_config
@@ -80,6 +86,11 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     check_output_dir(output_dir, args.data.overwrite_output_dir, "output_dir" in args.explicit)
     model_path = args.model.model_name_or_path or modality.default_model()
     checkpoint_config = load_checkpoint_config(model_path, args.model)
+    specs = resolve_augment_specs(args.modality, args.augment, args.explicit)
+    copies = args.augment.augment_copies
+    on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
+    if specs and not on_the_fly and copies == 0:
+        copies = 1  # --augment given in map mode without a count: one augmented copy
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin.
     hub = detach_hub_settings(training)
@@ -88,13 +99,28 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     set_seed(training.seed)
 
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
+    num_proc = args.data.preprocessing_num_workers
     with training.main_process_first(desc="dataset preparation"):
         dsd = load_classification_data(args.data, modality, training.seed, dataset, args.model.cache_dir)
         names = label_names(dsd)
         processor = modality.build_processor(model_path, args.model)
-        features = modality.preprocess(dsd, processor, args.data, args.data.preprocessing_num_workers)
-    _log(f"data: {', '.join(f'{k} {len(v)}' for k, v in dsd.items())} rows, {len(names)} classes: "
+        context = modality.augment_context(processor, args)
+        augmenter = modality.build_augmenter(specs, context) if specs else None
+        originals = dsd["train"]
+        if augmenter is not None and not on_the_fly:
+            dsd["train"] = apply_augment_copies(dsd["train"], augmenter, specs, copies, training.seed, num_proc)
+        features = modality.preprocess(dsd, processor, args.data, num_proc, skip=("train",) if on_the_fly else ())
+        if on_the_fly:
+            # the training split is preprocessed per batch, after a fresh augmentation every epoch;
+            # the Trainer must not drop the raw columns the transform reads
+            features["train"] = dsd["train"].with_transform(
+                OnTheFly(augmenter, modality.make_preprocess(processor, args.data, training=True), training.seed))
+            training.remove_unused_columns = False
+    _log(f"data: {', '.join(f'{k} {len(v)}' for k, v in features.items())} rows, {len(names)} classes: "
          f"{', '.join(names)}")
+    if specs:
+        _log(f"augmentation: {', '.join(map(str, specs))} "
+             + ("(on the fly, new draws every epoch)" if on_the_fly else f"({copies} stored copies per example)"))
 
     # 5. model with the new head.
     model = build_model(modality.AUTO_MODEL, model_path, args.model, names, checkpoint_config)
@@ -112,6 +138,9 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         clear_output_dir(output_dir)
         os.makedirs(output_dir, exist_ok=True)
         write_json(os.path.join(output_dir, "param_groups.json"), groups)
+        if augmenter is not None and args.augment.augment_preview > 0:
+            write_augment_preview(args.modality, originals, augmenter, args.augment.augment_preview,
+                                  modality.INPUT_COLUMN, training.seed, output_dir)
     early_stopping = build_early_stopping(args.strategy.early_stopping_patience,
                                           args.strategy.early_stopping_threshold)
     monitor = MonitorCallback(output_dir, early_stopping_patience=args.strategy.early_stopping_patience)
@@ -126,6 +155,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         callbacks=[c for c in (early_stopping, monitor) if c is not None],
         strategy=args.strategy.strategy,
         llrd_decay=args.strategy.llrd_decay,
+        batch_augment=modality.build_batch_augment(specs, len(names), training.seed) if specs else None,
     )
     train_result = trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
     stopping = summarize_early_stopping(trainer, early_stopping)  # before evaluate() below ticks the callback

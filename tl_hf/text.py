@@ -102,7 +102,7 @@ def build_processor(model_path: str, model_args):
     )
 
 
-def make_preprocess(tokenizer, data_args):
+def make_preprocess(tokenizer, data_args, training: bool = False):
     """A batched function: texts -> token ids (truncated; padding happens per batch)."""
     max_length = min(data_args.max_seq_length, getattr(tokenizer, "model_max_length", 10**6) or 10**6)
 
@@ -115,18 +115,33 @@ def make_preprocess(tokenizer, data_args):
     return preprocess
 
 
-def preprocess(dsd, tokenizer, data_args, num_proc=None):
-    """Tokenise every split through `datasets.map` (cached by fingerprint)."""
+def preprocess(dsd, tokenizer, data_args, num_proc=None, skip=()):
+    """Tokenise every split but `skip` through `datasets.map` (cached by fingerprint)."""
+    from datasets import DatasetDict
+
     fn = make_preprocess(tokenizer, data_args)
-    return dsd.map(fn, batched=True, remove_columns=dsd["train"].column_names, num_proc=num_proc,
-                   desc="Tokenizing")
+    return DatasetDict({
+        split: ds.map(fn, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
+                      desc=f"Tokenizing {split}")
+        for split, ds in dsd.items() if split not in skip
+    })
 
 
-def build_collator(tokenizer, training: bool = False):
+def build_collator(tokenizer):
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer)
 
 
-def augment_context(args) -> dict:
+def augment_context(tokenizer, args) -> dict:
     return {}
+
+
+def build_augmenter(specs, context):
+    from tl_hf.augment.text import build_augmenter
+
+    return build_augmenter(specs, INPUT_COLUMN, **context)
+
+
+def build_batch_augment(specs, num_labels: int, seed: int):
+    return None  # text has no batch-level (mixing) augmentation

@@ -52,12 +52,32 @@ def per_class_report(predictions, labels, names: list[str]) -> dict[str, dict[st
 
 class TLTrainer(Trainer):
     """`Trainer` whose optimizer holds exactly the strategy's trainable parameters, in
-    groups by depth (LLRD learning rates) and decay (none on biases and norms)."""
+    groups by depth (LLRD learning rates) and decay (none on biases and norms).
 
-    def __init__(self, *args, strategy: str = "full", llrd_decay: float = 1.0, **kwargs):
+    `batch_augment` (mixup, cutmix, SpecAugment) runs on collated training batches only; when
+    it makes soft labels, the loss is the soft cross-entropy (a float `labels` tensor would
+    make the transformers heads compute a multi-label BCE).
+    """
+
+    def __init__(self, *args, strategy: str = "full", llrd_decay: float = 1.0, batch_augment=None, **kwargs):
         self.strategy = strategy
         self.llrd_decay = llrd_decay
+        self.batch_augment = batch_augment
         super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.batch_augment is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = self.batch_augment(dict(inputs))
+        labels = inputs.get("labels")
+        if labels is None or labels.dtype.is_floating_point is False:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
+
+        soft = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = -(soft * torch.log_softmax(outputs.logits.float(), dim=-1)).sum(-1).mean()
+        return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:

@@ -166,3 +166,29 @@ class OnTheFly:
             n = len(next(iter(batch.values())))
             batch = self.augment_fn(dict(batch), [int(s) for s in self.rng.integers(0, 2**32, size=n)])
         return self.preprocess_fn(batch)
+
+
+def resolve_augment_specs(modality: str, augment_args, explicit: set[str]) -> list[AugmentSpec]:
+    """The augmentations a run asked for, validated (before any data is loaded).
+
+    The modality's default list applies when `--augment_copies` > 0 or `--augment_mode
+    on_the_fly` is given without `--augment`; `--augment none` turns augmentation off.
+    """
+    wanted = (augment_args.augment is not None or augment_args.augment_copies > 0
+              or (augment_args.augment_mode == "on_the_fly" and "augment_mode" in explicit))
+    if not wanted:
+        return []
+    module = load_modality(modality)
+    return parse_augment_specs(augment_args.augment, module.AUGMENTATIONS, module.DEFAULT_AUGMENT)
+
+
+def write_augment_preview(modality: str, dataset, fn: AugmentFn, n: int, column: str, seed: int,
+                          output_dir: str, **context) -> list[str]:
+    """Write `n` training originals beside their augmented versions (the modality decides how:
+    text pairs, an image grid, spectrograms and wav files)."""
+    rows = dataset.select(range(min(n, len(dataset))))
+    batch = rows[:]  # decoded (images, audio), as the augmenter sees them in map()
+    augmented = fn(dict(batch), [row_seed(seed, 1, i) for i in range(len(rows))])
+    originals = [{column: v} for v in batch[column]]
+    changed = [{column: v} for v in augmented[column]]
+    return load_modality(modality).write_preview(originals, changed, column, output_dir, **context)
