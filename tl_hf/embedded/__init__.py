@@ -1,0 +1,1 @@
+"""Embedded offline defaults: real pretrained checkpoints and datasets that ship in packages."""
