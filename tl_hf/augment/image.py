@@ -163,8 +163,10 @@ class ImageAugmenter:
 
         image = to_rgb(image)
         # fork_rng: seeding must not disturb the caller's global RNG (the Trainer's shuffling).
+        # Only the CPU generator is seeded: torch.manual_seed would also queue a lazy CUDA
+        # seeding call with a stack trace on every image (slow, and a growing list).
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            torch.default_generator.manual_seed(int(seed))
             for transform in self.transforms:
                 image = transform(image)
         return image
