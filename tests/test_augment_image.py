@@ -80,6 +80,15 @@ def test_greyscale_palette_rgba_become_rgb():
     assert aug.to_rgb(grey).getpixel((0, 0)) == (100, 100, 100)
     assert aug.to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)  # composited on white
     assert _run("hflip", grey).mode == "RGB"
+    # Undecoded rows (Image(decode=False)) and arrays are accepted too.
+    import io
+
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    assert (
+        _run("hflip:p=0", {"bytes": buffer.getvalue(), "path": None}).getpixel((0, 0)) == (100,) * 3
+    )
+    assert _run("hflip:p=0", np.full((4, 4), 7, np.uint8)).getpixel((0, 0)) == (7, 7, 7)
 
 
 def test_mixup_cutmix_skipped_by_augmenter_and_mixed_by_batch_mixer():

@@ -38,6 +38,26 @@ DEFAULT_AUGMENT = ["crop", "hflip", "rotate", "color_jitter"]
 BATCH_LEVEL = ("mixup", "cutmix")
 
 
+def as_pil(value):
+    """A PIL image from what a datasets column may hold: a PIL image, an undecoded
+    `{"bytes", "path"}` dict (`Image(decode=False)`), a file path or an HxW(xC) uint8 array."""
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            import io
+
+            return Image.open(io.BytesIO(value["bytes"]))
+        value = value.get("path")
+    if isinstance(value, (str, os.PathLike)):
+        return Image.open(value)
+    import numpy as np
+
+    return Image.fromarray(np.asarray(value))
+
+
 def to_rgb(image):
     """A PIL image in RGB: greyscale, palette, CMYK and 16-bit images converted; RGBA and
     LA composited on white (a transparent background is not black)."""
@@ -161,7 +181,7 @@ class ImageAugmenter:
         """One image, drawn from `seed` alone: the same seed gives the same pixels."""
         import torch
 
-        image = to_rgb(image)
+        image = to_rgb(as_pil(image))
         # fork_rng: seeding must not disturb the caller's global RNG (the Trainer's shuffling).
         # Only the CPU generator is seeded: torch.manual_seed would also queue a lazy CUDA
         # seeding call with a stack trace on every image (slow, and a growing list).
