@@ -23,13 +23,14 @@ AUGMENT_MODES = ("map", "on_the_fly")
 DEFAULT_LEARNING_RATES = {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4}
 
 # The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
-# checkpoint and restore it. save_total_limit=1 keeps the best and the latest on disk.
+# checkpoint and restore it. save_total_limit=2 keeps the best and the latest on disk (with 1,
+# Trainer deletes the latest at the end when it is not the best).
 TRAINING_DEFAULTS = {
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
     "load_best_model_at_end": True,
     "metric_for_best_model": "eval_loss",
-    "save_total_limit": 1,
+    "save_total_limit": 2,
     "num_train_epochs": 10,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 32,
@@ -40,6 +41,15 @@ TRAINING_DEFAULTS = {
     "report_to": "none",
     "save_only_model": False,
 }
+
+# The embedded default runs (no model and no data given) are sized to finish in minutes on
+# a 2-core CPU; with the user's own data the general defaults above apply.
+EMBEDDED_RUN_DEFAULTS = {
+    "text": {"num_train_epochs": 4},
+    "image": {},
+    "audio": {},
+}
+DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
 
 
 class UserError(ValueError):
@@ -229,8 +239,11 @@ def default_output_dir(modality: str) -> str:
     return os.path.join("outputs", f"{modality}_classify")
 
 
-def _defaults(modality: str) -> dict[str, Any]:
-    return {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
+def _defaults(modality: str, given: set[str]) -> dict[str, Any]:
+    defaults = {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
+    if not given & set(DATA_KEYS):
+        defaults.update(EMBEDDED_RUN_DEFAULTS[modality])
+    return defaults
 
 
 def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
@@ -250,18 +263,31 @@ def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
         else:
             rest.append(argv[i])
         i += 1
+    written_for = config.pop("modality", modality)  # run_config.yaml records it
+    if written_for != modality:
+        raise UserError(f"the config file is for the {written_for} recipe, not the {modality} one")
     _check_keys(config, parser, "the config file")
-    parser.set_defaults(**{**_defaults(modality), **config})
-    parts = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+    given = set(config) | _flag_names(rest)
+    parser.set_defaults(**{**_defaults(modality, given), **config})
+    try:
+        *parts, unknown = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False,
+                                                             return_remaining_strings=True)
+    except ValueError as err:  # TrainingArguments.__post_init__ checks combinations
+        raise UserError(" ".join(str(err).split())) from err
+    if unknown:
+        _check_keys(_flag_names(unknown) or unknown, parser, "the command line")
+        raise UserError(f"unexpected argument(s) on the command line: {' '.join(unknown)}")
     explicit = set(config) | (_flag_names(rest) & _known_keys(parser))
     return finalize_args(modality, *parts, explicit=explicit)
 
 
-def build_args(modality: str, **kwargs: Any) -> RunArgs:
-    """Build the arguments of a run from keyword arguments (the Python API)."""
+def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
+    """Build the arguments of a run from keyword arguments (the Python API); `dataset` is
+    the in-memory dataset, if any (it decides whether the embedded default's sizing applies)."""
     parser = _build_parser(modality)
     _check_keys(kwargs, parser, "the keyword arguments")
-    values = {**_defaults(modality), **kwargs}
+    values = {**_defaults(modality, set(kwargs) | ({"dataset_name"} if dataset is not None else set())),
+              **kwargs}
     try:
         parts = parser.parse_dict(values)
     except (TypeError, ValueError) as err:

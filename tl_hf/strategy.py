@@ -147,6 +147,25 @@ def _timm_head_patterns(model) -> tuple[str, ...]:
     return tuple(rf"^{re.escape(name)}\." for name in names)
 
 
+def _wav2vec2_encoder_norm_depth(match: re.Match, config) -> int:
+    # Post-norm models (wav2vec2-base, HuBERT-base: do_stable_layer_norm False) apply
+    # encoder.layer_norm to the input of the first block; pre-norm ("stable") models apply
+    # it after the last block.
+    return config.num_hidden_layers + 1 if config.do_stable_layer_norm else 0
+
+
+_WAV2VEC2_LIKE = (
+    # the convolutional feature encoder, its projection, the positional convolution and the
+    # mask embedding all feed the first block
+    (r"^masked_spec_embed$", 0),
+    (r"^feature_extractor\.", 0),
+    (r"^feature_projection\.", 0),
+    (r"^encoder\.pos_conv_embed\.", 0),
+    (r"^encoder\.layers\.(\d+)\.", "block"),
+    (r"^encoder\.layer_norm\.", _wav2vec2_encoder_norm_depth),
+    (r"^adapter\.", "top"),
+)
+
 FAMILIES: dict[str, Family] = {
     "bert": Family(_attr("num_hidden_layers"), _BERT_LIKE),
     "roberta": Family(_attr("num_hidden_layers"), _BERT_LIKE),
@@ -226,6 +245,30 @@ FAMILIES: dict[str, Family] = {
             (r"^(?:conv_head|bn2|norm_head)\.", "top"),
         ),
         head_patterns=_timm_head_patterns,
+    ),
+    # audio families
+    "wav2vec2": Family(_attr("num_hidden_layers"), _WAV2VEC2_LIKE),
+    "hubert": Family(_attr("num_hidden_layers"), _WAV2VEC2_LIKE),
+    "wavlm": Family(_attr("num_hidden_layers"), _WAV2VEC2_LIKE),
+    "audio-spectrogram-transformer": Family(
+        _attr("num_hidden_layers"),
+        (
+            (r"^embeddings\.", 0),
+            # transformers 5 names the blocks `layers.i`; older releases `encoder.layer.i`
+            (r"^(?:encoder\.layer|layers)\.(\d+)\.", "block"),
+            (r"^layernorm\.", "top"),
+        ),
+    ),
+    "whisper": Family(
+        _attr("encoder_layers"),
+        (
+            (r"^encoder\.(?:conv1|conv2|embed_positions)\.", 0),
+            (r"^encoder\.layers\.(\d+)\.", "block"),
+            (r"^encoder\.layer_norm\.", "top"),
+        ),
+        # WhisperForAudioClassification declares base_model_prefix "model" but keeps its
+        # encoder at `.encoder`, so "outside the base model" finds nothing: name the head.
+        head_patterns=(r"^projector\.", r"^classifier\.", r"^layer_weights$"),
     ),
 }
 
@@ -437,3 +480,26 @@ def format_param_groups(rows: list[dict[str, Any]], total_params: int) -> str:
     trained = sum(r["num_params"] for r in rows)
     lines.append(f"trainable {trained:,} of {total_params:,} parameters ({100 * trained / max(total_params, 1):.1f}%)")
     return "\n".join(lines)
+
+
+def apply_freeze_feature_encoder(model) -> int:
+    """Freeze the convolutional feature encoder of wav2vec2-style models (wav2vec2, HuBERT,
+    WavLM, ...), the usual practice when fine-tuning them on little data.
+
+    Call it after `apply_strategy` (which sets `requires_grad` on every parameter).
+    Returns the number of parameters frozen; 0 for models without such an encoder.
+    """
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, None) if prefix else None
+    encoder = getattr(base if base is not None else model, "feature_extractor", None)
+    # A conv feature encoder is a module with `conv_layers` (not a preprocessing object).
+    if encoder is None or not hasattr(encoder, "conv_layers"):
+        return 0
+    frozen = 0
+    for param in encoder.parameters():
+        if param.requires_grad:
+            frozen += param.numel()
+        param.requires_grad_(False)
+    # transformers' own flag: the encoder then skips building a graph for its activations
+    encoder._requires_grad = False
+    return frozen

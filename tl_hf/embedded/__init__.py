@@ -1,1 +1,1 @@
-"""Embedded offline defaults: real pretrained checkpoints and datasets that ship in packages."""
+"""Embedded offline defaults: converters and loaders for checkpoints and data that ship in packages."""

@@ -1,0 +1,688 @@
+"""Text augmentation: label-preserving rewrites of one text column, seeded per row.
+
+Word level: `synonym` (WordNet, part-of-speech aware), `deletion`, `swap`, `insertion`
+(WordNet synonyms of the sentence's own words at random places). Character level:
+`spelling`, `keyboard`, `ocr`. Model based: `contextual` (a masked language model fills
+masked or inserted words) and `backtranslation` (a pair of seq2seq translation models).
+
+nlpaug 1.1.11 does the character noise. Insertion (NotImplementedError there), deletion
+(it restores the second word when it deletes the first two), swap (too slow), synonyms (its
+tagger cannot be downloaded offline) and the two model-based ones (broken under
+transformers 5) are written here on nltk and transformers directly.
+
+Several augmentations are applied one after the other to every row. Each row's randomness
+comes from its own seed only, so results do not depend on batch boundaries or `num_proc`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+from typing import Any
+
+from tl_hf.config import UserError
+
+# Parameters shared by the word-level augmenters: `p` is the fraction of the words that
+# change, at least `min` and at most `max` per sentence (nlpaug's aug_p/aug_min/aug_max).
+_WORDS = {"p": 0.1, "min": 1, "max": 10}
+AUGMENTATIONS: dict[str, dict[str, Any]] = {
+    "synonym": dict(_WORDS),
+    "deletion": dict(_WORDS),
+    "swap": dict(_WORDS),
+    "insertion": dict(_WORDS),
+    "spelling": dict(_WORDS),
+    # Character noise: `p`/`min`/`max` choose the words, `char_p`/`char_max` the characters
+    # changed in each chosen word.
+    "keyboard": {**_WORDS, "char_p": 0.1, "char_max": 2},
+    "ocr": {**_WORDS, "char_p": 0.1, "char_max": 2},
+    "contextual": {
+        "model": "google-bert/bert-base-uncased",  # any masked LM: Hub id or local folder
+        "action": "substitute",  # substitute | insert
+        **_WORDS,
+        "top_k": 10,  # sample the new word among the model's top_k
+        "batch_size": 32,
+        "device": "cpu",
+    },
+    "backtranslation": {
+        "forward": "Helsinki-NLP/opus-mt-en-de",  # source -> pivot language
+        "backward": "Helsinki-NLP/opus-mt-de-en",  # pivot -> source language
+        "batch_size": 16,
+        "num_beams": 1,
+        "temperature": 0.8,  # > 0: seeded sampling; 0: deterministic beam/greedy search
+        "top_k": 50,
+        "max_length": 256,
+        "device": "cpu",
+    },
+}
+# EDA's cheap trio at alpha=0.1 (Wei & Zou 2019): offline, fast, label-preserving.
+DEFAULT_AUGMENT = ["synonym", "deletion", "swap"]
+
+# Function words are never replaced, inserted from or chosen as synonyms (EDA's practice):
+# changing them rarely yields a paraphrase.
+STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+    ]
+)
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_TOKEN = re.compile(r"\S+")
+
+
+def _aug_count(n_words: int, p: float, lo: int, hi: int) -> int:
+    """How many words to change: ceil(p * n) clamped to [lo, hi] (nlpaug's rule), never
+    more than there are."""
+    if n_words == 0:
+        return 0
+    cnt = math.ceil(p * n_words)
+    if lo and cnt < lo:
+        cnt = lo
+    if hi and cnt > hi:
+        cnt = hi
+    return min(cnt, n_words)
+
+
+def _match_case(original: str, new: str) -> str:
+    if original.isupper() and len(original) > 1:
+        return new.upper()
+    if original[:1].isupper():
+        return new[:1].upper() + new[1:]
+    return new
+
+
+# ---------------------------------------------------------------------------- WordNet ops
+_SYN_CACHE: dict[tuple[str, str | None], tuple[str, ...]] = {}
+_PTB_TO_WORDNET = {"N": "n", "V": "v", "J": "a", "R": "r"}
+
+
+def wordnet_synonyms(word: str, pos: str | None = None) -> tuple[str, ...]:
+    """WordNet synonyms of `word` (lemma names, spaces for underscores, the word itself
+    left out), restricted to one part of speech (`n`, `v`, `a`, `r`) when given."""
+    key = (word.lower(), pos)
+    if key not in _SYN_CACHE:
+        from nltk.corpus import wordnet
+
+        from tl_hf.augment.wordnet import ensure_wordnet
+
+        ensure_wordnet()
+        # Adjectives come in two flavours in WordNet: heads (a) and satellites (s).
+        wanted = {"a", "s"} if pos == "a" else ({pos} if pos else None)
+        # The word's own base forms ("forecasts" -> "forecast") are not synonyms.
+        bases = {key[0]} | {b for q in "nvar" for b in wordnet._morphy(key[0], q)}
+        names: dict[str, None] = {}  # ordered set: the order must be reproducible
+        for synset in wordnet.synsets(key[0], pos=None if pos == "a" else pos):
+            if wanted and synset.pos() not in wanted:
+                continue
+            for lemma in synset.lemma_names():
+                name = lemma.replace("_", " ")
+                if name.lower() not in bases and name.lower() not in STOPWORDS:
+                    names[name] = None
+        _SYN_CACHE[key] = tuple(names)
+    return _SYN_CACHE[key]
+
+
+def _synonym(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    from tl_hf.augment.wordnet import pos_tag
+
+    tokens = _TOKEN.findall(text)
+    # Tag words without their punctuation so the tagger sees "profits", not "profits,".
+    cores = [_WORD.search(t) for t in tokens]
+    tags = pos_tag([c.group(0) if c else t for c, t in zip(cores, tokens, strict=False)])
+    candidates = []
+    for i, (core, (_, tag)) in enumerate(zip(cores, tags, strict=False)):
+        pos = _PTB_TO_WORDNET.get(tag[:1])
+        if core is None or pos is None or core.group(0).lower() in STOPWORDS:
+            continue
+        synonyms = wordnet_synonyms(core.group(0), pos)
+        if synonyms:
+            candidates.append((i, core, synonyms))
+    n = _aug_count(sum(1 for c in cores if c), params["p"], params["min"], params["max"])
+    for i, core, synonyms in rng.sample(candidates, k=min(n, len(candidates))):
+        new = _match_case(core.group(0), rng.choice(synonyms))
+        tokens[i] = tokens[i][: core.start()] + new + tokens[i][core.end() :]
+    return " ".join(tokens)
+
+
+def _insertion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    tokens = _TOKEN.findall(text)
+    words = [m.group(0) for m in map(_WORD.search, tokens) if m]
+    sources = [w for w in words if w.lower() not in STOPWORDS and wordnet_synonyms(w)]
+    n = _aug_count(len(words), params["p"], params["min"], params["max"])
+    if not sources:
+        return text
+    for _ in range(n):
+        synonym = rng.choice(wordnet_synonyms(rng.choice(sources)))
+        tokens.insert(rng.randint(0, len(tokens)), synonym)
+    return " ".join(tokens)
+
+
+def _deletion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    # Written here rather than nlpaug's RandomWordAug(action="delete"): when that deletes the
+    # first two words it puts the second one back (re-capitalised), missing the count.
+    tokens = _TOKEN.findall(text)
+    words = [i for i, t in enumerate(tokens) if any(c.isalnum() for c in t)]
+    if len(words) < 2:
+        return text
+    n = min(_aug_count(len(words), params["p"], params["min"], params["max"]), len(words) - 1)
+    gone = set(rng.sample(words, k=n))
+    kept = [t for i, t in enumerate(tokens) if i not in gone]
+    if 0 in gone and tokens[0][:1].isupper() and kept[0][:1].islower():
+        kept[0] = kept[0][:1].upper() + kept[0][1:]  # the sentence still starts with a capital
+    return " ".join(kept)
+
+
+def _swap(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    # Written here rather than nlpaug's RandomWordAug(action="swap"): same rule (a chosen
+    # word trades places with a neighbour), about 5x faster on news sentences (nlpaug's
+    # per-token change log dominates), which the 20,000 sentences/s target needs.
+    tokens = _TOKEN.findall(text)
+    if len(tokens) < 2:
+        return text
+    for _ in range(_aug_count(len(tokens), params["p"], params["min"], params["max"])):
+        i = rng.randrange(len(tokens))
+        j = i + 1 if i == 0 else i - 1 if i == len(tokens) - 1 else i + rng.choice((-1, 1))
+        tokens[i], tokens[j] = tokens[j], tokens[i]
+    return " ".join(tokens)
+
+
+# ---------------------------------------------------------------------------- nlpaug ops
+_NLPAUG_CACHE: dict[tuple, Any] = {}
+
+
+def _nlpaug(name: str, params: dict[str, Any]):
+    key = (name, tuple(sorted(params.items())))
+    if key not in _NLPAUG_CACHE:
+        import nlpaug.augmenter.char as nac
+        import nlpaug.augmenter.word as naw
+
+        words = {"aug_p": params["p"], "aug_min": params["min"], "aug_max": params["max"]}
+        if name == "spelling":
+            aug = naw.SpellingAug(**words)
+        else:
+            chars = {
+                "aug_word_p": params["p"],
+                "aug_word_min": params["min"],
+                "aug_word_max": params["max"],
+                "aug_char_p": params["char_p"],
+                "aug_char_min": 1,
+                "aug_char_max": params["char_max"],
+            }
+            if name == "keyboard":
+                # Digits stay: a typo in a number can change what the text says.
+                aug = nac.KeyboardAug(include_numeric=False, **chars)
+            else:
+                aug = nac.OcrAug(**chars)
+        _NLPAUG_CACHE[key] = aug
+    return _NLPAUG_CACHE[key]
+
+
+def _run_nlpaug(aug, text: str, seed: int) -> str:
+    import numpy as np
+
+    # nlpaug draws from the global `random` and numpy generators: seed both from the row.
+    random.seed(seed)
+    np.random.seed(seed)
+    out = aug.augment(text)
+    if isinstance(out, list):  # nlpaug 1.1.11 returns a list even for one string
+        out = out[0] if out else ""
+    return out
+
+
+# ---------------------------------------------------------------------------- model ops
+_MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def _load(kind: str, path: str, device: str):
+    """Load a tokenizer and model once per process (keyed by path), so the augmenter only
+    carries the path and stays cheap to pickle into `datasets.map` workers."""
+    key = (kind, path, device)
+    if key not in _MODELS:
+        from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        cls = AutoModelForMaskedLM if kind == "mlm" else AutoModelForSeq2SeqLM
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = cls.from_pretrained(path).to(device).eval()
+        except (OSError, ValueError) as err:
+            what = "a masked language model" if kind == "mlm" else "a seq2seq translation model"
+            raise UserError(
+                f"cannot load {what} from {path!r} ({type(err).__name__}: {str(err).splitlines()[0]}): "
+                "give a local folder or a Hub id reachable from here"
+            ) from err
+        _MODELS[key] = (tokenizer, model)
+    return _MODELS[key]
+
+
+_WHOLE_WORDS: dict[str, Any] = {}
+
+
+def _whole_word_ids(path: str, tokenizer) -> Any:
+    """A boolean mask over the vocabulary: tokens that are whole alphabetic words (no
+    word-piece continuations, no special tokens), the only ones worth writing back."""
+    if path not in _WHOLE_WORDS:
+        import torch
+
+        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        # BPE/sentencepiece vocabularies mark word starts; WordPiece marks continuations.
+        starts = ("Ġ", "▁")
+        marked = any(t.startswith(starts) for t in vocab if t)
+        special = set(tokenizer.all_special_ids)
+        ok = []
+        for i, tok in enumerate(vocab):
+            good = bool(tok) and i not in special and not tok.startswith("##")
+            if good and marked:
+                good = tok.startswith(starts)
+            if good:
+                good = tokenizer.convert_tokens_to_string([tok]).strip().isalpha()
+            ok.append(good)
+        _WHOLE_WORDS[path] = torch.tensor(ok)
+    return _WHOLE_WORDS[path]
+
+
+def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> list[str]:
+    import torch
+
+    if params["action"] not in ("substitute", "insert"):
+        raise UserError(
+            f"contextual: action must be substitute or insert, got {params['action']!r}"
+        )
+    tokenizer, model = _load("mlm", params["model"], params["device"])
+    if tokenizer.mask_token is None:
+        raise UserError(
+            f"contextual: {params['model']!r} has no mask token: give a masked language model"
+        )
+    allowed = _whole_word_ids(params["model"], tokenizer)
+    insert = params["action"] == "insert"
+    plans = []  # per row: tokens, the places to fill, the masked text
+    for text, seed in zip(texts, seeds, strict=False):
+        rng = random.Random(seed)
+        tokens = _TOKEN.findall(text)
+        words = [i for i, t in enumerate(tokens) if _WORD.fullmatch(t.strip(".,;:!?\"'()"))]
+        n = _aug_count(len(words), params["p"], params["min"], params["max"])
+        if insert:
+            places = sorted(rng.sample(range(len(tokens) + 1), k=min(n, len(tokens) + 1)))
+            masked = list(tokens)
+            for shift, place in enumerate(places):
+                masked.insert(place + shift, tokenizer.mask_token)
+            places = [place + shift for shift, place in enumerate(places)]
+        else:
+            places = sorted(rng.sample(words, k=n))
+            masked = [tokenizer.mask_token if i in places else t for i, t in enumerate(tokens)]
+        plans.append((masked, places, " ".join(masked)))
+    out = list(texts)
+    bs = max(1, int(params["batch_size"]))
+    for start in range(0, len(texts), bs):
+        rows = range(start, min(start + bs, len(texts)))
+        todo = [r for r in rows if plans[r][1]]
+        if not todo:
+            continue
+        enc = tokenizer(
+            [plans[r][2] for r in todo], return_tensors="pt", padding=True, truncation=True
+        ).to(params["device"])
+        with torch.no_grad():
+            logits = model(**enc).logits.float().cpu()
+        is_mask = (enc["input_ids"] == tokenizer.mask_token_id).cpu()
+        for j, r in enumerate(todo):
+            masked, places, _ = plans[r]
+            generator = torch.Generator().manual_seed(seeds[r] ^ 0x5DEECE66)
+            filled = list(masked)
+            words = _TOKEN.findall(texts[r])
+            # Truncation may have cut some masks: those places keep their word (or vanish).
+            for place, position in zip(
+                places, is_mask[j].nonzero().flatten().tolist(), strict=False
+            ):
+                scores = logits[j, position].masked_fill(~allowed, float("-inf"))
+                if not insert:  # a substitute must differ from the word it replaces
+                    old = tokenizer(words[place], add_special_tokens=False)["input_ids"]
+                    if len(old) == 1:
+                        scores[old[0]] = float("-inf")
+                top = torch.topk(scores, k=min(int(params["top_k"]), int(allowed.sum())))
+                probs = torch.softmax(top.values, dim=0)
+                if not torch.isfinite(probs).all():
+                    continue
+                choice = top.indices[torch.multinomial(probs, 1, generator=generator)].item()
+                word = tokenizer.convert_tokens_to_string(
+                    tokenizer.convert_ids_to_tokens([choice])
+                ).strip()
+                filled[place] = word if insert else _swap_core(words[place], word)
+            if insert:  # masks the model did not fill (cut by truncation) go away
+                filled = [t for t in filled if t != tokenizer.mask_token]
+            else:  # ... or keep their original word
+                filled = [
+                    words[i] if t == tokenizer.mask_token else t for i, t in enumerate(filled)
+                ]
+            out[r] = " ".join(filled)
+    return out
+
+
+def _swap_core(original: str, word: str) -> str:
+    """Put `word` in place of the word inside `original`, keeping its punctuation and case."""
+    core = _WORD.search(original)
+    if core is None:
+        return word
+    return original[: core.start()] + _match_case(core.group(0), word) + original[core.end() :]
+
+
+class _GumbelSampler:
+    """A logits processor that turns greedy/beam search into sampling with per-row
+    generators: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T), and
+    each row's noise comes from its own seed, so a row translates the same way whatever
+    batch it lands in."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_k: int, num_beams: int):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature = temperature
+        self.top_k = top_k
+        self.num_beams = num_beams
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_k and self.top_k < scores.shape[-1]:
+            kth = torch.topk(scores, self.top_k, dim=-1).values[..., -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=self.generators[row // self.num_beams])
+                for row in range(scores.shape[0])
+            ]
+        ).to(scores.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-10)))
+        return scores + gumbel
+
+
+def _translate(texts: list[str], seeds: list[int], path: str, params: dict[str, Any]) -> list[str]:
+    import torch
+    from transformers import LogitsProcessorList
+
+    tokenizer, model = _load("seq2seq", path, params["device"])
+    out = []
+    bs = max(1, int(params["batch_size"]))
+    beams = max(1, int(params["num_beams"]))
+    for start in range(0, len(texts), bs):
+        chunk = texts[start : start + bs]
+        enc = tokenizer(
+            chunk,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=int(params["max_length"]),
+        ).to(params["device"])
+        processors = LogitsProcessorList()
+        if params["temperature"] > 0:
+            processors.append(
+                _GumbelSampler(
+                    seeds[start : start + bs], params["temperature"], int(params["top_k"]), beams
+                )
+            )
+        with torch.no_grad():
+            generated = model.generate(
+                **enc,
+                do_sample=False,
+                num_beams=beams,
+                max_length=int(params["max_length"]),
+                logits_processor=processors,
+            )
+        out.extend(t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True))
+    return out
+
+
+def _backtranslation(texts: list[str], seeds: list[int], params: dict[str, Any]) -> list[str]:
+    pivot = _translate(texts, seeds, params["forward"], params)
+    return _translate(pivot, [s ^ 0x2545F491 for s in seeds], params["backward"], params)
+
+
+# ---------------------------------------------------------------------------- the callable
+_ROW_OPS = {"synonym": _synonym, "insertion": _insertion, "deletion": _deletion, "swap": _swap}
+_BATCH_OPS = {"contextual": _contextual, "backtranslation": _backtranslation}
+
+
+class TextAugmenter:
+    """The picklable callable `build_augmenter` returns: it holds only the augmentation
+    names and parameters; models and nlpaug objects are built once per process."""
+
+    def __init__(self, specs: list[tuple[str, dict[str, Any]]], column: str):
+        self.specs = specs
+        self.column = column
+
+    def augment_texts(self, texts: list[str], seeds: list[int]) -> list[str]:
+        """Augment a list of texts, one seed per text; never returns an empty text."""
+        originals = list(texts)
+        current = [t if isinstance(t, str) else "" for t in texts]
+        for step, (name, params) in enumerate(self.specs):
+            # Each step draws from its own seed, derived from the row's seed and the step.
+            step_seeds = [(s * 0x9E3779B1 + (step + 1) * 0x85EBCA77) % 2**32 for s in seeds]
+            if name in _BATCH_OPS:
+                live = [i for i, t in enumerate(current) if t.strip()]
+                results = _BATCH_OPS[name](
+                    [current[i] for i in live], [step_seeds[i] for i in live], params
+                )
+                new = list(current)
+                for i, text in zip(live, results, strict=False):
+                    new[i] = text
+            elif name in _ROW_OPS:
+                op = _ROW_OPS[name]
+                new = [
+                    op(t, random.Random(s), params) if t.strip() else t
+                    for t, s in zip(current, step_seeds, strict=False)
+                ]
+            else:
+                aug = _nlpaug(name, params)
+                new = [
+                    _run_nlpaug(aug, t, s) if t.strip() else t
+                    for t, s in zip(current, step_seeds, strict=False)
+                ]
+            # A step that empties a text (deletion of a one-word sentence, a model that
+            # produced nothing) is undone for that row.
+            current = [
+                n if isinstance(n, str) and n.strip() else c
+                for n, c in zip(new, current, strict=False)
+            ]
+        return [c if c.strip() else o for c, o in zip(current, originals, strict=False)]
+
+    def __call__(self, batch: dict[str, list], seeds: list[int]) -> dict[str, list]:
+        if self.column not in batch:
+            raise UserError(
+                f"text augmentation: no column {self.column!r}; columns are {', '.join(batch)}"
+            )
+        out = dict(batch)
+        out[self.column] = self.augment_texts(list(batch[self.column]), list(seeds))
+        return out
+
+    def __repr__(self) -> str:
+        return f"TextAugmenter({self.specs!r}, column={self.column!r})"
+
+
+def build_augmenter(specs, column: str, **context: Any) -> TextAugmenter:
+    """Build the callable `fn(batch, seeds) -> batch` that augments `column`.
+
+    Args:
+        specs: parsed `AugmentSpec`s (or `(name, params)` pairs), applied in order.
+        column: the text column; every other column passes through untouched.
+        **context: ignored here (other modalities take e.g. a sampling rate).
+
+    Raises:
+        UserError: on an unknown augmentation, parameter, or invalid value.
+    """
+    resolved = []
+    for spec in specs:
+        name, params = (spec.name, spec.params) if hasattr(spec, "name") else spec
+        if name not in AUGMENTATIONS:
+            raise UserError(
+                f"unknown text augmentation {name!r}: choose from {', '.join(sorted(AUGMENTATIONS))}"
+            )
+        unknown = sorted(set(params) - set(AUGMENTATIONS[name]))
+        if unknown:
+            raise UserError(
+                f"augmentation {name!r} has no parameter {unknown[0]!r}: valid ones are "
+                f"{', '.join(sorted(AUGMENTATIONS[name]))}"
+            )
+        full = {**AUGMENTATIONS[name], **params}
+        for key in ("p", "char_p"):
+            if key in full and not 0 <= float(full[key]) <= 1:
+                raise UserError(f"augmentation {name}:{key} must be in [0, 1], got {full[key]}")
+        if name == "contextual" and full["action"] not in ("substitute", "insert"):
+            raise UserError(
+                f"contextual: action must be substitute or insert, got {full['action']!r}"
+            )
+        if name in ("synonym", "insertion"):
+            from tl_hf.augment.wordnet import ensure_wordnet
+
+            ensure_wordnet()  # fail now, with the fix, rather than inside a map worker
+        resolved.append((name, full))
+    return TextAugmenter(resolved, column)
+
+
+def write_preview(
+    originals: list[dict], augmented: list[dict], column: str, output_dir: str
+) -> list[str]:
+    """Print originals beside their augmented versions and write them to
+    `output_dir/augment_preview.txt` (readable) and `augment_preview.jsonl`.
+
+    Returns:
+        The paths of the files written.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    txt = os.path.join(output_dir, "augment_preview.txt")
+    jsonl = os.path.join(output_dir, "augment_preview.jsonl")
+    lines = []
+    with open(jsonl, "w") as fj:
+        for i, (orig, aug) in enumerate(zip(originals, augmented, strict=False)):
+            before = orig[column] if isinstance(orig, dict) else orig
+            after = aug[column] if isinstance(aug, dict) else aug
+            lines += [f"[{i}] original : {before}", f"[{i}] augmented: {after}", ""]
+            fj.write(json.dumps({"original": before, "augmented": after}) + "\n")
+    with open(txt, "w") as ft:
+        ft.write("\n".join(lines))
+    print("\n".join(lines))
+    return [txt, jsonl]

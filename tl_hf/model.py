@@ -1,0 +1,60 @@
+"""Model: the checkpoint's config (checked before anything heavy), then
+`AutoModelFor*Classification` with the new label maps; the head the checkpoint did not
+provide is recorded for the strategy step."""
+
+from __future__ import annotations
+
+from tl_hf.config import UserError
+
+
+def load_checkpoint_config(model_path: str, model_args):
+    """The checkpoint's config; refuses remote code unless `--trust_remote_code`."""
+    import os
+
+    from transformers import AutoConfig
+
+    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1  # Hub ids: org/name
+    if looks_local and not os.path.isdir(os.path.expanduser(model_path)):
+        raise UserError(f"--model_name_or_path {model_path} is not a folder: give a local checkpoint "
+                        "folder or a Hub id")
+    try:
+        return AutoConfig.from_pretrained(
+            model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code,
+        )
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise UserError(f"checkpoint {model_path} runs its own modelling code: review it, then pass "
+                            "--trust_remote_code") from err
+        raise UserError(f"cannot read the config of {model_path}: {str(err).splitlines()[0]}") from err
+    except OSError as err:
+        raise UserError(f"cannot load checkpoint {model_path!r}: {str(err).splitlines()[0]}") from err
+
+
+def build_model(auto_class_name: str, model_path: str, model_args, label_names: list[str], config=None):
+    """The classifier with a head for `label_names`; an existing head of another size is replaced.
+
+    Sets `model.tl_hf_new_parameters`: the names the checkpoint did not provide (missing
+    or resized on load), which `tl_hf.strategy` treats as the head.
+    """
+    import transformers
+
+    auto_class = getattr(transformers, auto_class_name)
+    id2label = dict(enumerate(label_names))
+    label2id = {name: i for i, name in id2label.items()}
+    kwargs = {"num_labels": len(label_names), "id2label": id2label, "label2id": label2id}
+    if config is not None:
+        config.num_labels = len(label_names)
+        config.id2label, config.label2id = id2label, label2id
+        kwargs = {"config": config}
+    try:
+        model, info = auto_class.from_pretrained(
+            model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code, ignore_mismatched_sizes=True,
+            output_loading_info=True, **kwargs,
+        )
+    except ValueError as err:
+        raise UserError(f"{model_path} cannot be loaded as {auto_class_name}: {str(err).splitlines()[0]}") from err
+    mismatched = {k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", ())}
+    model.tl_hf_new_parameters = set(info.get("missing_keys", ())) | mismatched
+    return model

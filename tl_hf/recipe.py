@@ -1,0 +1,39 @@
+"""What every recipe's `main()` does: parse flags, run the pipeline, print the outcome.
+User errors end with one readable line and exit status 2, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _print_summary(result) -> None:
+    m = result.metrics
+    lines = [f"best epoch {m.get('best_epoch')} of {m.get('stopped_epoch')}"
+             + (" (early stopped)" if m.get("early_stopped") else ""),
+             f"validation: accuracy {m.get('eval_accuracy', float('nan')):.4f}  "
+             f"macro-F1 {m.get('eval_f1', float('nan')):.4f}  loss {m.get('eval_loss', float('nan')):.4f}"]
+    if "test_accuracy" in m:
+        lines.append(f"test: accuracy {m['test_accuracy']:.4f}  macro-F1 {m['test_f1']:.4f}  "
+                     f"({m['test_samples']} examples)")
+        width = max(len(n) for n in m["test_per_class"])
+        for name, row in m["test_per_class"].items():
+            lines.append(f"  {name:<{width}}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
+                         f"f1 {row['f1']:.3f}  n={row['support']}")
+    lines.append(f"model saved to {result.output_dir}")
+    print("\n".join(f"[tl-hf] {line}" for line in lines), flush=True)
+
+
+def main(modality: str, argv: list[str] | None = None) -> int:
+    from tl_hf.config import UserError, parse_args
+
+    try:
+        args = parse_args(modality, argv)
+        from tl_hf.pipeline import run
+
+        result = run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    if result.args.training.process_index == 0:
+        _print_summary(result)
+    return 0

@@ -1,0 +1,132 @@
+"""Text modality: what differs for text in each step of the flow (columns, validation,
+tokenisation, collation, the embedded default). The shared steps call these functions."""
+
+from __future__ import annotations
+
+import os
+
+from tl_hf.config import UserError
+
+NAME = "text"
+AUTO_MODEL = "AutoModelForSequenceClassification"
+PIPELINE_TASK = "text-classification"
+INPUT_COLUMN = "text"  # the column augmentation works on
+TEXT_CANDIDATES = ("text", "sentence", "content", "document", "review", "tweet", "body", "question")
+PAIR_CANDIDATES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),
+                   ("question1", "question2"), ("text", "text_pair"))
+
+
+def default_model() -> str:
+    from tl_hf.embedded.text import minilm_path
+
+    return minilm_path()
+
+
+def load_default_dataset(data_args):
+    """BBC News, 100/50/100 articles per class for train/validation/test."""
+    from tl_hf.embedded.text import load_bbc_news
+
+    return load_bbc_news()
+
+
+def load_folder(path: str, data_args):
+    """A folder with one subfolder of .txt files per class (the subfolder names the class)."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    texts, labels = [], []
+    for label, name in enumerate(names):
+        for fname in sorted(os.listdir(os.path.join(path, name))):
+            if fname.endswith(".txt"):
+                with open(os.path.join(path, name, fname), encoding="utf-8", errors="replace") as f:
+                    texts.append(f.read().strip())
+                labels.append(label)
+    if not texts:
+        raise UserError(f"{path} holds no class subfolders with .txt files: give a folder with one "
+                        "subfolder of .txt files per class, a data file, or a Hub id")
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    return DatasetDict(train=Dataset.from_dict({"text": texts, "label": labels}, features=features))
+
+
+def _is_string(feature) -> bool:
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def find_input_columns(columns: list[str], features, label: str, data_args) -> dict[str, str]:
+    """{"text": column} or {"text": first, "text_pair": second}, found when unambiguous."""
+    def check(name):
+        if name not in columns:
+            raise UserError(f"text column {name!r} not found; columns are: {', '.join(columns)}")
+        return name
+
+    if data_args.text_column:
+        found = {"text": check(data_args.text_column)}
+        if data_args.text_pair_column:
+            found["text_pair"] = check(data_args.text_pair_column)
+        return found
+    if data_args.text_pair_column:
+        raise UserError("--text_pair_column needs --text_column too")
+    for first, second in PAIR_CANDIDATES:
+        if first in columns and second in columns:
+            return {"text": first, "text_pair": second}
+    strings = [c for c in columns if c != label and _is_string(features[c])]
+    for name in TEXT_CANDIDATES:
+        if name in strings:
+            return {"text": name}
+    if len(strings) == 1:
+        return {"text": strings[0]}
+    raise UserError(
+        f"cannot tell which column holds the text ({'candidates: ' + ', '.join(strings) if strings else 'no string column'}"
+        f"; columns are: {', '.join(columns)}): pass --text_column"
+    )
+
+
+def validate_inputs(dsd, data_args):
+    """Empty or missing texts are an error naming how many and where."""
+    for split, ds in dsd.items():
+        for column in [c for c in ("text", "text_pair") if c in ds.column_names]:
+            bad = [i for i, t in enumerate(ds[column]) if t is None or not str(t).strip()]
+            if bad:
+                raise UserError(f"{len(bad)} empty or missing texts in the {split} split, column {column!r} "
+                                f"(rows {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}): "
+                                "drop or fill them")
+    return dsd
+
+
+def build_processor(model_path: str, model_args):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+
+
+def make_preprocess(tokenizer, data_args):
+    """A batched function: texts -> token ids (truncated; padding happens per batch)."""
+    max_length = min(data_args.max_seq_length, getattr(tokenizer, "model_max_length", 10**6) or 10**6)
+
+    def preprocess(batch):
+        pair = batch.get("text_pair")
+        encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+        encoded["labels"] = batch["label"]
+        return dict(encoded)
+
+    return preprocess
+
+
+def preprocess(dsd, tokenizer, data_args, num_proc=None):
+    """Tokenise every split through `datasets.map` (cached by fingerprint)."""
+    fn = make_preprocess(tokenizer, data_args)
+    return dsd.map(fn, batched=True, remove_columns=dsd["train"].column_names, num_proc=num_proc,
+                   desc="Tokenizing")
+
+
+def build_collator(tokenizer, training: bool = False):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def augment_context(args) -> dict:
+    return {}

@@ -1,0 +1,103 @@
+"""Train: one thin `Trainer` subclass (it builds the strategy's parameter groups in
+`create_optimizer`, after Accelerate/FSDP/DeepSpeed wrapped the model), the early-stopping
+preset, and the metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import EarlyStoppingCallback, Trainer
+
+from tl_hf.strategy import build_param_groups
+
+_METRICS: dict[str, Any] = {}
+
+
+def _metric(name: str):
+    import evaluate
+
+    from tl_hf.metrics import metric_path
+
+    if name not in _METRICS:
+        _METRICS[name] = evaluate.load(metric_path(name))
+    return _METRICS[name]
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Accuracy and macro-F1 from logits (through the `evaluate` modules shipped in tl_hf)."""
+    import numpy as np
+
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    predictions = np.asarray(logits).argmax(-1)
+    labels = np.asarray(labels)
+    if labels.ndim > 1:  # soft labels (mixup): score against the dominant class
+        labels = labels.argmax(-1)
+    return {
+        **_metric("accuracy").compute(predictions=predictions, references=labels),
+        **_metric("f1").compute(predictions=predictions, references=labels, average="macro"),
+    }
+
+
+def per_class_report(predictions, labels, names: list[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support for every class."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, s = precision_recall_fscore_support(labels, predictions, labels=list(range(len(names))),
+                                                 zero_division=0)
+    return {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, n in enumerate(names)}
+
+
+class TLTrainer(Trainer):
+    """`Trainer` whose optimizer holds exactly the strategy's trainable parameters, in
+    groups by depth (LLRD learning rates) and decay (none on biases and norms)."""
+
+    def __init__(self, *args, strategy: str = "full", llrd_decay: float = 1.0, **kwargs):
+        self.strategy = strategy
+        self.llrd_decay = llrd_decay
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        groups = build_param_groups(
+            opt_model, self.strategy, self.args.learning_rate, self.args.weight_decay, self.llrd_decay,
+            reference_model=self.accelerator.unwrap_model(opt_model),
+        )
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def build_early_stopping(patience: int, threshold: float) -> EarlyStoppingCallback | None:
+    """The preset's callback (patience counted in evaluations); None when patience is 0."""
+    if patience <= 0:
+        return None
+    return EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)
+
+
+def summarize_early_stopping(trainer: Trainer, callback: EarlyStoppingCallback | None) -> dict[str, Any]:
+    """Where the run stopped and which epoch won (from the trainer state)."""
+    state, args = trainer.state, trainer.args
+    evals = [e for e in state.log_history if "eval_loss" in e or args.metric_for_best_model in e]
+    best_step = getattr(state, "best_global_step", None)
+    best_epoch = next((e.get("epoch") for e in evals if e.get("step") == best_step), None)
+    stopped_epoch = evals[-1]["epoch"] if evals else state.epoch
+    early_stopped = bool(callback is not None and
+                         callback.early_stopping_patience_counter >= callback.early_stopping_patience)
+
+    def as_epoch(x):
+        return None if x is None else (int(round(x)) if abs(x - round(x)) < 1e-6 else round(float(x), 3))
+
+    return {
+        "best_epoch": as_epoch(best_epoch),
+        "stopped_epoch": as_epoch(stopped_epoch),
+        "early_stopped": early_stopped,
+        "best_checkpoint": state.best_model_checkpoint,
+        "best_metric": state.best_metric,
+        "metric_for_best_model": args.metric_for_best_model,
+        "early_stopping_patience": callback.early_stopping_patience if callback else 0,
+    }
