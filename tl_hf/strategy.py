@@ -37,14 +37,17 @@ class Family:
     (`model.base_model_prefix`, e.g. "bert.") are removed.
     """
 
+    # L from the (unwrapped) model: usually read off its config; a timm model inside
+    # TimmWrapper has no config fields for it, so the model itself is passed.
     num_layers: Callable[[Any], int]
     rules: tuple[tuple[str, Depth], ...]
-    # Parameters that belong to the head although they sit inside the base model.
-    head_patterns: tuple[str, ...] = ()
+    # Parameters that belong to the head although they sit inside the base model: regexes,
+    # or a function model -> regexes when the head's name depends on the model (timm).
+    head_patterns: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
 
 
 def _attr(name: str) -> Callable[[Any], int]:
-    return lambda config: int(getattr(config, name))
+    return lambda model: int(getattr(model.config, name))
 
 
 def _albert_group_depth(match: re.Match, config) -> int:
@@ -59,6 +62,90 @@ _BERT_LIKE = (
     (r"^encoder\.layer\.(\d+)\.", "block"),
     (r"^pooler\.", "top"),
 )
+
+# ViT, DeiT, BEiT: transformers 5 names blocks `layers.i` (older checkpoints and versions
+# `encoder.layer.i`); the final layernorm and any pooler sit on top.
+_VIT_LIKE = (
+    (r"^embeddings\.", 0),
+    (r"^(?:encoder\.layer|layers)\.(\d+)\.", "block"),
+    (r"^layernorm\.", "top"),
+    (r"^pooler\.", "top"),
+)
+
+
+# Stage/block families (ConvNeXt, Swin, ResNet): blocks are numbered globally, in forward
+# order, using config.depths (blocks per stage): block j of stage s is block
+# sum(depths[:s]) + j, at depth that + 1; L = sum(depths).
+def _sum_depths(model) -> int:
+    return int(sum(model.config.depths))
+
+
+def _stage_block(match: re.Match, config) -> int:
+    stage, block = int(match.group(1)), int(match.group(2))
+    return sum(config.depths[:stage]) + block + 1
+
+
+def _downsample_before(match: re.Match, config) -> int:
+    # A stage-entry downsampler goes with the first block of its stage (the block it feeds).
+    return sum(config.depths[: int(match.group(1))]) + 1
+
+
+def _downsample_after(match: re.Match, config) -> int:
+    # A stage-exit downsampler goes with the last block of its stage (the block it follows).
+    return sum(config.depths[: int(match.group(1)) + 1])
+
+
+_CONVNEXT = (
+    (r"^embeddings\.", 0),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.", _stage_block),
+    # ConvNeXt downsamples at the start of stages 1.. (stage 0's is the patch embedding)
+    (r"^encoder\.stages\.(\d+)\.downsampling_layer\.", _downsample_before),
+    (r"^layernorm\.", "top"),
+    (r"^pooler\.", "top"),
+)
+
+
+def _efficientnet_blocks(model) -> int:
+    # transformers' EfficientNet repeats each stage's block ceil(depth_coefficient * n) times
+    # and numbers the blocks in one flat list.
+    import math
+
+    config = model.config
+    return sum(int(math.ceil(config.depth_coefficient * n)) for n in config.num_block_repeats)
+
+
+# timm models inside TimmWrapper: the parameters are `timm_model.*`. Only the EfficientNet
+# layout (conv_stem/bn1, `blocks.i` = stage i, conv_head/bn2, classifier) is mapped; timm
+# builds EfficientNet, MobileNetV2/V3, MNASNet, FBNet and friends from these two classes.
+_TIMM_EFFICIENTNET_LIKE = ("EfficientNet", "MobileNetV3")
+
+
+def _timm_model(model):
+    timm_model = getattr(model, "timm_model", None)
+    kind = type(timm_model).__name__
+    if timm_model is None or kind not in _TIMM_EFFICIENTNET_LIKE:
+        arch = getattr(model.config, "architecture", "?")
+        raise UserError(
+            f"tl-hf cannot map the layers of the timm model {arch!r} ({kind}) inside "
+            f"{type(model).__name__} to depths: only EfficientNet-like timm models "
+            f"({', '.join(_TIMM_EFFICIENTNET_LIKE)}) are supported. Use --strategy full."
+        )
+    return timm_model
+
+
+def _timm_num_blocks(model) -> int:
+    return len(_timm_model(model).blocks)  # block stages, e.g. 7 for EfficientNet-B0/Lite0
+
+
+def _timm_head_patterns(model) -> tuple[str, ...]:
+    # timm names its classifier in the pretrained config ("classifier" for EfficientNet);
+    # it sits inside the base model (`timm_model.`), so it needs naming as the head.
+    timm_model = _timm_model(model)
+    cfg = getattr(timm_model, "pretrained_cfg", None) or getattr(timm_model, "default_cfg", {})
+    names = cfg.get("classifier") or "classifier"
+    names = [names] if isinstance(names, str) else list(names)
+    return tuple(rf"^{re.escape(name)}\." for name in names)
+
 
 def _wav2vec2_encoder_norm_depth(match: re.Match, config) -> int:
     # Post-norm models (wav2vec2-base, HuBERT-base: do_stable_layer_norm False) apply
@@ -104,6 +191,60 @@ FAMILIES: dict[str, Family] = {
             (r"^encoder\.albert_layer_groups\.(\d+)\.", _albert_group_depth),
             (r"^pooler\.", "top"),
         ),
+    ),
+    # vision families
+    "vit": Family(_attr("num_hidden_layers"), _VIT_LIKE),
+    "deit": Family(_attr("num_hidden_layers"), _VIT_LIKE),
+    "beit": Family(
+        _attr("num_hidden_layers"),
+        # a relative-position bias shared by every layer is front-end, like deberta's
+        ((r"^(?:encoder\.)?(?:shared_position_bias|relative_position_bias)\.", 0), *_VIT_LIKE),
+    ),
+    "convnext": Family(_sum_depths, _CONVNEXT),
+    "convnextv2": Family(_sum_depths, _CONVNEXT),
+    "swin": Family(
+        _sum_depths,
+        (
+            (r"^embeddings\.", 0),
+            (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.", _stage_block),
+            # patch merging runs at the end of stage s: it goes with that stage's last block
+            (r"^encoder\.layers\.(\d+)\.downsample\.", _downsample_after),
+            (r"^layernorm\.", "top"),
+            (r"^pooler\.", "top"),
+        ),
+    ),
+    "resnet": Family(
+        _sum_depths,
+        (
+            (r"^embedder\.", 0),
+            (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.", _stage_block),
+            (r"^pooler\.", "top"),
+        ),
+    ),
+    "efficientnet": Family(
+        _efficientnet_blocks,
+        (
+            (r"^embeddings\.", 0),
+            (r"^encoder\.blocks\.(\d+)\.", "block"),
+            (r"^encoder\.top_(?:conv|bn)\.", "top"),
+        ),
+    ),
+    "mobilenet_v2": Family(
+        lambda model: 16,  # transformers builds a fixed list of 16 inverted-residual layers
+        (
+            (r"^conv_stem\.", 0),
+            (r"^layer\.(\d+)\.", "block"),
+            (r"^conv_1x1\.", "top"),
+        ),
+    ),
+    "timm_wrapper": Family(
+        _timm_num_blocks,
+        (
+            (r"^(?:conv_stem|bn1)\.", 0),
+            (r"^blocks\.(\d+)\.", "block"),
+            (r"^(?:conv_head|bn2|norm_head)\.", "top"),
+        ),
+        head_patterns=_timm_head_patterns,
     ),
     # audio families
     "wav2vec2": Family(_attr("num_hidden_layers"), _WAV2VEC2_LIKE),
@@ -158,7 +299,7 @@ def get_family(model) -> Family:
 
 def num_blocks(model) -> int:
     """L, the number of blocks of the backbone."""
-    return get_family(model).num_layers(model.config)
+    return get_family(model).num_layers(model)
 
 
 def head_parameter_names(model) -> set[str]:
@@ -170,6 +311,9 @@ def head_parameter_names(model) -> set[str]:
     head patterns.
     """
     family = get_family(model)
+    patterns = family.head_patterns
+    if callable(patterns):
+        patterns = patterns(model)
     prefix = getattr(model, "base_model_prefix", "")
     has_base = bool(prefix) and getattr(model, prefix, None) is not None
     new = set(getattr(model, "tl_hf_new_parameters", ()))
@@ -177,7 +321,8 @@ def head_parameter_names(model) -> set[str]:
     for name, _ in model.named_parameters():
         name = strip_wrappers(name)
         inner = name[len(prefix) + 1:] if has_base and name.startswith(prefix + ".") else None
-        if has_base and inner is None or name in new or any(re.search(p, inner or name) for p in family.head_patterns):
+        outside_base = has_base and inner is None
+        if outside_base or name in new or any(re.search(p, inner or name) for p in patterns):
             names.add(name)
     return names
 
@@ -185,7 +330,7 @@ def head_parameter_names(model) -> set[str]:
 def parameter_depths(model) -> dict[str, int]:
     """Depth of every parameter (names without wrapper prefixes); raises for any it cannot place."""
     family = get_family(model)
-    top = family.num_layers(model.config) + 1
+    top = family.num_layers(model) + 1
     prefix = getattr(model, "base_model_prefix", "")
     heads = head_parameter_names(model)
     rules = [(re.compile(pattern), depth) for pattern, depth in family.rules]
