@@ -128,6 +128,13 @@ class StrategyArguments:
     trainable_layers: int = field(
         default=0, metadata={"help": "With --strategy frozen: also train the top K backbone layers."}
     )
+    cache_features: bool = field(
+        default=True,
+        metadata={"help": "With --strategy frozen and --trainable_layers 0: run the frozen backbone once over "
+                  "every split, store its output (datasets cache, reused by reruns and other heads) and train "
+                  "the head on it. Not with on-the-fly or batch-level augmentation. false: run the backbone "
+                  "every step."},
+    )
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after this many evaluations without improvement (0: never stop early)."}
     )

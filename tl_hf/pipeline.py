@@ -51,6 +51,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         write_augment_preview,
     )
     from tl_hf.data import label_names, load_classification_data
+    from tl_hf.features import CannotCache, build_feature_cache, cache_plan, feature_collator
     from tl_hf.hub import check_push_ready, detach_hub_settings, push_output_dir
     from tl_hf.model import build_model, load_checkpoint_config
     from tl_hf.report import (
@@ -68,6 +69,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         build_param_groups,
         describe_param_groups,
         format_param_groups,
+        head_parameter_names,
     )
     from tl_hf.train import (
         TLTrainer,
@@ -91,6 +93,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
     if specs and not on_the_fly and copies == 0:
         copies = 1  # --augment given in map mode without a count: one augmented copy
+    cache_plan(args, on_the_fly)  # an impossible --cache_features true fails here, before any loading
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin.
     hub = detach_hub_settings(training)
@@ -133,6 +136,23 @@ def run(args: RunArgs, dataset=None) -> RunResult:
          + ("" if "learning_rate" in args.explicit else " (the strategy's default)") + "\n"
          + format_param_groups(groups, sum(p.numel() for p in model.parameters())))
 
+    # 6b. cached features (frozen backbone): the backbone runs once over every split, the head
+    # trains on its stored output; the model takes raw inputs again after restore() below.
+    batch_augment = modality.build_batch_augment(specs, len(names), training.seed) if specs else None
+    cache, reason = None, ""
+    use_cache, reason = cache_plan(args, on_the_fly, batch_augment)
+    if use_cache:
+        try:
+            cache = build_feature_cache(model, features, modality.build_collator(processor),
+                                        head_parameter_names(model), training, log=_log)
+            features = cache.features
+            training.remove_unused_columns = False  # the stored-feature columns are the model's inputs
+        except CannotCache as err:
+            reason = str(err)
+    if args.strategy.strategy == "frozen" and cache is None:
+        _log(f"features not cached ({reason}): the frozen backbone runs at every step")
+    args.strategy.cache_features = cache is not None  # run_config.yaml records what ran
+
     # 7. train with the early-stopping preset.
     if main:
         clear_output_dir(output_dir)
@@ -149,13 +169,13 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         args=training,
         train_dataset=features["train"],
         eval_dataset=features["validation"],
-        data_collator=modality.build_collator(processor),
+        data_collator=feature_collator if cache is not None else modality.build_collator(processor),
         processing_class=processor,
         compute_metrics=compute_metrics,
         callbacks=[c for c in (early_stopping, monitor) if c is not None],
         strategy=args.strategy.strategy,
         llrd_decay=args.strategy.llrd_decay,
-        batch_augment=modality.build_batch_augment(specs, len(names), training.seed) if specs else None,
+        batch_augment=batch_augment,
     )
     train_result = trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
     stopping = summarize_early_stopping(trainer, early_stopping)  # before evaluate() below ticks the callback
@@ -180,6 +200,9 @@ def run(args: RunArgs, dataset=None) -> RunResult:
 
     # 9. save: the best model (restored by the preset), its processor, results, config;
     # then the diagnosis, model card and report read from those files; then the push.
+    if cache is not None:
+        cache.restore()  # the trained head back on the real backbone: a normal full checkpoint
+        metrics["cached_features"] = True
     trainer.save_model(output_dir)
     if main:
         write_json(os.path.join(output_dir, "all_results.json"), metrics)
