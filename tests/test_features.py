@@ -15,9 +15,12 @@ def _pad_collator(pad_id):
     def collate(rows):
         width = max(len(r["input_ids"]) for r in rows)
         batch = {
-            "input_ids": torch.tensor([r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in rows]),
-            "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
-                                            for r in rows]),
+            "input_ids": torch.tensor(
+                [r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in rows]
+            ),
+            "attention_mask": torch.tensor(
+                [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
+            ),
         }
         if "labels" in rows[0]:
             batch["labels"] = torch.tensor([r["labels"] for r in rows])
@@ -44,19 +47,36 @@ def _token_dataset(vocab, n=10, seed=0):
 def _tiny(family):
     import transformers as tf
 
-    common = dict(vocab_size=40, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-                  max_position_embeddings=40, num_labels=3)
+    common = dict(
+        vocab_size=40,
+        hidden_size=16,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        num_labels=3,
+    )
     if family == "bert":
         return tf.BertForSequenceClassification(tf.BertConfig(num_hidden_layers=2, **common)), 0
     if family == "roberta":
-        return tf.RobertaForSequenceClassification(tf.RobertaConfig(num_hidden_layers=2, pad_token_id=1,
-                                                                    **common)), 1
+        return tf.RobertaForSequenceClassification(
+            tf.RobertaConfig(num_hidden_layers=2, pad_token_id=1, **common)
+        ), 1
     if family == "distilbert":
-        return tf.DistilBertForSequenceClassification(tf.DistilBertConfig(
-            vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=40,
-            num_labels=3)), 0
+        return tf.DistilBertForSequenceClassification(
+            tf.DistilBertConfig(
+                vocab_size=40,
+                dim=16,
+                n_layers=2,
+                n_heads=2,
+                hidden_dim=32,
+                max_position_embeddings=40,
+                num_labels=3,
+            )
+        ), 0
     if family == "deberta-v2":
-        return tf.DebertaV2ForSequenceClassification(tf.DebertaV2Config(num_hidden_layers=2, **common)), 0
+        return tf.DebertaV2ForSequenceClassification(
+            tf.DebertaV2Config(num_hidden_layers=2, **common)
+        ), 0
     raise ValueError(family)
 
 
@@ -74,20 +94,37 @@ def test_replayed_head_scores_as_full_model(family, tmp_path, monkeypatch):
     apply_strategy(model, "frozen")
     dsd = _token_dataset(40)
     collate = _pad_collator(pad_id)
-    training = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, per_device_eval_batch_size=4,
-                                 report_to="none")
-    cache = build_feature_cache(model, dsd, collate, head_parameter_names(model), training, log=lambda m: None)
+    training = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        per_device_eval_batch_size=4,
+        report_to="none",
+    )
+    cache = build_feature_cache(
+        model, dsd, collate, head_parameter_names(model), training, log=lambda m: None
+    )
     model.eval()
     with torch.no_grad():
-        cached = model(**{k: v for k, v in feature_collator(list(cache.features["test"])).items()
-                          if k != "labels"}).logits
+        cached = model(
+            **{
+                k: v
+                for k, v in feature_collator(list(cache.features["test"])).items()
+                if k != "labels"
+            }
+        ).logits
     cache.restore()
     # only the first token's state (or pooled output) is stored, not the whole sequence
-    assert all(cache.features["test"][0][c].shape[0] == 1 for c in cache.columns if c.endswith("last_hidden_state"))
+    assert all(
+        cache.features["test"][0][c].shape[0] == 1
+        for c in cache.columns
+        if c.endswith("last_hidden_state")
+    )
     model.save_pretrained(tmp_path / "saved")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
     with torch.no_grad():
-        full = reloaded(**{k: v for k, v in collate(list(dsd["test"])).items() if k != "labels"}).logits
+        full = reloaded(
+            **{k: v for k, v in collate(list(dsd["test"])).items() if k != "labels"}
+        ).logits
     assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
 
 
@@ -107,15 +144,25 @@ def csv_file(tmp_path):
 def _run(tiny_bert, csv_file, out, **extra):
     from tl_hf.pipeline import train_text_classifier
 
-    kwargs = dict(model_name_or_path=tiny_bert, train_file=csv_file, output_dir=str(out), strategy="frozen",
-                  num_train_epochs=3, per_device_train_batch_size=8, validation_split_percentage=20,
-                  test_split_percentage=20, use_cpu=True, learning_rate=5e-2, early_stopping_patience=0,
-                  save_strategy="no", load_best_model_at_end=False)
+    kwargs = dict(
+        model_name_or_path=tiny_bert,
+        train_file=csv_file,
+        output_dir=str(out),
+        strategy="frozen",
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        validation_split_percentage=20,
+        test_split_percentage=20,
+        use_cpu=True,
+        learning_rate=5e-2,
+    )  # the early-stopping preset
     kwargs.update(extra)
     return train_text_classifier(**kwargs)
 
 
-def test_rerun_reuses_cache_and_output_loads_in_pipeline(tiny_bert, csv_file, tmp_path, monkeypatch):
+def test_rerun_reuses_cache_and_output_loads_in_pipeline(
+    tiny_bert, csv_file, tmp_path, monkeypatch
+):
     from transformers import pipeline
     from transformers.models.bert import modeling_bert
 
@@ -131,33 +178,49 @@ def test_rerun_reuses_cache_and_output_loads_in_pipeline(tiny_bert, csv_file, tm
     assert first.metrics["cached_features"] is True
     assert calls  # the backbone ran to build the cache
     calls.clear()
-    second = _run(tiny_bert, csv_file, tmp_path / "b", learning_rate=2e-2)  # a second head on the same features
+    second = _run(
+        tiny_bert, csv_file, tmp_path / "b", learning_rate=2e-2
+    )  # a second head on the same features
     assert calls == []  # no backbone forward pass at all: every split came from the cache
     assert second.metrics["cached_features"] is True
 
     monkeypatch.setattr(modeling_bert.BertModel, "forward", original)
-    saved = json.loads((tmp_path / "b" / "test_predictions.json").read_text())
-    import datasets
-
-    test = datasets.load_dataset("csv", data_files=csv_file)["train"]  # the rows, to find the test texts
-    clf = pipeline("text-classification", model=str(tmp_path / "b"), device="cpu")
+    import tl_hf.text
     from tl_hf.data import load_classification_data
-    from tl_hf.text import preprocess  # noqa: F401  (the run's own split is rebuilt below)
 
-    dsd = load_classification_data(second.args.data, __import__("tl_hf.text", fromlist=["x"]), second.args.training.seed,
-                                   None, None)
-    texts = dsd["test"]["sentence"]
-    assert len(texts) == len(saved["predictions"]) and len(test) == 60
+    saved = json.loads((tmp_path / "b" / "test_predictions.json").read_text())
+    results = json.loads((tmp_path / "b" / "all_results.json").read_text())
+    test = load_classification_data(
+        second.args.data, tl_hf.text, second.args.training.seed, None, None
+    )["test"]
+    clf = pipeline("text-classification", model=str(tmp_path / "b"), device="cpu")
     names = saved["label_names"]
-    predicted = [names.index(p["label"]) for p in clf(texts)]
-    assert predicted == saved["predictions"]  # the folder scores exactly as the cached evaluation did
+    predicted = [names.index(p["label"]) for p in clf(list(test["text"]))]
+    assert (
+        predicted == saved["predictions"]
+    )  # the folder scores exactly as the cached evaluation did
+    accuracy = sum(p == y for p, y in zip(predicted, list(test["label"]))) / len(test)
+    assert accuracy == pytest.approx(results["test_accuracy"])
 
 
 def test_on_the_fly_refused_when_asked_and_skipped_otherwise(tiny_bert, csv_file, tmp_path, capsys):
     with pytest.raises(UserError, match="on_the_fly"):
-        _run(tiny_bert, csv_file, tmp_path / "a", augment=["swap"], augment_mode="on_the_fly", cache_features=True)
-    result = _run(tiny_bert, csv_file, tmp_path / "b", augment=["swap"], augment_mode="on_the_fly",
-                  num_train_epochs=1)
+        _run(
+            tiny_bert,
+            csv_file,
+            tmp_path / "a",
+            augment=["swap"],
+            augment_mode="on_the_fly",
+            cache_features=True,
+        )
+    result = _run(
+        tiny_bert,
+        csv_file,
+        tmp_path / "b",
+        augment=["swap"],
+        augment_mode="on_the_fly",
+        num_train_epochs=1,
+    )
     assert "features not cached (--augment_mode on_the_fly" in capsys.readouterr().out
     assert "cached_features" not in result.metrics
     assert result.args.strategy.cache_features is False  # run_config.yaml records what ran

@@ -63,39 +63,52 @@ def cache_plan(args, on_the_fly: bool, batch_augment=None) -> tuple[bool, str]:
     if not strategy.cache_features:
         return False, "--cache_features false"
     if strategy.strategy != "frozen" or strategy.trainable_layers:
-        why = ("it needs --strategy frozen with --trainable_layers 0 (the backbone must not train); "
-               f"this run is --strategy {strategy.strategy} --trainable_layers {strategy.trainable_layers}")
+        why = (
+            "it needs --strategy frozen with --trainable_layers 0 (the backbone must not train); "
+            f"this run is --strategy {strategy.strategy} --trainable_layers {strategy.trainable_layers}"
+        )
         if explicit:
-            raise UserError(f"--cache_features true: {why}. Drop --cache_features or use --strategy frozen")
+            raise UserError(
+                f"--cache_features true: {why}. Drop --cache_features or use --strategy frozen"
+            )
         return False, why
     if on_the_fly:
         why = "--augment_mode on_the_fly draws new inputs every epoch, so backbone features cannot be stored"
         if explicit:
-            raise UserError(f"--cache_features true cannot apply: {why}. Use --augment_mode map with "
-                            "--augment_copies K (the copies are cached too), or pass --cache_features false")
+            raise UserError(
+                f"--cache_features true cannot apply: {why}. Use --augment_mode map with "
+                "--augment_copies K (the copies are cached too), or pass --cache_features false"
+            )
         return False, why
     if batch_augment is not None:
         why = "batch-level augmentation (mixup, cutmix, SpecAugment) changes the inputs of every batch"
         if explicit:
-            raise UserError(f"--cache_features true cannot apply: {why}. Remove it from --augment, "
-                            "or pass --cache_features false")
+            raise UserError(
+                f"--cache_features true cannot apply: {why}. Remove it from --augment, "
+                "or pass --cache_features false"
+            )
         return False, why
     return True, ""
 
 
 def find_backbone(model, head_names: set[str]) -> tuple[str, Any]:
     """The child module of `model` that holds every backbone (non-head) parameter."""
-    owners = {name.split(".", 1)[0] for name, _ in model.named_parameters() if name not in head_names}
+    owners = {
+        name.split(".", 1)[0] for name, _ in model.named_parameters() if name not in head_names
+    }
     if len(owners) != 1:
         raise CannotCache(
             f"the backbone parameters of {type(model).__name__} are spread over "
-            f"{', '.join(sorted(owners)) or 'no module'}, not one child module that can be replayed")
+            f"{', '.join(sorted(owners)) or 'no module'}, not one child module that can be replayed"
+        )
     name = owners.pop()
     module = getattr(model, name)
     inside = [n for n in head_names if n.startswith(name + ".")]
     if inside:
-        raise CannotCache(f"the head of {type(model).__name__} sits inside its backbone module {name!r} "
-                          f"(e.g. {inside[0]}), so the backbone's output is not the head's input")
+        raise CannotCache(
+            f"the head of {type(model).__name__} sits inside its backbone module {name!r} "
+            f"(e.g. {inside[0]}), so the backbone's output is not the head's input"
+        )
     return name, module
 
 
@@ -114,8 +127,10 @@ def _replay_class():
         def forward(self, *args, **kwargs):
             outputs, self.pending = self.pending, None
             if outputs is None:
-                raise RuntimeError("the cached-feature backbone was called without stored features: "
-                                   "pass the tl_hf_feature_* columns to the model")
+                raise RuntimeError(
+                    "the cached-feature backbone was called without stored features: "
+                    "pass the tl_hf_feature_* columns to the model"
+                )
             return outputs
 
     return ReplayBackbone
@@ -148,7 +163,9 @@ def hash_backbone(module) -> str:
     return h.hexdigest()
 
 
-def feature_fingerprint(split_fingerprint: str, backbone_hash: str, model_class: str, reduction: str) -> str:
+def feature_fingerprint(
+    split_fingerprint: str, backbone_hash: str, model_class: str, reduction: str
+) -> str:
     """The fingerprint of a cached split: the preprocessed split's, the backbone's weights, the
     model class (which decides the backbone's output), the reduction and the cache version."""
     key = f"{CACHE_VERSION}|{split_fingerprint}|{backbone_hash}|{model_class}|{reduction}"
@@ -183,10 +200,18 @@ class FeatureCache:
         setattr(self.model, self.backbone_name, self.backbone)
 
     def _feed(self, module, args, kwargs):
-        stored = {k[len(COLUMN_PREFIX):]: kwargs.pop(k) for k in list(kwargs) if k.startswith(COLUMN_PREFIX)}
+        stored = {
+            k[len(COLUMN_PREFIX) :]: kwargs.pop(k)
+            for k in list(kwargs)
+            if k.startswith(COLUMN_PREFIX)
+        }
         if stored:
             self.replay.pending = self.replay.output_cls(
-                **{k: v.to(self.replay.dtype) if v.is_floating_point() else v for k, v in stored.items()})
+                **{
+                    k: v.to(self.replay.dtype) if v.is_floating_point() else v
+                    for k, v in stored.items()
+                }
+            )
         return args, kwargs
 
 
@@ -278,12 +303,17 @@ def build_feature_cache(model, features, collator, head_names: set[str], trainin
             fp = feature_fingerprint(ds._fingerprint, backbone_hash, model_class, r)
             return os.path.exists(_cache_file(ds, fp)) and os.path.exists(_sidecar(ds, fp))
 
-        reduction = next((r for r in REDUCTIONS if all(stored(ds, r) for ds in features.values())), None)
+        reduction = next(
+            (r for r in REDUCTIONS if all(stored(ds, r) for ds in features.values())), None
+        )
         if reduction is not None:
             cache = FeatureCache(model, name, backbone, replay, reduction, [])
             ds = features["train"]
             replay.output_cls = _read_output_class(
-                _sidecar(ds, feature_fingerprint(ds._fingerprint, backbone_hash, model_class, reduction)))
+                _sidecar(
+                    ds, feature_fingerprint(ds._fingerprint, backbone_hash, model_class, reduction)
+                )
+            )
         else:
             rows = [features["train"][i] for i in range(min(CHECK_ROWS, len(features["train"])))]
             reasons = []
@@ -294,20 +324,26 @@ def build_feature_cache(model, features, collator, head_names: set[str], trainin
                     break
                 reasons.append(f"{reduction}: {problem}")
             else:
-                raise CannotCache(f"no stored form of {model_class}'s backbone output reproduces its "
-                                  f"logits ({'; '.join(reasons)})")
+                raise CannotCache(
+                    f"no stored form of {model_class}'s backbone output reproduces its "
+                    f"logits ({'; '.join(reasons)})"
+                )
         cached = {}
         with training.main_process_first(desc="feature cache"):
             for split, ds in features.items():
-                cached[split] = _cache_split(cache, ds, collator, backbone_hash, training.per_device_eval_batch_size)
+                cached[split] = _cache_split(
+                    cache, ds, collator, backbone_hash, training.per_device_eval_batch_size
+                )
     finally:
         model.train(was_training)
     cache.features = DatasetDict(cached)
     cache.columns = [c for c in cache.features["train"].column_names if c.startswith(COLUMN_PREFIX)]
     cache.features = cache.features.with_format("torch")
     cache.attach()
-    log(f"cached features: backbone {type(backbone).__name__} ({name}), stored {', '.join(cache.columns)} "
-        f"({reduction}); the backbone runs once, the head trains on the stored features")
+    log(
+        f"cached features: backbone {type(backbone).__name__} ({name}), stored {', '.join(cache.columns)} "
+        f"({reduction}); the backbone runs once, the head trains on the stored features"
+    )
     return cache
 
 
@@ -317,7 +353,9 @@ def _cache_file(ds, fingerprint: str) -> str:
 
     if ds.cache_files:
         return ds._get_cache_file_path(fingerprint)
-    return os.path.join(str(datasets.config.HF_DATASETS_CACHE), "tl_hf_features", f"features-{fingerprint}.arrow")
+    return os.path.join(
+        str(datasets.config.HF_DATASETS_CACHE), "tl_hf_features", f"features-{fingerprint}.arrow"
+    )
 
 
 def _sidecar(ds, fingerprint: str) -> str:
@@ -338,7 +376,9 @@ def _cache_split(cache: FeatureCache, ds, collator, backbone_hash: str, batch_si
     """One split through the backbone via `datasets.map`, cached by an explicit fingerprint."""
     import torch
 
-    fingerprint = feature_fingerprint(ds._fingerprint, backbone_hash, type(cache.model).__name__, cache.reduction)
+    fingerprint = feature_fingerprint(
+        ds._fingerprint, backbone_hash, type(cache.model).__name__, cache.reduction
+    )
     # an in-memory dataset gets a cache file of its own, so reruns find it
     cache_file = None if ds.cache_files else _cache_file(ds, fingerprint)
     if cache_file is not None:
@@ -349,19 +389,35 @@ def _cache_split(cache: FeatureCache, ds, collator, backbone_hash: str, batch_si
         n = len(next(iter(batch.values())))
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
         _, outputs = _run_rows(model, backbone, collator, rows)
-        out = {COLUMN_PREFIX + k: v.float().cpu().numpy() for k, v in _reduce(outputs, reduction).items()}
+        out = {
+            COLUMN_PREFIX + k: v.float().cpu().numpy()
+            for k, v in _reduce(outputs, reduction).items()
+        }
         out["labels"] = batch["labels"]
         return out
 
     with torch.no_grad():
-        out = ds.map(extract, batched=True, batch_size=batch_size, remove_columns=ds.column_names,
-                     new_fingerprint=fingerprint, cache_file_name=cache_file, desc="Caching backbone features")
+        out = ds.map(
+            extract,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=ds.column_names,
+            new_fingerprint=fingerprint,
+            cache_file_name=cache_file,
+            desc="Caching backbone features",
+        )
     sidecar = _sidecar(ds, fingerprint)
     if not os.path.exists(sidecar) and (out.cache_files or cache_file):
         cls = cache.replay.output_cls
         tmp = f"{sidecar}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
-            json.dump({"output_class": f"{cls.__module__}.{cls.__qualname__}", "reduction": cache.reduction}, f)
+            json.dump(
+                {
+                    "output_class": f"{cls.__module__}.{cls.__qualname__}",
+                    "reduction": cache.reduction,
+                },
+                f,
+            )
         os.replace(tmp, sidecar)  # atomic: another rank never reads half a file
     return out
 
