@@ -16,8 +16,14 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": REPO}
+ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "PYTHONPATH": REPO,
+}
 
 
 def run_arm(script: str, arm: str, extra: list[str], cache_dir: str | None = None) -> dict:
@@ -27,12 +33,14 @@ def run_arm(script: str, arm: str, extra: list[str], cache_dir: str | None = Non
     by an earlier arm or run helps this one."""
     env = {**os.environ, **ENV}
     env["HF_DATASETS_CACHE"] = cache_dir or tempfile.mkdtemp(prefix="tl_hf_bench_cache_")
-    proc = subprocess.run([sys.executable, script, "--arm", arm, *extra], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, script, "--arm", arm, *extra], capture_output=True, text=True, env=env
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         raise SystemExit(f"arm {arm} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def report(result: dict) -> None:
@@ -63,6 +71,7 @@ def quiet() -> None:
 
 def table(rows: list[list], header: list[str]) -> str:
     """A Markdown table."""
+
     def fmt(c):
         if isinstance(c, float):
             return f"{c:.0f}" if abs(c) >= 100 else f"{c:.3g}"
@@ -86,6 +95,13 @@ def machine() -> dict:
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "threads": os.environ.get("OMP_NUM_THREADS", "?"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": os.environ.get("OMP_NUM_THREADS", "?"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }

@@ -34,12 +34,27 @@ def arm_tlhf(args, cache: bool) -> dict:
 
     start = time.perf_counter()
     result = train_text_classifier(
-        dataset=_data(args.per_class), model_name_or_path=minilm_path(), output_dir=tempfile.mkdtemp(),
-        strategy="frozen", learning_rate=1e-3, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-        per_device_eval_batch_size=32, eval_strategy="epoch", save_strategy="no", load_best_model_at_end=False,
-        early_stopping_patience=0, seed=SEED, use_cpu=True, cache_features=cache)
-    return {"total_s": time.perf_counter() - start, "test_accuracy": result.metrics["test_accuracy"],
-            "cached": bool(result.metrics.get("cached_features"))}
+        dataset=_data(args.per_class),
+        model_name_or_path=minilm_path(),
+        output_dir=tempfile.mkdtemp(),
+        strategy="frozen",
+        learning_rate=1e-3,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=32,
+        eval_strategy="epoch",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=0,
+        seed=SEED,
+        use_cpu=True,
+        cache_features=cache,
+    )
+    return {
+        "total_s": time.perf_counter() - start,
+        "test_accuracy": result.metrics["test_accuracy"],
+        "cached": bool(result.metrics.get("cached_features")),
+    }
 
 
 def arm_plain(args) -> dict:
@@ -60,25 +75,48 @@ def arm_plain(args) -> dict:
     dsd = _data(args.per_class)
     names = dsd["train"].features["label"].names
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    dsd = dsd.map(lambda b: {**tokenizer(b["text"], truncation=True, max_length=128), "labels": b["label"]},
-                  batched=True, remove_columns=["text", "label"])
+    dsd = dsd.map(
+        lambda b: {**tokenizer(b["text"], truncation=True, max_length=128), "labels": b["label"]},
+        batched=True,
+        remove_columns=["text", "label"],
+    )
     model = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)})
+        minilm_path(),
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     for param in model.bert.parameters():
         param.requires_grad_(False)
     out = tempfile.mkdtemp()
     training = TrainingArguments(
-        output_dir=out, learning_rate=1e-3, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-        per_device_eval_batch_size=32, warmup_steps=0.1, weight_decay=0.01, eval_strategy="epoch",
-        save_strategy="no", report_to="none", seed=SEED, use_cpu=True, logging_steps=10)
+        output_dir=out,
+        learning_rate=1e-3,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=32,
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        eval_strategy="epoch",
+        save_strategy="no",
+        report_to="none",
+        seed=SEED,
+        use_cpu=True,
+        logging_steps=10,
+    )
 
     def accuracy(p):
         return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
 
-    trainer = Trainer(model=model, args=training, train_dataset=dsd["train"], eval_dataset=dsd["validation"],
-                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                      compute_metrics=accuracy)
+    trainer = Trainer(
+        model=model,
+        args=training,
+        train_dataset=dsd["train"],
+        eval_dataset=dsd["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=accuracy,
+    )
     trainer.train()
     test_accuracy = trainer.predict(dsd["test"]).metrics["test_accuracy"]
     trainer.save_model(out)
@@ -89,32 +127,63 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--per_class", type=int, default=100, help="training articles per class")
-    parser.add_argument("--skip_uncached", action="store_true", help="leave out the uncached tl-hf arm")
+    parser.add_argument(
+        "--skip_uncached", action="store_true", help="leave out the uncached tl-hf arm"
+    )
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
         quiet()
-        arms = {"cached": lambda: arm_tlhf(args, True), "uncached": lambda: arm_tlhf(args, False),
-                "plain": lambda: arm_plain(args)}
+        arms = {
+            "cached": lambda: arm_tlhf(args, True),
+            "uncached": lambda: arm_tlhf(args, False),
+            "plain": lambda: arm_plain(args),
+        }
         report(arms[args.arm.replace("_warm", "")]())
         return
     extra = ["--epochs", str(args.epochs), "--per_class", str(args.per_class)]
     plain = run_arm(__file__, "plain", extra)
     cache_dir = tempfile.mkdtemp(prefix="tl_hf_bench_cache_")
     cached = run_arm(__file__, "cached", extra, cache_dir)
-    warm = run_arm(__file__, "cached_warm", extra, cache_dir)  # a second head: the cache is already there
+    warm = run_arm(
+        __file__, "cached_warm", extra, cache_dir
+    )  # a second head: the cache is already there
     rows = [["plain Trainer, backbone requires_grad off", plain]]
     if not args.skip_uncached:
         rows.append(["tl-hf --cache_features false", run_arm(__file__, "uncached", extra)])
-    rows += [["tl-hf cached (cold cache)", cached], ["tl-hf cached, second head (warm cache)", warm]]
-    print(f"frozen MiniLM-L6, {args.epochs} epochs, validation every epoch, BBC News "
-          f"{5 * args.per_class}/{5 * max(args.per_class // 2, 2)}/{5 * args.per_class} articles, "
-          "one process per arm\n")
+    rows += [
+        ["tl-hf cached (cold cache)", cached],
+        ["tl-hf cached, second head (warm cache)", warm],
+    ]
+    print(
+        f"frozen MiniLM-L6, {args.epochs} epochs, validation every epoch, BBC News "
+        f"{5 * args.per_class}/{5 * max(args.per_class // 2, 2)}/{5 * args.per_class} articles, "
+        "one process per arm\n"
+    )
     base = plain["total_s"]
-    print(table([[name, r["total_s"], base / r["total_s"], r["test_accuracy"], r["test_accuracy"] - plain["test_accuracy"],
-                  r["peak_rss_mb"]] for name, r in rows],
-                ["arm", "wall (s)", "speed-up vs plain (target >= 6 cached)", "test accuracy",
-                 "accuracy - plain (target within 0.01)", "peak RSS (MB)"]))
+    print(
+        table(
+            [
+                [
+                    name,
+                    r["total_s"],
+                    base / r["total_s"],
+                    r["test_accuracy"],
+                    r["test_accuracy"] - plain["test_accuracy"],
+                    r["peak_rss_mb"],
+                ]
+                for name, r in rows
+            ],
+            [
+                "arm",
+                "wall (s)",
+                "speed-up vs plain (target >= 6 cached)",
+                "test accuracy",
+                "accuracy - plain (target within 0.01)",
+                "peak RSS (MB)",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

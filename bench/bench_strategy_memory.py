@@ -37,27 +37,53 @@ def arm(args) -> dict:
     tokenizer = build_processor(minilm_path(), ModelArguments())
     features = preprocess(dsd, tokenizer, DataArguments())
     names = dsd["train"].features["label"].names
-    model = build_model("AutoModelForSequenceClassification", minilm_path(), ModelArguments(), names)
+    model = build_model(
+        "AutoModelForSequenceClassification", minilm_path(), ModelArguments(), names
+    )
     apply_strategy(model, strategy)
     heads = head_parameter_names(model)
-    training = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=16,
-                                 learning_rate=DEFAULT_LEARNING_RATES[strategy], eval_strategy="no", save_strategy="no",
-                                 report_to="none", use_cpu=True, logging_steps=10)
+    training = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        max_steps=args.steps,
+        per_device_train_batch_size=16,
+        learning_rate=DEFAULT_LEARNING_RATES[strategy],
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        logging_steps=10,
+    )
     collator = DataCollatorWithPadding(tokenizer)
     if args.arm.endswith("_cached"):
-        features = build_feature_cache(model, features, collator, heads, training, log=lambda m: None).features
+        features = build_feature_cache(
+            model, features, collator, heads, training, log=lambda m: None
+        ).features
         collator, training.remove_unused_columns = feature_collator, False
-    trainer = TLTrainer(model=model, args=training, train_dataset=features["train"], data_collator=collator,
-                        strategy=strategy, llrd_decay=0.8)
+    trainer = TLTrainer(
+        model=model,
+        args=training,
+        train_dataset=features["train"],
+        data_collator=collator,
+        strategy=strategy,
+        llrd_decay=0.8,
+    )
     trainer.train()
     optimizer = trainer.optimizer
-    state_bytes = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                      if isinstance(t, torch.Tensor))
+    state_bytes = sum(
+        t.numel() * t.element_size()
+        for s in optimizer.state.values()
+        for t in s.values()
+        if isinstance(t, torch.Tensor)
+    )
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    backbone = sum(p.numel() for n, p in model.named_parameters() if n not in heads and id(p) in in_optimizer)
-    return {"state_mb": state_bytes / 2**20, "trained": sum(p.numel() for n, p in model.named_parameters()
-                                                             if id(p) in in_optimizer),
-            "backbone_in_optimizer": backbone}
+    backbone = sum(
+        p.numel() for n, p in model.named_parameters() if n not in heads and id(p) in in_optimizer
+    )
+    return {
+        "state_mb": state_bytes / 2**20,
+        "trained": sum(p.numel() for n, p in model.named_parameters() if id(p) in in_optimizer),
+        "backbone_in_optimizer": backbone,
+    }
 
 
 def main() -> None:
@@ -73,11 +99,32 @@ def main() -> None:
     extra = ["--steps", str(args.steps), "--per_class", str(args.per_class)]
     results = {s: run_arm(__file__, s, extra) for s in STRATEGIES}
     full = results["full"]
-    print(f"MiniLM-L6 (22.7M parameters), {args.steps} steps x batch 16, AdamW, one process per strategy\n")
-    print(table([[s, r["trained"], r["backbone_in_optimizer"], r["state_mb"], r["peak_rss_mb"],
-                  r["peak_rss_mb"] / full["peak_rss_mb"]] for s, r in results.items()],
-                ["strategy", "params in optimizer", "backbone params in optimizer", "optimizer state (MB)",
-                 "peak RSS (MB)", "peak RSS / full"]))
+    print(
+        f"MiniLM-L6 (22.7M parameters), {args.steps} steps x batch 16, AdamW, one process per strategy\n"
+    )
+    print(
+        table(
+            [
+                [
+                    s,
+                    r["trained"],
+                    r["backbone_in_optimizer"],
+                    r["state_mb"],
+                    r["peak_rss_mb"],
+                    r["peak_rss_mb"] / full["peak_rss_mb"],
+                ]
+                for s, r in results.items()
+            ],
+            [
+                "strategy",
+                "params in optimizer",
+                "backbone params in optimizer",
+                "optimizer state (MB)",
+                "peak RSS (MB)",
+                "peak RSS / full",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,12 +34,26 @@ def arm_tlhf(args) -> dict:
 
     start = time.perf_counter()
     result = train_text_classifier(
-        dataset=_data(args.per_class), model_name_or_path=minilm_path(), output_dir=tempfile.mkdtemp(),
-        strategy="full", learning_rate=5e-5, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-        eval_strategy="no", save_strategy="no", load_best_model_at_end=False, early_stopping_patience=0,
-        seed=SEED, use_cpu=True, logging_steps=10)
-    return {"train_s": result.metrics["train_runtime"], "total_s": time.perf_counter() - start,
-            "test_accuracy": result.metrics.get("test_accuracy")}
+        dataset=_data(args.per_class),
+        model_name_or_path=minilm_path(),
+        output_dir=tempfile.mkdtemp(),
+        strategy="full",
+        learning_rate=5e-5,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=0,
+        seed=SEED,
+        use_cpu=True,
+        logging_steps=10,
+    )
+    return {
+        "train_s": result.metrics["train_runtime"],
+        "total_s": time.perf_counter() - start,
+        "test_accuracy": result.metrics.get("test_accuracy"),
+    }
 
 
 def arm_plain(args) -> dict:
@@ -60,18 +74,40 @@ def arm_plain(args) -> dict:
     dsd = _data(args.per_class)
     names = dsd["train"].features["label"].names
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    dsd = dsd.map(lambda b: {**tokenizer(b["text"], truncation=True, max_length=128), "labels": b["label"]},
-                  batched=True, remove_columns=["text", "label"])
+    dsd = dsd.map(
+        lambda b: {**tokenizer(b["text"], truncation=True, max_length=128), "labels": b["label"]},
+        batched=True,
+        remove_columns=["text", "label"],
+    )
     model = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)})
+        minilm_path(),
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     out = tempfile.mkdtemp()
     training = TrainingArguments(
-        output_dir=out, learning_rate=5e-5, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=32, warmup_steps=0.1, weight_decay=0.01, eval_strategy="no",
-        save_strategy="no", report_to="none", seed=SEED, use_cpu=True, logging_steps=10)
-    trainer = Trainer(model=model, args=training, train_dataset=dsd["train"], data_collator=DataCollatorWithPadding(tokenizer),
-                      processing_class=tokenizer)
+        output_dir=out,
+        learning_rate=5e-5,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=32,
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        seed=SEED,
+        use_cpu=True,
+        logging_steps=10,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training,
+        train_dataset=dsd["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
     train_s = trainer.train().metrics["train_runtime"]
     prediction = trainer.predict(dsd["test"])
     trainer.save_model(out)
@@ -90,17 +126,46 @@ def main() -> None:
         quiet()
         report({"tlhf": arm_tlhf, "plain": arm_plain}[args.arm](args))
         return
-    extra = ["--steps", str(args.steps), "--batch_size", str(args.batch_size), "--per_class", str(args.per_class)]
+    extra = [
+        "--steps",
+        str(args.steps),
+        "--batch_size",
+        str(args.batch_size),
+        "--per_class",
+        str(args.per_class),
+    ]
     plain = run_arm(__file__, "plain", extra)
     tlhf = run_arm(__file__, "tlhf", extra)
-    print(f"full fine-tune, {args.steps} steps x batch {args.batch_size}, MiniLM-L6 on BBC News "
-          f"({5 * args.per_class} training articles), one process per arm\n")
-    print(table([
-        ["train time (s)", plain["train_s"], tlhf["train_s"], tlhf["train_s"] / plain["train_s"]],
-        ["end-to-end time (s)", plain["total_s"], tlhf["total_s"], tlhf["total_s"] / plain["total_s"]],
-        ["peak RSS (MB)", plain["peak_rss_mb"], tlhf["peak_rss_mb"], tlhf["peak_rss_mb"] / plain["peak_rss_mb"]],
-        ["test accuracy", plain["test_accuracy"], tlhf["test_accuracy"], ""],
-    ], ["measure", "plain Trainer", "tl-hf", "ratio tl-hf/plain (target <= 1.02)"]))
+    print(
+        f"full fine-tune, {args.steps} steps x batch {args.batch_size}, MiniLM-L6 on BBC News "
+        f"({5 * args.per_class} training articles), one process per arm\n"
+    )
+    print(
+        table(
+            [
+                [
+                    "train time (s)",
+                    plain["train_s"],
+                    tlhf["train_s"],
+                    tlhf["train_s"] / plain["train_s"],
+                ],
+                [
+                    "end-to-end time (s)",
+                    plain["total_s"],
+                    tlhf["total_s"],
+                    tlhf["total_s"] / plain["total_s"],
+                ],
+                [
+                    "peak RSS (MB)",
+                    plain["peak_rss_mb"],
+                    tlhf["peak_rss_mb"],
+                    tlhf["peak_rss_mb"] / plain["peak_rss_mb"],
+                ],
+                ["test accuracy", plain["test_accuracy"], tlhf["test_accuracy"], ""],
+            ],
+            ["measure", "plain Trainer", "tl-hf", "ratio tl-hf/plain (target <= 1.02)"],
+        )
+    )
 
 
 if __name__ == "__main__":

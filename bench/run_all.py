@@ -20,12 +20,30 @@ from _common import ENV, REPO, machine  # noqa: E402
 
 # name -> (script, full arguments, --quick arguments)
 BENCHES = {
-    "overhead": ("bench_trainer_overhead.py", ["--steps", "30"], ["--steps", "6", "--per_class", "20"]),
+    "overhead": (
+        "bench_trainer_overhead.py",
+        ["--steps", "30"],
+        ["--steps", "6", "--per_class", "20"],
+    ),
     "frozen": ("bench_frozen.py", [], ["--epochs", "3", "--per_class", "10", "--skip_uncached"]),
     "memory": ("bench_strategy_memory.py", [], ["--steps", "2", "--per_class", "8"]),
-    "text_augment": ("bench_text_augment.py", ["--sentences", "5000", "--model_sentences", "500"],
-                     ["--sentences", "1000", "--model_sentences", "100", "--only", "deletion,swap,spelling,keyboard"]),
-    "image_augment": ("bench_image_augment.py", ["--sizes", "28", "224"], ["--sizes", "28", "--num_proc", "1"]),
+    "text_augment": (
+        "bench_text_augment.py",
+        ["--sentences", "5000", "--model_sentences", "500"],
+        [
+            "--sentences",
+            "1000",
+            "--model_sentences",
+            "100",
+            "--only",
+            "deletion,swap,spelling,keyboard",
+        ],
+    ),
+    "image_augment": (
+        "bench_image_augment.py",
+        ["--sizes", "28", "224"],
+        ["--sizes", "28", "--num_proc", "1"],
+    ),
     "audio_augment": ("bench_audio_augment.py", ["--clips", "100"], ["--clips", "20"]),
     "processes": ("bench_processes.py", [], ["--quick"]),
 }
@@ -40,7 +58,9 @@ def main() -> None:
     chosen = [b for b in (args.only.split(",") if args.only else BENCHES) if b]
     unknown = set(chosen) - set(BENCHES)
     if unknown:
-        raise SystemExit(f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(BENCHES)}")
+        raise SystemExit(
+            f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(BENCHES)}"
+        )
     info = machine()
     env = {**os.environ, **ENV}
     sections, start = [], time.perf_counter()
@@ -51,14 +71,22 @@ def main() -> None:
             print(f"[run_all] {script} not present, skipped", flush=True)
             continue
         cmd = [sys.executable, path, *(quick if args.quick else full)]
-        shown = "HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=. python bench/" + " ".join([script, *cmd[2:]])
+        shown = "HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=. python bench/" + " ".join(
+            [script, *cmd[2:]]
+        )
         print(f"[run_all] {shown}", flush=True)
         t0, load = time.perf_counter(), os.getloadavg()[0]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
         took = time.perf_counter() - t0
-        body = proc.stdout.strip() if proc.returncode == 0 else f"FAILED (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+        body = (
+            proc.stdout.strip()
+            if proc.returncode == 0
+            else f"FAILED (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+        )
         print(body + f"\n[run_all] {name}: {took:.0f} s\n", flush=True)
-        sections.append(f"## {name}\n\n`{shown}` ({took:.0f} s, load average {load:.2f} at start)\n\n{body}\n")
+        sections.append(
+            f"## {name}\n\n`{shown}` ({took:.0f} s, load average {load:.2f} at start)\n\n{body}\n"
+        )
     total = time.perf_counter() - start
     header = [
         "# tl-hf benchmark results",

@@ -224,3 +224,102 @@ def test_on_the_fly_refused_when_asked_and_skipped_otherwise(tiny_bert, csv_file
     assert "features not cached (--augment_mode on_the_fly" in capsys.readouterr().out
     assert "cached_features" not in result.metrics
     assert result.args.strategy.cache_features is False  # run_config.yaml records what ran
+
+
+def _fixed_shape_check(model, dsd, tmp_path, monkeypatch, expected_reduction):
+    import datasets
+    from transformers import TrainingArguments
+
+    from tl_hf.features import build_feature_cache, feature_collator
+    from tl_hf.strategy import apply_strategy, head_parameter_names
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    apply_strategy(model, "frozen")
+    training = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        per_device_eval_batch_size=4,
+        report_to="none",
+    )
+    cache = build_feature_cache(
+        model, dsd, feature_collator, head_parameter_names(model), training, log=lambda m: None
+    )
+    assert cache.reduction == expected_reduction
+    model.eval()
+    with torch.no_grad():
+        cached = model(
+            **{
+                k: v
+                for k, v in feature_collator(list(cache.features["test"])).items()
+                if k != "labels"
+            }
+        ).logits
+        cache.restore()
+        raw = dsd["test"].with_format("torch")
+        full = model(
+            **{k: v for k, v in feature_collator(list(raw)).items() if k != "labels"}
+        ).logits
+    assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+
+
+def test_vit_head_reads_first_token(tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(
+        ViTConfig(
+            image_size=8,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
+    )
+    ds = Dataset.from_dict(
+        {"pixel_values": torch.randn(8, 3, 8, 8).numpy(), "labels": [i % 3 for i in range(8)]}
+    )
+    _fixed_shape_check(
+        model,
+        DatasetDict(train=ds, validation=ds.select(range(3)), test=ds.select(range(3, 8))),
+        tmp_path,
+        monkeypatch,
+        "first_token",
+    )
+
+
+def test_whisper_head_mean_over_time_stores_the_whole_sequence(tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+    from transformers import WhisperConfig, WhisperForAudioClassification
+
+    torch.manual_seed(0)
+    model = WhisperForAudioClassification(
+        WhisperConfig(
+            num_mel_bins=8,
+            d_model=16,
+            encoder_layers=2,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_layers=1,
+            decoder_attention_heads=2,
+            decoder_ffn_dim=32,
+            max_source_positions=6,
+            classifier_proj_size=8,
+            num_labels=3,
+        )
+    )
+    ds = Dataset.from_dict(
+        {"input_features": torch.randn(8, 8, 12).numpy(), "labels": [i % 3 for i in range(8)]}
+    )
+    # the head averages over time: the first position alone cannot reproduce it, so the whole
+    # (fixed-length) encoder output is stored
+    _fixed_shape_check(
+        model,
+        DatasetDict(train=ds, validation=ds.select(range(3)), test=ds.select(range(3, 8))),
+        tmp_path,
+        monkeypatch,
+        "full",
+    )
