@@ -204,6 +204,8 @@ def test_rerun_reuses_cache_and_output_loads_in_pipeline(
 
 
 def test_on_the_fly_refused_when_asked_and_skipped_otherwise(tiny_bert, csv_file, tmp_path, capsys):
+    with pytest.raises(UserError, match="--strategy frozen"):
+        _run(tiny_bert, csv_file, tmp_path / "a", strategy="full", cache_features=True)
     with pytest.raises(UserError, match="on_the_fly"):
         _run(
             tiny_bert,

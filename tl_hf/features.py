@@ -246,11 +246,10 @@ def _check_reduction(cache: FeatureCache, collator, rows: list[dict]) -> str | N
     """Score rows through the full model and through the replay; None when they agree."""
     import torch
 
+    if cache.reduction == "full" and any("attention_mask" in r for r in rows):
+        return "inputs of different lengths (the whole sequence would have to be stored padded)"
     logits, outputs = _run_rows(cache.model, cache.backbone, collator, rows)
     stored = _reduce(outputs, cache.reduction)
-    has_mask = any("attention_mask" in r for r in rows)
-    if cache.reduction == "full" and has_mask:
-        return "inputs of different lengths (the whole sequence would have to be stored padded)"
     cache.replay.output_cls = type(outputs)
     cache.attach()
     try:
