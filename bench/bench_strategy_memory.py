@@ -22,19 +22,19 @@ STRATEGIES = ("frozen", "frozen_cached", "full", "llrd")
 
 def arm(args) -> dict:
     import torch
-    from transformers import DataCollatorWithPadding, TrainingArguments
+    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
     from tl_hf.config import DEFAULT_LEARNING_RATES, DataArguments, ModelArguments
     from tl_hf.embedded.text import load_bbc_news, minilm_path
     from tl_hf.features import build_feature_cache, feature_collator
     from tl_hf.model import build_model
     from tl_hf.strategy import apply_strategy, head_parameter_names
-    from tl_hf.text import build_processor, preprocess
+    from tl_hf.text import preprocess
     from tl_hf.train import TLTrainer
 
     strategy = args.arm.replace("_cached", "")
     dsd = load_bbc_news(args.per_class, 2, 2)
-    tokenizer = build_processor(minilm_path(), ModelArguments())
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     features = preprocess(dsd, tokenizer, DataArguments())
     names = dsd["train"].features["label"].names
     model = build_model(
