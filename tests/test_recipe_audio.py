@@ -42,7 +42,11 @@ def audio_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_wav2vec2(tmp_path_factory):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+    )
 
     path = tmp_path_factory.mktemp("w2v")
     config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
@@ -93,8 +97,9 @@ def test_accelerate_launch_audio_recipe(tiny_wav2vec2, audio_folder, tmp_path):
 
 
 def test_whisper_window_shrinks_and_reloads(tiny_whisper, audio_folder, tmp_path):
-    import tl_hf
     from transformers import AutoConfig, AutoFeatureExtractor, pipeline
+
+    import tl_hf
 
     out = tmp_path / "wh"
     result = tl_hf.train_audio_classifier(
