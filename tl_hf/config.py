@@ -70,6 +70,11 @@ class ModelArguments:
     )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit on the Hub."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    random_init: bool = field(
+        default=False,
+        metadata={"help": "Train the checkpoint's architecture from random initialisation (no pretrained "
+                  "weights): the baseline that shows what transfer buys. Needs --strategy full or llrd."},
+    )
     trust_remote_code: bool = field(
         default=False,
         metadata={"help": "Run modelling code that ships with the checkpoint. Off by default: "
@@ -322,6 +327,9 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
         raise UserError(f"--trainable_layers must be >= 0, got {strategy.trainable_layers}")
     if strategy.trainable_layers and strategy.strategy != "frozen":
         raise UserError("--trainable_layers only applies to --strategy frozen (the others train every layer)")
+    if model.random_init and strategy.strategy == "frozen":
+        raise UserError("--random_init with --strategy frozen would train a head on random features: "
+                        "use --strategy full")
     if strategy.early_stopping_patience < 0:
         raise UserError("--early_stopping_patience must be >= 0 (0 turns early stopping off)")
     if augment.augment_mode not in AUGMENT_MODES:

@@ -49,6 +49,13 @@ def build_model(auto_class_name: str, model_path: str, model_args, label_names: 
         if hasattr(config, "label_names"):  # timm wrapper configs save these instead of id2label
             config.label_names = list(label_names)
         kwargs = {"config": config}
+    if model_args.random_init:  # the from-scratch baseline: same architecture, no pretrained weights
+        if config is None:
+            raise UserError("--random_init needs the checkpoint's config")
+        model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
+        model.tl_hf_new_parameters = {n for n, _ in model.named_parameters()}
+        model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
+        return model
     try:
         model, info = auto_class.from_pretrained(
             model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
