@@ -190,6 +190,8 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         write_json(os.path.join(output_dir, "all_results.json"), metrics)
         write_run_config(os.path.join(output_dir, "run_config.yaml"),
                          {**args.to_dict(), "model_name_or_path": model_path, "push_to_hub": hub.push,
+                          "dataset_name": args.data.dataset_name or (None if args.data.train_file or dataset is not None
+                                                                     else modality.DEFAULT_DATASET),
                           "hub_model_id": hub.repo_id if hub.push else training.hub_model_id})
         diagnosis = diagnose(load_history(output_dir), strategy=args.strategy.strategy, num_labels=len(names))
         write_diagnosis(output_dir, diagnosis)
