@@ -344,6 +344,8 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
         value = getattr(data, name)
         if value is not None and value < 1:
             raise UserError(f"--{name} must be a positive number of rows, got {value}")
+    if "dataloader_pin_memory" not in explicit and training.device.type == "cpu":
+        training.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
     if "learning_rate" not in explicit:
         training.learning_rate = DEFAULT_LEARNING_RATES[modality][strategy.strategy]
     _check_early_stopping(training, strategy)
