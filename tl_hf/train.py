@@ -64,6 +64,11 @@ class TLTrainer(Trainer):
         self.llrd_decay = llrd_decay
         self.batch_augment = batch_augment
         super().__init__(*args, **kwargs)
+        # Classification heads return the batch-mean loss and ignore `num_items_in_batch`, yet
+        # their forward takes **kwargs, so the Trainer would believe the loss is a token sum:
+        # it then multiplies it by the number of processes (doubled loss and gradients under
+        # 2-process DDP) and skips the division by gradient_accumulation_steps.
+        self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.batch_augment is None or not model.training:
