@@ -40,6 +40,11 @@ TRAINING_DEFAULTS = {
     "logging_steps": 10,
     "report_to": "none",
     "save_only_model": False,
+    # DDP: frozen parameters (requires_grad=False) are outside DDP's gradient reduction
+    # already, and every trainable parameter of a classifier is used in its forward pass, so
+    # the search for unused parameters (the Trainer's default for PreTrainedModel) is only an
+    # extra autograd traversal per step; DDP names this flag if a model ever needs it.
+    "ddp_find_unused_parameters": False,
 }
 
 # The embedded default runs (no model and no data given) are sized to finish in minutes on
