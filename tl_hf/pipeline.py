@@ -169,6 +169,10 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train_") else k: v
                                for k, v in train_result.metrics.items()}
     metrics["train_samples"] = len(features["train"])
+    import torch
+
+    if torch.cuda.is_available():  # this rank's peak, training included (bench/gpu_check.sh reads it)
+        metrics["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     metrics["eval_samples"] = len(features["validation"])
     if "test" in features:
