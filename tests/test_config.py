@@ -59,13 +59,16 @@ def test_llrd_decay_one_is_allowed():
 
 @pytest.mark.parametrize("strategy", ["frozen", "full", "llrd"])
 def test_strategy_default_learning_rate_unless_given(strategy):
-    assert parse_args("text", ["--strategy", strategy]).training.learning_rate == DEFAULT_LEARNING_RATES[strategy]
+    assert parse_args("text", ["--strategy", strategy]).training.learning_rate == DEFAULT_LEARNING_RATES["text"][strategy]
     given = parse_args("text", ["--strategy", strategy, "--learning_rate", "2e-5"])
     assert given.training.learning_rate == pytest.approx(2e-5)
 
 
-def test_head_needs_larger_default_step_than_full_fine_tune():
-    assert DEFAULT_LEARNING_RATES["frozen"] >= 10 * DEFAULT_LEARNING_RATES["full"]
+@pytest.mark.parametrize("modality", ["text", "image", "audio"])
+def test_head_needs_larger_default_step_than_full_fine_tune(modality):
+    rates = DEFAULT_LEARNING_RATES[modality]
+    assert rates["frozen"] >= 10 * rates["full"]
+    assert parse_args(modality, ["--strategy", "frozen"]).training.learning_rate == rates["frozen"]
 
 
 def test_api_keywords_match_flags():

@@ -20,7 +20,12 @@ AUGMENT_MODES = ("map", "on_the_fly")
 
 # Learning rates used when the user gives none. A new head alone on frozen features wants a
 # far larger step than a full fine-tune (playbook step 4: 1/10 to 1/100 of from-scratch).
-DEFAULT_LEARNING_RATES = {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4}
+# Convolutional vision backbones (BatchNorm, no attention) take larger steps than transformers.
+DEFAULT_LEARNING_RATES = {
+    "text": {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
+    "image": {"frozen": 1e-3, "full": 1e-4, "llrd": 5e-4},
+    "audio": {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
+}
 
 # The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
 # checkpoint and restore it. save_total_limit=2 keeps the best and the latest on disk (with 1,
@@ -51,8 +56,8 @@ TRAINING_DEFAULTS = {
 # a 2-core CPU; with the user's own data the general defaults above apply.
 EMBEDDED_RUN_DEFAULTS = {
     "text": {"num_train_epochs": 4},
-    "image": {},
-    "audio": {},
+    "image": {"image_size": 112, "num_train_epochs": 4},
+    "audio": {"max_duration_seconds": 1.0, "num_train_epochs": 3},
 }
 DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
 
@@ -107,6 +112,11 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep this many validation rows (stratified)."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep this many test rows (stratified)."})
     max_seq_length: int = field(default=128, metadata={"help": "Text: tokens per example after truncation."})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Image: resize to N x N instead of the checkpoint's size (smaller trains faster; "
+                  "convolutional and timm models)."},
+    )
     max_duration_seconds: float | None = field(
         default=None, metadata={"help": "Audio: crop (random in training, centred in evaluation) and pad to this length."}
     )
@@ -132,6 +142,11 @@ class StrategyArguments:
     )
     trainable_layers: int = field(
         default=0, metadata={"help": "With --strategy frozen: also train the top K backbone layers."}
+    )
+    freeze_feature_encoder: bool = field(
+        default=True,
+        metadata={"help": "Audio: keep the convolutional feature encoder of wav2vec2-style models frozen "
+                  "(the usual practice on little data); no effect on other models."},
     )
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after this many evaluations without improvement (0: never stop early)."}
@@ -346,7 +361,7 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
         if value is not None and value < 1:
             raise UserError(f"--{name} must be a positive number of rows, got {value}")
     if "learning_rate" not in explicit:
-        training.learning_rate = DEFAULT_LEARNING_RATES[strategy.strategy]
+        training.learning_rate = DEFAULT_LEARNING_RATES[modality][strategy.strategy]
     _check_early_stopping(training, strategy)
     return RunArgs(modality, model, data, strategy, augment, training, explicit)
 

@@ -279,3 +279,74 @@ def load_classification_data(data_args, modality_module, seed: int, dataset=None
 
 def label_names(dsd) -> list[str]:
     return list(dsd["train"].features["label"].names)
+
+
+def check_media_files(dsd, column: str, feature, can_read, skip_bad_files: bool, kind: str):
+    """Decode-check every file of an Image/Audio `column`; unreadable ones stop the run
+    (named by file) or, with `--skip_bad_files`, are dropped and counted.
+
+    `feature` is the decoding feature to cast back to; `can_read(value)` gets the undecoded
+    `{"path", "bytes"}` value and returns an error message, or None when the file is fine.
+    """
+    import dataclasses
+
+    from datasets import DatasetDict
+
+    out = {}
+    for split, ds in dsd.items():
+        raw = ds.cast_column(column, dataclasses.replace(feature, decode=False))
+        bad = []
+        for i, value in enumerate(raw[column]):
+            problem = can_read(value)
+            if problem:
+                bad.append((i, (value or {}).get("path") or f"row {i}", problem))
+        if bad and not skip_bad_files:
+            first = "; ".join(f"{os.path.basename(str(p))}: {why}" for _, p, why in bad[:3])
+            raise UserError(f"{len(bad)} unreadable {kind} file(s) in the {split} split ({first}"
+                            f"{' ...' if len(bad) > 3 else ''}): fix or remove them, or pass --skip_bad_files")
+        if bad:
+            print(f"[tl-hf] skipped {len(bad)} unreadable {kind} file(s) in the {split} split", flush=True)
+            drop = {i for i, _, _ in bad}
+            raw = raw.select([i for i in range(len(raw)) if i not in drop])
+        out[split] = raw.cast_column(column, feature)
+    return DatasetDict(out)
+
+
+def media_folder(path: str, extensions: tuple[str, ...], feature, column: str, kind: str):
+    """A class-per-subfolder folder of media files as a DatasetDict; `train/`, `validation/`
+    and `test/` subfolders (each holding class subfolders) become splits."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+
+    def one(root: str):
+        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        files, labels = [], []
+        for label, name in enumerate(names):
+            for dirpath, _, filenames in os.walk(os.path.join(root, name)):
+                for fname in sorted(filenames):
+                    if fname.lower().endswith(extensions):
+                        files.append(os.path.join(dirpath, fname))
+                        labels.append(label)
+        if len(names) == 1:
+            raise UserError(f"{root} has a single class subfolder ({names[0]}): a classifier needs at least two")
+        if not files:
+            raise UserError(f"{root} holds no class subfolders with {kind} files ({', '.join(extensions)}): "
+                            "give a folder with one subfolder per class")
+        features = Features({column: feature, "label": ClassLabel(names=names)})
+        return Dataset.from_dict({column: files, "label": labels}, features=features)
+
+    splits = [s for s in os.listdir(path) if SPLIT_ALIASES.get(s.lower()) and os.path.isdir(os.path.join(path, s))]
+    if "train" in [SPLIT_ALIASES[s.lower()] for s in splits]:
+        return DatasetDict({s: one(os.path.join(path, s)) for s in splits})
+    return DatasetDict(train=one(path))
+
+
+def path_column_to_feature(dsd, column: str, feature, base_dir: str | None):
+    """A column of file paths (relative ones resolved against `base_dir`) as a media feature."""
+    from datasets import DatasetDict
+
+    def absolute(batch):
+        return {column: [p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
+                         for p in batch[column]]}
+
+    return DatasetDict({split: ds.map(absolute, batched=True).cast_column(column, feature)
+                        for split, ds in dsd.items()})

@@ -46,6 +46,8 @@ def build_model(auto_class_name: str, model_path: str, model_args, label_names: 
     if config is not None:
         config.num_labels = len(label_names)
         config.id2label, config.label2id = id2label, label2id
+        if hasattr(config, "label_names"):  # timm wrapper configs save these instead of id2label
+            config.label_names = list(label_names)
         kwargs = {"config": config}
     try:
         model, info = auto_class.from_pretrained(
@@ -57,4 +59,6 @@ def build_model(auto_class_name: str, model_path: str, model_args, label_names: 
         raise UserError(f"{model_path} cannot be loaded as {auto_class_name}: {str(err).splitlines()[0]}") from err
     mismatched = {k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", ())}
     model.tl_hf_new_parameters = set(info.get("missing_keys", ())) | mismatched
+    # fixed tensors stored as parameters (e.g. Whisper's sinusoidal positions) stay fixed
+    model.tl_hf_fixed_parameters = {n for n, p in model.named_parameters() if not p.requires_grad}
     return model

@@ -65,6 +65,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     )
     from tl_hf.save import check_output_dir, clear_output_dir, write_json, write_run_config
     from tl_hf.strategy import (
+        apply_freeze_feature_encoder,
         apply_strategy,
         build_param_groups,
         describe_param_groups,
@@ -104,7 +105,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     with training.main_process_first(desc="dataset preparation"):
         dsd = load_classification_data(args.data, modality, training.seed, dataset, args.model.cache_dir)
         names = label_names(dsd)
-        processor = modality.build_processor(model_path, args.model)
+        processor = modality.build_processor(model_path, args, checkpoint_config)
         context = modality.augment_context(processor, args)
         augmenter = modality.build_augmenter(specs, context) if specs else None
         originals = dsd["train"]
@@ -112,11 +113,11 @@ def run(args: RunArgs, dataset=None) -> RunResult:
             dsd["train"] = apply_augment_copies(dsd["train"], augmenter, specs, copies, training.seed, num_proc)
         features = modality.preprocess(dsd, processor, args.data, num_proc, skip=("train",) if on_the_fly else ())
         if on_the_fly:
-            # the training split is preprocessed per batch, after a fresh augmentation every epoch;
-            # the Trainer must not drop the raw columns the transform reads
+            # the training split is preprocessed per batch, after a fresh augmentation every epoch
             features["train"] = dsd["train"].with_transform(
                 OnTheFly(augmenter, modality.make_preprocess(processor, args.data, training=True), training.seed))
-            training.remove_unused_columns = False
+        if on_the_fly or getattr(modality, "PREPROCESS_ON_ACCESS", False):
+            training.remove_unused_columns = False  # the transforms read the raw columns
     _log(f"data: {', '.join(f'{k} {len(v)}' for k, v in features.items())} rows, {len(names)} classes: "
          f"{', '.join(names)}")
     if specs:
@@ -125,9 +126,13 @@ def run(args: RunArgs, dataset=None) -> RunResult:
 
     # 5. model with the new head.
     model = build_model(modality.AUTO_MODEL, model_path, args.model, names, checkpoint_config)
+    if hasattr(modality, "adapt_model"):
+        modality.adapt_model(model, processor)
 
     # 6. strategy: freezing, then the parameter groups the optimizer will hold.
     apply_strategy(model, args.strategy.strategy, args.strategy.trainable_layers)
+    if args.strategy.freeze_feature_encoder:
+        apply_freeze_feature_encoder(model)
     groups = describe_param_groups(build_param_groups(
         model, args.strategy.strategy, training.learning_rate, training.weight_decay, args.strategy.llrd_decay))
     _log(f"strategy {args.strategy.strategy}, learning rate {training.learning_rate:g}"

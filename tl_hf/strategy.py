@@ -408,7 +408,8 @@ def apply_strategy(model, strategy: str, trainable_layers: int = 0) -> set[str]:
     """
     import torch.nn as nn
 
-    trainable = trainable_names(model, strategy, trainable_layers)
+    fixed = set(getattr(model, "tl_hf_fixed_parameters", ()))
+    trainable = trainable_names(model, strategy, trainable_layers) - fixed
     for name, param in model.named_parameters():
         param.requires_grad_(strip_wrappers(name) in trainable)
     for module in model.modules():

@@ -93,9 +93,10 @@ def validate_inputs(dsd, data_args):
     return dsd
 
 
-def build_processor(model_path: str, model_args):
+def build_processor(model_path: str, args, config=None):
     from transformers import AutoTokenizer
 
+    model_args = args.model
     return AutoTokenizer.from_pretrained(
         model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
         trust_remote_code=model_args.trust_remote_code,

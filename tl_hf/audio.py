@@ -1,0 +1,246 @@
+"""Audio modality: what differs for audio in each step of the flow (columns, file checks,
+decoding to mono at the extractor's rate, cropping, the feature extractor, collation,
+SpecAugment and mixup, the embedded default). `tl_hf/text.py` and `tl_hf/image.py` have the
+same functions."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from tl_hf.config import UserError
+
+NAME = "audio"
+AUTO_MODEL = "AutoModelForAudioClassification"
+PIPELINE_TASK = "audio-classification"
+INPUT_COLUMN = "audio"
+# Decoding, resampling and random crops happen per batch (with_transform), never stored.
+PREPROCESS_ON_ACCESS = True
+EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif")
+AUDIO_CANDIDATES = ("audio", "speech", "sound", "clip", "audio_path", "audio_file", "file", "path", "filepath")
+
+
+def default_model() -> str:
+    from tl_hf.embedded.audio import whisper_tiny_en_folder
+
+    return whisper_tiny_en_folder()
+
+
+def load_default_dataset(data_args):
+    """Ten spoken words synthesized with espeak-ng and flite; test voices held out."""
+    from tl_hf.embedded.audio import synthesize_spoken_words
+
+    return synthesize_spoken_words()
+
+
+def load_folder(path: str, data_args):
+    """One subfolder of audio files per class (or train/validation/test folders of those)."""
+    from datasets import Audio
+
+    from tl_hf.data import media_folder
+
+    return media_folder(path, EXTENSIONS, Audio(), INPUT_COLUMN, "audio")
+
+
+def find_input_columns(columns: list[str], features, label: str, data_args) -> dict[str, str]:
+    """{"audio": column}: the one named, else the only Audio column, else a usual name."""
+    from datasets import Audio
+
+    if data_args.audio_column:
+        if data_args.audio_column not in columns:
+            raise UserError(f"audio column {data_args.audio_column!r} not found; columns are: {', '.join(columns)}")
+        return {"audio": data_args.audio_column}
+    audio = [c for c in columns if isinstance(features[c], Audio)]
+    if len(audio) == 1:
+        return {"audio": audio[0]}
+    lowered = {c.lower(): c for c in columns if c != label}
+    for name in AUDIO_CANDIDATES:
+        if name in lowered:
+            return {"audio": lowered[name]}
+    raise UserError(f"cannot tell which column holds the audio; columns are: {', '.join(columns)}: "
+                    "pass --audio_column")
+
+
+def _readable(value) -> str | None:
+    """None when the file decodes to at least one sample, else what is wrong."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        if value.get("bytes"):
+            info = sf.info(io.BytesIO(value["bytes"]))
+        elif value.get("path") and value["path"].lower().endswith((".wav", ".flac", ".ogg", ".aiff", ".aif")):
+            info = sf.info(value["path"])
+        else:  # formats libsndfile does not read (mp3, m4a...): let torchcodec try
+            from torchcodec.decoders import AudioDecoder
+
+            samples = AudioDecoder(value["path"]).get_all_samples()
+            return None if samples.data.shape[-1] > 0 else "zero-length clip"
+        return None if info.frames > 0 else "zero-length clip"
+    except Exception as err:  # soundfile/torchcodec raise many types for bad files
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
+
+
+def validate_inputs(dsd, data_args):
+    """Audio paths and in-memory arrays become an Audio feature; every clip must decode and
+    hold samples (see --skip_bad_files). Other rates and stereo are converted, not rejected."""
+    from datasets import Audio
+
+    from tl_hf.data import check_media_files, path_column_to_feature
+
+    feature = dsd["train"].features["audio"]
+    if not isinstance(feature, Audio):
+        if getattr(feature, "dtype", None) in ("string", "large_string"):
+            source = data_args.train_file or data_args.dataset_name
+            base = os.path.dirname(os.path.abspath(source)) if source and os.path.isfile(source) else None
+            dsd = path_column_to_feature(dsd, "audio", Audio(), base)
+        else:  # {"array", "sampling_rate"} dicts
+            dsd = dsd.cast_column("audio", Audio())
+    return check_media_files(dsd, "audio", Audio(), _readable, data_args.skip_bad_files, "audio")
+
+
+def _is_whisper(config) -> bool:
+    return getattr(config, "model_type", None) == "whisper"
+
+
+def build_processor(model_path: str, args, config=None):
+    """The feature extractor; Whisper's input window shrinks to `--max_duration_seconds`
+    (rounded up to whole seconds) instead of its fixed 30 s, see `adapt_model`."""
+    from transformers import AutoFeatureExtractor
+
+    kwargs = {}
+    if _is_whisper(config) and args.data.max_duration_seconds:
+        kwargs["chunk_length"] = max(1, math.ceil(args.data.max_duration_seconds))
+    return AutoFeatureExtractor.from_pretrained(
+        model_path, revision=args.model.model_revision, cache_dir=args.model.cache_dir,
+        trust_remote_code=args.model.trust_remote_code, **kwargs,
+    )
+
+
+def adapt_model(model, processor) -> None:
+    """Whisper: keep the first `chunk_length * 50` encoder positions so the encoder accepts
+    the shorter window (its positions are fixed sinusoids, so the first ones are unchanged):
+    1 s clips cost 1/30 of the compute of the 30 s window."""
+    import torch
+
+    if not _is_whisper(model.config):
+        return
+    positions = processor.nb_max_frames // 2  # conv2 has stride 2: two frames per position
+    encoder = model.encoder
+    if positions >= encoder.embed_positions.num_embeddings:
+        return
+    old = encoder.embed_positions
+    encoder.embed_positions = torch.nn.Embedding(positions, old.embedding_dim)
+    encoder.embed_positions.weight.data.copy_(old.weight.data[:positions])
+    encoder.embed_positions.weight.requires_grad_(False)
+    encoder.max_source_positions = model.config.max_source_positions = positions
+
+
+class Preprocess:
+    """Batched: decode -> mono at the extractor's rate -> crop/pad to `max_duration_seconds`
+    (a random window in training, the centre in evaluation) -> features."""
+
+    def __init__(self, processor, max_duration_seconds: float | None, training: bool, seed: int = 0):
+        import numpy as np
+
+        self.processor = processor
+        self.rate = processor.sampling_rate
+        self.max_samples = int(max_duration_seconds * self.rate) if max_duration_seconds else None
+        self.training = training
+        self.rng = np.random.default_rng(seed)
+
+    def _crop(self, wave):
+        if self.max_samples is None or len(wave) <= self.max_samples:
+            return wave
+        extra = len(wave) - self.max_samples
+        start = int(self.rng.integers(0, extra + 1)) if self.training else extra // 2
+        return wave[start:start + self.max_samples]
+
+    def __call__(self, batch):
+        import librosa
+
+        from tl_hf.augment.audio import load_waveform
+
+        waves = []
+        for value in batch["audio"]:
+            wave, rate, _ = load_waveform(value, self.rate)
+            if rate != self.rate:
+                wave = librosa.resample(wave, orig_sr=rate, target_sr=self.rate)
+            waves.append(self._crop(wave))
+        kwargs = {}
+        if self.max_samples is not None and "input_values" in self.processor.model_input_names:
+            kwargs = {"padding": "max_length", "max_length": self.max_samples, "truncation": True}
+        out = dict(self.processor(waves, sampling_rate=self.rate, return_tensors="np", **kwargs))
+        if "input_features" in out:
+            out.pop("attention_mask", None)  # Whisper's encoder takes the full window
+        out["labels"] = batch["label"]
+        return out
+
+
+def make_preprocess(processor, data_args, training: bool = False):
+    return Preprocess(processor, data_args.max_duration_seconds, training)
+
+
+def preprocess(dsd, processor, data_args, num_proc=None, skip=()):
+    """Every split but `skip` turns into model features when read (`with_transform`)."""
+    from datasets import DatasetDict
+
+    return DatasetDict({split: ds.with_transform(make_preprocess(processor, data_args, training=split == "train"))
+                        for split, ds in dsd.items() if split not in skip})
+
+
+class Collator:
+    """Stacks fixed-size features (Whisper, AST); pads raw waveforms (wav2vec2-style)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, rows):
+        import torch
+
+        labels = torch.tensor([int(r["labels"]) for r in rows])
+        key = "input_features" if "input_features" in rows[0] else "input_values"
+        first = torch.as_tensor(rows[0][key])
+        if first.ndim >= 2 or all(len(r[key]) == len(first) for r in rows):  # spectrograms, fixed windows
+            return {key: torch.stack([torch.as_tensor(r[key]) for r in rows]), "labels": labels}
+        padded = self.processor.pad({"input_values": [r["input_values"] for r in rows]}, return_tensors="pt",
+                                    return_attention_mask=True)
+        return {**padded, "labels": labels}
+
+
+def build_collator(processor):
+    return Collator(processor)
+
+
+def augment_context(processor, args) -> dict:
+    return {"sampling_rate": processor.sampling_rate}
+
+
+def build_augmenter(specs, context):
+    from tl_hf.augment.audio import build_augmenter
+
+    return build_augmenter(specs, INPUT_COLUMN, **context)
+
+
+class BatchAugment:
+    """SpecAugment on spectrogram features, then mixup, on collated training batches.
+    Whisper's `input_features` are [B, mels, T]; AST's `input_values` are [B, T, mels]."""
+
+    def __init__(self, specs, num_labels: int, seed: int):
+        from tl_hf.augment.audio import build_batch_mixer, build_feature_masker
+
+        self.maskers = {"input_features": build_feature_masker(specs, freq_axis=1, seed=seed),
+                        "input_values": build_feature_masker(specs, freq_axis=2, seed=seed)}
+        self.mixer = build_batch_mixer(specs, num_labels, seed)
+
+    def __call__(self, batch):
+        for key, masker in self.maskers.items():
+            if masker is not None and key in batch and batch[key].ndim == 3:  # spectrograms only
+                batch[key] = masker(batch[key])
+        return self.mixer(batch) if self.mixer is not None else batch
+
+
+def build_batch_augment(specs, num_labels: int, seed: int):
+    augment = BatchAugment(specs, num_labels, seed)
+    return augment if augment.mixer is not None or augment.maskers["input_features"] is not None else None
