@@ -45,6 +45,11 @@ TRAINING_DEFAULTS = {
     "logging_steps": 10,
     "report_to": "none",
     "save_only_model": False,
+    # DDP: frozen parameters (requires_grad=False) are outside DDP's gradient reduction
+    # already, and every trainable parameter of a classifier is used in its forward pass, so
+    # the search for unused parameters (the Trainer's default for PreTrainedModel) is only an
+    # extra autograd traversal per step; DDP names this flag if a model ever needs it.
+    "ddp_find_unused_parameters": False,
 }
 
 # The embedded default runs (no model and no data given) are sized to finish in minutes on
@@ -263,7 +268,26 @@ def _defaults(modality: str, given: set[str]) -> dict[str, Any]:
     defaults = {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
     if not given & set(DATA_KEYS):
         defaults.update(EMBEDDED_RUN_DEFAULTS[modality])
+    if launched_without_accelerator():
+        defaults["use_cpu"] = True
     return defaults
+
+
+def launched_without_accelerator() -> bool:
+    """True when a launcher (torchrun, `accelerate launch`) started several processes on a
+    machine without a GPU.
+
+    Accelerate then needs `cpu=True` to join the ranks into one gloo group: without it every
+    rank sets up a separate one-process run (DistributedType.NO), and all of them train the
+    whole data and write the same output folder. The multi-GPU launcher does not pass the
+    accelerate config's `use_cpu` to the processes, so the recipe makes `--use_cpu` the default.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
 
 
 def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:

@@ -42,6 +42,7 @@ def _log(message: str) -> None:
 
 def run(args: RunArgs, dataset=None) -> RunResult:
     """Run one fine-tuning job end to end and return its result."""
+    from accelerate import PartialState
     from transformers import set_seed
 
     from tl_hf.augment import (
@@ -139,6 +140,9 @@ def run(args: RunArgs, dataset=None) -> RunResult:
          + format_param_groups(groups, sum(p.numel() for p in model.parameters())))
 
     # 7. train with the early-stopping preset.
+    # Every rank ran check_output_dir before the main_process_first barrier above, so none of
+    # them saw the folder while the main process clears it; the barrier below keeps the other
+    # ranks out of the folder (Trainer, checkpoints) until it is cleared and set up again.
     if main:
         clear_output_dir(output_dir)
         os.makedirs(output_dir, exist_ok=True)
@@ -146,6 +150,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         if augmenter is not None and args.augment.augment_preview > 0:
             write_augment_preview(args.modality, originals, augmenter, args.augment.augment_preview,
                                   modality.INPUT_COLUMN, training.seed, output_dir)
+    PartialState().wait_for_everyone()
     early_stopping = build_early_stopping(args.strategy.early_stopping_patience,
                                           args.strategy.early_stopping_threshold)
     monitor = MonitorCallback(output_dir, early_stopping_patience=args.strategy.early_stopping_patience)
@@ -169,6 +174,10 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train_") else k: v
                                for k, v in train_result.metrics.items()}
     metrics["train_samples"] = len(features["train"])
+    import torch
+
+    if torch.cuda.is_available():  # this rank's peak, training included (bench/gpu_check.sh reads it)
+        metrics["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     metrics["eval_samples"] = len(features["validation"])
     if "test" in features:
