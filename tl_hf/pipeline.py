@@ -42,6 +42,7 @@ def _log(message: str) -> None:
 
 def run(args: RunArgs, dataset=None) -> RunResult:
     """Run one fine-tuning job end to end and return its result."""
+    import torch
     from accelerate import PartialState
     from transformers import set_seed
 
@@ -174,8 +175,6 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train_") else k: v
                                for k, v in train_result.metrics.items()}
     metrics["train_samples"] = len(features["train"])
-    import torch
-
     if torch.cuda.is_available():  # this rank's peak, training included (bench/gpu_check.sh reads it)
         metrics["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     metrics.update(trainer.evaluate(metric_key_prefix="eval"))
@@ -197,11 +196,12 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     trainer.save_model(output_dir)
     if main:
         write_json(os.path.join(output_dir, "all_results.json"), metrics)
-        write_run_config(os.path.join(output_dir, "run_config.yaml"),
-                         {**args.to_dict(), "model_name_or_path": model_path, "push_to_hub": hub.push,
-                          "dataset_name": args.data.dataset_name or (None if args.data.train_file or dataset is not None
-                                                                     else modality.DEFAULT_DATASET),
-                          "hub_model_id": hub.repo_id if hub.push else training.hub_model_id})
+        embedded_data = not (args.data.dataset_name or args.data.train_file or dataset is not None)
+        write_run_config(os.path.join(output_dir, "run_config.yaml"), {
+            **args.to_dict(), "model_name_or_path": model_path, "push_to_hub": hub.push,
+            "dataset_name": modality.DEFAULT_DATASET if embedded_data else args.data.dataset_name,
+            "hub_model_id": hub.repo_id if hub.push else training.hub_model_id,
+        })
         diagnosis = diagnose(load_history(output_dir), strategy=args.strategy.strategy, num_labels=len(names))
         write_diagnosis(output_dir, diagnosis)
         _log(format_diagnosis(diagnosis))
