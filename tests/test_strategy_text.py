@@ -166,3 +166,18 @@ def test_trainer_optimizer_holds_exactly_trainable_parameters(tmp_path):
     assert held == {id(model.classifier.weight), id(model.classifier.bias)}
     by_name = {g["name"]: g for g in optimizer.param_groups}
     assert by_name["depth_04"]["weight_decay"] == 0.1 and by_name["depth_04_no_decay"]["weight_decay"] == 0.0
+
+
+def test_random_init_baseline_ignores_pretrained_weights(tiny_bert, tmp_path):
+    from tl_hf.config import ModelArguments, build_args
+    from tl_hf.model import build_model, load_checkpoint_config
+
+    pretrained = build_model("AutoModelForSequenceClassification", tiny_bert, ModelArguments(), ["a", "b"])
+    args = ModelArguments(random_init=True)
+    scratch = build_model("AutoModelForSequenceClassification", tiny_bert, args, ["a", "b"],
+                          load_checkpoint_config(tiny_bert, args))
+    same = pretrained.bert.embeddings.word_embeddings.weight
+    assert not torch.equal(same, scratch.bert.embeddings.word_embeddings.weight)
+    assert scratch.config.id2label == {0: "a", 1: "b"}
+    with pytest.raises(UserError, match="--random_init with --strategy frozen"):
+        build_args("text", random_init=True, strategy="frozen")

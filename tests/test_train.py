@@ -60,6 +60,15 @@ def test_preset_stops_after_patience_and_keeps_best(tiny_bert, tmp_path):
     with open(os.path.join(out, "all_results.json")) as f:
         saved = json.load(f)
     assert saved["best_epoch"] == m["best_epoch"] and saved["strategy"] == "full"
+    # the monitor: one evaluation per epoch, the marked best epoch is the restored one
+    with open(os.path.join(out, "training_history.json")) as f:
+        history = json.load(f)
+    assert [e["epoch"] for e in history["eval"]] == list(range(1, m["stopped_epoch"] + 1))
+    assert history["best_epoch"] == m["best_epoch"] and history["early_stopped"] is True
+    assert history["stopped_epoch"] == m["stopped_epoch"]
+    assert os.path.getsize(os.path.join(out, "training_curves.png")) > 10_000
+    for name in ("diagnosis.json", "report.html", "README.md", "run_config.yaml", "param_groups.json"):
+        assert os.path.exists(os.path.join(out, name)), name
 
 
 def test_accuracy_metric_is_maximised(tiny_bert, tmp_path):

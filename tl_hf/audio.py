@@ -13,6 +13,7 @@ from tl_hf.config import UserError
 NAME = "audio"
 AUTO_MODEL = "AutoModelForAudioClassification"
 PIPELINE_TASK = "audio-classification"
+DEFAULT_DATASET = "embedded:spoken_words_espeak_flite"  # what run_config.yaml and the card name the default data
 INPUT_COLUMN = "audio"
 # Decoding, resampling and random crops happen per batch (with_transform), never stored.
 PREPROCESS_ON_ACCESS = True

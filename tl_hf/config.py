@@ -45,6 +45,11 @@ TRAINING_DEFAULTS = {
     "logging_steps": 10,
     "report_to": "none",
     "save_only_model": False,
+    # DDP: frozen parameters (requires_grad=False) are outside DDP's gradient reduction
+    # already, and every trainable parameter of a classifier is used in its forward pass, so
+    # the search for unused parameters (the Trainer's default for PreTrainedModel) is only an
+    # extra autograd traversal per step; DDP names this flag if a model ever needs it.
+    "ddp_find_unused_parameters": False,
 }
 
 # The embedded default runs (no model and no data given) are sized to finish in minutes on
@@ -70,6 +75,11 @@ class ModelArguments:
     )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit on the Hub."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    random_init: bool = field(
+        default=False,
+        metadata={"help": "Train the checkpoint's architecture from random initialisation (no pretrained "
+                  "weights): the baseline that shows what transfer buys. Needs --strategy full or llrd."},
+    )
     trust_remote_code: bool = field(
         default=False,
         metadata={"help": "Run modelling code that ships with the checkpoint. Off by default: "
@@ -265,7 +275,26 @@ def _defaults(modality: str, given: set[str]) -> dict[str, Any]:
     defaults = {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
     if not given & set(DATA_KEYS):
         defaults.update(EMBEDDED_RUN_DEFAULTS[modality])
+    if launched_without_accelerator():
+        defaults["use_cpu"] = True
     return defaults
+
+
+def launched_without_accelerator() -> bool:
+    """True when a launcher (torchrun, `accelerate launch`) started several processes on a
+    machine without a GPU.
+
+    Accelerate then needs `cpu=True` to join the ranks into one gloo group: without it every
+    rank sets up a separate one-process run (DistributedType.NO), and all of them train the
+    whole data and write the same output folder. The multi-GPU launcher does not pass the
+    accelerate config's `use_cpu` to the processes, so the recipe makes `--use_cpu` the default.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
 
 
 def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
@@ -329,6 +358,9 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
         raise UserError(f"--trainable_layers must be >= 0, got {strategy.trainable_layers}")
     if strategy.trainable_layers and strategy.strategy != "frozen":
         raise UserError("--trainable_layers only applies to --strategy frozen (the others train every layer)")
+    if model.random_init and strategy.strategy == "frozen":
+        raise UserError("--random_init with --strategy frozen would train a head on random features: "
+                        "use --strategy full")
     if strategy.early_stopping_patience < 0:
         raise UserError("--early_stopping_patience must be >= 0 (0 turns early stopping off)")
     if augment.augment_mode not in AUGMENT_MODES:
@@ -343,6 +375,8 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
         value = getattr(data, name)
         if value is not None and value < 1:
             raise UserError(f"--{name} must be a positive number of rows, got {value}")
+    if "dataloader_pin_memory" not in explicit and training.device.type == "cpu":
+        training.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
     if "learning_rate" not in explicit:
         training.learning_rate = DEFAULT_LEARNING_RATES[modality][strategy.strategy]
     _check_early_stopping(training, strategy)

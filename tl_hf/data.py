@@ -62,7 +62,7 @@ def load_raw_dataset(data_args, modality_module, dataset=None, cache_dir: str | 
 
     Sources, in order: an in-memory `dataset`; `--train_file/--validation_file/--test_file`;
     `--dataset_name` as a data file, a `save_to_disk` folder, a class-per-subfolder folder
-    or a Hub id; else the modality's embedded default.
+    or a Hub id; else (or with the name `embedded:...`) the modality's embedded default.
     """
     from datasets import load_dataset, load_from_disk
 
@@ -79,7 +79,7 @@ def load_raw_dataset(data_args, modality_module, dataset=None, cache_dir: str | 
             raise UserError("--validation_file/--test_file need a --train_file too")
         return _load_files(files, cache_dir)
     name = data_args.dataset_name
-    if name is None:
+    if name is None or name == modality_module.DEFAULT_DATASET:  # run_config.yaml names it so
         return modality_module.load_default_dataset(data_args)
     if os.path.isfile(name):
         return _load_files({"train": name}, cache_dir)

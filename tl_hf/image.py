@@ -11,6 +11,7 @@ from tl_hf.config import UserError
 NAME = "image"
 AUTO_MODEL = "AutoModelForImageClassification"
 PIPELINE_TASK = "image-classification"
+DEFAULT_DATASET = "embedded:fashion_mnist"  # what run_config.yaml and the card name the default data
 INPUT_COLUMN = "image"
 # Pixel tensors are large: they are made per batch (with_transform), never stored.
 PREPROCESS_ON_ACCESS = True

@@ -49,6 +49,13 @@ def build_model(auto_class_name: str, model_path: str, model_args, label_names: 
         if hasattr(config, "label_names"):  # timm wrapper configs save these instead of id2label
             config.label_names = list(label_names)
         kwargs = {"config": config}
+    if model_args.random_init:  # the from-scratch baseline: same architecture, no pretrained weights
+        if config is None:
+            raise UserError("--random_init needs the checkpoint's config")
+        model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
+        model.tl_hf_new_parameters = {n for n, _ in model.named_parameters()}
+        model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
+        return model
     try:
         model, info = auto_class.from_pretrained(
             model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
@@ -59,6 +66,19 @@ def build_model(auto_class_name: str, model_path: str, model_args, label_names: 
         raise UserError(f"{model_path} cannot be loaded as {auto_class_name}: {str(err).splitlines()[0]}") from err
     mismatched = {k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", ())}
     model.tl_hf_new_parameters = set(info.get("missing_keys", ())) | mismatched
-    # fixed tensors stored as parameters (e.g. Whisper's sinusoidal positions) stay fixed
-    model.tl_hf_fixed_parameters = {n for n, p in model.named_parameters() if not p.requires_grad}
+    model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
     return model
+
+
+def fixed_parameter_names(auto_class, config) -> set[str]:
+    """Parameters the architecture itself creates with `requires_grad=False` (e.g. Whisper's
+    sinusoidal positions): they stay fixed under every strategy. `from_pretrained` turns them
+    trainable, so they are read off a skeleton of the model built on the meta device."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            skeleton = auto_class.from_config(config)
+    except Exception:  # remote-code or exotic models: nothing known to be fixed
+        return set()
+    return {n for n, p in skeleton.named_parameters() if not p.requires_grad}

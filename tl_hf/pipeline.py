@@ -42,6 +42,8 @@ def _log(message: str) -> None:
 
 def run(args: RunArgs, dataset=None) -> RunResult:
     """Run one fine-tuning job end to end and return its result."""
+    import torch
+    from accelerate import PartialState
     from transformers import set_seed
 
     from tl_hf.augment import (
@@ -159,6 +161,9 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     args.strategy.cache_features = cache is not None  # run_config.yaml records what ran
 
     # 7. train with the early-stopping preset.
+    # Every rank ran check_output_dir before the main_process_first barrier above, so none of
+    # them saw the folder while the main process clears it; the barrier below keeps the other
+    # ranks out of the folder (Trainer, checkpoints) until it is cleared and set up again.
     if main:
         clear_output_dir(output_dir)
         os.makedirs(output_dir, exist_ok=True)
@@ -166,6 +171,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         if augmenter is not None and args.augment.augment_preview > 0:
             write_augment_preview(args.modality, originals, augmenter, args.augment.augment_preview,
                                   modality.INPUT_COLUMN, training.seed, output_dir)
+    PartialState().wait_for_everyone()
     early_stopping = build_early_stopping(args.strategy.early_stopping_patience,
                                           args.strategy.early_stopping_threshold)
     monitor = MonitorCallback(output_dir, early_stopping_patience=args.strategy.early_stopping_patience)
@@ -189,6 +195,8 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train_") else k: v
                                for k, v in train_result.metrics.items()}
     metrics["train_samples"] = len(features["train"])
+    if torch.cuda.is_available():  # this rank's peak, training included (bench/gpu_check.sh reads it)
+        metrics["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     metrics["eval_samples"] = len(features["validation"])
     if "test" in features:
@@ -211,9 +219,12 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     trainer.save_model(output_dir)
     if main:
         write_json(os.path.join(output_dir, "all_results.json"), metrics)
-        write_run_config(os.path.join(output_dir, "run_config.yaml"),
-                         {**args.to_dict(), "model_name_or_path": model_path, "push_to_hub": hub.push,
-                          "hub_model_id": hub.repo_id if hub.push else training.hub_model_id})
+        embedded_data = not (args.data.dataset_name or args.data.train_file or dataset is not None)
+        write_run_config(os.path.join(output_dir, "run_config.yaml"), {
+            **args.to_dict(), "model_name_or_path": model_path, "push_to_hub": hub.push,
+            "dataset_name": modality.DEFAULT_DATASET if embedded_data else args.data.dataset_name,
+            "hub_model_id": hub.repo_id if hub.push else training.hub_model_id,
+        })
         diagnosis = diagnose(load_history(output_dir), strategy=args.strategy.strategy, num_labels=len(names))
         write_diagnosis(output_dir, diagnosis)
         _log(format_diagnosis(diagnosis))

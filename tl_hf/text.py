@@ -10,6 +10,7 @@ from tl_hf.config import UserError
 NAME = "text"
 AUTO_MODEL = "AutoModelForSequenceClassification"
 PIPELINE_TASK = "text-classification"
+DEFAULT_DATASET = "embedded:bbc_news"  # what run_config.yaml and the card name the default data
 INPUT_COLUMN = "text"  # the column augmentation works on
 TEXT_CANDIDATES = ("text", "sentence", "content", "document", "review", "tweet", "body", "question")
 PAIR_CANDIDATES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),

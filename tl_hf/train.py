@@ -24,17 +24,32 @@ def _metric(name: str):
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy and macro-F1 from logits (through the `evaluate` modules shipped in tl_hf)."""
+    """Accuracy, macro-F1 (through the `evaluate` modules shipped in tl_hf) and the
+    cross-entropy loss, all from the gathered logits.
+
+    The loss returned here replaces the Trainer's `eval_loss`, which averages per-batch mean
+    losses: under several processes the last batch of an odd-sized split is padded with
+    repeated examples, and their losses leak into those batch means (the logits of the
+    padding are dropped by `gather_for_metrics`, the batch means are not). From the logits,
+    every example counts exactly once on any number of processes.
+    """
     import numpy as np
 
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
-    predictions = np.asarray(logits).argmax(-1)
+    logits = np.asarray(logits, dtype=np.float64)
+    predictions = logits.argmax(-1)
     labels = np.asarray(labels)
-    if labels.ndim > 1:  # soft labels (mixup): score against the dominant class
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    if labels.ndim > 1:  # soft labels (mixup): soft cross-entropy, scored against the dominant class
+        loss = -(labels * log_probs).sum(-1).mean()
         labels = labels.argmax(-1)
+    else:
+        loss = -np.take_along_axis(log_probs, labels[:, None].astype(np.int64), -1).mean()
     return {
+        "loss": float(loss),
         **_metric("accuracy").compute(predictions=predictions, references=labels),
         **_metric("f1").compute(predictions=predictions, references=labels, average="macro"),
     }
@@ -64,6 +79,11 @@ class TLTrainer(Trainer):
         self.llrd_decay = llrd_decay
         self.batch_augment = batch_augment
         super().__init__(*args, **kwargs)
+        # Classification heads return the batch-mean loss and ignore `num_items_in_batch`, yet
+        # their forward takes **kwargs, so the Trainer would believe the loss is a token sum:
+        # it then multiplies it by the number of processes (doubled loss and gradients under
+        # 2-process DDP) and skips the division by gradient_accumulation_steps.
+        self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.batch_augment is None or not model.training:

@@ -1,0 +1,205 @@
+"""Recipes under a real multi-process launcher on the CPU: `accelerate launch` with
+accelerate_configs/cpu_2proc.yaml (gloo DDP, world size 2) against a plain one-process run.
+
+Each recipe is one entry of RECIPES (a tiny model and data maker plus its flags): adding the
+image or audio recipe is one line there. The runs go through tests/dist_driver.py, which
+records per rank what was scored, which optimizer groups were built and which files were
+written (test-only probes, no library hooks).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_tiny_bert, sentiment_rows, write_csv
+
+pytestmark = pytest.mark.distributed
+
+ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
+DRIVER = os.path.join(REPO, "tests", "dist_driver.py")
+CPU_2PROC = os.path.join(REPO, "accelerate_configs", "cpu_2proc.yaml")
+
+# 1-process vs 2-process results with the same global batch and seed. With dropout off the
+# two runs see the same examples in the same global batches and take the same steps; what
+# differs is the order of floating-point sums (gloo's all-reduce of the two half-batch
+# gradients vs one backward over the whole batch): about 1e-7 relative per step, which a
+# few dozen Adam steps grow to well under 1e-3 on the losses. Accuracies must match exactly.
+LOSS_TOLERANCE = 1e-3
+
+
+def text_setup(tmp: Path) -> list[str]:
+    model = make_tiny_bert(tmp / "tiny_bert")
+    config = json.loads((tmp / "tiny_bert" / "config.json").read_text())
+    # no dropout: the ranks draw different dropout masks than the single process would
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (tmp / "tiny_bert" / "config.json").write_text(json.dumps(config))
+    # 64 training rows: 8 full global batches per epoch (a short last batch would be padded
+    # with repeated rows on one rank, a real difference from the single process); validation
+    # 11 and test 13: odd sizes that 2 ranks cannot split evenly
+    rows = sentiment_rows(88)
+    return [
+        "--model_name_or_path",
+        model,
+        "--train_file",
+        write_csv(tmp / "train.csv", rows[:64]),
+        "--validation_file",
+        write_csv(tmp / "validation.csv", rows[64:75]),
+        "--test_file",
+        write_csv(tmp / "test.csv", rows[75:]),
+    ]
+
+
+# recipe name -> (setup making tiny model + data and returning their flags, split sizes)
+RECIPES = {
+    "text": (text_setup, {"train": 64, "validation": 11, "test": 13}),
+}
+COMMON = ["--num_train_epochs", "3", "--seed", "7", "--use_cpu", "--report_to", "none"]
+
+
+def launch(
+    modality: str, flags: list[str], out: Path, processes: int
+) -> tuple[dict, dict[int, list[dict]], str]:
+    probes = out.parent / f"{out.name}_probes"
+    probes.mkdir()
+    env = {
+        **os.environ,
+        "TL_HF_PROBE_DIR": str(probes),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    launcher = (
+        [ACCELERATE, "launch", "--config_file", CPU_2PROC] if processes == 2 else [sys.executable]
+    )
+    batch = str(8 // processes)  # same global batch: 1 x 8 and 2 x 4
+    cmd = [
+        *launcher,
+        DRIVER,
+        modality,
+        *flags,
+        *COMMON,
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        batch,
+        "--per_device_eval_batch_size",
+        "4",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = {
+        int(p.stem[4:]): [json.loads(line) for line in p.read_text().splitlines()]
+        for p in probes.glob("rank*.jsonl")
+    }
+    return json.loads((out / "all_results.json").read_text()), rows, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Per recipe: the llrd run on 1 process and on 2 processes."""
+    results = {}
+    for modality, (setup, sizes) in RECIPES.items():
+        tmp = tmp_path_factory.mktemp(modality)
+        flags = [
+            *setup(tmp),
+            "--strategy",
+            "llrd",
+            "--learning_rate",
+            "3e-3",
+            "--llrd_decay",
+            "0.8",
+        ]
+        results[modality] = (
+            launch(modality, flags, tmp / "one", 1),
+            launch(modality, flags, tmp / "two", 2),
+            tmp,
+            sizes,
+        )
+    return results
+
+
+@pytest.mark.parametrize("modality", list(RECIPES))
+def test_two_processes_match_one(runs, modality):
+    (one, probes1, _), (two, probes2, _), _, sizes = runs[modality]
+    assert sorted(probes2) == [0, 1], "both ranks must have run"
+    optimizer = [r for r in probes2[0] if r["probe"] == "optimizer"]
+    assert optimizer and optimizer[0]["world"] == 2
+    assert [r["cls"] for r in probes2[0] if r["probe"] == "wrapped"] == ["DistributedDataParallel"]
+    for key in ("eval_loss", "test_loss", "train_loss"):
+        assert two[key] == pytest.approx(one[key], abs=LOSS_TOLERANCE), key
+    for key in ("eval_accuracy", "test_accuracy", "eval_f1", "test_f1", "best_epoch"):
+        assert two[key] == one[key], key
+    # the optimizer took as many steps over the same global batches
+    assert two["train_samples"] == one["train_samples"] == sizes["train"]
+
+
+@pytest.mark.parametrize("modality", list(RECIPES))
+def test_evaluation_counts_every_sample_once(runs, modality):
+    _, (two, probes, _), tmp, sizes = runs[modality]
+    assert two["eval_samples"] == sizes["validation"] and two["test_samples"] == sizes["test"]
+    epochs = 3
+    for rank in (0, 1):
+        # every evaluation (3 epochs + the final one) and the test scored the gathered split:
+        # an odd split over 2 ranks is padded by the sampler and the padding dropped again
+        counts = [r["n"] for r in probes[rank] if r["probe"] == "metrics"]
+        assert counts == [sizes["validation"]] * (epochs + 1) + [sizes["test"]], (rank, counts)
+    predictions = json.loads((tmp / "two" / "test_predictions.json").read_text())
+    assert len(predictions["predictions"]) == len(predictions["labels"]) == sizes["test"]
+
+
+@pytest.mark.parametrize("modality", list(RECIPES))
+def test_outputs_written_once_by_the_main_process(runs, modality):
+    (_, probes1, _), (_, probes2, log), tmp, _ = runs[modality]
+    writes = Counter(r["file"] for r in probes2[0] if r["probe"] == "write")
+    assert not [r for r in probes2[1] if r["probe"] == "write"], "rank 1 wrote output files"
+    for name in (
+        "all_results.json",
+        "param_groups.json",
+        "run_config.yaml",
+        "test_predictions.json",
+        "diagnosis.json",
+        "README.md",
+        "report.html",
+    ):
+        assert writes[name] == 1, (name, writes)
+    # the same files as the one-process run, written as often
+    assert writes == Counter(r["file"] for r in probes1[0] if r["probe"] == "write")
+    history = json.loads((tmp / "two" / "training_history.json").read_text())
+    steps = [e["step"] for e in history["eval"]]
+    assert steps == sorted(set(steps)) and len(steps) == 3
+    assert len({e["step"] for e in history["train"]}) == len(history["train"])
+    assert log.count("[tl-hf] model saved to") == 1, "the summary must be printed by one rank"
+    assert log.count("[tl-hf] data:") == 1
+
+
+@pytest.mark.parametrize("modality", list(RECIPES))
+def test_llrd_groups_intact_after_ddp_wrapping(runs, modality):
+    _, (_, probes, _), tmp, _ = runs[modality]
+    written = json.loads((tmp / "two" / "param_groups.json").read_text())
+    built = [r for r in probes[0] if r["probe"] == "optimizer"][0]
+    assert len({g["depth"] for g in written}) > 2
+    assert sorted((g["lr"], g["weight_decay"], g["num_params"]) for g in written) == sorted(
+        (g["lr"], g["weight_decay"], g["params"]) for g in built["groups"]
+    )
+    assert sum(g["params"] for g in built["groups"]) == built["trainable"]
+    top = max(g["depth"] for g in written)
+    for g in written:
+        assert g["lr"] == pytest.approx(3e-3 * 0.8 ** (top - g["depth"]))
+
+
+@pytest.mark.parametrize("modality", list(RECIPES))
+def test_frozen_strategy_trains_under_ddp(modality, tmp_path):
+    setup, sizes = RECIPES[modality]
+    flags = [*setup(tmp_path), "--strategy", "frozen"]
+    results, probes, log = launch(modality, flags, tmp_path / "frozen", 2)
+    # neither DDP's error for trainable parameters without gradients nor its warning that
+    # the search for them (find_unused_parameters) was wasted
+    assert "Expected to have finished reduction" not in log and "unused parameters" not in log
+    built = [r for r in probes[0] if r["probe"] == "optimizer"][0]
+    # only the head trains: far fewer parameters than the model has, all in the optimizer
+    assert 0 < built["trainable"] == sum(g["params"] for g in built["groups"])
+    assert [r["cls"] for r in probes[0] if r["probe"] == "wrapped"] == ["DistributedDataParallel"]
+    assert results["stopped_epoch"] == 3 and results["eval_samples"] == sizes["validation"]
