@@ -46,7 +46,7 @@ def arm(args) -> dict:
         output_dir=tempfile.mkdtemp(),
         max_steps=args.steps,
         per_device_train_batch_size=16,
-        learning_rate=DEFAULT_LEARNING_RATES[strategy],
+        learning_rate=DEFAULT_LEARNING_RATES["text"][strategy],
         eval_strategy="no",
         save_strategy="no",
         report_to="none",
