@@ -338,7 +338,8 @@ def _swap(text: str, rng: random.Random, params: dict[str, Any]) -> str:
 # and spelling-mistake dictionary): nlpaug's augmenters spend most of their time in per-token
 # change logs and regex detokenisation (~9,000 sentences/s); these reach the 20,000
 # sentences/s target. Only the chosen words change; the rest of the text is kept verbatim.
-_ALNUM = re.compile(r"[A-Za-z0-9]+")
+_ALNUM_SPLIT = re.compile(r"([A-Za-z0-9]+)")
+_WORD_SPLIT = re.compile(r"([A-Za-z][A-Za-z'-]*)")
 _TABLES: dict[str, dict[str, tuple[str, ...]]] = {}
 # nlpaug's defaults: keyboard typos only in words of 4+ characters, OCR errors in any word.
 _MIN_CHARS = {"keyboard": 4, "ocr": 1}
@@ -401,26 +402,34 @@ def _table(name: str) -> dict[str, tuple[str, ...]]:
     return _TABLES[name]
 
 
+def _pick(parts: list[str], n: int, rng: random.Random, eligible) -> list[int]:
+    """Up to `n` word positions (odd indices of a `re.split` with one capture group), drawn
+    uniformly among the eligible words by rejection: only the words drawn are checked."""
+    pool = list(range(1, len(parts), 2))
+    chosen: list[int] = []
+    while pool and len(chosen) < n:
+        k = rng.randrange(len(pool))
+        i = pool[k]
+        pool[k] = pool[-1]
+        pool.pop()
+        if eligible(parts[i]):
+            chosen.append(i)
+    return chosen
+
+
 def _char_noise(name: str, text: str, rng: random.Random, params: dict[str, Any]) -> str:
     table = _table(name)
-    words = _ALNUM.findall(text)
-    spans = [
-        m
-        for m in _ALNUM.finditer(text)
-        if len(m.group(0)) >= _MIN_CHARS[name] and any(c in table for c in m.group(0))
-    ]
-    n = _aug_count(len(words), params["p"], params["min"], params["max"])
-    chosen = sorted(rng.sample(spans, k=min(n, len(spans))), key=lambda m: m.start())
-    pieces, last = [], 0
-    for m in chosen:
-        chars = list(m.group(0))
-        places = [i for i, c in enumerate(chars) if c in table]
+    shortest = _MIN_CHARS[name]
+    parts = _ALNUM_SPLIT.split(text)  # odd indices: the words; even: what lies between
+    n = _aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
+    for i in _pick(parts, n, rng, lambda w: len(w) >= shortest and any(c in table for c in w)):
+        chars = list(parts[i])
+        places = [j for j, c in enumerate(chars) if c in table]
         k = _aug_count(len(chars), params["char_p"], 1, params["char_max"])
-        for i in rng.sample(places, k=min(k, len(places))):
-            chars[i] = rng.choice(table[chars[i]])
-        pieces += [text[last : m.start()], "".join(chars)]
-        last = m.end()
-    return "".join(pieces) + text[last:]
+        for j in rng.sample(places, k=min(k, len(places))):
+            chars[j] = rng.choice(table[chars[j]])
+        parts[i] = "".join(chars)
+    return "".join(parts)
 
 
 def _keyboard(text: str, rng: random.Random, params: dict[str, Any]) -> str:
@@ -433,21 +442,16 @@ def _ocr(text: str, rng: random.Random, params: dict[str, Any]) -> str:
 
 def _spelling(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     table = _table("spelling")
-    matches = list(_WORD.finditer(text))
+    parts = _WORD_SPLIT.split(text)
+    n = _aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
     # A word is looked up as written, else in lower case (then the case is carried over).
-    spans = [m for m in matches if m.group(0) in table or m.group(0).lower() in table]
-    n = _aug_count(len(matches), params["p"], params["min"], params["max"])
-    chosen = sorted(rng.sample(spans, k=min(n, len(spans))), key=lambda m: m.start())
-    pieces, last = [], 0
-    for m in chosen:
-        word = m.group(0)
+    for i in _pick(parts, n, rng, lambda w: w in table or w.lower() in table):
+        word = parts[i]
         if word in table:
-            new = rng.choice(table[word])
+            parts[i] = rng.choice(table[word])
         else:
-            new = _match_case(word, rng.choice(table[word.lower()]))
-        pieces += [text[last : m.start()], new]
-        last = m.end()
-    return "".join(pieces) + text[last:]
+            parts[i] = _match_case(word, rng.choice(table[word.lower()]))
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------- model ops
