@@ -195,6 +195,8 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _TOKEN = re.compile(r"\S+")
+# The first `_WORD` inside each whitespace-separated token: `_WORD.search(token)` per token.
+_FIRST_WORDS = re.compile(r"(?<!\S)[^A-Za-z\s]*([A-Za-z][A-Za-z'-]*)")
 
 
 def _aug_count(n_words: int, p: float, lo: int, hi: int) -> int:
@@ -285,14 +287,15 @@ def _synonym(text: str, rng: random.Random, params: dict[str, Any]) -> str:
 
 def _insertion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     tokens = _TOKEN.findall(text)
-    words = [m.group(0) for m in map(_WORD.search, tokens) if m]
+    words = _FIRST_WORDS.findall(text)  # the word inside each token, in one C-level pass
     pool = [w for w in words if w.lower() not in STOPWORDS]
     n = _aug_count(len(words), params["p"], params["min"], params["max"])
     for _ in range(n):
         # A uniform draw among the words with synonyms, by rejection: words found to have
-        # none leave the pool, so WordNet is asked only about the words drawn.
+        # none leave the pool, so WordNet is asked only about the words drawn. (Draws with
+        # `rng.random()`, which is C, not the Python-level randrange/choice.)
         while pool:
-            k = rng.randrange(len(pool))
+            k = int(rng.random() * len(pool))
             synonyms = wordnet_synonyms(pool[k])
             if synonyms:
                 break
@@ -300,7 +303,8 @@ def _insertion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
             pool.pop()
         if not pool:
             break
-        tokens.insert(rng.randint(0, len(tokens)), rng.choice(synonyms))
+        synonym = synonyms[int(rng.random() * len(synonyms))]
+        tokens.insert(int(rng.random() * (len(tokens) + 1)), synonym)
     return " ".join(tokens)
 
 
