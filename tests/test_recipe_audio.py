@@ -78,11 +78,13 @@ def test_accelerate_launch_audio_recipe(tiny_wav2vec2, audio_folder, tmp_path):
     cmd = [*LAUNCH, os.path.join(REPO, "recipes", "audio_classify.py"), "--model_name_or_path", tiny_wav2vec2,
            "--dataset_name", audio_folder, "--output_dir", str(out), "--strategy", "llrd", "--learning_rate", "1e-2",
            "--num_train_epochs", "6", "--per_device_train_batch_size", "4", "--validation_split_percentage", "20",
-           "--max_duration_seconds", "0.5", "--augment", "gain", "noise:p=1.0", "--augment_copies", "1", "--use_cpu"]
+           "--max_duration_seconds", "0.5", "--augment", "gain", "noise:p=1.0", "--augment_copies", "1", "--augment_preview", "2", "--use_cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
     assert results["train_samples"] == 16 * 2 and results["eval_samples"] == 4
+    previews = sorted(p.name for p in (out / "augment_preview").iterdir())
+    assert any(p.endswith(".png") for p in previews) and sum(p.endswith(".wav") for p in previews) >= 4, previews
     groups = json.loads((out / "param_groups.json").read_text())
     # the conv feature encoder is frozen by default: exactly its parameters are in no group
     from transformers import AutoModelForAudioClassification

@@ -342,11 +342,12 @@ def media_folder(path: str, extensions: tuple[str, ...], feature, column: str, k
 
 def path_column_to_feature(dsd, column: str, feature, base_dir: str | None):
     """A column of file paths (relative ones resolved against `base_dir`) as a media feature."""
-    from datasets import DatasetDict
+    from datasets import DatasetDict, Value
 
     def absolute(batch):
         return {column: [p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
                          for p in batch[column]]}
 
-    return DatasetDict({split: ds.map(absolute, batched=True).cast_column(column, feature)
-                        for split, ds in dsd.items()})
+    # via plain string: CSV columns may load as large_string, which Audio cannot be cast from
+    return DatasetDict({split: ds.map(absolute, batched=True).cast_column(column, Value("string"))
+                        .cast_column(column, feature) for split, ds in dsd.items()})

@@ -393,7 +393,8 @@ def write_preview(
     originals: list, augmented: list, column: str, output_dir: str, sampling_rate: int | None = None
 ) -> list[str]:
     """Write, per example, a PNG with the original's and the augmented version's log-mel
-    spectrograms side by side, and both as wav files. Returns the written paths.
+    spectrograms side by side, and both as wav files, into `output_dir/augment_preview/`.
+    Returns the written paths.
 
     `originals` / `augmented` are rows (dicts holding `column`) or bare audio values.
     """
@@ -405,6 +406,7 @@ def write_preview(
     import numpy as np
     import soundfile as sf
 
+    output_dir = os.path.join(output_dir, "augment_preview")  # many files: a folder of their own
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     for i, (orig, aug) in enumerate(zip(originals, augmented, strict=True)):

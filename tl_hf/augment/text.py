@@ -5,10 +5,11 @@ Word level: `synonym` (WordNet, part-of-speech aware), `deletion`, `swap`, `inse
 `spelling`, `keyboard`, `ocr`. Model based: `contextual` (a masked language model fills
 masked or inserted words) and `backtranslation` (a pair of seq2seq translation models).
 
-nlpaug 1.1.11 does the character noise. Insertion (NotImplementedError there), deletion
-(it restores the second word when it deletes the first two), swap (too slow), synonyms (its
-tagger cannot be downloaded offline) and the two model-based ones (broken under
-transformers 5) are written here on nltk and transformers directly.
+Everything is written here on nltk, transformers and nlpaug's data files rather than
+nlpaug's augmenters: insertion raises NotImplementedError there, deletion restores the
+second word when it deletes the first two, swap and the character noise are too slow (its
+per-token change log), its synonym tagger cannot be downloaded offline and the two
+model-based ones break under transformers 5.
 
 Several augmentations are applied one after the other to every row. Each row's randomness
 comes from its own seed only, so results do not depend on batch boundaries or `num_proc`.
@@ -194,6 +195,8 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _TOKEN = re.compile(r"\S+")
+# The first `_WORD` inside each whitespace-separated token: `_WORD.search(token)` per token.
+_FIRST_WORDS = re.compile(r"(?<!\S)[^A-Za-z\s]*([A-Za-z][A-Za-z'-]*)")
 
 
 def _aug_count(n_words: int, p: float, lo: int, hi: int) -> int:
@@ -229,21 +232,29 @@ def wordnet_synonyms(word: str, pos: str | None = None) -> tuple[str, ...]:
     if key not in _SYN_CACHE:
         from nltk.corpus import wordnet
 
-        from tl_hf.augment.wordnet import ensure_wordnet
+        from tl_hf.augment.wordnet import ensure_wordnet, synset_lemmas
 
         ensure_wordnet()
+        word = key[0]
+        # nltk's `wordnet.synsets(word, pos)` walk (same synsets, same order), reading only
+        # the lemma names: building full Synset objects cost ~0.7 ms a word.
+        forms = {q: wordnet._morphy(word, q) for q in "nvar"}
+        # The word's own base forms ("forecasts" -> "forecast") are not synonyms.
+        bases = {word}.union(*forms.values())
         # Adjectives come in two flavours in WordNet: heads (a) and satellites (s).
         wanted = {"a", "s"} if pos == "a" else ({pos} if pos else None)
-        # The word's own base forms ("forecasts" -> "forecast") are not synonyms.
-        bases = {key[0]} | {b for q in "nvar" for b in wordnet._morphy(key[0], q)}
+        index = wordnet._lemma_pos_offset_map
         names: dict[str, None] = {}  # ordered set: the order must be reproducible
-        for synset in wordnet.synsets(key[0], pos=None if pos == "a" else pos):
-            if wanted and synset.pos() not in wanted:
-                continue
-            for lemma in synset.lemma_names():
-                name = lemma.replace("_", " ")
-                if name.lower() not in bases and name.lower() not in STOPWORDS:
-                    names[name] = None
+        for p in [pos] if pos else "nvar":
+            for form in forms[p]:
+                for offset in index[form].get(p, []):
+                    synset_pos, lemmas = synset_lemmas(p, offset)
+                    if wanted and synset_pos not in wanted:
+                        continue
+                    for lemma in lemmas:
+                        name = lemma.replace("_", " ")
+                        if name.lower() not in bases and name.lower() not in STOPWORDS:
+                            names[name] = None
         _SYN_CACHE[key] = tuple(names)
     return _SYN_CACHE[key]
 
@@ -255,31 +266,45 @@ def _synonym(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     # Tag words without their punctuation so the tagger sees "profits", not "profits,".
     cores = [_WORD.search(t) for t in tokens]
     tags = pos_tag([c.group(0) if c else t for c, t in zip(cores, tokens, strict=False)])
-    candidates = []
+    eligible = []  # (token index, word match, WordNet part of speech)
     for i, (core, (_, tag)) in enumerate(zip(cores, tags, strict=False)):
         pos = _PTB_TO_WORDNET.get(tag[:1])
-        if core is None or pos is None or core.group(0).lower() in STOPWORDS:
-            continue
+        if core is not None and pos is not None and core.group(0).lower() not in STOPWORDS:
+            eligible.append((i, core, pos))
+    n = _aug_count(sum(1 for c in cores if c), params["p"], params["min"], params["max"])
+    # Words in random order, the first n that have synonyms: the same draw as sampling n
+    # among the words with synonyms, but WordNet is asked about a few words, not all.
+    for i, core, pos in rng.sample(eligible, k=len(eligible)):
+        if n == 0:
+            break
         synonyms = wordnet_synonyms(core.group(0), pos)
         if synonyms:
-            candidates.append((i, core, synonyms))
-    n = _aug_count(sum(1 for c in cores if c), params["p"], params["min"], params["max"])
-    for i, core, synonyms in rng.sample(candidates, k=min(n, len(candidates))):
-        new = _match_case(core.group(0), rng.choice(synonyms))
-        tokens[i] = tokens[i][: core.start()] + new + tokens[i][core.end() :]
+            new = _match_case(core.group(0), rng.choice(synonyms))
+            tokens[i] = tokens[i][: core.start()] + new + tokens[i][core.end() :]
+            n -= 1
     return " ".join(tokens)
 
 
 def _insertion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     tokens = _TOKEN.findall(text)
-    words = [m.group(0) for m in map(_WORD.search, tokens) if m]
-    sources = [w for w in words if w.lower() not in STOPWORDS and wordnet_synonyms(w)]
+    words = _FIRST_WORDS.findall(text)  # the word inside each token, in one C-level pass
+    pool = [w for w in words if w.lower() not in STOPWORDS]
     n = _aug_count(len(words), params["p"], params["min"], params["max"])
-    if not sources:
-        return text
     for _ in range(n):
-        synonym = rng.choice(wordnet_synonyms(rng.choice(sources)))
-        tokens.insert(rng.randint(0, len(tokens)), synonym)
+        # A uniform draw among the words with synonyms, by rejection: words found to have
+        # none leave the pool, so WordNet is asked only about the words drawn. (Draws with
+        # `rng.random()`, which is C, not the Python-level randrange/choice.)
+        while pool:
+            k = int(rng.random() * len(pool))
+            synonyms = wordnet_synonyms(pool[k])
+            if synonyms:
+                break
+            pool[k] = pool[-1]
+            pool.pop()
+        if not pool:
+            break
+        synonym = synonyms[int(rng.random() * len(synonyms))]
+        tokens.insert(int(rng.random() * (len(tokens) + 1)), synonym)
     return " ".join(tokens)
 
 
@@ -312,47 +337,132 @@ def _swap(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     return " ".join(tokens)
 
 
-# ---------------------------------------------------------------------------- nlpaug ops
-_NLPAUG_CACHE: dict[tuple, Any] = {}
+# ---------------------------------------------------------------------- character noise
+# Short loops of our own over nlpaug's data files (its keyboard layout, OCR confusion map
+# and spelling-mistake dictionary): nlpaug's augmenters spend most of their time in per-token
+# change logs and regex detokenisation (~9,000 sentences/s); these reach the 20,000
+# sentences/s target. Only the chosen words change; the rest of the text is kept verbatim.
+_ALNUM_SPLIT = re.compile(r"([A-Za-z0-9]+)")
+_WORD_SPLIT = re.compile(r"([A-Za-z][A-Za-z'-]*)")
+_TABLES: dict[str, dict[str, tuple[str, ...]]] = {}
+# nlpaug's defaults: keyboard typos only in words of 4+ characters, OCR errors in any word.
+_MIN_CHARS = {"keyboard": 4, "ocr": 1}
 
 
-def _nlpaug(name: str, params: dict[str, Any]):
-    key = (name, tuple(sorted(params.items())))
-    if key not in _NLPAUG_CACHE:
-        import nlpaug.augmenter.char as nac
-        import nlpaug.augmenter.word as naw
+def _nlpaug_res(*parts: str) -> str:
+    import importlib.util
 
-        words = {"aug_p": params["p"], "aug_min": params["min"], "aug_max": params["max"]}
-        if name == "spelling":
-            aug = naw.SpellingAug(**words)
+    spec = importlib.util.find_spec("nlpaug")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("character noise needs nlpaug's data files: pip install nlpaug==1.1.11")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "res", *parts)
+
+
+def _table(name: str) -> dict[str, tuple[str, ...]]:
+    """nlpaug's table for `name`, built once per process with nlpaug's own rules
+    (keyboard: neighbours in both cases, digits left alone; OCR: the map plus its reverse;
+    spelling: the dictionary plus its reverse), in a reproducible order."""
+    if name not in _TABLES:
+        table: dict[str, dict[str, None]] = {}  # ordered sets
+
+        def add(key: str, value: str) -> None:
+            if value != key:
+                table.setdefault(key, {})[value] = None
+
+        if name == "keyboard":
+            with open(_nlpaug_res("char", "keyboard", "en.json"), encoding="utf8") as f:
+                layout = json.load(f)
+            for key, values in layout.items():
+                if key.isdigit():  # a typo in a number can change what the text says
+                    continue
+                for value in values:
+                    value = value.strip()  # en.json lists " t" among u's neighbours
+                    if not value or value.isdigit():
+                        continue
+                    for k in {key, key.upper()}:
+                        add(k, value)
+                        add(k, value.upper())
+            result = {k: tuple(sorted(v)) for k, v in table.items() if v}
+        elif name == "ocr":
+            with open(_nlpaug_res("char", "ocr", "en.json"), encoding="utf8") as f:
+                mapping = json.load(f)
+            for key, values in mapping.items():
+                for value in values:
+                    add(key, value)
+            for key, values in mapping.items():
+                for value in values:
+                    add(value, key)
+            result = {k: tuple(v) for k, v in table.items() if v}
         else:
-            chars = {
-                "aug_word_p": params["p"],
-                "aug_word_min": params["min"],
-                "aug_word_max": params["max"],
-                "aug_char_p": params["char_p"],
-                "aug_char_min": 1,
-                "aug_char_max": params["char_max"],
-            }
-            if name == "keyboard":
-                # Digits stay: a typo in a number can change what the text says.
-                aug = nac.KeyboardAug(include_numeric=False, **chars)
-            else:
-                aug = nac.OcrAug(**chars)
-        _NLPAUG_CACHE[key] = aug
-    return _NLPAUG_CACHE[key]
+            path = _nlpaug_res("word", "spelling", "spelling_en.txt")
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    key, *values = line.split()
+                    for value in values:
+                        add(key, value)
+                        add(value, key)
+            result = {k: tuple(v) for k, v in table.items() if v}
+        _TABLES[name] = result
+    return _TABLES[name]
 
 
-def _run_nlpaug(aug, text: str, seed: int) -> str:
-    import numpy as np
+def _pick(parts: list[str], n: int, rng: random.Random, eligible) -> list[int]:
+    """Up to `n` word positions (odd indices of a `re.split` with one capture group), drawn
+    uniformly among the eligible words by rejection: only the words drawn are checked.
+    (`int(rng.random() * len)` rather than `randrange`/`sample`/`choice` here and below:
+    those are Python-level and were a third of the character noise's time.)"""
+    pool = list(range(1, len(parts), 2))
+    chosen: list[int] = []
+    while pool and len(chosen) < n:
+        k = int(rng.random() * len(pool))
+        i = pool[k]
+        pool[k] = pool[-1]
+        pool.pop()
+        if eligible(parts[i]):
+            chosen.append(i)
+    return chosen
 
-    # nlpaug draws from the global `random` and numpy generators: seed both from the row.
-    random.seed(seed)
-    np.random.seed(seed)
-    out = aug.augment(text)
-    if isinstance(out, list):  # nlpaug 1.1.11 returns a list even for one string
-        out = out[0] if out else ""
-    return out
+
+def _char_noise(name: str, text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    table = _table(name)
+    shortest = _MIN_CHARS[name]
+    parts = _ALNUM_SPLIT.split(text)  # odd indices: the words; even: what lies between
+    n = _aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
+    for i in _pick(parts, n, rng, lambda w: len(w) >= shortest and any(c in table for c in w)):
+        chars = list(parts[i])
+        places = [j for j, c in enumerate(chars) if c in table]
+        for _ in range(
+            min(_aug_count(len(chars), params["char_p"], 1, params["char_max"]), len(places))
+        ):
+            k = int(rng.random() * len(places))  # a place not drawn before
+            j = places[k]
+            places[k] = places[-1]
+            places.pop()
+            options = table[chars[j]]
+            chars[j] = options[int(rng.random() * len(options))]
+        parts[i] = "".join(chars)
+    return "".join(parts)
+
+
+def _keyboard(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    return _char_noise("keyboard", text, rng, params)
+
+
+def _ocr(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    return _char_noise("ocr", text, rng, params)
+
+
+def _spelling(text: str, rng: random.Random, params: dict[str, Any]) -> str:
+    table = _table("spelling")
+    parts = _WORD_SPLIT.split(text)
+    n = _aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
+    # A word is looked up as written, else in lower case (then the case is carried over).
+    for i in _pick(parts, n, rng, lambda w: w in table or w.lower() in table):
+        word = parts[i]
+        options = table.get(word) or table[word.lower()]
+        new = options[int(rng.random() * len(options))]
+        parts[i] = new if word in table else _match_case(word, new)
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------- model ops
@@ -563,13 +673,21 @@ def _backtranslation(texts: list[str], seeds: list[int], params: dict[str, Any])
 
 
 # ---------------------------------------------------------------------------- the callable
-_ROW_OPS = {"synonym": _synonym, "insertion": _insertion, "deletion": _deletion, "swap": _swap}
+_ROW_OPS = {
+    "synonym": _synonym,
+    "insertion": _insertion,
+    "deletion": _deletion,
+    "swap": _swap,
+    "spelling": _spelling,
+    "keyboard": _keyboard,
+    "ocr": _ocr,
+}
 _BATCH_OPS = {"contextual": _contextual, "backtranslation": _backtranslation}
 
 
 class TextAugmenter:
     """The picklable callable `build_augmenter` returns: it holds only the augmentation
-    names and parameters; models and nlpaug objects are built once per process."""
+    names and parameters; models and tables are loaded once per process."""
 
     def __init__(self, specs: list[tuple[str, dict[str, Any]]], column: str):
         self.specs = specs
@@ -590,16 +708,10 @@ class TextAugmenter:
                 new = list(current)
                 for i, text in zip(live, results, strict=False):
                     new[i] = text
-            elif name in _ROW_OPS:
+            else:
                 op = _ROW_OPS[name]
                 new = [
                     op(t, random.Random(s), params) if t.strip() else t
-                    for t, s in zip(current, step_seeds, strict=False)
-                ]
-            else:
-                aug = _nlpaug(name, params)
-                new = [
-                    _run_nlpaug(aug, t, s) if t.strip() else t
                     for t, s in zip(current, step_seeds, strict=False)
                 ]
             # A step that empties a text (deletion of a one-word sentence, a model that

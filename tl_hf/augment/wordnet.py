@@ -17,10 +17,12 @@ lexicon-and-rules tagger from the pattern library, Penn Treebank tags) takes its
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 # The database files nltk's WordNetCorpusReader opens (index.sense is optional in nltk
@@ -78,6 +80,7 @@ LEXNAMES = [
     "verb.weather",
     "adj.ppl",
 ]
+_MARKER = re.compile(r"\([^()]*\)$")
 _CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
@@ -144,20 +147,64 @@ def build_wordnet_folder(target: Path, source: Path = DEBIAN_WORDNET) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_READY: dict[tuple[str | None, str | None], tuple[str, str]] = {}
+
+
 def ensure_wordnet() -> str:
     """Make `nltk.corpus.wordnet` work offline and return the folder it is read from.
 
     Uses WordNet wherever nltk already finds it; otherwise assembles it once from Debian's
-    files under `nltk_data_dir()`. Cheap after the first call.
+    files under `nltk_data_dir()`. Cheap after the first call in a process (the answer is
+    kept per cache folder: `nltk.data.find` stats dozens of paths, which cost more than the
+    WordNet lookups themselves when the augmenters called it per word).
     """
     import nltk
 
+    # Keyed by what decides `nltk_data_dir()`, without building the Path (also costly).
+    key = (os.environ.get("TL_HF_CACHE"), os.environ.get("HOME"))
+    if key in _READY and _READY[key][0] in nltk.data.path:
+        return _READY[key][1]
     folder = nltk_data_dir()
     _add_to_nltk_path(folder)  # appended: a user's own nltk data keeps priority
     if not _nltk_finds("corpora/wordnet"):
         build_wordnet_folder(folder)
     found = nltk.data.find("corpora/wordnet")
-    return str(getattr(found, "path", found))
+    _READY[key] = (str(folder), str(getattr(found, "path", found)))
+    return _READY[key][1]
+
+
+_DATA_FILES = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
+_OPEN: dict[tuple[int, str], Any] = {}
+_SYNSETS: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
+
+
+def synset_lemmas(pos: str, offset: int) -> tuple[str, tuple[str, ...]]:
+    """The part of speech (`n`, `v`, `a`, `s`, `r`) and lemma names of the synset at
+    `offset` in WordNet's data file for `pos`, read straight from the file and memoised.
+
+    The same fields nltk's `Synset.pos()` and `lemma_names()` give, at a fraction of the
+    cost: nltk also parses every pointer, verb frame and the gloss of each synset it loads,
+    which dominated the synonym augmenters' time on a cold cache.
+    """
+    key = (pos, offset)
+    if key not in _SYNSETS:
+        from nltk.corpus import wordnet
+
+        name = _DATA_FILES[pos]
+        # One handle per process: forked `datasets.map` workers must not share a file
+        # position with their parent.
+        handle = _OPEN.get((os.getpid(), name))
+        if handle is None:
+            handle = open(str(wordnet.abspath(f"data.{name}")), "rb")  # noqa: SIM115
+            _OPEN[(os.getpid(), name)] = handle
+        handle.seek(offset)
+        fields = handle.readline().decode("utf-8").split("|", 1)[0].split()
+        # offset lex_filenum ss_type w_cnt (hex) [word lex_id]...; adjectives may carry a
+        # syntactic marker such as "(p)" after the word, which nltk strips too.
+        count = int(fields[3], 16)
+        names = tuple(_MARKER.sub("", w) for w in fields[4 : 4 + 2 * count : 2])
+        _SYNSETS[key] = (fields[2], names)
+    return _SYNSETS[key]
 
 
 def has_nltk_tagger() -> bool:
@@ -186,14 +233,16 @@ def has_nltk_tagger_cached() -> bool:
 
 
 def _textblob_tag(tokens: list[str]) -> list[tuple[str, str]]:
-    from textblob.en import tag
+    from textblob.en import parser
 
     if not tokens:
         return []
-    # tokenize=False: the words are already split; the tagger then keeps one tag per token.
-    tagged = tag(" ".join(tokens), tokenize=False)
-    if len(tagged) != len(tokens):  # a token holding a space would shift the tags: be safe
-        return [(t, tag(t, tokenize=False)[0][1] if t.strip() else "NN") for t in tokens]
+    # The parser's tagging step on the tokens as they are (lexicon, morphology and context
+    # rules): `textblob.en.tag` runs the same step but first joins, re-splits and formats
+    # the sentence as a tagged string, which took most of its time.
+    tagged = parser.find_tags(list(tokens))
+    if len(tagged) != len(tokens):  # never seen; keep tags aligned with the tokens
+        return [(t, parser.find_tags([t])[0][1] if t.strip() else "NN") for t in tokens]
     return [(word, tag_) for (_, tag_), word in zip(tagged, tokens, strict=False)]
 
 
