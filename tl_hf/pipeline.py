@@ -146,7 +146,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     # 6b. cached features (frozen backbone): the backbone runs once over every split, the head
     # trains on its stored output; the model takes raw inputs again after restore() below.
     batch_augment = modality.build_batch_augment(specs, len(names), training.seed) if specs else None
-    cache, reason = None, ""
+    cache = None
     use_cache, reason = cache_plan(args, on_the_fly, batch_augment)
     if use_cache:
         try:
