@@ -103,3 +103,12 @@ def test_run_config_round_trips(tmp_path):
     write_run_config(str(tmp_path / "run_config.yaml"), args.to_dict())
     again = parse_args("text", ["--config", str(tmp_path / "run_config.yaml")])
     assert again.to_dict() == args.to_dict()
+
+
+def test_import_tl_hf_stays_cheap():
+    import subprocess
+    import sys
+
+    code = "import sys, tl_hf; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
