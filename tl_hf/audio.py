@@ -200,14 +200,15 @@ class Collator:
     def __call__(self, rows):
         import torch
 
-        labels = torch.tensor([int(r["labels"]) for r in rows])
+        # labels are absent when features are extracted for the cache
+        labels = {"labels": torch.tensor([int(r["labels"]) for r in rows])} if "labels" in rows[0] else {}
         key = "input_features" if "input_features" in rows[0] else "input_values"
         first = torch.as_tensor(rows[0][key])
         if first.ndim >= 2 or all(len(r[key]) == len(first) for r in rows):  # spectrograms, fixed windows
-            return {key: torch.stack([torch.as_tensor(r[key]) for r in rows]), "labels": labels}
+            return {key: torch.stack([torch.as_tensor(r[key]) for r in rows]), **labels}
         padded = self.processor.pad({"input_values": [r["input_values"] for r in rows]}, return_tensors="pt",
                                     return_attention_mask=True)
-        return {**padded, "labels": labels}
+        return {**padded, **labels}
 
 
 def build_collator(processor):

@@ -140,8 +140,10 @@ def preprocess(dsd, processor, data_args, num_proc=None, skip=()):
 def collate(rows):
     import torch
 
-    return {"pixel_values": torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows]),
-            "labels": torch.tensor([int(r["labels"]) for r in rows])}
+    batch = {"pixel_values": torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows])}
+    if "labels" in rows[0]:  # absent when features are extracted for the cache
+        batch["labels"] = torch.tensor([int(r["labels"]) for r in rows])
+    return batch
 
 
 def build_collator(processor):
