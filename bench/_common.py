@@ -105,3 +105,26 @@ def machine() -> dict:
         "threads": os.environ.get("OMP_NUM_THREADS", "?"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+
+
+def plain_minilm(dsd):
+    """The plain-transformers side of a comparison, written as a user would: the embedded
+    MiniLM's tokenizer over `dsd` (text, label) and its classifier with the label names."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tl_hf.embedded.text import minilm_path
+
+    names = dsd["train"].features["label"].names
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    dsd = dsd.map(
+        lambda b: {**tokenizer(b["text"], truncation=True, max_length=128), "labels": b["label"]},
+        batched=True,
+        remove_columns=["text", "label"],
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path(),
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
+    return dsd, tokenizer, model

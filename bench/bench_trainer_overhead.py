@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import quiet, report, run_arm, table  # noqa: E402
+from _common import plain_minilm, quiet, report, run_arm, table  # noqa: E402
 
 SEED = 42
 
@@ -58,33 +58,11 @@ def arm_tlhf(args) -> dict:
 
 def arm_plain(args) -> dict:
     import numpy as np
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
-
-    from tl_hf.embedded.text import minilm_path
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     start = time.perf_counter()
     set_seed(SEED)
-    dsd = _data(args.per_class)
-    names = dsd["train"].features["label"].names
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    dsd = dsd.map(
-        lambda b: {**tokenizer(b["text"], truncation=True, max_length=128), "labels": b["label"]},
-        batched=True,
-        remove_columns=["text", "label"],
-    )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(),
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)},
-    )
+    dsd, tokenizer, model = plain_minilm(_data(args.per_class))
     out = tempfile.mkdtemp()
     training = TrainingArguments(
         output_dir=out,
