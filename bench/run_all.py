@@ -4,7 +4,7 @@ cores, load average, torch/transformers versions), each command and the table it
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=. python bench/run_all.py [--quick] [--only frozen,memory]
 
 The full suite takes about 15 minutes on 2 cores; `--quick` (smaller data, fewer steps and
-epochs, so its ratios are rougher) about 3.
+epochs, so its ratios are rougher; no processes benchmark) under 3.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ BENCHES = {
     "overhead": (
         "bench_trainer_overhead.py",
         ["--steps", "30"],
-        ["--steps", "6", "--per_class", "20"],
+        ["--steps", "3", "--per_class", "10", "--repeats", "1"],
     ),
-    "frozen": ("bench_frozen.py", [], ["--epochs", "3", "--per_class", "10", "--skip_uncached"]),
+    "frozen": ("bench_frozen.py", [], ["--epochs", "2", "--per_class", "6", "--skip_uncached"]),
     "memory": ("bench_strategy_memory.py", [], ["--steps", "2", "--per_class", "8"]),
     "text_augment": (
         "bench_text_augment.py",
@@ -45,7 +45,8 @@ BENCHES = {
         ["--sizes", "28", "--num_proc", "1"],
     ),
     "audio_augment": ("bench_audio_augment.py", ["--clips", "100"], ["--clips", "20"]),
-    "processes": ("bench_processes.py", [], []),  # about 3 minutes; it has no smaller mode
+    # two launches dominated by start-up: full suite only (None: skipped by --quick)
+    "processes": ("bench_processes.py", [], None),
 }
 
 
@@ -66,6 +67,9 @@ def main() -> None:
     sections, start = [], time.perf_counter()
     for name in chosen:
         script, full, quick = BENCHES[name]
+        if args.quick and quick is None:
+            print(f"[run_all] {name}: full suite only, skipped by --quick", flush=True)
+            continue
         path = os.path.join(REPO, "bench", script)
         if not os.path.exists(path):
             print(f"[run_all] {script} not present, skipped", flush=True)
