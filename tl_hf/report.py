@@ -587,6 +587,17 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+PER_CLASS_HEADER = ["label", "precision", "recall", "f1", "support"]
+
+
+def _per_class_rows(results: dict) -> list[list[Any]]:
+    """The test split's per-class report as table rows (report.html and the card)."""
+    return [
+        [name, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
+        for name, m in (results.get("test_per_class") or {}).items()
+    ]
+
+
 def _metric_rows(results: dict) -> list[list[Any]]:
     rows = []
     for key, value in results.items():
@@ -641,16 +652,9 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
         parts.append("</ul>")
     if results:
         parts += ["<h2>Final metrics</h2>", _table(_metric_rows(results), ["metric", "value"])]
-    per_class = results.get("test_per_class")
+    per_class = _per_class_rows(results)
     if per_class:
-        rows = [
-            [name, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
-            for name, m in per_class.items()
-        ]
-        parts += [
-            "<h2>Per-class test metrics</h2>",
-            _table(rows, ["label", "precision", "recall", "f1", "support"]),
-        ]
+        parts += ["<h2>Per-class test metrics</h2>", _table(per_class, PER_CLASS_HEADER)]
     predictions = run["predictions"]
     if predictions:
         names = predictions.get("label_names") or run["labels"]
@@ -853,16 +857,12 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     metric_rows = _metric_rows(results)
     if metric_rows:
         lines += [_md_table(metric_rows, ["metric", "value"]), ""]
-    per_class = results.get("test_per_class")
+    per_class = _per_class_rows(results)
     if per_class:
-        rows = [
-            [n, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
-            for n, m in per_class.items()
-        ]
         lines += [
             "Per class (test):",
             "",
-            _md_table(rows, ["label", "precision", "recall", "f1", "support"]),
+            _md_table(per_class, PER_CLASS_HEADER),
             "",
         ]
     lines += [

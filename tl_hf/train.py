@@ -92,11 +92,11 @@ class TLTrainer(Trainer):
         labels = inputs.get("labels")
         if labels is None or labels.dtype.is_floating_point is False:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        import torch
+        from tl_hf.augment import soft_cross_entropy
 
         soft = inputs.pop("labels")
         outputs = model(**inputs)
-        loss = -(soft * torch.log_softmax(outputs.logits.float(), dim=-1)).sum(-1).mean()
+        loss = soft_cross_entropy(outputs.logits, soft)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):

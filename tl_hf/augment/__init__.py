@@ -150,6 +150,13 @@ def apply_augment_copies(
     return concatenate_datasets(pieces)
 
 
+def soft_cross_entropy(logits, soft_labels):
+    """Cross-entropy with soft targets (mixup, cutmix): mean over the batch of -sum(y log p)."""
+    import torch
+
+    return -(soft_labels * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
 class OnTheFly:
     """A `set_transform` callable: augments (training only), then preprocesses, drawing new
     randomness on every call so each epoch sees other augmentations."""

@@ -27,6 +27,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from tl_hf.augment import soft_cross_entropy  # noqa: F401  (mixup's loss; re-exported)
 from tl_hf.config import UserError
 
 AUGMENTATIONS: dict[str, dict[str, Any]] = {
@@ -380,13 +381,6 @@ def build_batch_mixer(specs, num_labels: int, seed: int = 0) -> BatchMixer | Non
                 raise UserError(f"mixup: alpha must be >= 0, got {spec.params['alpha']}")
             return BatchMixer(spec.params, num_labels, seed)
     return None
-
-
-def soft_cross_entropy(logits, soft_labels):
-    """Cross-entropy with soft targets (mixup): mean over the batch of -sum(y log p)."""
-    import torch
-
-    return -(soft_labels * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
 
 
 def write_preview(
