@@ -25,6 +25,7 @@ run-audio: setup
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no recipes/audio_classify.py
 
 test: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
 
 test-fast: setup

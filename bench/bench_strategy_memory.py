@@ -24,9 +24,10 @@ def arm(args) -> dict:
     import torch
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
-    from tl_hf.config import DEFAULT_LEARNING_RATES, DataArguments, ModelArguments
+    from tl_hf.config import DataArguments, ModelArguments
     from tl_hf.embedded.text import load_bbc_news, minilm_path
     from tl_hf.features import build_feature_cache, feature_collator
+    from tl_hf.modality import get_modality
     from tl_hf.model import build_model
     from tl_hf.strategy import apply_strategy, head_parameter_names
     from tl_hf.text import preprocess
@@ -46,7 +47,7 @@ def arm(args) -> dict:
         output_dir=tempfile.mkdtemp(),
         max_steps=args.steps,
         per_device_train_batch_size=16,
-        learning_rate=DEFAULT_LEARNING_RATES["text"][strategy],
+        learning_rate=get_modality("text").default_learning_rates[strategy],
         eval_strategy="no",
         save_strategy="no",
         report_to="none",

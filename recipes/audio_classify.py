@@ -11,7 +11,9 @@ Every `transformers.TrainingArguments` flag works, plus the toolkit's own (see -
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # run from a checkout
 
 from tl_hf.recipe import main  # noqa: E402
 

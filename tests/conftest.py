@@ -30,8 +30,15 @@ def make_tiny_bert(path, num_labels=2, layers=2):
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(path)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     return str(path)
 

@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tl_hf.report as report  # noqa: E402
+import tl_hf.report.history as history  # noqa: E402
 import tl_hf.save as save  # noqa: E402
 import tl_hf.train as train  # noqa: E402
 from tl_hf.recipe import main  # noqa: E402
@@ -43,7 +44,7 @@ def recording(module, name: str, file_of) -> None:
 
 recording(save, "write_json", lambda path, *a, **k: path)
 recording(save, "write_run_config", lambda path, *a, **k: path)
-recording(report, "_atomic_write", lambda path, *a, **k: path)
+recording(history, "atomic_write", lambda path, *a, **k: path)
 recording(report, "write_diagnosis", lambda out, *a, **k: os.path.join(out, report.DIAGNOSIS_FILE))
 recording(report, "build_model_card", lambda out, *a, **k: os.path.join(out, "README.md"))
 recording(report, "write_report_html", lambda out, *a, **k: os.path.join(out, "report.html"))

@@ -2,24 +2,48 @@
 
 import pytest
 
-from tl_hf.config import DEFAULT_LEARNING_RATES, UserError, build_args, parse_args
+from tl_hf.config import UserError, build_args, parse_args
+from tl_hf.modality import get_modality
+
+DEFAULT_LEARNING_RATES = {
+    m: get_modality(m).default_learning_rates for m in ("text", "image", "audio")
+}
 
 
 def test_flags_parse_into_dataclasses(tmp_path):
-    args = parse_args("text", ["--strategy", "frozen", "--trainable_layers", "2", "--output_dir", str(tmp_path),
-                               "--augment", "deletion", "swap:p=0.2", "--num_train_epochs", "4"])
+    args = parse_args(
+        "text",
+        [
+            "--strategy",
+            "frozen",
+            "--trainable_layers",
+            "2",
+            "--output_dir",
+            str(tmp_path),
+            "--augment",
+            "deletion",
+            "swap:p=0.2",
+            "--num_train_epochs",
+            "4",
+        ],
+    )
     assert args.strategy.strategy == "frozen" and args.strategy.trainable_layers == 2
     assert args.augment.augment == ["deletion", "swap:p=0.2"]
     assert args.training.num_train_epochs == 4
     assert args.training.output_dir == str(tmp_path)
     # the early-stopping preset
     assert args.training.load_best_model_at_end
-    assert args.training.eval_strategy.value == "epoch" and args.training.save_strategy.value == "epoch"
+    assert (
+        args.training.eval_strategy.value == "epoch"
+        and args.training.save_strategy.value == "epoch"
+    )
 
 
 def test_config_file_gives_defaults_and_flags_override(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("strategy: full\nlearning_rate: 0.0003\nnum_train_epochs: 7\nper_device_train_batch_size: 4\n")
+    cfg.write_text(
+        "strategy: full\nlearning_rate: 0.0003\nnum_train_epochs: 7\nper_device_train_batch_size: 4\n"
+    )
     args = parse_args("text", ["--config", str(cfg), "--num_train_epochs", "2"])
     assert args.strategy.strategy == "full"
     assert args.training.learning_rate == pytest.approx(3e-4)
@@ -59,7 +83,10 @@ def test_llrd_decay_one_is_allowed():
 
 @pytest.mark.parametrize("strategy", ["frozen", "full", "llrd"])
 def test_strategy_default_learning_rate_unless_given(strategy):
-    assert parse_args("text", ["--strategy", strategy]).training.learning_rate == DEFAULT_LEARNING_RATES["text"][strategy]
+    assert (
+        parse_args("text", ["--strategy", strategy]).training.learning_rate
+        == DEFAULT_LEARNING_RATES["text"][strategy]
+    )
     given = parse_args("text", ["--strategy", strategy, "--learning_rate", "2e-5"])
     assert given.training.learning_rate == pytest.approx(2e-5)
 
@@ -72,7 +99,9 @@ def test_head_needs_larger_default_step_than_full_fine_tune(modality):
 
 
 def test_api_keywords_match_flags():
-    args = build_args("text", strategy="full", learning_rate=1e-4, augment=["deletion"], num_train_epochs=3)
+    args = build_args(
+        "text", strategy="full", learning_rate=1e-4, augment=["deletion"], num_train_epochs=3
+    )
     assert args.strategy.strategy == "full" and args.training.learning_rate == pytest.approx(1e-4)
     assert args.explicit == {"strategy", "learning_rate", "augment", "num_train_epochs"}
     with pytest.raises(UserError, match="unknown argument.*strategie"):
@@ -90,16 +119,38 @@ def test_early_stopping_needs_matching_save_strategy():
     with pytest.raises(UserError, match="keep --load_best_model_at_end true"):
         parse_args("text", ["--load_best_model_at_end", "false"])
     # turning early stopping off lifts the requirement
-    parse_args("text", ["--save_strategy", "steps", "--load_best_model_at_end", "false",
-                        "--early_stopping_patience", "0"])
+    parse_args(
+        "text",
+        [
+            "--save_strategy",
+            "steps",
+            "--load_best_model_at_end",
+            "false",
+            "--early_stopping_patience",
+            "0",
+        ],
+    )
 
 
 def test_run_config_round_trips(tmp_path):
     """run_config.yaml written from the resolved arguments reproduces them through --config."""
     from tl_hf.save import write_run_config
 
-    args = parse_args("text", ["--strategy", "llrd", "--llrd_decay", "0.7", "--learning_rate", "3e-5",
-                               "--output_dir", str(tmp_path / "o"), "--augment", "swap"])
+    args = parse_args(
+        "text",
+        [
+            "--strategy",
+            "llrd",
+            "--llrd_decay",
+            "0.7",
+            "--learning_rate",
+            "3e-5",
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--augment",
+            "swap",
+        ],
+    )
     write_run_config(str(tmp_path / "run_config.yaml"), args.to_dict())
     again = parse_args("text", ["--config", str(tmp_path / "run_config.yaml")])
     assert again.to_dict() == args.to_dict()
@@ -110,5 +161,7 @@ def test_import_tl_hf_stays_cheap():
     import sys
 
     code = "import sys, tl_hf; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

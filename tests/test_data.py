@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import sentiment_rows, write_csv
 
-from tl_hf import text as text_modality
 from tl_hf.config import DataArguments, UserError
 from tl_hf.data import load_classification_data
+from tl_hf.text import MODALITY as text_modality
 
 
 def load(data_args=None, dataset=None, seed=0):
@@ -67,8 +67,10 @@ def test_class_per_subfolder_text_folder(tmp_path):
             (tmp_path / "corpus" / label / f"{i}.txt").write_text(f"{label} article number {i}")
     dsd = load(DataArguments(dataset_name=str(tmp_path / "corpus"), validation_split_percentage=34))
     assert dsd["train"].features["label"].names == ["sport", "tech"]
-    assert all(t.startswith(dsd["train"].features["label"].int2str(lab))
-               for t, lab in zip(dsd["train"]["text"], dsd["train"]["label"]))
+    assert all(
+        t.startswith(dsd["train"].features["label"].int2str(lab))
+        for t, lab in zip(dsd["train"]["text"], dsd["train"]["label"])
+    )
 
 
 def test_integer_labels_become_classlabel_named_by_value():
@@ -79,15 +81,25 @@ def test_integer_labels_become_classlabel_named_by_value():
     feature = dsd["train"].features["label"]
     assert feature.names == ["3", "7", "11"]
     original = {r["text"]: str(r["label"]) for r in rows}
-    assert all(original[t] == feature.int2str(lab) for t, lab in zip(dsd["train"]["text"], dsd["train"]["label"]))
+    assert all(
+        original[t] == feature.int2str(lab)
+        for t, lab in zip(dsd["train"]["text"], dsd["train"]["label"])
+    )
 
 
 def test_string_labels_sorted_and_consistent_across_splits():
     from datasets import Dataset, DatasetDict
 
-    train = Dataset.from_list([{"text": f"x{i}", "label": ["zebra", "apple", "mango"][i % 3]} for i in range(30)])
-    val = Dataset.from_list([{"text": "v", "label": "mango"}, {"text": "w", "label": "apple"},
-                             {"text": "u", "label": "zebra"}])
+    train = Dataset.from_list(
+        [{"text": f"x{i}", "label": ["zebra", "apple", "mango"][i % 3]} for i in range(30)]
+    )
+    val = Dataset.from_list(
+        [
+            {"text": "v", "label": "mango"},
+            {"text": "w", "label": "apple"},
+            {"text": "u", "label": "zebra"},
+        ]
+    )
     dsd = load(dataset=DatasetDict(train=train, validation=val))
     names = dsd["train"].features["label"].names
     assert names == ["apple", "mango", "zebra"]
@@ -109,7 +121,9 @@ def test_max_samples_are_stratified():
     from datasets import Dataset
 
     rows = [{"text": f"r{i}", "label": "abc"[i % 3]} for i in range(300)]
-    dsd = load(DataArguments(max_train_samples=30, max_eval_samples=9), dataset=Dataset.from_list(rows))
+    dsd = load(
+        DataArguments(max_train_samples=30, max_eval_samples=9), dataset=Dataset.from_list(rows)
+    )
     assert counts(dsd["train"]) == {"a": 10, "b": 10, "c": 10}
     assert len(dsd["validation"]) == 9
 
@@ -124,11 +138,16 @@ def test_sentence_pairs_detected():
 
 # ---- bad input: one clear message each ------------------------------------------------------
 
+
 def test_missing_column_lists_columns(tmp_path):
     path = write_csv(tmp_path / "d.csv", sentiment_rows(20))
-    with pytest.raises(UserError, match="text column 'body' not found; columns are: sentence, sentiment"):
+    with pytest.raises(
+        UserError, match="text column 'body' not found; columns are: sentence, sentiment"
+    ):
         load(DataArguments(train_file=path, text_column="body"))
-    with pytest.raises(UserError, match="label column 'y' not found; columns are: sentence, sentiment"):
+    with pytest.raises(
+        UserError, match="label column 'y' not found; columns are: sentence, sentiment"
+    ):
         load(DataArguments(train_file=path, label_column="y"))
 
 
@@ -158,8 +177,13 @@ def test_empty_and_null_texts():
 
 def test_validation_labels_unseen_in_training(tmp_path):
     train = write_csv(tmp_path / "t.csv", sentiment_rows(20))
-    val = write_csv(tmp_path / "v.csv", [{"sentence": "good film", "sentiment": "neutral"},
-                                         {"sentence": "bad", "sentiment": "neg"}])
+    val = write_csv(
+        tmp_path / "v.csv",
+        [
+            {"sentence": "good film", "sentiment": "neutral"},
+            {"sentence": "bad", "sentiment": "neg"},
+        ],
+    )
     with pytest.raises(UserError, match="validation labels unseen in training: neutral"):
         load(DataArguments(train_file=train, validation_file=val))
 
@@ -168,7 +192,9 @@ def test_too_small_to_split():
     from datasets import Dataset
 
     rows = [{"text": f"t{i}", "label": "abcd"[i % 4]} for i in range(8)]
-    with pytest.raises(UserError, match="too small to carve a stratified validation split: 8 rows in 4 classes"):
+    with pytest.raises(
+        UserError, match="too small to carve a stratified validation split: 8 rows in 4 classes"
+    ):
         load(DataArguments(validation_split_percentage=10), dataset=Dataset.from_list(rows))
 
 

@@ -55,8 +55,15 @@ def text_setup(tmp: Path) -> list[str]:
 
 def _media_csvs(tmp: Path, folder: Path, pattern: str) -> list[str]:
     """88 files of two classes, interleaved, split 64 / 11 / 13 into path,label CSVs."""
-    files = {label: sorted((folder / label).glob(pattern)) for label in sorted(p.name for p in folder.iterdir())}
-    rows = [{"path": str(f), "label": label} for pair in zip(*files.values()) for f, label in zip(pair, files)]
+    files = {
+        label: sorted((folder / label).glob(pattern))
+        for label in sorted(p.name for p in folder.iterdir())
+    }
+    rows = [
+        {"path": str(f), "label": label}
+        for pair in zip(*files.values())
+        for f, label in zip(pair, files)
+    ]
     return [
         "--train_file",
         write_csv(tmp / "train.csv", rows[:64]),
@@ -72,8 +79,16 @@ def image_setup(tmp: Path) -> list[str]:
     from test_recipe_image import make_image_folder
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     ViTForImageClassification(config).save_pretrained(tmp / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp / "vit")
     folder = make_image_folder(tmp / "images", per_class=44)
@@ -89,16 +104,38 @@ def audio_setup(tmp: Path) -> list[str]:
         Wav2Vec2ForSequenceClassification,
     )
 
-    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                            conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=4,
-                            num_conv_pos_embedding_groups=2, classifier_proj_size=8, vocab_size=8,
-                            hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                            feat_proj_dropout=0.0, final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0)
+    config = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=8,
+        vocab_size=8,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+    )
     Wav2Vec2ForSequenceClassification(config).save_pretrained(tmp / "w2v")
-    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(tmp / "w2v")
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(
+        tmp / "w2v"
+    )
     folder = make_audio_folder(tmp / "clips", per_class=44)
-    return ["--model_name_or_path", str(tmp / "w2v"), "--max_duration_seconds", "0.6",  # clips are shorter: no random crop, which would differ per rank
-            *_media_csvs(tmp, Path(folder), "*.wav")]
+    return [
+        "--model_name_or_path",
+        str(tmp / "w2v"),
+        "--max_duration_seconds",
+        "0.6",  # clips are shorter: no random crop, which would differ per rank
+        *_media_csvs(tmp, Path(folder), "*.wav"),
+    ]
 
 
 # recipe name -> (setup making tiny model + data and returning their flags, split sizes)

@@ -12,14 +12,30 @@ from conftest import REPO
 
 from tl_hf.recipe import main
 
-LAUNCH = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--num_processes", "1",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    os.path.join(os.path.dirname(sys.executable), "accelerate"),
+    "launch",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def tone(freq, seconds=0.5, rate=16000, channels=1, seed=0):
     t = np.arange(int(seconds * rate)) / rate
-    wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(seed).standard_normal(len(t))
-    return np.stack([wave] * channels, axis=1).astype(np.float32) if channels > 1 else wave.astype(np.float32)
+    wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(seed).standard_normal(
+        len(t)
+    )
+    return (
+        np.stack([wave] * channels, axis=1).astype(np.float32)
+        if channels > 1
+        else wave.astype(np.float32)
+    )
 
 
 def make_audio_folder(root, per_class=10):
@@ -30,8 +46,11 @@ def make_audio_folder(root, per_class=10):
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             rate, channels = (44100, 2) if i % 3 == 0 else (16000, 1)
-            sf.write(root / label / f"{i}.wav", tone(freq * (1 + 0.02 * i), 0.4 + 0.05 * (i % 4), rate, channels, i),
-                     rate)
+            sf.write(
+                root / label / f"{i}.wav",
+                tone(freq * (1 + 0.02 * i), 0.4 + 0.05 * (i % 4), rate, channels, i),
+                rate,
+            )
     return str(root)
 
 
@@ -49,11 +68,23 @@ def tiny_wav2vec2(tmp_path_factory):
     )
 
     path = tmp_path_factory.mktemp("w2v")
-    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                            conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=4,
-                            num_conv_pos_embedding_groups=2, classifier_proj_size=8, vocab_size=8)
+    config = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=8,
+        vocab_size=8,
+    )
     Wav2Vec2ForSequenceClassification(config).save_pretrained(path)
-    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(
+        sampling_rate=16000, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(path)
     return str(path)
 
 
@@ -62,10 +93,24 @@ def tiny_whisper(tmp_path_factory):
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     path = tmp_path_factory.mktemp("whisper")
-    config = WhisperConfig(vocab_size=64, d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
-                           max_source_positions=1500, max_target_positions=32, classifier_proj_size=8,
-                           pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    config = WhisperConfig(
+        vocab_size=64,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=32,
+        classifier_proj_size=8,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     WhisperForConditionalGeneration(config).save_pretrained(path)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
     return str(path)
@@ -75,16 +120,44 @@ def test_accelerate_launch_audio_recipe(tiny_wav2vec2, audio_folder, tmp_path):
     from transformers import pipeline
 
     out = tmp_path / "out"
-    cmd = [*LAUNCH, os.path.join(REPO, "recipes", "audio_classify.py"), "--model_name_or_path", tiny_wav2vec2,
-           "--dataset_name", audio_folder, "--output_dir", str(out), "--strategy", "llrd", "--learning_rate", "1e-2",
-           "--num_train_epochs", "6", "--per_device_train_batch_size", "4", "--validation_split_percentage", "20",
-           "--max_duration_seconds", "0.5", "--augment", "gain", "noise:p=1.0", "--augment_copies", "1", "--augment_preview", "2", "--use_cpu"]
+    cmd = [
+        *LAUNCH,
+        os.path.join(REPO, "recipes", "audio_classify.py"),
+        "--model_name_or_path",
+        tiny_wav2vec2,
+        "--dataset_name",
+        audio_folder,
+        "--output_dir",
+        str(out),
+        "--strategy",
+        "llrd",
+        "--learning_rate",
+        "1e-2",
+        "--num_train_epochs",
+        "6",
+        "--per_device_train_batch_size",
+        "4",
+        "--validation_split_percentage",
+        "20",
+        "--max_duration_seconds",
+        "0.5",
+        "--augment",
+        "gain",
+        "noise:p=1.0",
+        "--augment_copies",
+        "1",
+        "--augment_preview",
+        "2",
+        "--use_cpu",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
     assert results["train_samples"] == 16 * 2 and results["eval_samples"] == 4
     previews = sorted(p.name for p in (out / "augment_preview").iterdir())
-    assert any(p.endswith(".png") for p in previews) and sum(p.endswith(".wav") for p in previews) >= 4, previews
+    assert (
+        any(p.endswith(".png") for p in previews) and sum(p.endswith(".wav") for p in previews) >= 4
+    ), previews
     groups = json.loads((out / "param_groups.json").read_text())
     # the conv feature encoder is frozen by default: exactly its parameters are in no group
     from transformers import AutoModelForAudioClassification
@@ -105,8 +178,14 @@ def test_whisper_window_shrinks_and_reloads(tiny_whisper, audio_folder, tmp_path
 
     out = tmp_path / "wh"
     result = tl_hf.train_audio_classifier(
-        model_name_or_path=tiny_whisper, dataset_name=audio_folder, output_dir=str(out), max_duration_seconds=1.0,
-        num_train_epochs=1, per_device_train_batch_size=4, use_cpu=True, validation_split_percentage=20,
+        model_name_or_path=tiny_whisper,
+        dataset_name=audio_folder,
+        output_dir=str(out),
+        max_duration_seconds=1.0,
+        num_train_epochs=1,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        validation_split_percentage=20,
         augment=["specaugment", "mixup"],
     )
     assert result.model.config.max_source_positions == 50  # 1 s = 100 mel frames = 50 positions
@@ -114,7 +193,10 @@ def test_whisper_window_shrinks_and_reloads(tiny_whisper, audio_folder, tmp_path
     assert AutoFeatureExtractor.from_pretrained(out).nb_max_frames == 100
     # the sinusoidal positions stay fixed under any strategy
     assert not result.model.encoder.embed_positions.weight.requires_grad
-    assert pipeline("audio-classification", model=str(out))(tone(300.0, 0.7))[0]["label"] in ("low", "high")
+    assert pipeline("audio-classification", model=str(out))(tone(300.0, 0.7))[0]["label"] in (
+        "low",
+        "high",
+    )
 
 
 def test_bad_audio_files(tiny_wav2vec2, tmp_path, capsys):
@@ -124,8 +206,19 @@ def test_bad_audio_files(tiny_wav2vec2, tmp_path, capsys):
     make_audio_folder(folder, per_class=6)
     (folder / "low" / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     sf.write(folder / "high" / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
-    base = ["--model_name_or_path", tiny_wav2vec2, "--dataset_name", str(folder), "--num_train_epochs", "1",
-            "--validation_split_percentage", "25", "--use_cpu", "--max_duration_seconds", "0.5"]
+    base = [
+        "--model_name_or_path",
+        tiny_wav2vec2,
+        "--dataset_name",
+        str(folder),
+        "--num_train_epochs",
+        "1",
+        "--validation_split_percentage",
+        "25",
+        "--use_cpu",
+        "--max_duration_seconds",
+        "0.5",
+    ]
     code = main("audio", [*base, "--output_dir", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "2 unreadable audio file(s) in the train split" in err
@@ -133,7 +226,10 @@ def test_bad_audio_files(tiny_wav2vec2, tmp_path, capsys):
     code = main("audio", [*base, "--output_dir", str(tmp_path / "b"), "--skip_bad_files"])
     assert code == 0 and "skipped 2 unreadable audio file(s)" in capsys.readouterr().out
     code = main("audio", [*base, "--output_dir", str(tmp_path / "c"), "--audio_column", "wave"])
-    assert code == 2 and "audio column 'wave' not found; columns are: audio, label" in capsys.readouterr().err
+    assert (
+        code == 2
+        and "audio column 'wave' not found; columns are: audio, label" in capsys.readouterr().err
+    )
 
 
 def test_in_memory_arrays_resampled(tiny_wav2vec2, tmp_path):
@@ -143,15 +239,27 @@ def test_in_memory_arrays_resampled(tiny_wav2vec2, tmp_path):
     import tl_hf
     from tl_hf.audio import Preprocess
 
-    rows = [{"audio": {"array": tone(f, 0.5, 8000), "sampling_rate": 8000}, "label": name}
-            for name, f in (("low", 300.0), ("high", 2500.0)) for _ in range(6)]
-    result = tl_hf.train_audio_classifier(Dataset.from_list(rows), model_name_or_path=tiny_wav2vec2,
-                                          output_dir=str(tmp_path / "m"), num_train_epochs=1, use_cpu=True,
-                                          validation_split_percentage=50, max_duration_seconds=0.5)
+    rows = [
+        {"audio": {"array": tone(f, 0.5, 8000), "sampling_rate": 8000}, "label": name}
+        for name, f in (("low", 300.0), ("high", 2500.0))
+        for _ in range(6)
+    ]
+    result = tl_hf.train_audio_classifier(
+        Dataset.from_list(rows),
+        model_name_or_path=tiny_wav2vec2,
+        output_dir=str(tmp_path / "m"),
+        num_train_epochs=1,
+        use_cpu=True,
+        validation_split_percentage=50,
+        max_duration_seconds=0.5,
+    )
     assert result.metrics["train_samples"] == 6
     from transformers import AutoFeatureExtractor
 
     fe = AutoFeatureExtractor.from_pretrained(tiny_wav2vec2)
-    batch = Preprocess(fe, 0.5, training=False)({"audio": [{"array": tone(300.0, 1.0, 8000), "sampling_rate": 8000}],
-                                                 "label": [0]})
-    assert np.asarray(batch["input_values"]).shape[-1] == 8000  # 0.5 s at 16 kHz: resampled, centre-cropped
+    batch = Preprocess(fe, 0.5, train_split=False)(
+        {"audio": [{"array": tone(300.0, 1.0, 8000), "sampling_rate": 8000}], "label": [0]}
+    )
+    assert (
+        np.asarray(batch["input_values"]).shape[-1] == 8000
+    )  # 0.5 s at 16 kHz: resampled, centre-cropped

@@ -12,8 +12,18 @@ from conftest import REPO
 
 from tl_hf.recipe import main
 
-LAUNCH = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--num_processes", "1",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    os.path.join(os.path.dirname(sys.executable), "accelerate"),
+    "launch",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def make_image_folder(root, per_class=12, modes=("RGB",)):
@@ -40,11 +50,18 @@ def make_image_folder(root, per_class=12, modes=("RGB",)):
 def make_tiny_resnet(path, num_labels=2):
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
-    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=num_labels,
-                          layer_type="basic")
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        num_labels=num_labels,
+        layer_type="basic",
+    )
     ResNetForImageClassification(config).save_pretrained(path)
-    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0, image_mean=[0.5] * 3,
-                           image_std=[0.5] * 3).save_pretrained(path)
+    ConvNextImageProcessor(
+        size={"shortest_edge": 32}, crop_pct=1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(path)
     return str(path)
 
 
@@ -55,7 +72,9 @@ def tiny_resnet(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("images") / "data", modes=("RGB", "L", "RGBA", "P"))
+    return make_image_folder(
+        tmp_path_factory.mktemp("images") / "data", modes=("RGB", "L", "RGBA", "P")
+    )
 
 
 def test_accelerate_launch_image_recipe(tiny_resnet, image_folder, tmp_path):
@@ -63,11 +82,34 @@ def test_accelerate_launch_image_recipe(tiny_resnet, image_folder, tmp_path):
     from transformers import pipeline
 
     out = tmp_path / "out"
-    cmd = [*LAUNCH, os.path.join(REPO, "recipes", "image_classify.py"), "--model_name_or_path", tiny_resnet,
-           "--dataset_name", image_folder, "--output_dir", str(out), "--strategy", "full", "--learning_rate", "3e-3",
-           "--num_train_epochs", "8", "--per_device_train_batch_size", "4", "--validation_split_percentage", "25",
-           "--augment", "hflip:p=0", "crop:scale=0.9/1.0", "--augment_copies", "1", "--augment_preview", "4",
-           "--use_cpu"]
+    cmd = [
+        *LAUNCH,
+        os.path.join(REPO, "recipes", "image_classify.py"),
+        "--model_name_or_path",
+        tiny_resnet,
+        "--dataset_name",
+        image_folder,
+        "--output_dir",
+        str(out),
+        "--strategy",
+        "full",
+        "--learning_rate",
+        "3e-3",
+        "--num_train_epochs",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--validation_split_percentage",
+        "25",
+        "--augment",
+        "hflip:p=0",
+        "crop:scale=0.9/1.0",
+        "--augment_copies",
+        "1",
+        "--augment_preview",
+        "4",
+        "--use_cpu",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
@@ -88,8 +130,17 @@ def test_corrupt_image_stops_or_is_skipped(tiny_resnet, tmp_path, capsys):
     folder = tmp_path / "imgs"
     make_image_folder(folder, per_class=8)
     (folder / "left" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    base = ["--model_name_or_path", tiny_resnet, "--dataset_name", str(folder), "--num_train_epochs", "1",
-            "--validation_split_percentage", "25", "--use_cpu"]
+    base = [
+        "--model_name_or_path",
+        tiny_resnet,
+        "--dataset_name",
+        str(folder),
+        "--num_train_epochs",
+        "1",
+        "--validation_split_percentage",
+        "25",
+        "--use_cpu",
+    ]
     code = main("image", [*base, "--output_dir", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "1 unreadable image file(s) in the train split (broken.png" in err
@@ -108,14 +159,37 @@ def test_one_class_folder_and_missing_column(tiny_resnet, tmp_path, capsys):
     import shutil
 
     shutil.rmtree(folder / "right")
-    code = main("image", ["--model_name_or_path", tiny_resnet, "--dataset_name", str(folder), "--output_dir",
-                          str(tmp_path / "o")])
+    code = main(
+        "image",
+        [
+            "--model_name_or_path",
+            tiny_resnet,
+            "--dataset_name",
+            str(folder),
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert code == 2 and "single class subfolder (left)" in capsys.readouterr().err
     csv = tmp_path / "d.csv"
     csv.write_text("file_name,label\nx.png,a\n")
-    code = main("image", ["--model_name_or_path", tiny_resnet, "--train_file", str(csv), "--image_column", "img",
-                          "--output_dir", str(tmp_path / "o")])
-    assert code == 2 and "image column 'img' not found; columns are: file_name, label" in capsys.readouterr().err
+    code = main(
+        "image",
+        [
+            "--model_name_or_path",
+            tiny_resnet,
+            "--train_file",
+            str(csv),
+            "--image_column",
+            "img",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert (
+        code == 2
+        and "image column 'img' not found; columns are: file_name, label" in capsys.readouterr().err
+    )
 
 
 def test_csv_with_relative_image_paths_and_mixup(tiny_resnet, tmp_path):
@@ -123,11 +197,18 @@ def test_csv_with_relative_image_paths_and_mixup(tiny_resnet, tmp_path):
 
     folder = tmp_path / "pics"
     make_image_folder(folder, per_class=10)
-    rows = ["path,label"] + [f"{label}/{i}.png,{label}" for label in ("left", "right") for i in range(10)]
+    rows = ["path,label"] + [
+        f"{label}/{i}.png,{label}" for label in ("left", "right") for i in range(10)
+    ]
     (folder / "train.csv").write_text("\n".join(rows) + "\n")
     result = tl_hf.train_image_classifier(
-        model_name_or_path=tiny_resnet, train_file=str(folder / "train.csv"), output_dir=str(tmp_path / "mix"),
-        augment=["mixup:alpha=0.4", "cutmix"], num_train_epochs=2, per_device_train_batch_size=4, use_cpu=True,
+        model_name_or_path=tiny_resnet,
+        train_file=str(folder / "train.csv"),
+        output_dir=str(tmp_path / "mix"),
+        augment=["mixup:alpha=0.4", "cutmix"],
+        num_train_epochs=2,
+        per_device_train_batch_size=4,
+        use_cpu=True,
         validation_split_percentage=20,
     )
     # mixup/cutmix act on batches: no stored copies, soft-label loss trains

@@ -15,13 +15,30 @@ def test_embedded_image_default(tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "image"
-    code = main("image", ["--output_dir", str(out), "--max_train_samples", "300", "--max_eval_samples", "100",
-                          "--max_test_samples", "200", "--num_train_epochs", "2", "--image_size", "64"])
+    code = main(
+        "image",
+        [
+            "--output_dir",
+            str(out),
+            "--max_train_samples",
+            "300",
+            "--max_eval_samples",
+            "100",
+            "--max_test_samples",
+            "200",
+            "--num_train_epochs",
+            "2",
+            "--image_size",
+            "64",
+        ],
+    )
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "all_results.json").read_text())
     assert results["test_samples"] == 200
     assert results["test_accuracy"] >= 0.5  # chance is 0.1: the ImageNet features transfer
-    assert {g["depth"] for g in json.loads((out / "param_groups.json").read_text())} == set(range(9))
+    assert {g["depth"] for g in json.loads((out / "param_groups.json").read_text())} == set(
+        range(9)
+    )
     classify = pipeline("image-classification", model=str(out))
     label = classify(Image.fromarray(np.zeros((28, 28), dtype=np.uint8)))[0]["label"]
     assert label in results["test_per_class"]
@@ -30,13 +47,40 @@ def test_embedded_image_default(tmp_path, capsys):
 @pytest.mark.slow
 def test_embedded_audio_default(tmp_path, capsys):
     out = tmp_path / "audio"
-    code = main("audio", ["--output_dir", str(out), "--max_train_samples", "400", "--max_eval_samples", "100",
-                          "--max_test_samples", "200", "--num_train_epochs", "2"])
+    code = main(
+        "audio",
+        [
+            "--output_dir",
+            str(out),
+            "--max_train_samples",
+            "400",
+            "--max_eval_samples",
+            "100",
+            "--max_test_samples",
+            "200",
+            "--num_train_epochs",
+            "2",
+        ],
+    )
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "all_results.json").read_text())
-    assert set(results["test_per_class"]) == {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
+    assert set(results["test_per_class"]) == {
+        "yes",
+        "no",
+        "up",
+        "down",
+        "left",
+        "right",
+        "on",
+        "off",
+        "stop",
+        "go",
+    }
     assert results["test_accuracy"] >= 0.5  # held-out voices; chance is 0.1
     from tl_hf.embedded.audio import synthesize_speech
 
     classify = pipeline("audio-classification", model=str(out))
-    assert classify(synthesize_speech("stop", voice="espeak:en-us"))[0]["label"] in results["test_per_class"]
+    assert (
+        classify(synthesize_speech("stop", voice="espeak:en-us"))[0]["label"]
+        in results["test_per_class"]
+    )

@@ -16,15 +16,25 @@ from tl_hf.strategy import (
     parameter_depths,
 )
 
-SMALL = dict(vocab_size=64, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
-             max_position_embeddings=32, num_labels=3)
+SMALL = dict(
+    vocab_size=64,
+    hidden_size=16,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+    num_labels=3,
+)
 FAMILIES = {
     "bert": (tf.BertConfig, {}),
     "roberta": (tf.RobertaConfig, {}),
     "xlm-roberta": (tf.XLMRobertaConfig, {}),
     "distilbert": (tf.DistilBertConfig, dict(dim=16, n_layers=3, n_heads=2, hidden_dim=32)),
     "electra": (tf.ElectraConfig, dict(embedding_size=8)),
-    "deberta-v2": (tf.DebertaV2Config, dict(relative_attention=True, position_buckets=8, pos_att_type=["p2c", "c2p"])),
+    "deberta-v2": (
+        tf.DebertaV2Config,
+        dict(relative_attention=True, position_buckets=8, pos_att_type=["p2c", "c2p"]),
+    ),
     "albert": (tf.AlbertConfig, dict(embedding_size=8, num_hidden_groups=1)),
     "mpnet": (tf.MPNetConfig, {}),
 }
@@ -126,10 +136,14 @@ def test_new_pooler_from_loading_info_counts_as_head(tmp_path):
     from tl_hf.config import ModelArguments
     from tl_hf.model import build_model
 
-    base = tf.BertModel(tf.BertConfig(**{k: v for k, v in SMALL.items() if k != "num_labels"}),
-                        add_pooling_layer=False)
+    base = tf.BertModel(
+        tf.BertConfig(**{k: v for k, v in SMALL.items() if k != "num_labels"}),
+        add_pooling_layer=False,
+    )
     base.save_pretrained(tmp_path)
-    model = build_model("AutoModelForSequenceClassification", str(tmp_path), ModelArguments(), ["a", "b"])
+    model = build_model(
+        "AutoModelForSequenceClassification", str(tmp_path), ModelArguments(), ["a", "b"]
+    )
     heads = head_parameter_names(model)
     assert {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight"} <= heads
     assert not any("encoder" in n for n in heads)
@@ -138,7 +152,8 @@ def test_new_pooler_from_loading_info_counts_as_head(tmp_path):
 
 def test_unknown_family_fails_loudly_naming_the_class():
     model = tf.AutoModelForSequenceClassification.from_config(
-        tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=64, n_positions=32, num_labels=2))
+        tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=64, n_positions=32, num_labels=2)
+    )
     with pytest.raises(UserError, match="GPT2ForSequenceClassification.*model_type 'gpt2'"):
         parameter_depths(model)
 
@@ -158,24 +173,39 @@ def test_trainer_optimizer_holds_exactly_trainable_parameters(tmp_path):
     model = tiny("bert")
     apply_strategy(model, "frozen")
     data = Dataset.from_dict({"input_ids": [[2, 5, 6, 3]] * 8, "labels": [0, 1] * 4})
-    args = tf.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", learning_rate=1e-3,
-                                weight_decay=0.1)
+    args = tf.TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        learning_rate=1e-3,
+        weight_decay=0.1,
+    )
     trainer = TLTrainer(model=model, args=args, train_dataset=data, strategy="frozen")
     optimizer = trainer.create_optimizer()
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert held == {id(model.classifier.weight), id(model.classifier.bias)}
     by_name = {g["name"]: g for g in optimizer.param_groups}
-    assert by_name["depth_04"]["weight_decay"] == 0.1 and by_name["depth_04_no_decay"]["weight_decay"] == 0.0
+    assert (
+        by_name["depth_04"]["weight_decay"] == 0.1
+        and by_name["depth_04_no_decay"]["weight_decay"] == 0.0
+    )
 
 
 def test_random_init_baseline_ignores_pretrained_weights(tiny_bert, tmp_path):
     from tl_hf.config import ModelArguments, build_args
     from tl_hf.model import build_model, load_checkpoint_config
 
-    pretrained = build_model("AutoModelForSequenceClassification", tiny_bert, ModelArguments(), ["a", "b"])
+    pretrained = build_model(
+        "AutoModelForSequenceClassification", tiny_bert, ModelArguments(), ["a", "b"]
+    )
     args = ModelArguments(random_init=True)
-    scratch = build_model("AutoModelForSequenceClassification", tiny_bert, args, ["a", "b"],
-                          load_checkpoint_config(tiny_bert, args))
+    scratch = build_model(
+        "AutoModelForSequenceClassification",
+        tiny_bert,
+        args,
+        ["a", "b"],
+        load_checkpoint_config(tiny_bert, args),
+    )
     same = pretrained.bert.embeddings.word_embeddings.weight
     assert not torch.equal(same, scratch.bert.embeddings.word_embeddings.weight)
     assert scratch.config.id2label == {0: "a", 1: "b"}

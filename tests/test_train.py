@@ -18,13 +18,19 @@ def noisy_dataset(n=64, seed=0):
 
     rng = random.Random(seed)
     words = POSITIVE + NEGATIVE + FILLER
-    return Dataset.from_list([{"text": " ".join(rng.sample(words, 5)), "label": rng.choice(["x", "y"])}
-                              for _ in range(n)])
+    return Dataset.from_list(
+        [
+            {"text": " ".join(rng.sample(words, 5)), "label": rng.choice(["x", "y"])}
+            for _ in range(n)
+        ]
+    )
 
 
 def eval_history(output_dir):
-    ckpts = sorted((d for d in os.listdir(output_dir) if d.startswith("checkpoint-")),
-                   key=lambda d: int(d.split("-")[1]))
+    ckpts = sorted(
+        (d for d in os.listdir(output_dir) if d.startswith("checkpoint-")),
+        key=lambda d: int(d.split("-")[1]),
+    )
     with open(os.path.join(output_dir, ckpts[-1], "trainer_state.json")) as f:
         state = json.load(f)
     return [e for e in state["log_history"] if "eval_loss" in e], ckpts
@@ -33,9 +39,17 @@ def eval_history(output_dir):
 def test_preset_stops_after_patience_and_keeps_best(tiny_bert, tmp_path):
     out = str(tmp_path / "run")
     result = tl_hf.train_text_classifier(
-        noisy_dataset(), model_name_or_path=tiny_bert, output_dir=out, strategy="full", learning_rate=5e-3,
-        num_train_epochs=25, early_stopping_patience=2, per_device_train_batch_size=8, validation_split_percentage=25,
-        seed=1, use_cpu=True,
+        noisy_dataset(),
+        model_name_or_path=tiny_bert,
+        output_dir=out,
+        strategy="full",
+        learning_rate=5e-3,
+        num_train_epochs=25,
+        early_stopping_patience=2,
+        per_device_train_batch_size=8,
+        validation_split_percentage=25,
+        seed=1,
+        use_cpu=True,
     )
     m = result.metrics
     assert m["early_stopped"] is True
@@ -67,20 +81,36 @@ def test_preset_stops_after_patience_and_keeps_best(tiny_bert, tmp_path):
     assert history["best_epoch"] == m["best_epoch"] and history["early_stopped"] is True
     assert history["stopped_epoch"] == m["stopped_epoch"]
     assert os.path.getsize(os.path.join(out, "training_curves.png")) > 10_000
-    for name in ("diagnosis.json", "report.html", "README.md", "run_config.yaml", "param_groups.json"):
+    for name in (
+        "diagnosis.json",
+        "report.html",
+        "README.md",
+        "run_config.yaml",
+        "param_groups.json",
+    ):
         assert os.path.exists(os.path.join(out, name)), name
 
 
 def test_accuracy_metric_is_maximised(tiny_bert, tmp_path):
     result = tl_hf.train_text_classifier(
-        noisy_dataset(seed=3), model_name_or_path=tiny_bert, output_dir=str(tmp_path / "acc"), strategy="full",
-        learning_rate=5e-3, num_train_epochs=6, metric_for_best_model="accuracy", early_stopping_patience=10,
-        per_device_train_batch_size=8, validation_split_percentage=25, use_cpu=True,
+        noisy_dataset(seed=3),
+        model_name_or_path=tiny_bert,
+        output_dir=str(tmp_path / "acc"),
+        strategy="full",
+        learning_rate=5e-3,
+        num_train_epochs=6,
+        metric_for_best_model="accuracy",
+        early_stopping_patience=10,
+        per_device_train_batch_size=8,
+        validation_split_percentage=25,
+        use_cpu=True,
     )
     assert result.args.training.greater_is_better is True
     evals, _ = eval_history(str(tmp_path / "acc"))
     accuracies = [e["eval_accuracy"] for e in evals]
-    assert result.metrics["best_epoch"] == 1 + int(np.argmax(accuracies))  # first epoch reaching the max
+    assert result.metrics["best_epoch"] == 1 + int(
+        np.argmax(accuracies)
+    )  # first epoch reaching the max
     assert result.metrics["early_stopped"] is False and result.metrics["stopped_epoch"] == 6
 
 

@@ -8,10 +8,14 @@
 """
 
 from tl_hf.config import UserError
+from tl_hf.modality import Modality, get_modality, register_modality
 
 __version__ = "0.1.0"
 __all__ = [
+    "Modality",
     "UserError",
+    "get_modality",
+    "register_modality",
     "train_classifier",
     "train_text_classifier",
     "train_image_classifier",
@@ -20,8 +24,13 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name in ("train_classifier", "train_text_classifier", "train_image_classifier",
-                "train_audio_classifier", "RunResult"):
+    if name in (
+        "train_classifier",
+        "train_text_classifier",
+        "train_image_classifier",
+        "train_audio_classifier",
+        "RunResult",
+    ):
         from tl_hf import pipeline
 
         return getattr(pipeline, name)

@@ -1,24 +1,26 @@
 """Audio modality: what differs for audio in each step of the flow (columns, file checks,
 decoding to mono at the extractor's rate, cropping, the feature extractor, collation,
-SpecAugment and mixup, the embedded default). `tl_hf/text.py` and `tl_hf/image.py` have the
-same functions."""
+SpecAugment and mixup, the embedded default), declared once in `MODALITY` (see
+`tl_hf.modality.Modality`). Media code shared with images is in `tl_hf.media`."""
 
 from __future__ import annotations
 
 import math
-import os
 
-from tl_hf.config import UserError
+from tl_hf.modality import Modality, register_modality
 
-NAME = "audio"
-AUTO_MODEL = "AutoModelForAudioClassification"
-PIPELINE_TASK = "audio-classification"
-DEFAULT_DATASET = "embedded:spoken_words_espeak_flite"  # what run_config.yaml and the card name the default data
-INPUT_COLUMN = "audio"
-# Decoding, resampling and random crops happen per batch (with_transform), never stored.
-PREPROCESS_ON_ACCESS = True
 EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif")
-AUDIO_CANDIDATES = ("audio", "speech", "sound", "clip", "audio_path", "audio_file", "file", "path", "filepath")
+AUDIO_CANDIDATES = (
+    "audio",
+    "speech",
+    "sound",
+    "clip",
+    "audio_path",
+    "audio_file",
+    "file",
+    "path",
+    "filepath",
+)
 
 
 def default_model() -> str:
@@ -38,28 +40,22 @@ def load_folder(path: str, data_args):
     """One subfolder of audio files per class (or train/validation/test folders of those)."""
     from datasets import Audio
 
-    from tl_hf.data import media_folder
+    from tl_hf.media import media_folder
 
-    return media_folder(path, EXTENSIONS, Audio(), INPUT_COLUMN, "audio")
+    return media_folder(path, EXTENSIONS, Audio(), "audio", "audio")
 
 
 def find_input_columns(columns: list[str], features, label: str, data_args) -> dict[str, str]:
     """{"audio": column}: the one named, else the only Audio column, else a usual name."""
     from datasets import Audio
 
-    if data_args.audio_column:
-        if data_args.audio_column not in columns:
-            raise UserError(f"audio column {data_args.audio_column!r} not found; columns are: {', '.join(columns)}")
-        return {"audio": data_args.audio_column}
-    audio = [c for c in columns if isinstance(features[c], Audio)]
-    if len(audio) == 1:
-        return {"audio": audio[0]}
-    lowered = {c.lower(): c for c in columns if c != label}
-    for name in AUDIO_CANDIDATES:
-        if name in lowered:
-            return {"audio": lowered[name]}
-    raise UserError(f"cannot tell which column holds the audio; columns are: {', '.join(columns)}: "
-                    "pass --audio_column")
+    from tl_hf.media import find_media_column
+
+    return {
+        "audio": find_media_column(
+            columns, features, label, data_args.audio_column, Audio, AUDIO_CANDIDATES, "audio"
+        )
+    }
 
 
 def _readable(value) -> str | None:
@@ -71,7 +67,9 @@ def _readable(value) -> str | None:
     try:
         if value.get("bytes"):
             info = sf.info(io.BytesIO(value["bytes"]))
-        elif value.get("path") and value["path"].lower().endswith((".wav", ".flac", ".ogg", ".aiff", ".aif")):
+        elif value.get("path") and value["path"].lower().endswith(
+            (".wav", ".flac", ".ogg", ".aiff", ".aif")
+        ):
             info = sf.info(value["path"])
         else:  # formats libsndfile does not read (mp3, m4a...): let torchcodec try
             from torchcodec.decoders import AudioDecoder
@@ -88,17 +86,9 @@ def validate_inputs(dsd, data_args):
     hold samples (see --skip_bad_files). Other rates and stereo are converted, not rejected."""
     from datasets import Audio
 
-    from tl_hf.data import check_media_files, path_column_to_feature
+    from tl_hf.media import validate_media
 
-    feature = dsd["train"].features["audio"]
-    if not isinstance(feature, Audio):
-        if getattr(feature, "dtype", None) in ("string", "large_string"):
-            source = data_args.train_file or data_args.dataset_name
-            base = os.path.dirname(os.path.abspath(source)) if source and os.path.isfile(source) else None
-            dsd = path_column_to_feature(dsd, "audio", Audio(), base)
-        else:  # {"array", "sampling_rate"} dicts
-            dsd = dsd.cast_column("audio", Audio())
-    return check_media_files(dsd, "audio", Audio(), _readable, data_args.skip_bad_files, "audio")
+    return validate_media(dsd, data_args, "audio", Audio(), _readable, "audio")
 
 
 def _is_whisper(config) -> bool:
@@ -114,8 +104,11 @@ def build_processor(model_path: str, args, config=None):
     if _is_whisper(config) and args.data.max_duration_seconds:
         kwargs["chunk_length"] = max(1, math.ceil(args.data.max_duration_seconds))
     return AutoFeatureExtractor.from_pretrained(
-        model_path, revision=args.model.model_revision, cache_dir=args.model.cache_dir,
-        trust_remote_code=args.model.trust_remote_code, **kwargs,
+        model_path,
+        revision=args.model.model_revision,
+        cache_dir=args.model.cache_dir,
+        trust_remote_code=args.model.trust_remote_code,
+        **kwargs,
     )
 
 
@@ -142,21 +135,23 @@ class Preprocess:
     """Batched: decode -> mono at the extractor's rate -> crop/pad to `max_duration_seconds`
     (a random window in training, the centre in evaluation) -> features."""
 
-    def __init__(self, processor, max_duration_seconds: float | None, training: bool, seed: int = 0):
+    def __init__(
+        self, processor, max_duration_seconds: float | None, train_split: bool, seed: int = 0
+    ):
         import numpy as np
 
         self.processor = processor
         self.rate = processor.sampling_rate
         self.max_samples = int(max_duration_seconds * self.rate) if max_duration_seconds else None
-        self.training = training
+        self.train_split = train_split
         self.rng = np.random.default_rng(seed)
 
     def _crop(self, wave):
         if self.max_samples is None or len(wave) <= self.max_samples:
             return wave
         extra = len(wave) - self.max_samples
-        start = int(self.rng.integers(0, extra + 1)) if self.training else extra // 2
-        return wave[start:start + self.max_samples]
+        start = int(self.rng.integers(0, extra + 1)) if self.train_split else extra // 2
+        return wave[start : start + self.max_samples]
 
     def __call__(self, batch):
         import librosa
@@ -179,16 +174,8 @@ class Preprocess:
         return out
 
 
-def make_preprocess(processor, data_args, training: bool = False):
-    return Preprocess(processor, data_args.max_duration_seconds, training)
-
-
-def preprocess(dsd, processor, data_args, num_proc=None, skip=()):
-    """Every split but `skip` turns into model features when read (`with_transform`)."""
-    from datasets import DatasetDict
-
-    return DatasetDict({split: ds.with_transform(make_preprocess(processor, data_args, training=split == "train"))
-                        for split, ds in dsd.items() if split not in skip})
+def make_preprocess(processor, data_args, train_split: bool = False):
+    return Preprocess(processor, data_args.max_duration_seconds, train_split)
 
 
 class Collator:
@@ -201,28 +188,27 @@ class Collator:
         import torch
 
         # labels are absent when features are extracted for the cache
-        labels = {"labels": torch.tensor([int(r["labels"]) for r in rows])} if "labels" in rows[0] else {}
+        labels = (
+            {"labels": torch.tensor([int(r["labels"]) for r in rows])}
+            if "labels" in rows[0]
+            else {}
+        )
         key = "input_features" if "input_features" in rows[0] else "input_values"
         first = torch.as_tensor(rows[0][key])
-        if first.ndim >= 2 or all(len(r[key]) == len(first) for r in rows):  # spectrograms, fixed windows
+        if first.ndim >= 2 or all(
+            len(r[key]) == len(first) for r in rows
+        ):  # spectrograms, fixed windows
             return {key: torch.stack([torch.as_tensor(r[key]) for r in rows]), **labels}
-        padded = self.processor.pad({"input_values": [r["input_values"] for r in rows]}, return_tensors="pt",
-                                    return_attention_mask=True)
+        padded = self.processor.pad(
+            {"input_values": [r["input_values"] for r in rows]},
+            return_tensors="pt",
+            return_attention_mask=True,
+        )
         return {**padded, **labels}
 
 
 def build_collator(processor):
     return Collator(processor)
-
-
-def augment_context(processor, args) -> dict:
-    return {"sampling_rate": processor.sampling_rate}
-
-
-def build_augmenter(specs, context):
-    from tl_hf.augment.audio import build_augmenter
-
-    return build_augmenter(specs, INPUT_COLUMN, **context)
 
 
 class BatchAugment:
@@ -232,8 +218,10 @@ class BatchAugment:
     def __init__(self, specs, num_labels: int, seed: int):
         from tl_hf.augment.audio import build_batch_mixer, build_feature_masker
 
-        self.maskers = {"input_features": build_feature_masker(specs, freq_axis=1, seed=seed),
-                        "input_values": build_feature_masker(specs, freq_axis=2, seed=seed)}
+        self.maskers = {
+            "input_features": build_feature_masker(specs, freq_axis=1, seed=seed),
+            "input_values": build_feature_masker(specs, freq_axis=2, seed=seed),
+        }
         self.mixer = build_batch_mixer(specs, num_labels, seed)
 
     def __call__(self, batch):
@@ -245,4 +233,41 @@ class BatchAugment:
 
 def build_batch_augment(specs, num_labels: int, seed: int):
     augment = BatchAugment(specs, num_labels, seed)
-    return augment if augment.mixer is not None or augment.maskers["input_features"] is not None else None
+    return (
+        augment
+        if augment.mixer is not None or augment.maskers["input_features"] is not None
+        else None
+    )
+
+
+def augment_context(processor, args) -> dict:
+    return {"sampling_rate": processor.sampling_rate}
+
+
+MODALITY = register_modality(
+    Modality(
+        name="audio",
+        task="audio-classification",
+        auto_model="AutoModelForAudioClassification",
+        input_column="audio",
+        column_flags=("audio_column",),
+        default_learning_rates={"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
+        example_input='"path/to/clip.wav"',
+        default_dataset="embedded:spoken_words_espeak_flite",
+        embedded_run_defaults={"max_duration_seconds": 1.0, "num_train_epochs": 3},
+        augment_module="tl_hf.augment.audio",
+        # Decoding, resampling and random crops happen per batch (with_transform), never stored.
+        preprocess_on_access=True,
+        default_model=default_model,
+        load_default_dataset=load_default_dataset,
+        load_folder=load_folder,
+        find_input_columns=find_input_columns,
+        validate_inputs=validate_inputs,
+        build_processor=build_processor,
+        make_preprocess=make_preprocess,
+        build_collator=build_collator,
+        augment_context=augment_context,
+        build_batch_augment=build_batch_augment,
+        adapt_model=adapt_model,
+    )
+)

@@ -14,18 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-MODALITIES = ("text", "image", "audio")
 STRATEGIES = ("frozen", "full", "llrd")
 AUGMENT_MODES = ("map", "on_the_fly")
-
-# Learning rates used when the user gives none. A new head alone on frozen features wants a
-# far larger step than a full fine-tune (playbook step 4: 1/10 to 1/100 of from-scratch).
-# Convolutional vision backbones (BatchNorm, no attention) take larger steps than transformers.
-DEFAULT_LEARNING_RATES = {
-    "text": {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
-    "image": {"frozen": 1e-3, "full": 1e-4, "llrd": 5e-4},
-    "audio": {"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
-}
 
 # The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
 # checkpoint and restore it. save_total_limit=2 keeps the best and the latest on disk (with 1,
@@ -52,13 +42,6 @@ TRAINING_DEFAULTS = {
     "ddp_find_unused_parameters": False,
 }
 
-# The embedded default runs (no model and no data given) are sized to finish in minutes on
-# a 2-core CPU; with the user's own data the general defaults above apply.
-EMBEDDED_RUN_DEFAULTS = {
-    "text": {"num_train_epochs": 4},
-    "image": {"image_size": 112, "num_train_epochs": 4},
-    "audio": {"max_duration_seconds": 1.0, "num_train_epochs": 3},
-}
 DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
 
 
@@ -70,20 +53,30 @@ class UserError(ValueError):
 class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Hub id or local folder of the pretrained checkpoint. "
-                  "Default: the modality's embedded offline checkpoint."},
+        metadata={
+            "help": "Hub id or local folder of the pretrained checkpoint. "
+            "Default: the modality's embedded offline checkpoint."
+        },
     )
-    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit on the Hub."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
+    model_revision: str = field(
+        default="main", metadata={"help": "Branch, tag or commit on the Hub."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where Hub downloads are stored."}
+    )
     random_init: bool = field(
         default=False,
-        metadata={"help": "Train the checkpoint's architecture from random initialisation (no pretrained "
-                  "weights): the baseline that shows what transfer buys. Needs --strategy full or llrd."},
+        metadata={
+            "help": "Train the checkpoint's architecture from random initialisation (no pretrained "
+            "weights): the baseline that shows what transfer buys. Needs --strategy full or llrd."
+        },
     )
     trust_remote_code: bool = field(
         default=False,
-        metadata={"help": "Run modelling code that ships with the checkpoint. Off by default: "
-                  "read that code first."},
+        metadata={
+            "help": "Run modelling code that ships with the checkpoint. Off by default: "
+            "read that code first."
+        },
     )
 
 
@@ -91,44 +84,80 @@ class ModelArguments:
 class DataArguments:
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub dataset id, a save_to_disk folder, a class-per-subfolder folder, "
-                  "or a CSV/JSON/JSONL/Parquet file. Default: the modality's embedded dataset."},
+        metadata={
+            "help": "Hub dataset id, a save_to_disk folder, a class-per-subfolder folder, "
+            "or a CSV/JSON/JSONL/Parquet file. Default: the modality's embedded dataset."
+        },
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "CSV/JSON/JSONL/Parquet training file."})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset configuration."}
+    )
+    train_file: str | None = field(
+        default=None, metadata={"help": "CSV/JSON/JSONL/Parquet training file."}
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Validation file."})
     test_file: str | None = field(default=None, metadata={"help": "Test file."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column (found when unambiguous)."})
+    text_column: str | None = field(
+        default=None, metadata={"help": "Text column (found when unambiguous)."}
+    )
     text_pair_column: str | None = field(
         default=None, metadata={"help": "Second text column, for sentence-pair tasks."}
     )
-    image_column: str | None = field(default=None, metadata={"help": "Image column (found when unambiguous)."})
-    audio_column: str | None = field(default=None, metadata={"help": "Audio column (found when unambiguous)."})
-    label_column: str | None = field(default=None, metadata={"help": "Label column (found when unambiguous)."})
+    image_column: str | None = field(
+        default=None, metadata={"help": "Image column (found when unambiguous)."}
+    )
+    audio_column: str | None = field(
+        default=None, metadata={"help": "Audio column (found when unambiguous)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column (found when unambiguous)."}
+    )
     validation_split_percentage: float = field(
         default=10.0,
-        metadata={"help": "With no validation split, this percentage of train is carved off, stratified."},
+        metadata={
+            "help": "With no validation split, this percentage of train is carved off, stratified."
+        },
     )
     test_split_percentage: float = field(
         default=0.0,
-        metadata={"help": "With no test split, this percentage of train is carved off as test (0: none)."},
+        metadata={
+            "help": "With no test split, this percentage of train is carved off as test (0: none)."
+        },
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep this many training rows (stratified)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep this many validation rows (stratified)."})
-    max_test_samples: int | None = field(default=None, metadata={"help": "Keep this many test rows (stratified)."})
-    max_seq_length: int = field(default=128, metadata={"help": "Text: tokens per example after truncation."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep this many training rows (stratified)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep this many validation rows (stratified)."}
+    )
+    max_test_samples: int | None = field(
+        default=None, metadata={"help": "Keep this many test rows (stratified)."}
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Text: tokens per example after truncation."}
+    )
     image_size: int | None = field(
         default=None,
-        metadata={"help": "Image: resize to N x N instead of the checkpoint's size (smaller trains faster; "
-                  "convolutional and timm models)."},
+        metadata={
+            "help": "Image: resize to N x N instead of the checkpoint's size (smaller trains faster; "
+            "convolutional and timm models)."
+        },
     )
     max_duration_seconds: float | None = field(
-        default=None, metadata={"help": "Audio: crop (random in training, centred in evaluation) and pad to this length."}
+        default=None,
+        metadata={
+            "help": "Audio: crop (random in training, centred in evaluation) and pad to this length."
+        },
     )
     skip_bad_files: bool = field(
-        default=False, metadata={"help": "Drop unreadable image/audio files (and report the count) instead of stopping."}
+        default=False,
+        metadata={
+            "help": "Drop unreadable image/audio files (and report the count) instead of stopping."
+        },
     )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc for datasets.map."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "num_proc for datasets.map."}
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace a finished run already in --output_dir."}
     )
@@ -138,33 +167,47 @@ class DataArguments:
 class StrategyArguments:
     strategy: str = field(
         default="llrd",
-        metadata={"help": "frozen: backbone frozen, new head trains; full: everything at --learning_rate; "
-                  "llrd: layerwise learning-rate decay.", "choices": list(STRATEGIES)},
+        metadata={
+            "help": "frozen: backbone frozen, new head trains; full: everything at --learning_rate; "
+            "llrd: layerwise learning-rate decay.",
+            "choices": list(STRATEGIES),
+        },
     )
     llrd_decay: float = field(
         default=0.8,
-        metadata={"help": "LLRD factor per layer below the top, in (0, 1]: lr * decay ** (L + 1 - depth)."},
+        metadata={
+            "help": "LLRD factor per layer below the top, in (0, 1]: lr * decay ** (L + 1 - depth)."
+        },
     )
     trainable_layers: int = field(
-        default=0, metadata={"help": "With --strategy frozen: also train the top K backbone layers."}
+        default=0,
+        metadata={"help": "With --strategy frozen: also train the top K backbone layers."},
     )
     cache_features: bool = field(
         default=True,
-        metadata={"help": "With --strategy frozen and --trainable_layers 0: run the frozen backbone once over "
-                  "every split, store its output (datasets cache, reused by reruns and other heads) and train "
-                  "the head on it. Not with on-the-fly or batch-level augmentation. false: run the backbone "
-                  "every step."},
+        metadata={
+            "help": "With --strategy frozen and --trainable_layers 0: run the frozen backbone once over "
+            "every split, store its output (datasets cache, reused by reruns and other heads) and train "
+            "the head on it. Not with on-the-fly or batch-level augmentation. false: run the backbone "
+            "every step."
+        },
     )
     freeze_feature_encoder: bool = field(
         default=True,
-        metadata={"help": "Audio: keep the convolutional feature encoder of wav2vec2-style models frozen "
-                  "(the usual practice on little data); no effect on other models."},
+        metadata={
+            "help": "Audio: keep the convolutional feature encoder of wav2vec2-style models frozen "
+            "(the usual practice on little data); no effect on other models."
+        },
     )
     early_stopping_patience: int = field(
-        default=3, metadata={"help": "Stop after this many evaluations without improvement (0: never stop early)."}
+        default=3,
+        metadata={
+            "help": "Stop after this many evaluations without improvement (0: never stop early)."
+        },
     )
     early_stopping_threshold: float = field(
-        default=0.0, metadata={"help": "The smallest change of the metric that counts as an improvement."}
+        default=0.0,
+        metadata={"help": "The smallest change of the metric that counts as an improvement."},
     )
 
 
@@ -172,18 +215,28 @@ class StrategyArguments:
 class AugmentArguments:
     augment: list[str] | None = field(
         default=None,
-        metadata={"help": "Augmentations: NAME or NAME:KEY=VALUE,KEY=VALUE, space separated; 'none' turns them off."},
+        metadata={
+            "help": "Augmentations: NAME or NAME:KEY=VALUE,KEY=VALUE, space separated; 'none' turns them off."
+        },
     )
     augment_copies: int = field(
-        default=0, metadata={"help": "K augmented copies of each training example added through datasets.map."}
+        default=0,
+        metadata={
+            "help": "K augmented copies of each training example added through datasets.map."
+        },
     )
     augment_mode: str = field(
         default="map",
-        metadata={"help": "map: K stored copies; on_the_fly: fresh randomness every epoch.",
-                  "choices": list(AUGMENT_MODES)},
+        metadata={
+            "help": "map: K stored copies; on_the_fly: fresh randomness every epoch.",
+            "choices": list(AUGMENT_MODES),
+        },
     )
     augment_preview: int = field(
-        default=0, metadata={"help": "Write N originals beside their augmented versions to the output folder."}
+        default=0,
+        metadata={
+            "help": "Write N originals beside their augmented versions to the output folder."
+        },
     )
 
 
@@ -272,9 +325,12 @@ def default_output_dir(modality: str) -> str:
 
 
 def _defaults(modality: str, given: set[str]) -> dict[str, Any]:
+    from tl_hf.modality import get_modality
+
     defaults = {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
     if not given & set(DATA_KEYS):
-        defaults.update(EMBEDDED_RUN_DEFAULTS[modality])
+        # the embedded default runs are sized to finish in minutes on a 2-core CPU
+        defaults.update(get_modality(modality).embedded_run_defaults)
     if launched_without_accelerator():
         defaults["use_cpu"] = True
     return defaults
@@ -294,7 +350,9 @@ def launched_without_accelerator() -> bool:
     import torch
 
     accelerator = getattr(torch, "accelerator", None)
-    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
+    return not (
+        accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    )
 
 
 def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
@@ -321,8 +379,9 @@ def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
     given = set(config) | _flag_names(rest)
     parser.set_defaults(**{**_defaults(modality, given), **config})
     try:
-        *parts, unknown = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False,
-                                                             return_remaining_strings=True)
+        *parts, unknown = parser.parse_args_into_dataclasses(
+            args=rest, look_for_args_file=False, return_remaining_strings=True
+        )
     except ValueError as err:  # TrainingArguments.__post_init__ checks combinations
         raise UserError(" ".join(str(err).split())) from err
     if unknown:
@@ -337,8 +396,10 @@ def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
     the in-memory dataset, if any (it decides whether the embedded default's sizing applies)."""
     parser = _build_parser(modality)
     _check_keys(kwargs, parser, "the keyword arguments")
-    values = {**_defaults(modality, set(kwargs) | ({"dataset_name"} if dataset is not None else set())),
-              **kwargs}
+    values = {
+        **_defaults(modality, set(kwargs) | ({"dataset_name"} if dataset is not None else set())),
+        **kwargs,
+    }
     try:
         parts = parser.parse_dict(values)
     except (TypeError, ValueError) as err:
@@ -348,23 +409,32 @@ def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
 
 def finalize_args(modality, model, data, strategy, augment, training, explicit) -> RunArgs:
     """Validate combinations and fill in strategy-dependent defaults."""
-    if modality not in MODALITIES:
-        raise UserError(f"unknown modality {modality!r}: choose one of {', '.join(MODALITIES)}")
+    from tl_hf.modality import get_modality
+
+    declared = get_modality(modality)  # an unknown name is a UserError listing the known ones
     if strategy.strategy not in STRATEGIES:
-        raise UserError(f"unknown strategy {strategy.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        raise UserError(
+            f"unknown strategy {strategy.strategy!r}: choose one of {', '.join(STRATEGIES)}"
+        )
     if not 0 < strategy.llrd_decay <= 1:
         raise UserError(f"--llrd_decay must be in (0, 1], got {strategy.llrd_decay}: try 0.8")
     if strategy.trainable_layers < 0:
         raise UserError(f"--trainable_layers must be >= 0, got {strategy.trainable_layers}")
     if strategy.trainable_layers and strategy.strategy != "frozen":
-        raise UserError("--trainable_layers only applies to --strategy frozen (the others train every layer)")
+        raise UserError(
+            "--trainable_layers only applies to --strategy frozen (the others train every layer)"
+        )
     if model.random_init and strategy.strategy == "frozen":
-        raise UserError("--random_init with --strategy frozen would train a head on random features: "
-                        "use --strategy full")
+        raise UserError(
+            "--random_init with --strategy frozen would train a head on random features: "
+            "use --strategy full"
+        )
     if strategy.early_stopping_patience < 0:
         raise UserError("--early_stopping_patience must be >= 0 (0 turns early stopping off)")
     if augment.augment_mode not in AUGMENT_MODES:
-        raise UserError(f"unknown --augment_mode {augment.augment_mode!r}: choose map or on_the_fly")
+        raise UserError(
+            f"unknown --augment_mode {augment.augment_mode!r}: choose map or on_the_fly"
+        )
     if augment.augment_copies < 0:
         raise UserError("--augment_copies must be >= 0")
     for name in ("validation_split_percentage", "test_split_percentage"):
@@ -376,9 +446,11 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
         if value is not None and value < 1:
             raise UserError(f"--{name} must be a positive number of rows, got {value}")
     if "dataloader_pin_memory" not in explicit and training.device.type == "cpu":
-        training.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
+        training.dataloader_pin_memory = (
+            False  # pinning needs an accelerator; torch warns every epoch
+        )
     if "learning_rate" not in explicit:
-        training.learning_rate = DEFAULT_LEARNING_RATES[modality][strategy.strategy]
+        training.learning_rate = declared.default_learning_rates[strategy.strategy]
     _check_early_stopping(training, strategy)
     return RunArgs(modality, model, data, strategy, augment, training, explicit)
 
@@ -388,13 +460,22 @@ def _check_early_stopping(training, strategy: StrategyArguments) -> None:
     if strategy.early_stopping_patience == 0:
         return
     if str(training.eval_strategy.value) == "no":
-        raise UserError("early stopping needs evaluations: set --eval_strategy epoch (the default) "
-                        "or --early_stopping_patience 0")
-    if training.save_strategy.value != training.eval_strategy.value and training.save_strategy.value != "best":
-        raise UserError(f"--save_strategy {training.save_strategy.value} must match --eval_strategy "
-                        f"{training.eval_strategy.value} so the best checkpoint is on disk")
+        raise UserError(
+            "early stopping needs evaluations: set --eval_strategy epoch (the default) "
+            "or --early_stopping_patience 0"
+        )
+    if (
+        training.save_strategy.value != training.eval_strategy.value
+        and training.save_strategy.value != "best"
+    ):
+        raise UserError(
+            f"--save_strategy {training.save_strategy.value} must match --eval_strategy "
+            f"{training.eval_strategy.value} so the best checkpoint is on disk"
+        )
     if training.eval_strategy.value == "steps" and training.save_steps != training.eval_steps:
         raise UserError("with --eval_strategy steps, --save_steps must equal --eval_steps")
     if not training.load_best_model_at_end:
-        raise UserError("early stopping returns the best checkpoint: keep --load_best_model_at_end true "
-                        "or set --early_stopping_patience 0")
+        raise UserError(
+            "early stopping returns the best checkpoint: keep --load_best_model_at_end true "
+            "or set --early_stopping_patience 0"
+        )

@@ -14,14 +14,36 @@ from typing import Any
 
 from tl_hf.config import UserError
 
-FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
-    "eval": "validation",
-    "test": "test", "testing": "test",
+FILE_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
 }
-LABEL_CANDIDATES = ("label", "labels", "class", "category", "target", "intent", "sentiment", "topic", "emotion", "y")
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "test": "test",
+    "testing": "test",
+}
+LABEL_CANDIDATES = (
+    "label",
+    "labels",
+    "class",
+    "category",
+    "target",
+    "intent",
+    "sentiment",
+    "topic",
+    "emotion",
+    "y",
+)
 
 
 def _builder_for(path: str) -> str:
@@ -39,7 +61,9 @@ def _load_files(files: dict[str, str], cache_dir: str | None):
             raise UserError(f"the {split} file {path} does not exist: check the path")
     builders = {_builder_for(p) for p in files.values()}
     if len(builders) > 1:
-        raise UserError(f"data files of different formats ({', '.join(sorted(builders))}): use one format")
+        raise UserError(
+            f"data files of different formats ({', '.join(sorted(builders))}): use one format"
+        )
     builder = builders.pop()
     kwargs: dict[str, Any] = {}
     if builder == "csv" and all(p.lower().endswith(".tsv") for p in files.values()):
@@ -57,7 +81,7 @@ def _as_dataset_dict(obj):
     raise UserError(f"expected a datasets.Dataset or DatasetDict, got {type(obj).__name__}")
 
 
-def load_raw_dataset(data_args, modality_module, dataset=None, cache_dir: str | None = None):
+def load_raw_dataset(data_args, modality, dataset=None, cache_dir: str | None = None):
     """Load the user's data as a `DatasetDict` (splits not yet normalised).
 
     Sources, in order: an in-memory `dataset`; `--train_file/--validation_file/--test_file`;
@@ -70,8 +94,11 @@ def load_raw_dataset(data_args, modality_module, dataset=None, cache_dir: str | 
         return _as_dataset_dict(dataset)
     files = {
         split: path
-        for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
-                            ("test", data_args.test_file))
+        for split, path in (
+            ("train", data_args.train_file),
+            ("validation", data_args.validation_file),
+            ("test", data_args.test_file),
+        )
         if path
     }
     if files:
@@ -79,22 +106,26 @@ def load_raw_dataset(data_args, modality_module, dataset=None, cache_dir: str | 
             raise UserError("--validation_file/--test_file need a --train_file too")
         return _load_files(files, cache_dir)
     name = data_args.dataset_name
-    if name is None or name == modality_module.DEFAULT_DATASET:  # run_config.yaml names it so
-        return modality_module.load_default_dataset(data_args)
+    if name is None or name == modality.default_dataset:  # run_config.yaml names it so
+        return modality.load_default_dataset(data_args)
     if os.path.isfile(name):
         return _load_files({"train": name}, cache_dir)
     if os.path.isdir(name):
         if any(os.path.exists(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")):
             return _as_dataset_dict(load_from_disk(name))
-        return modality_module.load_folder(name, data_args)
+        return modality.load_folder(name, data_args)
     if name.startswith((".", "/", "~")) or name.endswith(tuple(FILE_BUILDERS)):
-        raise UserError(f"--dataset_name {name} does not exist: give an existing file or folder, or a Hub id")
+        raise UserError(
+            f"--dataset_name {name} does not exist: give an existing file or folder, or a Hub id"
+        )
     try:
         return load_dataset(name, data_args.dataset_config_name, cache_dir=cache_dir)
     except Exception as err:  # the Hub client raises many types; the user needs one line
-        raise UserError(f"cannot load dataset {name!r} from the Hub ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''}); check the id, or the network "
-                        "(HF_HUB_OFFLINE=1 blocks downloads)") from err
+        raise UserError(
+            f"cannot load dataset {name!r} from the Hub ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); check the id, or the network "
+            "(HF_HUB_OFFLINE=1 blocks downloads)"
+        ) from err
 
 
 def normalise_splits(raw):
@@ -120,7 +151,9 @@ def find_label_column(columns: list[str], features, requested: str | None) -> st
 
     if requested:
         if requested not in columns:
-            raise UserError(f"label column {requested!r} not found; columns are: {', '.join(columns)}")
+            raise UserError(
+                f"label column {requested!r} not found; columns are: {', '.join(columns)}"
+            )
         return requested
     class_labels = [c for c in columns if isinstance(features[c], ClassLabel)]
     if len(class_labels) == 1:
@@ -129,8 +162,10 @@ def find_label_column(columns: list[str], features, requested: str | None) -> st
     for name in LABEL_CANDIDATES:
         if name in lowered:
             return lowered[name]
-    raise UserError(f"cannot tell which column holds the labels; columns are: {', '.join(columns)}: "
-                    "pass --label_column")
+    raise UserError(
+        f"cannot tell which column holds the labels; columns are: {', '.join(columns)}: "
+        "pass --label_column"
+    )
 
 
 def select_columns(raw, inputs: dict[str, str], label: str):
@@ -141,8 +176,10 @@ def select_columns(raw, inputs: dict[str, str], label: str):
     for split, ds in raw.items():
         missing = [c for c in [*inputs.values(), label] if c not in ds.column_names]
         if missing:
-            raise UserError(f"column {missing[0]!r} missing from the {split} split; its columns are: "
-                            f"{', '.join(ds.column_names)}")
+            raise UserError(
+                f"column {missing[0]!r} missing from the {split} split; its columns are: "
+                f"{', '.join(ds.column_names)}"
+            )
         ds = ds.select_columns([*inputs.values(), label])
         renames = {src: dst for dst, src in {**inputs, "label": label}.items() if src != dst}
         out[split] = ds.rename_columns(renames) if renames else ds
@@ -164,7 +201,9 @@ def encode_labels(dsd):
     else:
         values = dsd["train"]["label"]
         if any(v is None for v in values):
-            raise UserError(f"{sum(v is None for v in values)} training rows have no label: drop or fill them")
+            raise UserError(
+                f"{sum(v is None for v in values)} training rows have no label: drop or fill them"
+            )
         unique = set(values)
         if all(isinstance(v, (int, bool)) for v in unique):
             ordered = sorted(unique)
@@ -173,12 +212,16 @@ def encode_labels(dsd):
             ordered = sorted(unique)
             names = ordered
         else:
-            raise UserError("labels must be strings or integers; found "
-                            f"{sorted({type(v).__name__ for v in unique})}")
+            raise UserError(
+                "labels must be strings or integers; found "
+                f"{sorted({type(v).__name__ for v in unique})}"
+            )
         index = {v: i for i, v in enumerate(ordered)}
     if len(names) < 2:
-        raise UserError(f"the training data has a single class ({names[0] if names else 'none'}): "
-                        "a classifier needs at least two")
+        raise UserError(
+            f"the training data has a single class ({names[0] if names else 'none'}): "
+            "a classifier needs at least two"
+        )
     target = ClassLabel(names=names)
     out = {}
     for split, ds in dsd.items():
@@ -191,19 +234,29 @@ def encode_labels(dsd):
                 remap = {i: names.index(n) for i, n in enumerate(feature.names) if n in names}
                 features = ds.features.copy()
                 features["label"] = target
-                ds = ds.map(lambda b, r=remap: {"label": [r[v] for v in b["label"]]}, batched=True,
-                            features=features, desc=f"Encoding {split} labels")
+                ds = ds.map(
+                    lambda b, r=remap: {"label": [r[v] for v in b["label"]]},
+                    batched=True,
+                    features=features,
+                    desc=f"Encoding {split} labels",
+                )
             out[split] = ds.cast_column("label", target)
             continue
         values = ds["label"]
         unseen = sorted({str(v) for v in values if v not in index})
         if unseen:
-            raise UserError(f"{split} labels unseen in training: {', '.join(unseen[:10])}"
-                            + (" ..." if len(unseen) > 10 else ""))
+            raise UserError(
+                f"{split} labels unseen in training: {', '.join(unseen[:10])}"
+                + (" ..." if len(unseen) > 10 else "")
+            )
         features = ds.features.copy()
         features["label"] = target
-        out[split] = ds.map(lambda b, i=index: {"label": [i[v] for v in b["label"]]}, batched=True,
-                            features=features, desc=f"Encoding {split} labels")
+        out[split] = ds.map(
+            lambda b, i=index: {"label": [i[v] for v in b["label"]]},
+            batched=True,
+            features=features,
+            desc=f"Encoding {split} labels",
+        )
     return DatasetDict(out)
 
 
@@ -248,14 +301,23 @@ def prepare_splits(dsd, data_args, seed: int):
     splits = dict(dsd)
     if "test" not in splits and data_args.test_split_percentage > 0:
         splits["train"], splits["test"] = stratified_split(
-            splits["train"], data_args.test_split_percentage / 100, seed, "test", "--test_split_percentage"
+            splits["train"],
+            data_args.test_split_percentage / 100,
+            seed,
+            "test",
+            "--test_split_percentage",
         )
     if "validation" not in splits:
         if data_args.validation_split_percentage <= 0:
-            raise UserError("no validation split: give --validation_file or a --validation_split_percentage > 0 "
-                            "(early stopping needs one)")
+            raise UserError(
+                "no validation split: give --validation_file or a --validation_split_percentage > 0 "
+                "(early stopping needs one)"
+            )
         splits["train"], splits["validation"] = stratified_split(
-            splits["train"], data_args.validation_split_percentage / 100, seed, "validation",
+            splits["train"],
+            data_args.validation_split_percentage / 100,
+            seed,
+            "validation",
             "--validation_split_percentage",
         )
     splits["train"] = stratified_subset(splits["train"], data_args.max_train_samples, seed)
@@ -265,89 +327,17 @@ def prepare_splits(dsd, data_args, seed: int):
     return DatasetDict({k: splits[k] for k in ("train", "validation", "test") if k in splits})
 
 
-def load_classification_data(data_args, modality_module, seed: int, dataset=None, cache_dir=None):
+def load_classification_data(data_args, modality, seed: int, dataset=None, cache_dir=None):
     """The whole data step: load, normalise splits, select and rename columns, encode labels,
-    validate the inputs, carve splits."""
-    raw = normalise_splits(load_raw_dataset(data_args, modality_module, dataset, cache_dir))
+    validate the inputs, carve splits. `modality` is a `tl_hf.modality.Modality`."""
+    raw = normalise_splits(load_raw_dataset(data_args, modality, dataset, cache_dir))
     train = raw["train"]
     label = find_label_column(train.column_names, train.features, data_args.label_column)
-    inputs = modality_module.find_input_columns(train.column_names, train.features, label, data_args)
+    inputs = modality.find_input_columns(train.column_names, train.features, label, data_args)
     dsd = encode_labels(select_columns(raw, inputs, label))
-    dsd = modality_module.validate_inputs(dsd, data_args)
+    dsd = modality.validate_inputs(dsd, data_args)
     return prepare_splits(dsd, data_args, seed)
 
 
 def label_names(dsd) -> list[str]:
     return list(dsd["train"].features["label"].names)
-
-
-def check_media_files(dsd, column: str, feature, can_read, skip_bad_files: bool, kind: str):
-    """Decode-check every file of an Image/Audio `column`; unreadable ones stop the run
-    (named by file) or, with `--skip_bad_files`, are dropped and counted.
-
-    `feature` is the decoding feature to cast back to; `can_read(value)` gets the undecoded
-    `{"path", "bytes"}` value and returns an error message, or None when the file is fine.
-    """
-    import dataclasses
-
-    from datasets import DatasetDict
-
-    out = {}
-    for split, ds in dsd.items():
-        raw = ds.cast_column(column, dataclasses.replace(feature, decode=False))
-        bad = []
-        for i, value in enumerate(raw[column]):
-            problem = can_read(value)
-            if problem:
-                bad.append((i, (value or {}).get("path") or f"row {i}", problem))
-        if bad and not skip_bad_files:
-            first = "; ".join(f"{os.path.basename(str(p))}: {why}" for _, p, why in bad[:3])
-            raise UserError(f"{len(bad)} unreadable {kind} file(s) in the {split} split ({first}"
-                            f"{' ...' if len(bad) > 3 else ''}): fix or remove them, or pass --skip_bad_files")
-        if bad:
-            print(f"[tl-hf] skipped {len(bad)} unreadable {kind} file(s) in the {split} split", flush=True)
-            drop = {i for i, _, _ in bad}
-            raw = raw.select([i for i in range(len(raw)) if i not in drop])
-        out[split] = raw.cast_column(column, feature)
-    return DatasetDict(out)
-
-
-def media_folder(path: str, extensions: tuple[str, ...], feature, column: str, kind: str):
-    """A class-per-subfolder folder of media files as a DatasetDict; `train/`, `validation/`
-    and `test/` subfolders (each holding class subfolders) become splits."""
-    from datasets import ClassLabel, Dataset, DatasetDict, Features
-
-    def one(root: str):
-        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-        files, labels = [], []
-        for label, name in enumerate(names):
-            for dirpath, _, filenames in os.walk(os.path.join(root, name)):
-                for fname in sorted(filenames):
-                    if fname.lower().endswith(extensions):
-                        files.append(os.path.join(dirpath, fname))
-                        labels.append(label)
-        if len(names) == 1:
-            raise UserError(f"{root} has a single class subfolder ({names[0]}): a classifier needs at least two")
-        if not files:
-            raise UserError(f"{root} holds no class subfolders with {kind} files ({', '.join(extensions)}): "
-                            "give a folder with one subfolder per class")
-        features = Features({column: feature, "label": ClassLabel(names=names)})
-        return Dataset.from_dict({column: files, "label": labels}, features=features)
-
-    splits = [s for s in os.listdir(path) if SPLIT_ALIASES.get(s.lower()) and os.path.isdir(os.path.join(path, s))]
-    if "train" in [SPLIT_ALIASES[s.lower()] for s in splits]:
-        return DatasetDict({s: one(os.path.join(path, s)) for s in splits})
-    return DatasetDict(train=one(path))
-
-
-def path_column_to_feature(dsd, column: str, feature, base_dir: str | None):
-    """A column of file paths (relative ones resolved against `base_dir`) as a media feature."""
-    from datasets import DatasetDict, Value
-
-    def absolute(batch):
-        return {column: [p if os.path.isabs(p) or base_dir is None else os.path.join(base_dir, p)
-                         for p in batch[column]]}
-
-    # via plain string: CSV columns may load as large_string, which Audio cannot be cast from
-    return DatasetDict({split: ds.map(absolute, batched=True).cast_column(column, Value("string"))
-                        .cast_column(column, feature) for split, ds in dsd.items()})

@@ -265,7 +265,7 @@ def _check_reduction(cache: FeatureCache, collator, rows: list[dict]) -> str | N
     return None
 
 
-def build_feature_cache(model, features, collator, head_names: set[str], training, log=print):
+def build_feature_cache(model, features, collator, head_names: set[str], training_args, log=print):
     """Run the frozen backbone once over every split of `features` and switch `model` to
     stored features.
 
@@ -274,7 +274,7 @@ def build_feature_cache(model, features, collator, head_names: set[str], trainin
         features: the preprocessed `DatasetDict` (train, validation, maybe test).
         collator: the modality's collator (pads a list of preprocessed rows into a batch).
         head_names: `tl_hf.strategy.head_parameter_names(model)`.
-        training: the `TrainingArguments` (batch size, `main_process_first`).
+        training_args: the `TrainingArguments` (batch size, `main_process_first`).
         log: where progress lines go.
 
     Returns:
@@ -294,7 +294,7 @@ def build_feature_cache(model, features, collator, head_names: set[str], trainin
     model_class = type(model).__name__
     was_training = model.training
     model.eval()
-    model.to(getattr(training, "device", torch.device("cpu")))
+    model.to(getattr(training_args, "device", torch.device("cpu")))
     try:
         # A reduction already cached for every split was checked when it was written: reuse it
         # without running the backbone at all.
@@ -328,10 +328,10 @@ def build_feature_cache(model, features, collator, head_names: set[str], trainin
                     f"logits ({'; '.join(reasons)})"
                 )
         cached = {}
-        with training.main_process_first(desc="feature cache"):
+        with training_args.main_process_first(desc="feature cache"):
             for split, ds in features.items():
                 cached[split] = _cache_split(
-                    cache, ds, collator, backbone_hash, training.per_device_eval_batch_size
+                    cache, ds, collator, backbone_hash, training_args.per_device_eval_batch_size
                 )
     finally:
         model.train(was_training)

@@ -1,22 +1,23 @@
 """Image modality: what differs for images in each step of the flow (columns, file checks,
-the image processor, collation, mixup/cutmix, the embedded default). The shared steps call
-these functions; `tl_hf/text.py` and `tl_hf/audio.py` have the same ones."""
+the image processor, collation, mixup/cutmix, the embedded default), declared once in
+`MODALITY` (see `tl_hf.modality.Modality`). Media code shared with audio is in `tl_hf.media`."""
 
 from __future__ import annotations
 
-import os
+from tl_hf.modality import Modality, register_modality
 
-from tl_hf.config import UserError
-
-NAME = "image"
-AUTO_MODEL = "AutoModelForImageClassification"
-PIPELINE_TASK = "image-classification"
-DEFAULT_DATASET = "embedded:fashion_mnist"  # what run_config.yaml and the card name the default data
-INPUT_COLUMN = "image"
-# Pixel tensors are large: they are made per batch (with_transform), never stored.
-PREPROCESS_ON_ACCESS = True
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-IMAGE_CANDIDATES = ("image", "img", "picture", "photo", "image_path", "image_file", "file", "path", "filepath")
+IMAGE_CANDIDATES = (
+    "image",
+    "img",
+    "picture",
+    "photo",
+    "image_path",
+    "image_file",
+    "file",
+    "path",
+    "filepath",
+)
 
 
 def default_model() -> str:
@@ -36,28 +37,22 @@ def load_folder(path: str, data_args):
     """One subfolder of images per class (or train/validation/test folders of those)."""
     from datasets import Image
 
-    from tl_hf.data import media_folder
+    from tl_hf.media import media_folder
 
-    return media_folder(path, EXTENSIONS, Image(), INPUT_COLUMN, "image")
+    return media_folder(path, EXTENSIONS, Image(), "image", "image")
 
 
 def find_input_columns(columns: list[str], features, label: str, data_args) -> dict[str, str]:
     """{"image": column}: the one named, else the only Image column, else a usual name."""
     from datasets import Image
 
-    if data_args.image_column:
-        if data_args.image_column not in columns:
-            raise UserError(f"image column {data_args.image_column!r} not found; columns are: {', '.join(columns)}")
-        return {"image": data_args.image_column}
-    images = [c for c in columns if isinstance(features[c], Image)]
-    if len(images) == 1:
-        return {"image": images[0]}
-    lowered = {c.lower(): c for c in columns if c != label}
-    for name in IMAGE_CANDIDATES:
-        if name in lowered:
-            return {"image": lowered[name]}
-    raise UserError(f"cannot tell which column holds the images; columns are: {', '.join(columns)}: "
-                    "pass --image_column")
+    from tl_hf.media import find_media_column
+
+    return {
+        "image": find_media_column(
+            columns, features, label, data_args.image_column, Image, IMAGE_CANDIDATES, "image"
+        )
+    }
 
 
 def _readable(value) -> str | None:
@@ -78,13 +73,9 @@ def validate_inputs(dsd, data_args):
     """Image paths become an Image feature; every file must decode (see --skip_bad_files)."""
     from datasets import Image
 
-    from tl_hf.data import check_media_files, path_column_to_feature
+    from tl_hf.media import validate_media
 
-    if not isinstance(dsd["train"].features["image"], Image):
-        source = data_args.train_file or data_args.dataset_name
-        base = os.path.dirname(os.path.abspath(source)) if source and os.path.isfile(source) else None
-        dsd = path_column_to_feature(dsd, "image", Image(), base)
-    return check_media_files(dsd, "image", Image(), _readable, data_args.skip_bad_files, "image")
+    return validate_media(dsd, data_args, "image", Image(), _readable, "image")
 
 
 def build_processor(model_path: str, args, config=None):
@@ -97,14 +88,22 @@ def build_processor(model_path: str, args, config=None):
         config.pretrained_cfg = {**config.pretrained_cfg, "input_size": [3, size, size]}
         from transformers import TimmWrapperImageProcessor
 
-        return TimmWrapperImageProcessor(pretrained_cfg=config.pretrained_cfg, architecture=config.architecture)
+        return TimmWrapperImageProcessor(
+            pretrained_cfg=config.pretrained_cfg, architecture=config.architecture
+        )
     processor = AutoImageProcessor.from_pretrained(
-        model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+        model_path,
+        revision=model_args.model_revision,
+        cache_dir=model_args.cache_dir,
         trust_remote_code=model_args.trust_remote_code,
     )
     if size:
         current = dict(getattr(processor, "size", None) or {})
-        processor.size = {"shortest_edge": size} if "shortest_edge" in current else {"height": size, "width": size}
+        processor.size = (
+            {"shortest_edge": size}
+            if "shortest_edge" in current
+            else {"height": size, "width": size}
+        )
         if getattr(processor, "crop_size", None):
             processor.crop_size = {"height": size, "width": size}
     return processor
@@ -125,16 +124,8 @@ class Preprocess:
         return out
 
 
-def make_preprocess(processor, data_args, training: bool = False):
+def make_preprocess(processor, data_args, train_split: bool = False):
     return Preprocess(processor)
-
-
-def preprocess(dsd, processor, data_args, num_proc=None, skip=()):
-    """Every split but `skip` turns into pixel values when read (`with_transform`)."""
-    from datasets import DatasetDict
-
-    return DatasetDict({split: ds.with_transform(Preprocess(processor))
-                        for split, ds in dsd.items() if split not in skip})
 
 
 def collate(rows):
@@ -150,18 +141,36 @@ def build_collator(processor):
     return collate
 
 
-def augment_context(processor, args) -> dict:
-    return {}
-
-
-def build_augmenter(specs, context):
-    from tl_hf.augment.image import build_augmenter
-
-    return build_augmenter(specs, INPUT_COLUMN, **context)
-
-
 def build_batch_augment(specs, num_labels: int, seed: int):
     """mixup / cutmix on collated training batches (soft labels), or None."""
     from tl_hf.augment.image import build_batch_mixer
 
-    return build_batch_mixer(specs, num_labels)
+    return build_batch_mixer(specs, num_labels, seed)
+
+
+MODALITY = register_modality(
+    Modality(
+        name="image",
+        task="image-classification",
+        auto_model="AutoModelForImageClassification",
+        input_column="image",
+        column_flags=("image_column",),
+        # Convolutional vision backbones (BatchNorm, no attention) take larger steps than transformers.
+        default_learning_rates={"frozen": 1e-3, "full": 1e-4, "llrd": 5e-4},
+        example_input='"path/to/image.jpg"',
+        default_dataset="embedded:fashion_mnist",
+        embedded_run_defaults={"image_size": 112, "num_train_epochs": 4},
+        augment_module="tl_hf.augment.image",
+        # Pixel tensors are large: they are made per batch (with_transform), never stored.
+        preprocess_on_access=True,
+        default_model=default_model,
+        load_default_dataset=load_default_dataset,
+        load_folder=load_folder,
+        find_input_columns=find_input_columns,
+        validate_inputs=validate_inputs,
+        build_processor=build_processor,
+        make_preprocess=make_preprocess,
+        build_collator=build_collator,
+        build_batch_augment=build_batch_augment,
+    )
+)

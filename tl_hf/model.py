@@ -13,25 +13,39 @@ def load_checkpoint_config(model_path: str, model_args):
 
     from transformers import AutoConfig
 
-    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1  # Hub ids: org/name
+    looks_local = (
+        model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
+    )  # Hub ids: org/name
     if looks_local and not os.path.isdir(os.path.expanduser(model_path)):
-        raise UserError(f"--model_name_or_path {model_path} is not a folder: give a local checkpoint "
-                        "folder or a Hub id")
+        raise UserError(
+            f"--model_name_or_path {model_path} is not a folder: give a local checkpoint "
+            "folder or a Hub id"
+        )
     try:
         return AutoConfig.from_pretrained(
-            model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+            model_path,
+            revision=model_args.model_revision,
+            cache_dir=model_args.cache_dir,
             trust_remote_code=model_args.trust_remote_code,
         )
     except ValueError as err:
         if "trust_remote_code" in str(err):
-            raise UserError(f"checkpoint {model_path} runs its own modelling code: review it, then pass "
-                            "--trust_remote_code") from err
-        raise UserError(f"cannot read the config of {model_path}: {str(err).splitlines()[0]}") from err
+            raise UserError(
+                f"checkpoint {model_path} runs its own modelling code: review it, then pass "
+                "--trust_remote_code"
+            ) from err
+        raise UserError(
+            f"cannot read the config of {model_path}: {str(err).splitlines()[0]}"
+        ) from err
     except OSError as err:
-        raise UserError(f"cannot load checkpoint {model_path!r}: {str(err).splitlines()[0]}") from err
+        raise UserError(
+            f"cannot load checkpoint {model_path!r}: {str(err).splitlines()[0]}"
+        ) from err
 
 
-def build_model(auto_class_name: str, model_path: str, model_args, label_names: list[str], config=None):
+def build_model(
+    auto_class_name: str, model_path: str, model_args, label_names: list[str], config=None
+):
     """The classifier with a head for `label_names`; an existing head of another size is replaced.
 
     Sets `model.tl_hf_new_parameters`: the names the checkpoint did not provide (missing
@@ -49,7 +63,9 @@ def build_model(auto_class_name: str, model_path: str, model_args, label_names: 
         if hasattr(config, "label_names"):  # timm wrapper configs save these instead of id2label
             config.label_names = list(label_names)
         kwargs = {"config": config}
-    if model_args.random_init:  # the from-scratch baseline: same architecture, no pretrained weights
+    if (
+        model_args.random_init
+    ):  # the from-scratch baseline: same architecture, no pretrained weights
         if config is None:
             raise UserError("--random_init needs the checkpoint's config")
         model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
@@ -58,13 +74,21 @@ def build_model(auto_class_name: str, model_path: str, model_args, label_names: 
         return model
     try:
         model, info = auto_class.from_pretrained(
-            model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
-            trust_remote_code=model_args.trust_remote_code, ignore_mismatched_sizes=True,
-            output_loading_info=True, **kwargs,
+            model_path,
+            revision=model_args.model_revision,
+            cache_dir=model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+            **kwargs,
         )
     except ValueError as err:
-        raise UserError(f"{model_path} cannot be loaded as {auto_class_name}: {str(err).splitlines()[0]}") from err
-    mismatched = {k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", ())}
+        raise UserError(
+            f"{model_path} cannot be loaded as {auto_class_name}: {str(err).splitlines()[0]}"
+        ) from err
+    mismatched = {
+        k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", ())
+    }
     model.tl_hf_new_parameters = set(info.get("missing_keys", ())) | mismatched
     model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
     return model

@@ -8,17 +8,23 @@ import sys
 
 def _print_summary(result) -> None:
     m = result.metrics
-    lines = [f"best epoch {m.get('best_epoch')} of {m.get('stopped_epoch')}"
-             + (" (early stopped)" if m.get("early_stopped") else ""),
-             f"validation: accuracy {m.get('eval_accuracy', float('nan')):.4f}  "
-             f"macro-F1 {m.get('eval_f1', float('nan')):.4f}  loss {m.get('eval_loss', float('nan')):.4f}"]
+    lines = [
+        f"best epoch {m.get('best_epoch')} of {m.get('stopped_epoch')}"
+        + (" (early stopped)" if m.get("early_stopped") else ""),
+        f"validation: accuracy {m.get('eval_accuracy', float('nan')):.4f}  "
+        f"macro-F1 {m.get('eval_f1', float('nan')):.4f}  loss {m.get('eval_loss', float('nan')):.4f}",
+    ]
     if "test_accuracy" in m:
-        lines.append(f"test: accuracy {m['test_accuracy']:.4f}  macro-F1 {m['test_f1']:.4f}  "
-                     f"({m['test_samples']} examples)")
+        lines.append(
+            f"test: accuracy {m['test_accuracy']:.4f}  macro-F1 {m['test_f1']:.4f}  "
+            f"({m['test_samples']} examples)"
+        )
         width = max(len(n) for n in m["test_per_class"])
         for name, row in m["test_per_class"].items():
-            lines.append(f"  {name:<{width}}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
-                         f"f1 {row['f1']:.3f}  n={row['support']}")
+            lines.append(
+                f"  {name:<{width}}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
+                f"f1 {row['f1']:.3f}  n={row['support']}"
+            )
     lines.append(f"model saved to {result.output_dir}")
     print("\n".join(f"[tl-hf] {line}" for line in lines), flush=True)
 

@@ -22,8 +22,10 @@ def check_output_dir(output_dir: str, overwrite: bool, explicit: bool) -> None:
     if not os.path.exists(os.path.join(output_dir, FINISHED_MARKER)):
         return
     if explicit and not overwrite:
-        raise UserError(f"--output_dir {output_dir} already holds a finished run: choose another folder "
-                        "or pass --overwrite_output_dir")
+        raise UserError(
+            f"--output_dir {output_dir} already holds a finished run: choose another folder "
+            "or pass --overwrite_output_dir"
+        )
 
 
 def clear_output_dir(output_dir: str) -> None:

@@ -280,8 +280,10 @@ def strip_wrappers(name: str) -> str:
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if name.startswith(prefix):
-                name, changed = name[len(prefix):], True
-        name = name.replace("._fsdp_wrapped_module.", ".").replace("._checkpoint_wrapped_module.", ".")
+                name, changed = name[len(prefix) :], True
+        name = name.replace("._fsdp_wrapped_module.", ".").replace(
+            "._checkpoint_wrapped_module.", "."
+        )
     return name
 
 
@@ -320,7 +322,7 @@ def head_parameter_names(model) -> set[str]:
     names = set()
     for name, _ in model.named_parameters():
         name = strip_wrappers(name)
-        inner = name[len(prefix) + 1:] if has_base and name.startswith(prefix + ".") else None
+        inner = name[len(prefix) + 1 :] if has_base and name.startswith(prefix + ".") else None
         outside_base = has_base and inner is None
         if outside_base or name in new or any(re.search(p, inner or name) for p in patterns):
             names.add(name)
@@ -340,7 +342,7 @@ def parameter_depths(model) -> dict[str, int]:
         if name in heads:
             depths[name] = top
             continue
-        inner = name[len(prefix) + 1:] if prefix and name.startswith(prefix + ".") else name
+        inner = name[len(prefix) + 1 :] if prefix and name.startswith(prefix + ".") else name
         for pattern, depth in rules:
             match = pattern.search(inner)
             if match is None:
@@ -370,9 +372,9 @@ def _no_decay_names(model) -> set[str]:
 
     names = set()
     for module_name, module in model.named_modules():
-        is_norm = isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)) or (
-            "norm" in type(module).__name__.lower()
-        )
+        is_norm = isinstance(
+            module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
+        ) or ("norm" in type(module).__name__.lower())
         for param_name, _ in module.named_parameters(recurse=False):
             full = strip_wrappers(f"{module_name}.{param_name}" if module_name else param_name)
             if is_norm or param_name == "bias" or param_name.endswith("_bias"):
@@ -391,8 +393,10 @@ def trainable_names(model, strategy: str, trainable_layers: int = 0) -> set[str]
         return heads
     top = num_blocks(model) + 1
     if trainable_layers > top - 1:
-        raise UserError(f"--trainable_layers {trainable_layers} exceeds the {top - 1} blocks of "
-                        f"{type(model).__name__}")
+        raise UserError(
+            f"--trainable_layers {trainable_layers} exceeds the {top - 1} blocks of "
+            f"{type(model).__name__}"
+        )
     return heads | {n for n, d in depths.items() if d >= top - trainable_layers}
 
 
@@ -468,7 +472,9 @@ def build_param_groups(
 
 def describe_param_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The groups as JSON-able rows (what `param_groups.json` holds)."""
-    return [{k: g[k] for k in ("name", "depth", "num_params", "lr", "weight_decay")} for g in groups]
+    return [
+        {k: g[k] for k in ("name", "depth", "num_params", "lr", "weight_decay")} for g in groups
+    ]
 
 
 def format_param_groups(rows: list[dict[str, Any]], total_params: int) -> str:
@@ -479,7 +485,9 @@ def format_param_groups(rows: list[dict[str, Any]], total_params: int) -> str:
             f"{r['name']:<20} {r['depth']:>5} {r['num_params']:>12,} {r['lr']:>10.3g} {r['weight_decay']:>6.3g}"
         )
     trained = sum(r["num_params"] for r in rows)
-    lines.append(f"trainable {trained:,} of {total_params:,} parameters ({100 * trained / max(total_params, 1):.1f}%)")
+    lines.append(
+        f"trainable {trained:,} of {total_params:,} parameters ({100 * trained / max(total_params, 1):.1f}%)"
+    )
     return "\n".join(lines)
 
 

@@ -1,20 +1,22 @@
 """Text modality: what differs for text in each step of the flow (columns, validation,
-tokenisation, collation, the embedded default). The shared steps call these functions."""
+tokenisation, collation, the embedded default), declared once in `MODALITY`, the
+reference implementation of `tl_hf.modality.Modality`."""
 
 from __future__ import annotations
 
 import os
 
 from tl_hf.config import UserError
+from tl_hf.modality import Modality, register_modality
 
-NAME = "text"
-AUTO_MODEL = "AutoModelForSequenceClassification"
-PIPELINE_TASK = "text-classification"
-DEFAULT_DATASET = "embedded:bbc_news"  # what run_config.yaml and the card name the default data
-INPUT_COLUMN = "text"  # the column augmentation works on
 TEXT_CANDIDATES = ("text", "sentence", "content", "document", "review", "tweet", "body", "question")
-PAIR_CANDIDATES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question", "sentence"),
-                   ("question1", "question2"), ("text", "text_pair"))
+PAIR_CANDIDATES = (
+    ("sentence1", "sentence2"),
+    ("premise", "hypothesis"),
+    ("question", "sentence"),
+    ("question1", "question2"),
+    ("text", "text_pair"),
+)
 
 
 def default_model() -> str:
@@ -43,8 +45,10 @@ def load_folder(path: str, data_args):
                     texts.append(f.read().strip())
                 labels.append(label)
     if not texts:
-        raise UserError(f"{path} holds no class subfolders with .txt files: give a folder with one "
-                        "subfolder of .txt files per class, a data file, or a Hub id")
+        raise UserError(
+            f"{path} holds no class subfolders with .txt files: give a folder with one "
+            "subfolder of .txt files per class, a data file, or a Hub id"
+        )
     features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
     return DatasetDict(train=Dataset.from_dict({"text": texts, "label": labels}, features=features))
 
@@ -55,6 +59,7 @@ def _is_string(feature) -> bool:
 
 def find_input_columns(columns: list[str], features, label: str, data_args) -> dict[str, str]:
     """{"text": column} or {"text": first, "text_pair": second}, found when unambiguous."""
+
     def check(name):
         if name not in columns:
             raise UserError(f"text column {name!r} not found; columns are: {', '.join(columns)}")
@@ -88,9 +93,11 @@ def validate_inputs(dsd, data_args):
         for column in [c for c in ("text", "text_pair") if c in ds.column_names]:
             bad = [i for i, t in enumerate(ds[column]) if t is None or not str(t).strip()]
             if bad:
-                raise UserError(f"{len(bad)} empty or missing texts in the {split} split, column {column!r} "
-                                f"(rows {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}): "
-                                "drop or fill them")
+                raise UserError(
+                    f"{len(bad)} empty or missing texts in the {split} split, column {column!r} "
+                    f"(rows {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}): "
+                    "drop or fill them"
+                )
     return dsd
 
 
@@ -99,14 +106,18 @@ def build_processor(model_path: str, args, config=None):
 
     model_args = args.model
     return AutoTokenizer.from_pretrained(
-        model_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+        model_path,
+        revision=model_args.model_revision,
+        cache_dir=model_args.cache_dir,
         trust_remote_code=model_args.trust_remote_code,
     )
 
 
-def make_preprocess(tokenizer, data_args, training: bool = False):
+def make_preprocess(tokenizer, data_args, train_split: bool = False):
     """A batched function: texts -> token ids (truncated; padding happens per batch)."""
-    max_length = min(data_args.max_seq_length, getattr(tokenizer, "model_max_length", 10**6) or 10**6)
+    max_length = min(
+        data_args.max_seq_length, getattr(tokenizer, "model_max_length", 10**6) or 10**6
+    )
 
     def preprocess(batch):
         pair = batch.get("text_pair")
@@ -122,11 +133,19 @@ def preprocess(dsd, tokenizer, data_args, num_proc=None, skip=()):
     from datasets import DatasetDict
 
     fn = make_preprocess(tokenizer, data_args)
-    return DatasetDict({
-        split: ds.map(fn, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
-                      desc=f"Tokenizing {split}")
-        for split, ds in dsd.items() if split not in skip
-    })
+    return DatasetDict(
+        {
+            split: ds.map(
+                fn,
+                batched=True,
+                remove_columns=ds.column_names,
+                num_proc=num_proc,
+                desc=f"Tokenizing {split}",
+            )
+            for split, ds in dsd.items()
+            if split not in skip
+        }
+    )
 
 
 def build_collator(tokenizer):
@@ -135,15 +154,29 @@ def build_collator(tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
-def augment_context(tokenizer, args) -> dict:
-    return {}
-
-
-def build_augmenter(specs, context):
-    from tl_hf.augment.text import build_augmenter
-
-    return build_augmenter(specs, INPUT_COLUMN, **context)
-
-
-def build_batch_augment(specs, num_labels: int, seed: int):
-    return None  # text has no batch-level (mixing) augmentation
+MODALITY = register_modality(
+    Modality(
+        name="text",
+        task="text-classification",
+        auto_model="AutoModelForSequenceClassification",
+        input_column="text",
+        column_flags=("text_column", "text_pair_column"),
+        # A new head alone on frozen features wants a far larger step than a full fine-tune
+        # (playbook step 4: 1/10 to 1/100 of from-scratch).
+        default_learning_rates={"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
+        example_input='"This is wonderful!"',
+        default_dataset="embedded:bbc_news",
+        # sized to finish in minutes on a 2-core CPU; with the user's own data the general defaults apply
+        embedded_run_defaults={"num_train_epochs": 4},
+        augment_module="tl_hf.augment.text",
+        default_model=default_model,
+        load_default_dataset=load_default_dataset,
+        load_folder=load_folder,
+        find_input_columns=find_input_columns,
+        validate_inputs=validate_inputs,
+        build_processor=build_processor,
+        make_preprocess=make_preprocess,
+        preprocess=preprocess,
+        build_collator=build_collator,
+    )
+)

@@ -43,7 +43,9 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     labels = np.asarray(labels)
     shifted = logits - logits.max(-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    if labels.ndim > 1:  # soft labels (mixup): soft cross-entropy, scored against the dominant class
+    if (
+        labels.ndim > 1
+    ):  # soft labels (mixup): soft cross-entropy, scored against the dominant class
         loss = -(labels * log_probs).sum(-1).mean()
         labels = labels.argmax(-1)
     else:
@@ -59,10 +61,18 @@ def per_class_report(predictions, labels, names: list[str]) -> dict[str, dict[st
     """Precision, recall, F1 and support for every class."""
     from sklearn.metrics import precision_recall_fscore_support
 
-    p, r, f, s = precision_recall_fscore_support(labels, predictions, labels=list(range(len(names))),
-                                                 zero_division=0)
-    return {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, n in enumerate(names)}
+    p, r, f, s = precision_recall_fscore_support(
+        labels, predictions, labels=list(range(len(names))), zero_division=0
+    )
+    return {
+        n: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
+        for i, n in enumerate(names)
+    }
 
 
 class TLTrainer(Trainer):
@@ -74,7 +84,9 @@ class TLTrainer(Trainer):
     make the transformers heads compute a multi-label BCE).
     """
 
-    def __init__(self, *args, strategy: str = "full", llrd_decay: float = 1.0, batch_augment=None, **kwargs):
+    def __init__(
+        self, *args, strategy: str = "full", llrd_decay: float = 1.0, batch_augment=None, **kwargs
+    ):
         self.strategy = strategy
         self.llrd_decay = llrd_decay
         self.batch_augment = batch_augment
@@ -104,7 +116,11 @@ class TLTrainer(Trainer):
             return self.optimizer
         opt_model = self.model if model is None else model
         groups = build_param_groups(
-            opt_model, self.strategy, self.args.learning_rate, self.args.weight_decay, self.llrd_decay,
+            opt_model,
+            self.strategy,
+            self.args.learning_rate,
+            self.args.weight_decay,
+            self.llrd_decay,
             reference_model=self.accelerator.unwrap_model(opt_model),
         )
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
@@ -116,21 +132,31 @@ def build_early_stopping(patience: int, threshold: float) -> EarlyStoppingCallba
     """The preset's callback (patience counted in evaluations); None when patience is 0."""
     if patience <= 0:
         return None
-    return EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)
+    return EarlyStoppingCallback(
+        early_stopping_patience=patience, early_stopping_threshold=threshold
+    )
 
 
-def summarize_early_stopping(trainer: Trainer, callback: EarlyStoppingCallback | None) -> dict[str, Any]:
+def summarize_early_stopping(
+    trainer: Trainer, callback: EarlyStoppingCallback | None
+) -> dict[str, Any]:
     """Where the run stopped and which epoch won (from the trainer state)."""
     state, args = trainer.state, trainer.args
     evals = [e for e in state.log_history if "eval_loss" in e or args.metric_for_best_model in e]
     best_step = getattr(state, "best_global_step", None)
     best_epoch = next((e.get("epoch") for e in evals if e.get("step") == best_step), None)
     stopped_epoch = evals[-1]["epoch"] if evals else state.epoch
-    early_stopped = bool(callback is not None and
-                         callback.early_stopping_patience_counter >= callback.early_stopping_patience)
+    early_stopped = bool(
+        callback is not None
+        and callback.early_stopping_patience_counter >= callback.early_stopping_patience
+    )
 
     def as_epoch(x):
-        return None if x is None else (int(round(x)) if abs(x - round(x)) < 1e-6 else round(float(x), 3))
+        return (
+            None
+            if x is None
+            else (int(round(x)) if abs(x - round(x)) < 1e-6 else round(float(x), 3))
+        )
 
     return {
         "best_epoch": as_epoch(best_epoch),

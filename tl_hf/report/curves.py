@@ -1,0 +1,112 @@
+"""`training_curves.png`: losses against epoch (best epoch and early-stopping point marked)
+and the learning rate of every parameter group."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tl_hf.report import history as _history
+from tl_hf.report.history import (
+    best_eval,
+    epoch_int,
+    finalize_history,
+    mean_loss_per_epoch,
+    metric_key,
+)
+
+
+def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, Any]:
+    """Draw the history to a PNG: losses against epoch on top, learning rate per group below.
+
+    The best epoch is marked and labelled as the restored checkpoint; when training
+    stopped early the trigger point is marked too.
+
+    Returns:
+        What was marked: `{"best_epoch": int | None, "stop_epoch": int | None}`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = finalize_history(dict(history))
+    evals = [e for e in history.get("eval", []) if "eval_loss" in e]
+    has_lr = any(r["lr"] for r in history.get("learning_rates", []))
+    fig, axes = plt.subplots(2 if has_lr else 1, 1, figsize=(8, 7 if has_lr else 4), squeeze=False)
+    ax = axes[0][0]
+    train = history.get("train", [])
+    if train:
+        ax.plot(
+            [r["epoch"] for r in train],
+            [r["loss"] for r in train],
+            color="tab:blue",
+            alpha=0.35,
+            lw=1,
+            label="train loss (per logging step)",
+        )
+        means = mean_loss_per_epoch(train)
+        ax.plot(
+            list(means),
+            list(means.values()),
+            "o-",
+            color="tab:blue",
+            label="train loss (epoch mean)",
+        )
+    if evals:
+        ax.plot(
+            [e["epoch"] for e in evals],
+            [e["eval_loss"] for e in evals],
+            "s-",
+            color="tab:orange",
+            label="validation loss",
+        )
+    marks: dict[str, Any] = {"best_epoch": history.get("best_epoch"), "stop_epoch": None}
+    best = best_eval(history)
+    if best is not None:
+        ax.axvline(best["epoch"], color="tab:green", ls="--", lw=1.2)
+        metric = history.get("metric_for_best_model", "eval_loss")
+        ax.annotate(
+            f"best epoch {marks['best_epoch']}: restored checkpoint\n({metric} = {best[metric_key(metric)]:.4g})",
+            xy=(best["epoch"], best.get("eval_loss", best[metric_key(metric)])),
+            xytext=(8, 20),
+            textcoords="offset points",
+            color="tab:green",
+            fontsize=8,
+            arrowprops={"arrowstyle": "->", "color": "tab:green"},
+        )
+    if history.get("early_stopped") and evals:
+        last = evals[-1]
+        marks["stop_epoch"] = epoch_int(last["epoch"])
+        patience = history.get("early_stopping_patience")
+        label = "early stopping triggered" + (f" (patience {patience})" if patience else "")
+        ax.plot([last["epoch"]], [last["eval_loss"]], "X", color="tab:red", ms=12, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Training and validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if has_lr:
+        ax = axes[1][0]
+        rows = history["learning_rates"]
+        names = list(dict.fromkeys(name for r in rows for name in r["lr"]))
+        for name in names:
+            points = [(r["epoch"], r["lr"][name]) for r in rows if r["lr"].get(name, 0) > 0]
+            if points:
+                ax.plot(*zip(*points, strict=True), lw=1.2, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("learning rate")
+        ax.set_title("Learning rate per parameter group")
+        ax.grid(alpha=0.3, which="both")
+        if names:
+            ax.legend(fontsize=6, ncol=2 if len(names) > 6 else 1)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    _history.atomic_write(Path(path), buffer.getvalue())
+    return marks

@@ -1,0 +1,174 @@
+"""The diagnosis of a run: underfitting, overfitting or healthy, read from its history, with
+the playbook's next step (`diagnosis.json`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from tl_hf.report.history import DIAGNOSIS_FILE, epoch_int, mean_loss_per_epoch
+
+# Thresholds of `diagnose` (see its docstring).
+UNDERFIT_CHANCE_FRACTION = 0.5
+OVERFIT_RISE = 0.10
+OVERFIT_GAP_RATIO = 0.5
+OVERFIT_GAP_MIN = 0.1
+STILL_FALLING = 0.01
+EARLY_BEST_FRACTION = 0.5
+
+
+def _next_steps(verdict: str, strategy: str | None, still_falling: bool) -> list[str]:
+    if verdict == "underfitting":
+        steps = []
+        if strategy == "frozen":
+            steps.append(
+                "unfreeze more layers: --trainable_layers K (top K blocks) or --strategy llrd"
+            )
+        else:
+            steps.append("a larger pretrained checkpoint (--model_name_or_path)")
+        steps.append("more epochs (--num_train_epochs) or a higher --learning_rate")
+        if strategy != "frozen":
+            steps.append("less regularisation: lower --weight_decay, fewer augmentations")
+        return steps
+    if verdict == "overfitting":
+        return [
+            "more augmentation: --augment ... with --augment_copies K or --augment_mode on_the_fly",
+            "more regularisation: higher --weight_decay, or train less of the model "
+            "(--strategy frozen / --trainable_layers, a lower --llrd_decay)",
+            "a smaller pretrained checkpoint",
+            "earlier stopping: a lower --early_stopping_patience",
+        ]
+    if still_falling:
+        return ["more epochs may still help: validation loss was still falling"]
+    return ["iterate on augmentation, the highest-return lever on small data"]
+
+
+def diagnose(history: dict, strategy: str | None = None, num_labels: int | None = None) -> dict:
+    """Underfitting, overfitting or healthy, read from the training history.
+
+    Signals (losses are cross-entropy; `train` = mean training loss of the last epoch,
+    `val_best` / `val_final` = lowest / last validation loss, chance = `log(num_labels)`,
+    the loss of a uniform guess):
+    - train loss high: `train > 0.5 * chance` (the model removed less than half of the
+      chance-level loss on its own training data);
+    - validation rose: `val_final > (1 + 0.10) * val_best` after the best epoch;
+    - generalisation gap: `train < 0.5 * val_final` and `val_final - train > 0.1`;
+    - best epoch early: the best epoch fell in the first half of the epochs run (3+ evals);
+    - still falling: the last validation loss is the best and more than 1% below the one
+      before (training ended before the model converged).
+
+    Rules, in order:
+    1. train loss high -> `underfitting` (the model cannot fit even the training data);
+    2. validation rose, or generalisation gap -> `overfitting` (best epoch early is an
+       extra reason, never enough alone);
+    3. still falling, and not stopped early -> `underfitting` (undertrained: more epochs);
+    4. otherwise `healthy`.
+    With fewer than two evaluations only rule 1 can fire.
+
+    Next steps follow the playbook: underfitting -> unfreeze more layers (with
+    `frozen`), a bigger model, more epochs; overfitting -> more augmentation,
+    regularisation, a smaller model, earlier stopping.
+
+    Args:
+        history: A `training_history.json` dict (see `MonitorCallback`).
+        strategy: "frozen", "full" or "llrd", to tailor the next step.
+        num_labels: Number of classes (default: `history["num_labels"]`).
+
+    Returns:
+        `{"verdict", "reasons": [str], "next_steps": [str], "signals": {...}}`.
+    """
+    evals = [e for e in history.get("eval", []) if e.get("eval_loss") is not None]
+    train = history.get("train", [])
+    num_labels = num_labels or history.get("num_labels")
+    chance = math.log(num_labels) if num_labels and num_labels > 1 else None
+    means = mean_loss_per_epoch(train) if train else {}
+    train_final = means[max(means)] if means else None
+    val = [e["eval_loss"] for e in evals]
+    val_best = min(val) if val else None
+    val_final = val[-1] if val else None
+    best_i = val.index(val_best) if val else None
+    signals: dict[str, Any] = {
+        "train_loss_final": train_final,
+        "val_loss_best": val_best,
+        "val_loss_final": val_final,
+        "chance_loss": chance,
+        "num_evaluations": len(evals),
+        "best_loss_epoch": epoch_int(evals[best_i]["epoch"]) if evals else None,
+        "early_stopped": bool(history.get("early_stopped")),
+    }
+    reasons_under, reasons_over = [], []
+    train_high = (
+        train_final is not None
+        and chance is not None
+        and (train_final > UNDERFIT_CHANCE_FRACTION * chance)
+    )
+    if train_high:
+        reasons_under.append(
+            f"final training loss {train_final:.3f} is above {UNDERFIT_CHANCE_FRACTION:g} x chance "
+            f"(log {num_labels} = {chance:.3f}): the model does not fit its training data"
+        )
+    still_falling = False
+    if len(evals) >= 2:
+        rose = val_final > (1 + OVERFIT_RISE) * val_best
+        if rose:
+            reasons_over.append(
+                f"validation loss rose from {val_best:.3f} (epoch {signals['best_loss_epoch']}) to "
+                f"{val_final:.3f} at the end (more than {OVERFIT_RISE:.0%})"
+            )
+        if (
+            train_final is not None
+            and train_final < OVERFIT_GAP_RATIO * val_final
+            and (val_final - train_final > OVERFIT_GAP_MIN)
+        ):
+            reasons_over.append(
+                f"training loss {train_final:.3f} is less than {OVERFIT_GAP_RATIO:g} x validation loss "
+                f"{val_final:.3f}: a large generalisation gap"
+            )
+        if reasons_over and len(evals) >= 3 and best_i + 1 <= EARLY_BEST_FRACTION * len(evals):
+            reasons_over.append(
+                f"the best epoch ({signals['best_loss_epoch']}) fell in the first half of "
+                f"the {len(evals)} epochs run"
+            )
+        still_falling = best_i == len(val) - 1 and val[-1] < (1 - STILL_FALLING) * val[-2]
+    signals["still_falling"] = still_falling
+    if train_high:
+        verdict, reasons = "underfitting", reasons_under
+    elif reasons_over:
+        verdict, reasons = "overfitting", reasons_over
+    elif still_falling and not history.get("early_stopped"):
+        verdict = "underfitting"
+        reasons = [
+            f"validation loss was still falling at the last epoch ({val[-2]:.3f} -> {val[-1]:.3f}): "
+            "training ended before the model converged"
+        ]
+    else:
+        verdict = "healthy"
+        reasons = [
+            "training loss is well below chance and validation loss levelled off without rising"
+        ]
+        if len(evals) < 2:
+            reasons = ["fewer than two evaluations: too few to read a trend"]
+    return {
+        "verdict": verdict,
+        "reasons": reasons,
+        "next_steps": _next_steps(verdict, strategy, still_falling),
+        "signals": signals,
+    }
+
+
+def write_diagnosis(output_dir: str | os.PathLike, diagnosis: dict) -> Path:
+    """Write `diagnosis.json` to `output_dir`; returns its path."""
+    path = Path(output_dir) / DIAGNOSIS_FILE
+    path.write_text(json.dumps(diagnosis, indent=2))
+    return path
+
+
+def format_diagnosis(diagnosis: dict) -> str:
+    """A few lines for the console: verdict, reasons, next steps."""
+    lines = [f"Diagnosis: {diagnosis['verdict']}"]
+    lines += [f"  - {r}" for r in diagnosis["reasons"]]
+    lines += [f"  next: {s}" for s in diagnosis["next_steps"]]
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""Reading a finished run's output folder (results, groups, run config, labels, history,
+diagnosis, predictions) and the tables the HTML report and the card share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tl_hf.report.history import DIAGNOSIS_FILE, PREDICTIONS_FILE, load_history
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def load_run(output_dir: Path) -> dict[str, Any]:
+    config = read_json(output_dir / "config.json", {})
+    id2label = config.get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]
+    return {
+        "results": read_json(output_dir / "all_results.json", {}),
+        "groups": read_json(output_dir / "param_groups.json", []),
+        "run": read_yaml(output_dir / "run_config.yaml"),
+        "config": config,
+        "labels": labels,
+        "history": load_history(output_dir),
+        "diagnosis": read_json(output_dir / DIAGNOSIS_FILE),
+        "predictions": read_json(output_dir / PREDICTIONS_FILE),
+    }
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+PER_CLASS_HEADER = ["label", "precision", "recall", "f1", "support"]
+
+
+def per_class_rows(results: dict) -> list[list[Any]]:
+    """The test split's per-class report as table rows (report.html and the card)."""
+    return [
+        [name, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
+        for name, m in (results.get("test_per_class") or {}).items()
+    ]
+
+
+def metric_rows(results: dict) -> list[list[Any]]:
+    rows = []
+    for key, value in results.items():
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and key.split("_", 1)[0] in ("train", "eval", "test")
+        ):
+            rows.append([key, value])
+    return rows

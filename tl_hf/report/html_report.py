@@ -1,0 +1,163 @@
+"""`report.html`: one self-contained page (images inline) of a finished run: curves,
+diagnosis, metrics, per-class results, confusion matrix, parameter groups, augmentation
+preview and the run configuration."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+from tl_hf.report.diagnosis import diagnose
+from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
+from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE
+
+
+def confusion_matrix(
+    labels: list[int], predictions: list[int], num_classes: int
+) -> list[list[int]]:
+    """Counts: row = true class, column = predicted class."""
+    matrix = [[0] * num_classes for _ in range(num_classes)]
+    for t, p in zip(labels, predictions, strict=True):
+        matrix[int(t)][int(p)] += 1
+    return matrix
+
+
+def _confusion_png(matrix: list[list[int]], names: list[str]) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(names)
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    top = max((max(r) for r in matrix), default=0)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                matrix[i][j],
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if matrix[i][j] > top / 2 else "black",
+            )
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (test)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def img_tag(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def html_table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report_html(output_dir: str | os.PathLike) -> str:
+    """Write a self-contained `report.html` (images embedded) to `output_dir`.
+
+    Sections appear for what the folder holds: curves, diagnosis, final metrics, per-class
+    test metrics, confusion matrix (from `test_predictions.json`), parameter groups,
+    augmentation preview, run configuration.
+
+    Returns:
+        The path of the report.
+    """
+    root = Path(output_dir)
+    run = load_run(root)
+    results, cfg = run["results"], run["run"]
+    title = f"tl-hf report: {cfg.get('model_name_or_path') or root.name}"
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    summary = [
+        ["modality", cfg.get("modality")],
+        ["dataset", cfg.get("dataset_name")],
+        ["strategy", results.get("strategy") or cfg.get("strategy")],
+        ["labels", ", ".join(run["labels"])],
+        ["best epoch", results.get("best_epoch")],
+        ["stopped epoch", results.get("stopped_epoch")],
+        ["early stopped", results.get("early_stopped")],
+        ["patience", results.get("early_stopping_patience", cfg.get("early_stopping_patience"))],
+    ]
+    parts.append(html_table([r for r in summary if r[1] not in (None, "")], ["", ""]))
+    if (root / CURVES_FILE).is_file():
+        parts += [
+            "<h2>Training curves</h2>",
+            img_tag((root / CURVES_FILE).read_bytes(), "training curves"),
+        ]
+    diagnosis = run["diagnosis"]
+    if diagnosis is None and run["history"]:
+        diagnosis = diagnose(run["history"], strategy=cfg.get("strategy"))
+    if diagnosis:
+        parts.append(f"<h2>Diagnosis: {html.escape(diagnosis['verdict'])}</h2><ul>")
+        parts += [f"<li>{html.escape(r)}</li>" for r in diagnosis["reasons"]]
+        parts.append("</ul><p>Next steps:</p><ul>")
+        parts += [f"<li>{html.escape(s)}</li>" for s in diagnosis["next_steps"]]
+        parts.append("</ul>")
+    if results:
+        parts += ["<h2>Final metrics</h2>", html_table(metric_rows(results), ["metric", "value"])]
+    per_class = per_class_rows(results)
+    if per_class:
+        parts += ["<h2>Per-class test metrics</h2>", html_table(per_class, PER_CLASS_HEADER)]
+    predictions = run["predictions"]
+    if predictions:
+        names = predictions.get("label_names") or run["labels"]
+        matrix = confusion_matrix(predictions["labels"], predictions["predictions"], len(names))
+        parts += [
+            "<h2>Confusion matrix (test)</h2>",
+            img_tag(_confusion_png(matrix, names), "confusion matrix"),
+            html_table(
+                [[n, *row] for n, row in zip(names, matrix, strict=True)],
+                ["true \\ predicted", *names],
+            ),
+        ]
+    if run["groups"]:
+        rows = [
+            [g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
+            for g in run["groups"]
+        ]
+        parts += [
+            "<h2>Parameter groups</h2>",
+            html_table(rows, ["group", "depth", "parameters", "lr", "weight decay"]),
+        ]
+    if (root / PREVIEW_FILE).is_file():
+        parts += [
+            "<h2>Augmentation preview</h2>",
+            img_tag((root / PREVIEW_FILE).read_bytes(), "augmentation preview"),
+        ]
+    if cfg:
+        parts += [
+            "<h2>Run configuration</h2>",
+            html_table([[k, v] for k, v in sorted(cfg.items())], ["argument", "value"]),
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+        "text-align:left;font-size:90%}img{max-width:100%}"
+    )
+    page = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    path = root / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return str(path)

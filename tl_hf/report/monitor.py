@@ -1,0 +1,130 @@
+"""`MonitorCallback`: records the training history while the `Trainer` runs and, on the main
+process, rewrites `training_history.json` and redraws `training_curves.png` after every
+evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# The one heavy import at module level: MonitorCallback subclasses it. `import tl_hf` does
+# not import this module.
+from transformers import TrainerCallback
+
+from tl_hf.report import history as _history
+from tl_hf.report.curves import write_training_curves
+from tl_hf.report.history import (
+    CURVES_FILE,
+    HISTORY_FILE,
+    finalize_history,
+    metric_key,
+    new_history,
+)
+
+# Record the learning rates at about this many optimizer steps over a run: enough for a
+# smooth curve, small enough that a 100k-step run keeps a small history file.
+LR_POINTS = 1000
+
+
+class MonitorCallback(TrainerCallback):
+    """Records the training history and redraws the curves after every evaluation.
+
+    Add it to the `Trainer` (`callbacks=[..., MonitorCallback(output_dir)]`). On the main
+    process (`state.is_world_process_zero`) it writes `training_history.json` and
+    `training_curves.png` to `output_dir` (default: `args.output_dir`) after every
+    evaluation and once more at the end of training, when the early-stopping outcome is
+    known. Evaluations after training (the restored best model, a test set) go to
+    `history["after_training"]`, not into the per-epoch curve.
+
+    Args:
+        output_dir: Where to write; default `args.output_dir`.
+        early_stopping_patience: Shown on the plot and kept in the history.
+        plot: Draw the PNG (the history JSON is always written).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        early_stopping_patience: int | None = None,
+        plot: bool = True,
+    ):
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.plot = plot
+        self.history = new_history()
+        self.history["early_stopping_patience"] = early_stopping_patience
+        self.plot_writes = 0  # how many times the PNG was drawn (tests, watchers)
+        self.last_marks: dict[str, Any] = {}  # what the last drawing marked
+        self._training = False
+
+    # -- events
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._training = True
+        self.history["metric_for_best_model"] = metric_key(args.metric_for_best_model)
+        greater = args.greater_is_better
+        if greater is None:  # what Trainer infers: only names ending in "loss" are lower-is-better
+            greater = not self.history["metric_for_best_model"].endswith("loss")
+        self.history["greater_is_better"] = bool(greater)
+        self.history["num_train_epochs"] = args.num_train_epochs
+        config = getattr(model, "config", None)
+        if config is not None and getattr(config, "num_labels", None):
+            self.history["num_labels"] = int(config.num_labels)
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        every = max(1, (state.max_steps or 0) // LR_POINTS)
+        if optimizer is not None and (state.global_step % every == 0 or state.global_step == 1):
+            self._record_lr(state, optimizer)
+
+    def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
+        if logs and "loss" in logs and self._training:
+            self.history["train"].append(
+                {"step": state.global_step, "epoch": state.epoch, "loss": float(logs["loss"])}
+            )
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        record = {"step": state.global_step, "epoch": state.epoch}
+        record.update({k: v for k, v in (metrics or {}).items() if isinstance(v, int | float)})
+        if not self._training:
+            self.history["after_training"].append(record)
+            self._write(state, draw=False)
+            return
+        self.history["eval"].append(record)
+        finalize_history(self.history)
+        self._write(state, draw=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
+        finalize_history(self.history)
+        # EarlyStoppingCallback ends training before max_steps; nothing else does.
+        self.history["early_stopped"] = bool(
+            state.max_steps and state.global_step < state.max_steps
+        )
+        self.history["finished"] = True
+        self._write(state, draw=True)
+
+    # -- helpers
+    def _record_lr(self, state, optimizer) -> None:
+        lrs = {}
+        for i, group in enumerate(optimizer.param_groups):
+            name = str(group.get("name", f"group_{i}"))
+            lrs[name if name not in lrs else f"{name}_{i}"] = float(group["lr"])
+        self.history["learning_rates"].append(
+            {"step": state.global_step, "epoch": state.epoch, "lr": lrs}
+        )
+
+    def _write(self, state, draw: bool) -> None:
+        # Under multi-process runs every rank sees the events; one writes.
+        if not state.is_world_process_zero or self.output_dir is None:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        _history.atomic_write(
+            self.output_dir / HISTORY_FILE, json.dumps(self.history, indent=2).encode()
+        )
+        if draw and self.plot and self.history["eval"]:
+            self.last_marks = write_training_curves(self.history, self.output_dir / CURVES_FILE)
+            self.plot_writes += 1
+
+    def on_init_end(self, args, state, control, **kwargs):
+        if self.output_dir is None:
+            self.output_dir = Path(args.output_dir)
