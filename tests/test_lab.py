@@ -17,7 +17,7 @@ from conftest import REPO, sentiment_rows, write_csv
 
 LAB_FLAGS = [
     "--num_train_epochs",
-    "4",
+    "2",
     "--per_device_train_batch_size",
     "8",
     "--test_split_percentage",
@@ -266,7 +266,10 @@ def _finished_once(trials, grid):
     finished = Counter(
         t["key"]
         for t in trials.values()
-        if t.get("key") in grid and (t["state"] in ("COMPLETE", "PRUNED") or t.get("fail_reason"))
+        if t.get("key") in grid
+        and (
+            t["state"] in ("COMPLETE", "PRUNED") or t.get("fail_reason") not in (None, "duplicate")
+        )
     )
     return finished
 

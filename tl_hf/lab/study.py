@@ -22,6 +22,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from contextlib import contextmanager
 
 WINNER_KEY = "__winner__"  # the winner's rerun is a trial too: exactly one worker runs it
@@ -41,20 +42,6 @@ def open_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     grace = max(3 * heartbeat_seconds, 1.0)
-    if storage_url.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        storage = JournalStorage(JournalFileBackend(storage_url[len("journal:") :]))
-    else:
-        # SQLite: wait for the other workers' writes instead of failing with "database is locked"
-        kwargs = {"connect_args": {"timeout": 120}} if storage_url.startswith("sqlite") else {}
-        storage = optuna.storages.RDBStorage(
-            storage_url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=int(max(heartbeat_seconds, 1)),
-            grace_period=int(grace),
-        )
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(
             n_startup_trials=startup_trials, n_warmup_steps=2
@@ -62,12 +49,37 @@ def open_study(
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2),
         "none": optuna.pruners.NopPruner,
     }
-    return optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction=direction,
-        pruner=pruners[pruner](),
-        load_if_exists=True,
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=study_name,
+                storage=_storage(storage_url, heartbeat_seconds, grace),
+                direction=direction,
+                pruner=pruners[pruner](),
+                load_if_exists=True,
+            )
+        except Exception as err:  # workers starting together race to create the schema and study
+            if attempt == 4 or "IntegrityError" not in type(err).__name__ + str(err):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _storage(storage_url: str, heartbeat_seconds: float, grace: float):
+    import optuna
+
+    if storage_url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(storage_url[len("journal:") :]))
+    # SQLite: wait for the other workers' writes instead of failing with "database is locked"
+    kwargs = {"connect_args": {"timeout": 120}} if storage_url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(
+        storage_url,
+        engine_kwargs=kwargs,
+        heartbeat_interval=int(max(heartbeat_seconds, 1)),
+        grace_period=int(grace),
     )
 
 
