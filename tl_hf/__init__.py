@@ -16,6 +16,7 @@ __all__ = [
     "UserError",
     "get_modality",
     "register_modality",
+    "run_lab",
     "train_classifier",
     "train_text_classifier",
     "train_image_classifier",
@@ -24,6 +25,10 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name == "run_lab":
+        from tl_hf.lab import run_lab
+
+        return run_lab
     if name in (
         "train_classifier",
         "train_text_classifier",

@@ -267,10 +267,10 @@ class RunArgs:
         return out
 
 
-def _build_parser(modality: str):
+def _build_parser(modality: str, extra: tuple[type, ...] = ()):
     from transformers import HfArgumentParser, TrainingArguments
 
-    parser = HfArgumentParser((*DATACLASSES, TrainingArguments), allow_abbrev=False)
+    parser = HfArgumentParser((*DATACLASSES, *extra, TrainingArguments), allow_abbrev=False)
     parser.prog = f"{modality}_classify"
 
     def error(message: str):  # argparse would print the whole usage; one line is enough
@@ -357,8 +357,15 @@ def launched_without_accelerator() -> bool:
 
 def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
     """Parse recipe flags: `--config FILE` gives defaults, flags override them."""
+    args, _ = parse_args_with(modality, argv)
+    return args
+
+
+def parse_args_with(modality: str, argv: list[str] | None = None, extra: tuple[type, ...] = ()):
+    """`parse_args` with `extra` dataclasses of flags parsed beside the recipe's (the lab's
+    grid); returns (RunArgs, [one instance per extra dataclass])."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _build_parser(modality)
+    parser = _build_parser(modality, extra)
     config: dict[str, Any] = {}
     rest = []
     i = 0
@@ -388,13 +395,24 @@ def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
         _check_keys(_flag_names(unknown) or unknown, parser, "the command line")
         raise UserError(f"unexpected argument(s) on the command line: {' '.join(unknown)}")
     explicit = set(config) | (_flag_names(rest) & _known_keys(parser))
-    return finalize_args(modality, *parts, explicit=explicit)
+    return _split_extra(modality, parts, extra, explicit)
+
+
+def _split_extra(modality: str, parts: list, extra: tuple[type, ...], explicit: set[str]):
+    base = [*parts[: len(DATACLASSES)], parts[-1]]
+    return finalize_args(modality, *base, explicit=explicit), list(parts[len(DATACLASSES) : -1])
 
 
 def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
     """Build the arguments of a run from keyword arguments (the Python API); `dataset` is
     the in-memory dataset, if any (it decides whether the embedded default's sizing applies)."""
-    parser = _build_parser(modality)
+    args, _ = build_args_with(modality, dataset, **kwargs)
+    return args
+
+
+def build_args_with(modality: str, dataset=None, extra: tuple[type, ...] = (), **kwargs: Any):
+    """`build_args` with `extra` dataclasses (see `parse_args_with`)."""
+    parser = _build_parser(modality, extra)
     _check_keys(kwargs, parser, "the keyword arguments")
     values = {
         **_defaults(modality, set(kwargs) | ({"dataset_name"} if dataset is not None else set())),
@@ -404,7 +422,7 @@ def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
         parts = parser.parse_dict(values)
     except (TypeError, ValueError) as err:
         raise UserError(str(err)) from err
-    return finalize_args(modality, *parts, explicit=set(kwargs))
+    return _split_extra(modality, list(parts), extra, set(kwargs))
 
 
 def finalize_args(modality, model, data, strategy, augment, training, explicit) -> RunArgs:

@@ -67,8 +67,16 @@ def _log(message: str) -> None:
         print(f"[tl-hf] {message}", flush=True)
 
 
-def run(args: RunArgs, dataset=None) -> RunResult:
-    """Run one fine-tuning job end to end and return its result."""
+def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks=()) -> RunResult:
+    """Run one fine-tuning job end to end and return its result.
+
+    Args:
+        args: the run's arguments (`tl_hf.config.parse_args` / `build_args`).
+        dataset: an in-memory dataset, if the data is not named by the arguments.
+        prepared: data already loaded, augmented and preprocessed for these arguments by
+            `prepare_data` (the lab shares it between trials); its splits are used as given.
+        callbacks: extra `TrainerCallback`s (the lab's pruning callback).
+    """
     from transformers import set_seed
 
     from tl_hf.model import build_model
@@ -78,7 +86,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     plan = plan_run(args)
     set_seed(args.training.seed)
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
-    data = prepare_data(args, plan, dataset)
+    data = prepared if prepared is not None else prepare_data(args, plan, dataset)
     # 5. model with the new head.
     model = build_model(
         plan.modality.auto_model,
@@ -103,7 +111,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
     # 7. train with the early-stopping preset.
     prepare_output_dir(args, plan, data, groups)
-    callbacks, early_stopping = build_callbacks(args, training_args.output_dir)
+    preset, early_stopping = build_callbacks(args, training_args.output_dir)
     trainer = TLTrainer(
         model=model,
         args=training_args,
@@ -112,7 +120,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         data_collator=collator,
         processing_class=data.processor,
         compute_metrics=compute_metrics,
-        callbacks=callbacks,
+        callbacks=[*preset, *callbacks],
         strategy=args.strategy.strategy,
         llrd_decay=args.strategy.llrd_decay,
         batch_augment=batch_augment,

@@ -1,0 +1,352 @@
+"""The fine-tuning lab: strategies x learning rates x layers x augmentation sets x seeds side by
+side, every trial through the recipes' own pipeline, recorded in an Optuna study.
+
+    python -m tl_hf.lab --modality text --strategies frozen llrd full --learning_rates auto --seeds 3
+    accelerate launch recipes/lab.py --modality image --augment_sets none light=hflip+rotate
+    tl_hf.run_lab(modality="text", strategies=["frozen", "llrd"], seeds=2, train_file="train.csv")
+
+Above the flow, not in it: the lab builds trials and runs each through `tl_hf.pipeline.run`;
+it has no training loop of its own. Data is loaded, augmented and preprocessed once per
+augmentation set and shared by all trials (frozen trials also share one feature cache);
+trial checkpoints are deleted when a trial ends; selection uses validation only, and the
+winner is rerun (same configuration, seed and data) into a complete run folder, the only
+run scored on the test split. The study lives in a database (SQLite in the lab folder by
+default, any Optuna storage with `--storage`): rerunning a killed lab finishes only what is
+missing, and workers started on one storage split the trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tl_hf.config import RunArgs, UserError
+from tl_hf.lab.grid import LabArguments, TrialSpec
+
+__all__ = ["LabArguments", "LabResult", "main", "run_lab", "run_lab_with_args"]
+
+
+@dataclass
+class LabResult:
+    """What a lab returns: one row per trial, the ranked configurations, the winner."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    winner: dict[str, Any] | None
+    skipped: list[str]
+    lab_dir: str
+
+
+def _log(message: str) -> None:
+    print(f"[tl-hf lab] {message}", flush=True)
+
+
+def _lab_argv(argv: list[str]) -> tuple[str, list[str]]:
+    """(modality, the argv for the parser): `--modality` taken out, `--trainable_layers`
+    (a list in the lab) renamed to the lab's own field, and the lab's default folder."""
+    modality, rest, i = "text", [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--modality" and i + 1 < len(argv):
+            modality, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--modality="):
+            modality = arg.split("=", 1)[1]
+        elif arg == "--trainable_layers" or arg.startswith("--trainable_layers="):
+            rest.append(arg.replace("--trainable_layers", "--trainable_layers_grid", 1))
+        else:
+            rest.append(arg)
+        i += 1
+    if not any(a == "--output_dir" or a.startswith("--output_dir=") for a in rest):
+        rest += ["--output_dir", os.path.join("outputs", f"{modality}_lab")]
+    return modality, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tl_hf.lab ...` / `recipes/lab.py`: exit 2 with one line for user errors."""
+    from tl_hf.config import parse_args_with
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        modality, rest = _lab_argv(argv)
+        base, (lab,) = parse_args_with(modality, rest, extra=(LabArguments,))
+        result = run_lab_with_args(base, lab)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "[tl-hf lab] interrupted: rerun the same command to finish the missing trials",
+            file=sys.stderr,
+        )
+        return 130
+    if result.winner:
+        _log(
+            f"winner: {result.winner['config']} (validation {result.winner['mean']:.4f} +- "
+            f"{result.winner['std']:.4f}); report: {os.path.join(result.lab_dir, 'lab_report.html')}"
+        )
+    return 0
+
+
+def run_lab(modality: str = "text", dataset=None, **kwargs: Any) -> LabResult:
+    """The lab from Python: every recipe keyword plus the lab's (`LabArguments`), e.g.
+    `run_lab("text", strategies=["frozen", "llrd"], seeds=2, train_file="train.csv")`.
+    `trainable_layers` takes a list here, as on the command line."""
+    from tl_hf.config import build_args_with
+
+    if "trainable_layers" in kwargs:
+        kwargs["trainable_layers_grid"] = list(kwargs.pop("trainable_layers"))
+    kwargs.setdefault("output_dir", os.path.join("outputs", f"{modality}_lab"))
+    base, (lab,) = build_args_with(modality, dataset, extra=(LabArguments,), **kwargs)
+    return run_lab_with_args(base, lab, dataset)
+
+
+def run_lab_with_args(base: RunArgs, lab: LabArguments, dataset=None) -> LabResult:
+    """Run (or continue) the lab described by `base` (the recipe arguments every trial starts
+    from) and `lab` (the grid, storage and budget)."""
+    from optuna.trial import TrialState
+
+    from tl_hf.lab import study as st
+    from tl_hf.lab.grid import build_grid, parse_augment_sets
+
+    deadline = time.time() + lab.time_budget_minutes * 60 if lab.time_budget_minutes else None
+    lab_dir = os.path.abspath(base.training.output_dir)
+    specs = build_grid(base, lab)  # validates the grid before anything is loaded
+    augment_sets = parse_augment_sets(lab.augment_sets)
+    greater = not lab.objective.endswith("loss")
+    os.makedirs(lab_dir, exist_ok=True)
+    storage = lab.storage or f"sqlite:///{os.path.join(lab_dir, 'lab.db')}"
+    study = st.open_study(
+        storage,
+        lab.study_name or os.path.basename(lab_dir),
+        "maximize" if greater else "minimize",
+        lab.pruner if lab.prune else "none",
+        lab.heartbeat_seconds,
+        startup_trials=max(2, lab.seeds),
+    )
+    st.reclaim_interrupted(study, grace_seconds=3 * lab.heartbeat_seconds)
+    added = st.enqueue_missing(study, specs)
+    _log(f"{len(specs)} trials in the grid, {added} new; study {study.study_name!r} in {storage}")
+    prepared: dict[str, Any] = {}
+    durations: list[float] = []
+    winner = None
+    while deadline is None or time.time() < deadline:
+        trial = st.pop_trial(study)
+        if trial is None:
+            if not _grid_done(study, specs) or not st.enqueue_missing(
+                study, [{"key": st.WINNER_KEY}]
+            ):
+                break
+            continue  # the winner's rerun was just enqueued: pop it (or let another worker)
+        if trial.user_attrs.get("key") == st.WINNER_KEY:
+            winner = _run_winner(
+                study, trial, base, lab, augment_sets, prepared, dataset, lab_dir, greater
+            )
+            continue
+        spec = TrialSpec(
+            **{f.name: trial.user_attrs[f.name] for f in dataclasses.fields(TrialSpec)}
+        )
+        started = time.time()
+        outcome = _run_grid_trial(
+            study, trial, spec, base, lab, augment_sets, prepared, dataset, lab_dir
+        )
+        durations.append(time.time() - started)
+        left = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        eta = sum(durations) / len(durations) * left
+        value = "" if outcome.value is None else f" {lab.objective} {outcome.value:.4f}"
+        _log(
+            f"trial {trial.number} {outcome.state}: {spec.key}{value} ({durations[-1]:.0f} s); "
+            f"{left} waiting, ETA {eta / 60:.1f} min on this worker"
+        )
+    return _finish(study, specs, lab, base, lab_dir, greater, winner)
+
+
+def _grid_done(study, specs) -> bool:
+    from optuna.trial import TrialState
+
+    finals = {t.user_attrs.get("key"): t for t in _final(study)}
+    return all(
+        s.key in finals and finals[s.key].state not in (TrialState.WAITING, TrialState.RUNNING)
+        for s in specs
+    )
+
+
+def _final(study):
+    from tl_hf.lab.study import final_trials
+
+    return final_trials(study)
+
+
+def _prepared_for(name: str, base: RunArgs, augment_sets, prepared: dict, dataset, lab_dir: str):
+    """The data of one augmentation set, loaded, augmented and preprocessed once (base seed)."""
+    from tl_hf.lab.grid import trial_args
+    from tl_hf.pipeline import plan_run, prepare_data
+
+    if name not in prepared:
+        spec = TrialSpec(
+            base.strategy.strategy,
+            base.training.learning_rate,
+            None,
+            None,
+            name,
+            base.training.seed,
+        )
+        args = trial_args(base, spec, augment_sets[name], os.path.join(lab_dir, "trials", "_data"))
+        prepared[name] = prepare_data(args, plan_run(args), dataset)
+    return prepared[name]
+
+
+def _run_grid_trial(study, trial, spec, base, lab, augment_sets, prepared, dataset, lab_dir):
+    from optuna.trial import TrialState
+
+    from tl_hf.lab.grid import trial_args
+    from tl_hf.lab.runner import clean_trial_folder, run_trial, without_test
+    from tl_hf.lab.study import heartbeat
+
+    folder = os.path.join(lab_dir, "trials", f"trial_{trial.number:04d}")
+    with heartbeat(study, trial, lab.heartbeat_seconds):
+        try:
+            args = trial_args(base, spec, augment_sets[spec.augment_set], folder)
+            data = without_test(
+                _prepared_for(spec.augment_set, base, augment_sets, prepared, dataset, lab_dir)
+            )
+        except UserError as err:
+            from tl_hf.lab.runner import Outcome
+
+            outcome = Outcome("failed", None, {"fail_reason": f"bad combination: {err}"})
+        else:
+            outcome = run_trial(args, data, trial, lab.objective, lab.prune)
+    for key, value in outcome.attrs.items():
+        trial.set_user_attr(key, value)
+    state = {
+        "complete": TrialState.COMPLETE,
+        "pruned": TrialState.PRUNED,
+        "failed": TrialState.FAIL,
+    }[outcome.state]
+    study.tell(trial, outcome.value if outcome.state == "complete" else None, state=state)
+    if not lab.keep_trial_folders:
+        clean_trial_folder(folder)
+    gc.collect()
+    return outcome
+
+
+def _run_winner(study, trial, base, lab, augment_sets, prepared, dataset, lab_dir, greater):
+    """Rerun the best configuration (its best seed) into `lab_dir/winner`, with the test split."""
+    from optuna.trial import TrialState
+
+    from tl_hf.lab.grid import trial_args
+    from tl_hf.lab.report import summarize, trial_rows
+    from tl_hf.pipeline import run
+
+    rows = trial_rows(_final(study))
+    summary = summarize(rows, greater)
+    best = next((c for c in summary if c["rank"] == 1), None)
+    if best is None:
+        trial.set_user_attr("fail_reason", "no configuration completed")
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    seeds = [r for r in rows if r["config"] == best["config"] and r["state"] == "complete"]
+    top = (max if greater else min)(seeds, key=lambda r: r["objective_value"])
+    spec = TrialSpec(
+        top["strategy"],
+        top["learning_rate"],
+        top["trainable_layers"],
+        top["llrd_decay"],
+        top["augment_set"],
+        top["seed"],
+    )
+    folder = os.path.join(lab_dir, "winner")
+    args = trial_args(base, spec, augment_sets[spec.augment_set], folder)
+    args = dataclasses.replace(args, data=dataclasses.replace(args.data, overwrite_output_dir=True))
+    _log(
+        f"winner: {best['config']}; rerunning seed {spec.seed} (trial {top['number']}) into {folder} "
+        "with the test split"
+    )
+    result = run(
+        args,
+        prepared=_prepared_for(spec.augment_set, base, augment_sets, prepared, dataset, lab_dir),
+    )
+    test = {
+        k: v
+        for k, v in result.metrics.items()
+        if k in ("test_loss", "test_accuracy", "test_f1", "test_samples")
+    }
+    winner = {
+        **best,
+        "trial": top["number"],
+        "seed": spec.seed,
+        "folder": folder,
+        "command": reproduce_command(base, spec, augment_sets[spec.augment_set]),
+        "validation_rerun": result.metrics.get(lab.objective),
+        "test_metrics": test,
+    }
+    trial.set_user_attr("winner", winner)
+    study.tell(trial, result.metrics.get(lab.objective), state=TrialState.COMPLETE)
+    return winner
+
+
+def _lab_keys() -> set[str]:
+    return {f.name for f in dataclasses.fields(LabArguments)}
+
+
+def reproduce_command(base: RunArgs, spec: TrialSpec, augment: list[str] | None) -> str:
+    """The recipe command that trains `spec` alone (the flags the lab was given, the trial's)."""
+    values = base.to_dict()
+    flags: dict[str, Any] = {
+        k: values[k] for k in sorted(base.explicit - _lab_keys() - {"output_dir"}) if k in values
+    }
+    flags.update(strategy=spec.strategy, learning_rate=spec.learning_rate, seed=spec.seed)
+    if spec.trainable_layers:
+        flags["trainable_layers"] = spec.trainable_layers
+    if spec.llrd_decay is not None:
+        flags["llrd_decay"] = spec.llrd_decay
+    if augment != ["none"]:
+        flags["augment"] = augment if augment is not None else None
+        flags.setdefault("augment_copies", base.augment.augment_copies or 1)
+    words = ["python", f"recipes/{base.modality}_classify.py"]
+    for key, value in flags.items():
+        if value is None and key == "augment":
+            words.append(f"--{key}_copies={flags.get('augment_copies', 1)}")
+            continue
+        words.append(f"--{key}")
+        words += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+    words += ["--output_dir", f"outputs/{base.modality}_lab_winner"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _finish(study, specs, lab, base, lab_dir, greater, winner) -> LabResult:
+    from optuna.trial import TrialState
+
+    from tl_hf.lab.report import summarize, trial_rows, write_lab_report, write_results
+
+    rows = trial_rows(_final(study))
+    summary = summarize(rows, greater)
+    if winner is None:  # another worker (or an earlier run) reran the winner
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("winner")
+        ]
+        winner = done[-1].user_attrs["winner"] if done else None
+    skipped = [r["config"] + f" seed={r['seed']}" for r in rows if r["state"] == "waiting"]
+    extra = {
+        "objective": lab.objective,
+        "greater_is_better": greater,
+        "winner": winner,
+        "skipped": skipped,
+        "modality": base.modality,
+    }
+    write_results(lab_dir, rows, summary, extra)
+    title = f"tl-hf lab: {base.modality}, {len(specs)} trials ranked by validation {lab.objective}"
+    write_lab_report(lab_dir, rows, summary, lab.objective, winner, skipped, title)
+    if skipped:
+        _log(
+            f"{len(skipped)} trial(s) not started within the time budget; rerun the command to run them"
+        )
+    return LabResult(rows, summary, winner, skipped, lab_dir)

@@ -1,0 +1,237 @@
+"""The lab's arguments and its grid of trials: strategy x learning rate x layers x decay x
+augmentation set x seed. Each trial is a `TrialSpec`; its `key` names it in the study (a
+rerun or a second worker finds it by that key)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+from tl_hf.config import RunArgs, UserError
+
+LR_LADDER = (1 / 3, 1.0, 3.0)  # `--learning_rates auto`: around each strategy's default
+PRUNERS = ("median", "successive_halving", "none")
+
+
+@dataclass
+class LabArguments:
+    """The lab's own flags (every recipe flag works beside them)."""
+
+    strategies: list[str] = field(
+        default_factory=lambda: ["frozen", "llrd", "full"],
+        metadata={"help": "Strategies to compare (any strategy the toolkit knows)."},
+    )
+    learning_rates: list[str] = field(
+        default_factory=lambda: ["auto"],
+        metadata={
+            "help": "'auto' (per strategy: 1/3, 1 and 3 times its default) or a list of rates."
+        },
+    )
+    trainable_layers_grid: list[int] = field(
+        default_factory=lambda: [0],
+        metadata={
+            "help": "Given as --trainable_layers K [K ...]: with frozen, also train the top K blocks."
+        },
+    )
+    llrd_decays: list[float] | None = field(
+        default=None, metadata={"help": "LLRD decays to try with llrd (default: --llrd_decay)."}
+    )
+    augment_sets: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={
+            "help": "Named augmentation sets: 'none', 'default' (the modality's list), or "
+            "NAME=SPEC+SPEC (e.g. light=hflip+rotate:degrees=15); a bare SPEC names itself."
+        },
+    )
+    seeds: int = field(
+        default=3, metadata={"help": "Seeds per configuration (--seed, --seed + 1, ...)."}
+    )
+    time_budget_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "No new trial starts after this many minutes; the report lists the skipped."
+        },
+    )
+    storage: str | None = field(
+        default=None,
+        metadata={
+            "help": "Optuna storage URL (sqlite:///, postgresql://, mysql://) or journal:PATH. Default: "
+            "a SQLite file lab.db in --output_dir. Workers started with the same storage and study "
+            "split the trials."
+        },
+    )
+    study_name: str | None = field(
+        default=None, metadata={"help": "Study name (default: the output folder's name)."}
+    )
+    prune: bool = field(
+        default=True, metadata={"help": "Stop trials whose validation trails (see --pruner)."}
+    )
+    pruner: str = field(
+        default="median",
+        metadata={"help": "median or successive_halving.", "choices": list(PRUNERS)},
+    )
+    objective: str = field(
+        default="eval_accuracy",
+        metadata={"help": "Validation metric that ranks trials (loss metrics are minimised)."},
+    )
+    heartbeat_seconds: float = field(
+        default=30.0,
+        metadata={
+            "help": "A running trial's heartbeat; one silent for 3 beats is rerun by the next worker."
+        },
+    )
+    keep_trial_folders: bool = field(
+        default=False,
+        metadata={"help": "Keep every trial's model and checkpoints (default: records only)."},
+    )
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial of the grid."""
+
+    strategy: str
+    learning_rate: float
+    trainable_layers: int | None
+    llrd_decay: float | None
+    augment_set: str
+    seed: int
+
+    @property
+    def config(self) -> str:
+        """The configuration without the seed (what seeds are averaged over)."""
+        parts = [self.strategy, f"lr={self.learning_rate:.3g}"]
+        if self.trainable_layers is not None:
+            parts.append(f"layers={self.trainable_layers}")
+        if self.llrd_decay is not None:
+            parts.append(f"decay={self.llrd_decay:g}")
+        parts.append(f"aug={self.augment_set}")
+        return " ".join(parts)
+
+    @property
+    def key(self) -> str:
+        return f"{self.config} seed={self.seed}"
+
+    def attrs(self) -> dict:
+        return {**dataclasses.asdict(self), "key": self.key, "config": self.config}
+
+
+def parse_augment_sets(items: list[str]) -> dict[str, list[str] | None]:
+    """NAME -> `--augment` items (None: the modality's default list; ["none"]: none)."""
+    sets: dict[str, list[str] | None] = {}
+    for item in items:
+        head, eq, rest = item.partition("=")
+        if eq and ":" not in head:
+            name, specs = head.strip(), [s for s in rest.split("+") if s]
+        elif item == "default":
+            name, specs = "default", None
+        else:
+            name, specs = item, [s for s in item.split("+") if s]
+        if not name or (specs is not None and not specs):
+            raise UserError(
+                f"--augment_sets item {item!r} is empty: write NAME=SPEC+SPEC, 'none' or 'default'"
+            )
+        if name in sets:
+            raise UserError(f"--augment_sets names {name!r} twice: give each set its own name")
+        sets[name] = specs
+    return sets
+
+
+def trial_args(
+    base: RunArgs, spec: TrialSpec, augment: list[str] | None, output_dir: str
+) -> RunArgs:
+    """The arguments of one trial: the base run's, with the trial's strategy, rate, layers,
+    decay, augmentation, seed and output folder (validated like a recipe's)."""
+    from tl_hf.config import finalize_args
+
+    training = copy.copy(base.training)
+    training.output_dir, training.seed, training.learning_rate = (
+        output_dir,
+        spec.seed,
+        spec.learning_rate,
+    )
+    if "disable_tqdm" not in base.explicit:
+        training.disable_tqdm = True  # one progress line per trial instead of a bar per epoch
+    strategy = dataclasses.replace(
+        base.strategy,
+        strategy=spec.strategy,
+        trainable_layers=spec.trainable_layers or 0,
+        llrd_decay=spec.llrd_decay if spec.llrd_decay is not None else base.strategy.llrd_decay,
+    )
+    wanted_augment = augment != ["none"]
+    augment_args = dataclasses.replace(
+        base.augment,
+        augment=augment,
+        augment_copies=base.augment.augment_copies
+        or (1 if wanted_augment and base.augment.augment_mode == "map" else 0),
+    )
+    explicit = base.explicit | {"learning_rate", "output_dir", "seed", "strategy"}
+    if wanted_augment:
+        explicit |= {"augment", "augment_mode"}
+    return finalize_args(
+        base.modality, base.model, base.data, strategy, augment_args, training, explicit
+    )
+
+
+def default_learning_rate(base: RunArgs, strategy: str) -> float:
+    """The learning rate a recipe run would use for `strategy` (its default)."""
+    from tl_hf.config import finalize_args
+
+    training = copy.copy(base.training)
+    args = finalize_args(
+        base.modality,
+        base.model,
+        base.data,
+        dataclasses.replace(base.strategy, strategy=strategy, trainable_layers=0),
+        base.augment,
+        training,
+        base.explicit - {"learning_rate"},
+    )
+    return args.training.learning_rate
+
+
+def build_grid(base: RunArgs, lab: LabArguments) -> list[TrialSpec]:
+    """Every trial, configurations in the order given, seeds innermost."""
+    if lab.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {lab.seeds}")
+    if not lab.strategies:
+        raise UserError("--strategies is empty: name at least one strategy, e.g. frozen llrd full")
+    sets = parse_augment_sets(lab.augment_sets)
+    explicit_rates = [r for r in lab.learning_rates if r != "auto"]
+    try:
+        rates = [float(r) for r in explicit_rates]
+    except ValueError as err:
+        raise UserError(
+            f"--learning_rates takes 'auto' or numbers, got {' '.join(lab.learning_rates)}"
+        ) from err
+    if any(r <= 0 for r in rates):
+        raise UserError("--learning_rates must be positive")
+    decays = lab.llrd_decays or [base.strategy.llrd_decay]
+    if any(not 0 < d <= 1 for d in decays):
+        raise UserError(f"--llrd_decays must be in (0, 1], got {' '.join(map(str, decays))}")
+    if any(k < 0 for k in lab.trainable_layers_grid):
+        raise UserError("--trainable_layers must be >= 0")
+    grid = []
+    for strategy in dict.fromkeys(lab.strategies):
+        ladder = (
+            [default_learning_rate(base, strategy) * f for f in LR_LADDER]
+            if "auto" in lab.learning_rates
+            else []
+        )
+        for lr in dict.fromkeys([*ladder, *rates]):
+            for layers in lab.trainable_layers_grid if strategy == "frozen" else [None]:
+                for decay in decays if strategy == "llrd" else [None]:
+                    for name in sets:
+                        for i in range(lab.seeds):
+                            grid.append(
+                                TrialSpec(
+                                    strategy,
+                                    float(f"{lr:.6g}"),
+                                    layers,
+                                    decay,
+                                    name,
+                                    base.training.seed + i,
+                                )
+                            )
+    return grid
