@@ -17,6 +17,7 @@ __all__ = [
     "get_modality",
     "register_modality",
     "run_lab",
+    "run_playbook",
     "train_classifier",
     "train_text_classifier",
     "train_image_classifier",
@@ -25,10 +26,10 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name == "run_lab":
-        from tl_hf.lab import run_lab
+    if name in ("run_lab", "run_playbook"):
+        import tl_hf.lab
 
-        return run_lab
+        return getattr(tl_hf.lab, name)
     if name in (
         "train_classifier",
         "train_text_classifier",

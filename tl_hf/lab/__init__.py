@@ -29,7 +29,18 @@ from typing import Any
 from tl_hf.config import RunArgs, UserError
 from tl_hf.lab.grid import LabArguments, TrialSpec
 
-__all__ = ["LabArguments", "LabResult", "main", "run_lab", "run_lab_with_args"]
+__all__ = [
+    "run_playbook",
+    "LabArguments",
+    "LabResult",
+    "Session",
+    "finish",
+    "main",
+    "open_session",
+    "run_lab",
+    "run_lab_with_args",
+    "run_specs",
+]
 
 
 @dataclass
@@ -94,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_playbook(modality: str = "text", dataset=None, **kwargs: Any) -> LabResult:
+    """The playbook (`tl_hf.lab.playbook`): `run_lab(..., playbook=True)`."""
+    return run_lab(modality, dataset, playbook=True, **kwargs)
+
+
 def run_lab(modality: str = "text", dataset=None, **kwargs: Any) -> LabResult:
     """The lab from Python: every recipe keyword plus the lab's (`LabArguments`), e.g.
     `run_lab("text", strategies=["frozen", "llrd"], seeds=2, train_file="train.csv")`.
@@ -107,17 +123,33 @@ def run_lab(modality: str = "text", dataset=None, **kwargs: Any) -> LabResult:
     return run_lab_with_args(base, lab, dataset)
 
 
-def run_lab_with_args(base: RunArgs, lab: LabArguments, dataset=None) -> LabResult:
-    """Run (or continue) the lab described by `base` (the recipe arguments every trial starts
-    from) and `lab` (the grid, storage and budget)."""
-    from optuna.trial import TrialState
+@dataclass
+class Session:
+    """One lab run: its study, the arguments every trial starts from, the data prepared per
+    augmentation set (shared by the trials), and the clock."""
 
+    study: Any
+    base: RunArgs
+    lab: LabArguments
+    augment_sets: dict[str, Any]  # name -> tl_hf.lab.grid.AugmentSet
+    lab_dir: str
+    greater: bool
+    dataset: Any = None
+    deadline: float | None = None
+    prepared: dict[str, Any] = dataclasses.field(default_factory=dict)
+    durations: list[float] = dataclasses.field(default_factory=list)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+
+def open_session(base: RunArgs, lab: LabArguments, dataset=None) -> Session:
+    """Open (or load) the lab's study; nothing is trained yet."""
     from tl_hf.lab import study as st
-    from tl_hf.lab.grid import build_grid, parse_augment_sets
+    from tl_hf.lab.grid import parse_augment_sets
 
     deadline = time.time() + lab.time_budget_minutes * 60 if lab.time_budget_minutes else None
     lab_dir = os.path.abspath(base.training.output_dir)
-    specs = build_grid(base, lab)  # validates the grid before anything is loaded
     augment_sets = parse_augment_sets(lab.augment_sets)
     greater = not lab.objective.endswith("loss")
     os.makedirs(lab_dir, exist_ok=True)
@@ -131,40 +163,61 @@ def run_lab_with_args(base: RunArgs, lab: LabArguments, dataset=None) -> LabResu
         startup_trials=max(2, lab.seeds),
     )
     st.reclaim_interrupted(study, grace_seconds=3 * lab.heartbeat_seconds)
+    return Session(study, base, lab, augment_sets, lab_dir, greater, dataset, deadline)
+
+
+def run_lab_with_args(base: RunArgs, lab: LabArguments, dataset=None) -> LabResult:
+    """Run (or continue) the lab described by `base` (the recipe arguments every trial starts
+    from) and `lab` (the grid, storage and budget)."""
+    from tl_hf.lab.grid import build_grid
+
+    if lab.playbook:
+        from tl_hf.lab.playbook import run_playbook_with_args
+
+        return run_playbook_with_args(base, lab, dataset)
+    specs = build_grid(base, lab)  # validates the grid before anything is loaded
+    session = open_session(base, lab, dataset)
+    winner = run_specs(session, specs, then_winner=True)
+    return finish(session, specs, winner)
+
+
+def run_specs(session: Session, specs, then_winner: bool = False):
+    """Enqueue `specs` (those not in the study yet) and run waiting trials until none is
+    left or the time is up; with `then_winner`, rerun the winner once the grid is done.
+    Returns the winner when this worker reran it."""
+    from optuna.trial import TrialState
+
+    from tl_hf.lab import study as st
+
+    study, lab = session.study, session.lab
     added = st.enqueue_missing(study, specs)
-    _log(f"{len(specs)} trials in the grid, {added} new; study {study.study_name!r} in {storage}")
-    prepared: dict[str, Any] = {}
-    durations: list[float] = []
+    _log(f"{len(specs)} trials, {added} new; study {study.study_name!r}")
     winner = None
-    while deadline is None or time.time() < deadline:
+    while not session.out_of_time():
         trial = st.pop_trial(study)
         if trial is None:
-            if not _grid_done(study, specs) or not st.enqueue_missing(
-                study, [{"key": st.WINNER_KEY}]
-            ):
+            if not then_winner or not _grid_done(study, specs):
+                break
+            if not st.enqueue_missing(study, [{"key": st.WINNER_KEY}]):
                 break
             continue  # the winner's rerun was just enqueued: pop it (or let another worker)
         if trial.user_attrs.get("key") == st.WINNER_KEY:
-            winner = _run_winner(
-                study, trial, base, lab, augment_sets, prepared, dataset, lab_dir, greater
-            )
+            winner = _run_winner(session, trial)
             continue
         spec = TrialSpec(
             **{f.name: trial.user_attrs[f.name] for f in dataclasses.fields(TrialSpec)}
         )
         started = time.time()
-        outcome = _run_grid_trial(
-            study, trial, spec, base, lab, augment_sets, prepared, dataset, lab_dir
-        )
-        durations.append(time.time() - started)
+        outcome = _run_grid_trial(session, trial, spec)
+        session.durations.append(time.time() - started)
         left = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        eta = sum(durations) / len(durations) * left
+        eta = sum(session.durations) / len(session.durations) * left
         value = "" if outcome.value is None else f" {lab.objective} {outcome.value:.4f}"
         _log(
-            f"trial {trial.number} {outcome.state}: {spec.key}{value} ({durations[-1]:.0f} s); "
+            f"trial {trial.number} {outcome.state}: {spec.key}{value} ({session.durations[-1]:.0f} s); "
             f"{left} waiting, ETA {eta / 60:.1f} min on this worker"
         )
-    return _finish(study, specs, lab, base, lab_dir, greater, winner)
+    return winner
 
 
 def _grid_done(study, specs) -> bool:
@@ -183,12 +236,13 @@ def _final(study):
     return final_trials(study)
 
 
-def _prepared_for(name: str, base: RunArgs, augment_sets, prepared: dict, dataset, lab_dir: str):
+def prepared_for(session: Session, name: str):
     """The data of one augmentation set, loaded, augmented and preprocessed once (base seed)."""
     from tl_hf.lab.grid import trial_args
     from tl_hf.pipeline import plan_run, prepare_data
 
-    if name not in prepared:
+    base = session.base
+    if name not in session.prepared:
         spec = TrialSpec(
             base.strategy.strategy,
             base.training.learning_rate,
@@ -197,46 +251,46 @@ def _prepared_for(name: str, base: RunArgs, augment_sets, prepared: dict, datase
             name,
             base.training.seed,
         )
-        args = trial_args(base, spec, augment_sets[name], os.path.join(lab_dir, "trials", "_data"))
-        prepared[name] = prepare_data(args, plan_run(args), dataset)
-    return prepared[name]
+        folder = os.path.join(session.lab_dir, "trials", "_data")
+        args = trial_args(base, spec, session.augment_sets[name], folder)
+        session.prepared[name] = prepare_data(args, plan_run(args), session.dataset)
+    return session.prepared[name]
 
 
-def _run_grid_trial(study, trial, spec, base, lab, augment_sets, prepared, dataset, lab_dir):
+def _run_grid_trial(session: Session, trial, spec):
     from optuna.trial import TrialState
 
     from tl_hf.lab.grid import trial_args
-    from tl_hf.lab.runner import clean_trial_folder, run_trial, without_test
+    from tl_hf.lab.runner import Outcome, clean_trial_folder, run_trial, without_test
     from tl_hf.lab.study import heartbeat
 
-    folder = os.path.join(lab_dir, "trials", f"trial_{trial.number:04d}")
-    with heartbeat(study, trial, lab.heartbeat_seconds):
+    lab = session.lab
+    folder = os.path.join(session.lab_dir, "trials", f"trial_{trial.number:04d}")
+    with heartbeat(session.study, trial, lab.heartbeat_seconds):
         try:
-            args = trial_args(base, spec, augment_sets[spec.augment_set], folder)
-            data = without_test(
-                _prepared_for(spec.augment_set, base, augment_sets, prepared, dataset, lab_dir)
-            )
+            args = trial_args(session.base, spec, session.augment_sets[spec.augment_set], folder)
+            data = without_test(prepared_for(session, spec.augment_set))
         except UserError as err:
-            from tl_hf.lab.runner import Outcome
-
             outcome = Outcome("failed", None, {"fail_reason": f"bad combination: {err}"})
         else:
             outcome = run_trial(args, data, trial, lab.objective, lab.prune)
     for key, value in outcome.attrs.items():
         trial.set_user_attr(key, value)
-    state = {
+    states = {
         "complete": TrialState.COMPLETE,
         "pruned": TrialState.PRUNED,
         "failed": TrialState.FAIL,
-    }[outcome.state]
-    study.tell(trial, outcome.value if outcome.state == "complete" else None, state=state)
+    }
+    session.study.tell(
+        trial, outcome.value if outcome.state == "complete" else None, state=states[outcome.state]
+    )
     if not lab.keep_trial_folders:
         clean_trial_folder(folder)
     gc.collect()
     return outcome
 
 
-def _run_winner(study, trial, base, lab, augment_sets, prepared, dataset, lab_dir, greater):
+def _run_winner(session: Session, trial):
     """Rerun the best configuration (its best seed) into `lab_dir/winner`, with the test split."""
     from optuna.trial import TrialState
 
@@ -244,15 +298,15 @@ def _run_winner(study, trial, base, lab, augment_sets, prepared, dataset, lab_di
     from tl_hf.lab.report import summarize, trial_rows
     from tl_hf.pipeline import run
 
-    rows = trial_rows(_final(study))
-    summary = summarize(rows, greater)
+    rows = trial_rows(_final(session.study))
+    summary = summarize(rows, session.greater)
     best = next((c for c in summary if c["rank"] == 1), None)
     if best is None:
         trial.set_user_attr("fail_reason", "no configuration completed")
-        study.tell(trial, state=TrialState.FAIL)
+        session.study.tell(trial, state=TrialState.FAIL)
         return None
     seeds = [r for r in rows if r["config"] == best["config"] and r["state"] == "complete"]
-    top = (max if greater else min)(seeds, key=lambda r: r["objective_value"])
+    top = (max if session.greater else min)(seeds, key=lambda r: r["objective_value"])
     spec = TrialSpec(
         top["strategy"],
         top["learning_rate"],
@@ -261,17 +315,15 @@ def _run_winner(study, trial, base, lab, augment_sets, prepared, dataset, lab_di
         top["augment_set"],
         top["seed"],
     )
-    folder = os.path.join(lab_dir, "winner")
-    args = trial_args(base, spec, augment_sets[spec.augment_set], folder)
+    folder = os.path.join(session.lab_dir, "winner")
+    augment = session.augment_sets[spec.augment_set]
+    args = trial_args(session.base, spec, augment, folder)
     args = dataclasses.replace(args, data=dataclasses.replace(args.data, overwrite_output_dir=True))
     _log(
         f"winner: {best['config']}; rerunning seed {spec.seed} (trial {top['number']}) into {folder} "
         "with the test split"
     )
-    result = run(
-        args,
-        prepared=_prepared_for(spec.augment_set, base, augment_sets, prepared, dataset, lab_dir),
-    )
+    result = run(args, prepared=prepared_for(session, spec.augment_set))
     test = {
         k: v
         for k, v in result.metrics.items()
@@ -282,12 +334,12 @@ def _run_winner(study, trial, base, lab, augment_sets, prepared, dataset, lab_di
         "trial": top["number"],
         "seed": spec.seed,
         "folder": folder,
-        "command": reproduce_command(base, spec, augment_sets[spec.augment_set]),
-        "validation_rerun": result.metrics.get(lab.objective),
+        "command": reproduce_command(session.base, spec, augment),
+        "validation_rerun": result.metrics.get(session.lab.objective),
         "test_metrics": test,
     }
     trial.set_user_attr("winner", winner)
-    study.tell(trial, result.metrics.get(lab.objective), state=TrialState.COMPLETE)
+    session.study.tell(trial, result.metrics.get(session.lab.objective), state=TrialState.COMPLETE)
     return winner
 
 
@@ -295,7 +347,7 @@ def _lab_keys() -> set[str]:
     return {f.name for f in dataclasses.fields(LabArguments)}
 
 
-def reproduce_command(base: RunArgs, spec: TrialSpec, augment: list[str] | None) -> str:
+def reproduce_command(base: RunArgs, spec: TrialSpec, augment) -> str:
     """The recipe command that trains `spec` alone (the flags the lab was given, the trial's)."""
     values = base.to_dict()
     flags: dict[str, Any] = {
@@ -306,13 +358,17 @@ def reproduce_command(base: RunArgs, spec: TrialSpec, augment: list[str] | None)
         flags["trainable_layers"] = spec.trainable_layers
     if spec.llrd_decay is not None:
         flags["llrd_decay"] = spec.llrd_decay
-    if augment != ["none"]:
-        flags["augment"] = augment if augment is not None else None
-        flags.setdefault("augment_copies", base.augment.augment_copies or 1)
+    if augment.items != ["none"]:
+        flags["augment"] = augment.items  # None: the modality's default list
+        mode = augment.mode or base.augment.augment_mode
+        flags["augment_mode"] = mode
+        if mode == "map":
+            flags["augment_copies"] = augment.copies or base.augment.augment_copies or 1
     words = ["python", f"recipes/{base.modality}_classify.py"]
     for key, value in flags.items():
-        if value is None and key == "augment":
-            words.append(f"--{key}_copies={flags.get('augment_copies', 1)}")
+        if (
+            value is None
+        ):  # the default augmentation list: --augment_copies/--augment_mode ask for it
             continue
         words.append(f"--{key}")
         words += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
@@ -320,11 +376,19 @@ def reproduce_command(base: RunArgs, spec: TrialSpec, augment: list[str] | None)
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _finish(study, specs, lab, base, lab_dir, greater, winner) -> LabResult:
+def finish(session: Session, specs, winner=None) -> LabResult:
+    """Write `lab_results.*` and `lab_report.html` from the study; return the result."""
     from optuna.trial import TrialState
 
     from tl_hf.lab.report import summarize, trial_rows, write_lab_report, write_results
 
+    study, lab, base, lab_dir, greater = (
+        session.study,
+        session.lab,
+        session.base,
+        session.lab_dir,
+        session.greater,
+    )
     rows = trial_rows(_final(study))
     summary = summarize(rows, greater)
     if winner is None:  # another worker (or an earlier run) reran the winner

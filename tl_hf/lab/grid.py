@@ -81,6 +81,14 @@ class LabArguments:
             "help": "A running trial's heartbeat; one silent for 3 beats is rerun by the next worker."
         },
     )
+    playbook: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the playbook instead of the grid: frozen baseline, diagnosis, per-layer probe, "
+            "unfreezing, augmentation if it overfits, the winner; each decision written down "
+            "(playbook_report.html)."
+        },
+    )
     keep_trial_folders: bool = field(
         default=False,
         metadata={"help": "Keep every trial's model and checkpoints (default: records only)."},
@@ -117,30 +125,56 @@ class TrialSpec:
         return {**dataclasses.asdict(self), "key": self.key, "config": self.config}
 
 
-def parse_augment_sets(items: list[str]) -> dict[str, list[str] | None]:
-    """NAME -> `--augment` items (None: the modality's default list; ["none"]: none)."""
-    sets: dict[str, list[str] | None] = {}
+@dataclass(frozen=True)
+class AugmentSet:
+    """One named augmentation set: `--augment` items (None: the modality's default list;
+    ["none"]: none) and, when the set says so, its mode and number of stored copies."""
+
+    items: list[str] | None
+    mode: str | None = None
+    copies: int | None = None
+
+
+def parse_augment_sets(items: list[str]) -> dict[str, AugmentSet]:
+    """NAME -> `AugmentSet`. Items: `none`, `default`, `NAME=SPEC+SPEC`, or a bare `SPEC+SPEC`
+    (naming itself), each optionally ending in `@on_the_fly` or `@copies=K`."""
+    sets: dict[str, AugmentSet] = {}
     for item in items:
-        head, eq, rest = item.partition("=")
+        body, _, how = item.partition("@")
+        mode = copies = None
+        if how == "on_the_fly":
+            mode = "on_the_fly"
+        elif how.startswith("copies="):
+            try:
+                mode, copies = "map", int(how.split("=", 1)[1])
+            except ValueError:
+                copies = -1
+            if copies < 1:
+                raise UserError(f"--augment_sets item {item!r}: write @copies=K with K >= 1")
+        elif how:
+            raise UserError(
+                f"--augment_sets item {item!r}: the part after @ must be on_the_fly or copies=K"
+            )
+        head, eq, rest = body.partition("=")
         if eq and ":" not in head:
             name, specs = head.strip(), [s for s in rest.split("+") if s]
-        elif item == "default":
+        elif body == "default":
             name, specs = "default", None
         else:
-            name, specs = item, [s for s in item.split("+") if s]
+            name, specs = body, [s for s in body.split("+") if s]
+        if how and not eq:
+            name = f"{name}@{how}"
         if not name or (specs is not None and not specs):
             raise UserError(
                 f"--augment_sets item {item!r} is empty: write NAME=SPEC+SPEC, 'none' or 'default'"
             )
         if name in sets:
             raise UserError(f"--augment_sets names {name!r} twice: give each set its own name")
-        sets[name] = specs
+        sets[name] = AugmentSet(specs, mode, copies)
     return sets
 
 
-def trial_args(
-    base: RunArgs, spec: TrialSpec, augment: list[str] | None, output_dir: str
-) -> RunArgs:
+def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: str) -> RunArgs:
     """The arguments of one trial: the base run's, with the trial's strategy, rate, layers,
     decay, augmentation, seed and output folder (validated like a recipe's)."""
     from tl_hf.config import finalize_args
@@ -159,12 +193,14 @@ def trial_args(
         trainable_layers=spec.trainable_layers or 0,
         llrd_decay=spec.llrd_decay if spec.llrd_decay is not None else base.strategy.llrd_decay,
     )
-    wanted_augment = augment != ["none"]
+    wanted_augment = augment.items != ["none"]
+    mode = augment.mode or base.augment.augment_mode
+    copies = augment.copies or base.augment.augment_copies
     augment_args = dataclasses.replace(
         base.augment,
-        augment=augment,
-        augment_copies=base.augment.augment_copies
-        or (1 if wanted_augment and base.augment.augment_mode == "map" else 0),
+        augment=augment.items,
+        augment_mode=mode,
+        augment_copies=copies or (1 if wanted_augment and mode == "map" else 0),
     )
     explicit = base.explicit | {"learning_rate", "output_dir", "seed", "strategy"}
     if wanted_augment:

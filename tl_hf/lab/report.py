@@ -45,6 +45,7 @@ def trial_rows(trials) -> list[dict[str, Any]]:
         state = t.state.name.lower()
         row = {c: a.get(c) for c in COLUMNS}
         row.update(
+            key=a.get("key"),
             number=t.number,
             state={
                 "complete": "complete",

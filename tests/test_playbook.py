@@ -1,0 +1,159 @@
+"""The playbook: its decisions on synthetic under- and overfitting histories, the per-layer
+probe against the model's own hidden states, the checkpoint's declared pooling, and a whole
+playbook on a tiny BERT whose kept model reproduces the run's test predictions."""
+
+import json
+import shutil
+
+import pytest
+from conftest import sentiment_rows, write_csv
+
+from tests.run_folder import synthetic_history
+
+
+def _diagnosis(kind):
+    from tl_hf.report import diagnose
+
+    if (
+        kind == "overfitting"
+    ):  # validation loss bottoms out at epoch 2, then climbs; train keeps falling
+        history = synthetic_history([0.6, 0.4, 0.55, 0.75, 0.9], [0.6, 0.3, 0.12, 0.05, 0.02])
+    else:  # training loss stays near chance (log 3 = 1.10)
+        history = synthetic_history([1.09, 1.08, 1.08], [1.1, 1.09, 1.09])
+    return diagnose(history, strategy="frozen")
+
+
+def test_augmentation_step_follows_the_diagnosis():
+    from tl_hf.lab.playbook import augmentation_decision
+
+    overfit, underfit = _diagnosis("overfitting"), _diagnosis("underfitting")
+    assert overfit["verdict"] == "overfitting" and underfit["verdict"] == "underfitting"
+    ran, why = augmentation_decision("llrd lr=0.0001 decay=0.8 aug=none", overfit)
+    assert ran and "overfits" in why
+    ran, why = augmentation_decision("frozen lr=0.001 layers=0 aug=none", underfit)
+    assert not ran and "underfitting, not overfitting" in why
+
+
+def test_extra_strategies_follow_probe_and_diagnosis():
+    from tl_hf.lab.playbook import extra_strategies
+
+    known = {"frozen", "full", "llrd", "lp_ft", "gradual", "lora"}
+    top = {"peak_depth": 6, "num_blocks": 6}
+    middle = {"peak_depth": 3, "num_blocks": 6}
+    underfit, overfit = _diagnosis("underfitting"), _diagnosis("overfitting")
+    assert set(extra_strategies(underfit, top, 40, known)) == {"lp_ft", "gradual"}
+    assert set(extra_strategies(underfit, middle, 400, known)) == set()
+    assert set(extra_strategies(overfit, middle, 40, known)) == {"lora"}
+    assert (
+        extra_strategies(underfit, top, 40, {"frozen", "full", "llrd"}) == {}
+    )  # only known strategies
+
+
+def test_propose_reads_layers_and_decay_off_the_curve():
+    from tl_hf.lab.probe import propose
+
+    at_top = propose([0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95], 6)
+    assert (
+        at_top["peak_depth"] == 6
+        and at_top["trainable_layers"] == 1
+        and at_top["llrd_decay"] == 0.5
+    )
+    early = propose([0.5, 0.9, 0.95, 0.95, 0.94, 0.93, 0.92], 6)
+    assert early["peak_depth"] == 2 and early["trainable_layers"] == 4
+    assert early["llrd_decay"] == pytest.approx(round(0.25 ** (1 / 5), 2))
+
+
+def _tiny_batch(tiny_bert):
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()
+    texts = ["good great film", "the plot was awful and boring", "fine", "bad movie very dull plot"]
+    rows = [{**tokenizer(t), "labels": i % 2} for i, t in enumerate(texts)]
+    return model, rows, DataCollatorWithPadding(tokenizer)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_probe_features_match_the_hidden_states(tiny_bert, pooling):
+    import torch
+
+    from tl_hf.lab.probe import layer_features
+
+    model, rows, collate = _tiny_batch(tiny_bert)
+    features, labels = layer_features(model, rows, collate, pooling, batch_size=3)  # two batches
+    batch = collate([{k: v for k, v in r.items() if k != "labels"} for r in rows])
+    with torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states
+    assert len(features) == len(hidden) == 3  # embeddings + 2 blocks
+    mask = batch["attention_mask"][..., None].float()
+    for depth, h in enumerate(hidden):
+        expected = h[:, 0] if pooling == "cls" else (h * mask).sum(1) / mask.sum(1)
+        assert torch.allclose(torch.as_tensor(features[depth]), expected, atol=1e-5)
+    assert labels.tolist() == [0, 1, 0, 1]
+
+
+def test_declared_mean_pooling_is_used(tiny_bert, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from tl_hf.lab.probe import declared_pooling, run_probe
+
+    checkpoint = tmp_path / "sentence_model"
+    shutil.copytree(tiny_bert, checkpoint)
+    assert declared_pooling(str(checkpoint)) is None
+    (checkpoint / "1_Pooling").mkdir()
+    (checkpoint / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True})
+    )
+    assert declared_pooling(str(checkpoint)) == "mean"
+    model, rows, collate = _tiny_batch(tiny_bert)
+    split = Dataset.from_list(rows * 4)
+    result = run_probe(model, DatasetDict(train=split, validation=split), collate, str(checkpoint))
+    assert result.pooling == "mean" and result.pooling_declared
+    assert len(result.accuracy) == 3 and all(0 <= a <= 1 for a in result.accuracy)
+
+
+def test_playbook_end_to_end(tiny_bert, tmp_path):
+    from transformers import pipeline
+
+    from tl_hf import run_playbook
+
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(80, seed=1))
+    test_rows = sentiment_rows(16, seed=2)
+    test = write_csv(tmp_path / "test.csv", test_rows)
+    out = tmp_path / "playbook"
+    result = run_playbook(
+        "text",
+        model_name_or_path=tiny_bert,
+        train_file=train,
+        test_file=test,
+        output_dir=str(out),
+        seeds=1,
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        validation_split_percentage=25,
+        use_cpu=True,
+    )
+    trail = json.loads((out / "playbook.json").read_text())["trail"]
+    assert [s["step"][0] for s in trail] == ["1", "2", "3", "4", "5"]
+    assert trail[1]["ran"] and len(trail[1]["probe"]["accuracy"]) == 3
+    assert trail[2]["ran"] and any(c.startswith("llrd") for c in trail[2]["configs"])
+    assert trail[3]["ran"] == (trail[3]["diagnosis"]["verdict"] == "overfitting")
+    page = (out / "playbook_report.html").read_text()
+    assert (
+        "2. per-layer probe (ran)" in page
+        and "data:image/png" in page
+        and "The final recipe" in page
+    )
+    winner = result.winner
+    card = (out / "winner" / "README.md").read_text()
+    assert "How this model was chosen (tl-hf playbook)" in card and winner["command"] in card
+    # the kept model loads with pipeline() and reproduces the run's test predictions
+    saved = json.loads((out / "winner" / "test_predictions.json").read_text())
+    classify = pipeline("text-classification", model=str(out / "winner"))
+    label2id = classify.model.config.label2id
+    predicted = [label2id[p["label"]] for p in classify([r["sentence"] for r in test_rows])]
+    assert predicted == saved["predictions"]

@@ -1,0 +1,333 @@
+"""The transfer-learning playbook as a command, on the lab's trials and study:
+
+1. a frozen baseline (cached features), then its diagnosis;
+2. a per-layer probe (`tl_hf.lab.probe`): where the task's information lives proposes
+   `--trainable_layers` and an LLRD decay;
+3. unfreezing: full fine-tuning and LLRD (with the proposed decay) at a few learning rates,
+   and the frozen backbone with the proposed top blocks trainable, over seeds;
+4. if the best so far overfits: the modality's augmentations, stored copies vs on the fly;
+5. the winner by mean validation over seeds, rerun into a complete run folder, the only run
+   scored on the test split.
+
+Every step is written down with why it ran or was skipped and its evidence
+(`playbook.json`, `playbook_report.html`, and a section of the winner's model card).
+`lab --playbook` and `tl_hf.run_playbook(...)` run it; a rerun after a kill continues.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+from tl_hf.config import RunArgs
+from tl_hf.lab.grid import LR_LADDER, LabArguments, TrialSpec, default_learning_rate
+
+
+def augmentation_decision(best: str | None, diagnosis: dict) -> tuple[bool, str]:
+    """Step 4 runs only when the best configuration so far overfits (DESIGN: overfitting ->
+    more augmentation); the reason either way."""
+    if best is None:
+        return False, "no configuration finished: nothing to augment"
+    if diagnosis["verdict"] == "overfitting":
+        return True, (
+            f"the best so far ({best}) overfits: the modality's default augmentations, "
+            "2 stored copies vs fresh draws every epoch"
+        )
+    return False, (
+        f"the best so far ({best}) is {diagnosis['verdict']}, not overfitting: augmentation "
+        "would not be the lever"
+    )
+
+
+def extra_strategies(
+    diagnosis: dict, probe: dict | None, rows_per_class: float, known: set[str]
+) -> dict[str, str]:
+    """Strategies beyond full and LLRD that the evidence argues for (name -> why), among
+    those the toolkit knows:
+    - `lp_ft` when the probe finds the task's information at the top block (good features:
+      Kumar et al. 2022 show fine-tuning from a probed head keeps them);
+    - `gradual` when the baseline underfits on little data (< 100 rows per class: ULMFiT's
+      gradual unfreezing guards what little data can teach against forgetting);
+    - `lora` when the baseline is healthy or overfits (few trainable parameters regularise)."""
+    out = {}
+    if "lp_ft" in known and probe and probe["peak_depth"] == probe["num_blocks"]:
+        out["lp_ft"] = (
+            "the probe finds the information at the top block: good features, probe the head first"
+        )
+    if "gradual" in known and diagnosis["verdict"] == "underfitting" and rows_per_class < 100:
+        out["gradual"] = (
+            f"the baseline underfits on {rows_per_class:.0f} rows per class: unfreeze gradually"
+        )
+    if "lora" in known and diagnosis["verdict"] in ("healthy", "overfitting"):
+        out["lora"] = (
+            f"the baseline is {diagnosis['verdict']}: low-rank adapters train few parameters"
+        )
+    return out
+
+
+def _known_strategies() -> set[str]:
+    import tl_hf.strategy as strategy
+
+    names = getattr(strategy, "strategy_names", None)
+    return set(names()) if names else {"frozen", "full", "llrd"}
+
+
+def _log(message: str) -> None:
+    print(f"[tl-hf playbook] {message}", flush=True)
+
+
+def _specs(
+    strategy, rates, seeds, base_seed, layers=None, decay=None, augment="none"
+) -> list[TrialSpec]:
+    return [
+        TrialSpec(strategy, float(f"{lr:.6g}"), layers, decay, augment, base_seed + i)
+        for lr in rates
+        for i in range(seeds)
+    ]
+
+
+def _stage(session, specs) -> list[dict]:
+    """Run a stage's trials; return their rows (this stage only)."""
+    from tl_hf.lab import _final, run_specs
+    from tl_hf.lab.report import trial_rows
+
+    run_specs(session, specs)
+    keys = {s.key for s in specs}
+    return [r for r in trial_rows(_final(session.study)) if r["key"] in keys]
+
+
+def _verdict(session, rows: list[dict]) -> dict[str, Any]:
+    """The diagnosis of a configuration: each seed's history diagnosed, the majority verdict."""
+    from tl_hf.report import diagnose, load_history
+
+    verdicts, reasons = [], []
+    for row in rows:
+        history = load_history(
+            os.path.join(session.lab_dir, "trials", f"trial_{row['number']:04d}")
+        )
+        if history and history.get("eval"):
+            found = diagnose(history, strategy=row["strategy"])
+            verdicts.append(found["verdict"])
+            reasons += found["reasons"]
+    if not verdicts:
+        return {"verdict": "unknown", "reasons": ["no finished trial to diagnose"], "counts": {}}
+    counts = Counter(verdicts)
+    return {
+        "verdict": counts.most_common(1)[0][0],
+        "reasons": list(dict.fromkeys(reasons))[:4],
+        "counts": dict(counts),
+    }
+
+
+def _best(summary: list[dict], configs: set[str] | None = None) -> dict | None:
+    ranked = [
+        c for c in summary if c["rank"] is not None and (configs is None or c["config"] in configs)
+    ]
+    return ranked[0] if ranked else None
+
+
+def _probe(session) -> dict[str, Any]:
+    """Step 2 on the baseline's data: the base model, frozen, one pass with hidden states."""
+    from tl_hf.lab import prepared_for
+    from tl_hf.lab.probe import run_probe
+    from tl_hf.model import build_model
+    from tl_hf.pipeline import plan_run
+
+    base = session.base
+    data = prepared_for(session, "none")
+    plan = plan_run(base)
+    model = build_model(
+        plan.modality.auto_model,
+        plan.model_path,
+        base.model,
+        data.label_names,
+        plan.checkpoint_config,
+    )
+    plan.modality.adapt_model(model, data.processor)
+    result = run_probe(
+        model,
+        data.features,
+        plan.modality.build_collator(data.processor),
+        plan.model_path,
+        base.training.per_device_eval_batch_size,
+        base.training.seed,
+    )
+    return {
+        "depths": result.depths,
+        "accuracy": result.accuracy,
+        "pooling": result.pooling,
+        "pooling_declared": result.pooling_declared,
+        "num_blocks": result.num_blocks,
+        **result.proposal,
+    }
+
+
+def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
+    """The five steps (module docstring) on one study; returns the lab's `LabResult`."""
+    import dataclasses
+
+    from tl_hf.lab import finish, open_session, run_specs
+    from tl_hf.lab.report import summarize, trial_rows
+
+    augment_sets = list(
+        dict.fromkeys(["none", *lab.augment_sets, "default@copies=2", "default@on_the_fly"])
+    )
+    lab = dataclasses.replace(lab, augment_sets=augment_sets)
+    session = open_session(base, lab, dataset)
+    seeds, seed = lab.seeds, base.training.seed
+    trail: list[dict[str, Any]] = []
+    all_specs: list[TrialSpec] = []
+
+    # 1. frozen baseline
+    frozen_lr = default_learning_rate(base, "frozen")
+    baseline = _specs("frozen", [frozen_lr], seeds, seed, layers=0)
+    all_specs += baseline
+    rows = _stage(session, baseline)
+    summary = summarize(rows, session.greater)
+    diagnosis = _verdict(session, rows)
+    trail.append(
+        {
+            "step": "1. frozen baseline",
+            "ran": True,
+            "why": "the playbook starts from the cheapest model: the backbone as it is, a new head",
+            "configs": [c["config"] for c in summary],
+            "result": _best(summary),
+            "diagnosis": diagnosis,
+        }
+    )
+    _log(f"baseline: {diagnosis['verdict']}")
+
+    # 2. per-layer probe
+    probe = None
+    if session.out_of_time():
+        trail.append({"step": "2. per-layer probe", "ran": False, "why": "the time budget ran out"})
+    else:
+        from tl_hf.lab.probe import CannotProbe
+
+        try:
+            probe = _probe(session)
+            where = (
+                "the top block"
+                if probe["peak_depth"] == probe["num_blocks"]
+                else f"depth {probe['peak_depth']}"
+            )
+            trail.append(
+                {
+                    "step": "2. per-layer probe",
+                    "ran": True,
+                    "probe": probe,
+                    "why": f"a linear probe per block on {probe['pooling']} pooling"
+                    + (" (declared by the checkpoint)" if probe["pooling_declared"] else "")
+                    + f": the information peaks at {where} (accuracy {probe['best_accuracy']:.3f}); "
+                    f"proposed --trainable_layers {probe['trainable_layers']}, "
+                    f"--llrd_decay {probe['llrd_decay']}",
+                }
+            )
+        except CannotProbe as err:
+            trail.append({"step": "2. per-layer probe", "ran": False, "why": str(err)})
+
+    # 3. unfreeze: full and LLRD at a few learning rates, frozen + the proposed top blocks
+    decay = probe["llrd_decay"] if probe else base.strategy.llrd_decay
+    stage = []
+    for strategy in ("full", "llrd"):
+        lr = default_learning_rate(base, strategy)
+        stage += _specs(
+            strategy,
+            [lr * f for f in LR_LADDER],
+            seeds,
+            seed,
+            decay=decay if strategy == "llrd" else None,
+        )
+    if probe:
+        stage += _specs("frozen", [frozen_lr], seeds, seed, layers=probe["trainable_layers"])
+    why = (
+        f"the baseline is {diagnosis['verdict']}: unfreeze (full at 1/3, 1 and 3 times its default rate; "
+        f"LLRD with decay {decay} likewise"
+        + (
+            f"; frozen with the top {probe['trainable_layers']} block(s) "
+            "trainable, as the probe proposes)"
+            if probe
+            else ")"
+        )
+    )
+    if session.out_of_time():
+        trail.append({"step": "3. unfreeze", "ran": False, "why": "the time budget ran out"})
+    else:
+        all_specs += stage
+        rows = _stage(session, stage)
+        trail.append(
+            {
+                "step": "3. unfreeze",
+                "ran": True,
+                "why": why,
+                "configs": sorted({s.config for s in stage}),
+                "result": _best(summarize(rows, session.greater)),
+            }
+        )
+
+    # 4. augmentation, when the best so far overfits
+    everything = summarize(trial_rows(_final_rows(session)), session.greater)
+    best = _best(everything)
+    best_rows = [
+        r for r in trial_rows(_final_rows(session)) if best and r["config"] == best["config"]
+    ]
+    best_diagnosis = _verdict(session, best_rows) if best else {"verdict": "unknown", "reasons": []}
+    run_it, why = augmentation_decision(best["config"] if best else None, best_diagnosis)
+    if run_it and session.out_of_time():
+        run_it, why = False, "the time budget ran out"
+    if not run_it:
+        trail.append(
+            {"step": "4. augmentation", "ran": False, "why": why, "diagnosis": best_diagnosis}
+        )
+    else:
+        first = best_rows[0]
+        stage = [
+            TrialSpec(
+                first["strategy"],
+                first["learning_rate"],
+                first["trainable_layers"],
+                first["llrd_decay"],
+                name,
+                seed + i,
+            )
+            for name in ("default@copies=2", "default@on_the_fly")
+            for i in range(seeds)
+        ]
+        all_specs += stage
+        rows = _stage(session, stage)
+        trail.append(
+            {
+                "step": "4. augmentation",
+                "ran": True,
+                "diagnosis": best_diagnosis,
+                "why": why,
+                "configs": sorted({s.config for s in stage}),
+                "result": _best(summarize(rows, session.greater)),
+            }
+        )
+
+    # 5. the winner, rerun with the test split
+    winner = run_specs(session, all_specs, then_winner=True) if not session.out_of_time() else None
+    result = finish(session, all_specs, winner)
+    trail.append(
+        {
+            "step": "5. winner",
+            "ran": result.winner is not None,
+            "why": "the best mean validation over seeds across every step; rerun into a complete "
+            "run folder, the only run scored on the test split"
+            if result.winner
+            else "no winner: the time budget ran out or no configuration completed",
+            "result": result.winner,
+        }
+    )
+    from tl_hf.lab.playbook_report import write_playbook
+
+    write_playbook(session, result, trail, probe)
+    return result
+
+
+def _final_rows(session):
+    from tl_hf.lab import _final
+
+    return _final(session.study)

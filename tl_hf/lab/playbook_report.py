@@ -1,0 +1,175 @@
+"""The playbook's decision trail: `playbook.json`, `playbook_report.html` (each step, why it
+ran or was skipped, the evidence: probe plot, tables, curves; the final recipe as a command)
+and a section of the winner's model card."""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any
+
+from tl_hf.report.folder import fmt
+
+
+def _probe_chart(probe: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tl_hf.lab.report import _png
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.plot(probe["depths"], probe["accuracy"], "o-", color="tab:purple")
+    ax.axvline(probe["peak_depth"], color="tab:green", ls="--", lw=1.2)
+    ax.annotate(
+        f"information peaks here (depth {probe['peak_depth']})",
+        xy=(probe["peak_depth"], probe["best_accuracy"]),
+        xytext=(8, -24),
+        textcoords="offset points",
+        color="tab:green",
+        fontsize=8,
+    )
+    ax.set_xlabel("depth (0 = embeddings, L = last block)")
+    ax.set_ylabel("linear probe, validation accuracy")
+    ax.set_title(
+        f"Per-layer probe ({probe['pooling']} pooling"
+        + (", declared by the checkpoint)" if probe["pooling_declared"] else ")")
+    )
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _result_line(result: dict | None) -> str:
+    if not result:
+        return ""
+    return (
+        f"<p>Best: <b>{html.escape(result['config'])}</b>, validation {fmt(result.get('mean'))} +- "
+        f"{fmt(result.get('std'))} over {result.get('complete')} seed(s).</p>"
+    )
+
+
+def card_section(trail: list[dict], winner: dict | None, objective: str) -> str:
+    """Markdown for the winner's model card: how the playbook chose this model."""
+    lines = ["## How this model was chosen (tl-hf playbook)", ""]
+    for step in trail:
+        lines.append(f"- **{step['step']}** ({'ran' if step['ran'] else 'skipped'}): {step['why']}")
+    if winner:
+        lines += [
+            "",
+            f"Winner: `{winner['config']}`, validation {objective} {winner['mean']:.4f} +- "
+            f"{winner['std']:.4f} over {winner['complete']} seed(s). Reproduce it:",
+            "",
+            "```bash",
+            winner["command"],
+            "```",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_playbook(session, result, trail: list[dict], probe: dict | None) -> str:
+    """Write playbook.json and playbook_report.html; add the trail to the winner's card."""
+    from tl_hf.lab.report import _charts, _table
+    from tl_hf.save import write_json
+
+    lab_dir, objective = session.lab_dir, session.lab.objective
+    write_json(
+        os.path.join(lab_dir, "playbook.json"),
+        {"trail": trail, "probe": probe, "winner": result.winner},
+    )
+    parts = [
+        "<h1>tl-hf playbook: the decision trail</h1>",
+        f"<p>Every step below says why it ran or was skipped; selection uses validation "
+        f"{html.escape(objective)} only.</p>",
+    ]
+    for step in trail:
+        parts.append(
+            f"<h2>{html.escape(step['step'])} ({'ran' if step['ran'] else 'skipped'})</h2>"
+            f"<p>{html.escape(step['why'])}</p>"
+        )
+        diagnosis = step.get("diagnosis")
+        if diagnosis:
+            parts.append(
+                f"<p>Diagnosis: <b>{html.escape(diagnosis['verdict'])}</b></p><ul>"
+                + "".join(f"<li>{html.escape(r)}</li>" for r in diagnosis.get("reasons", []))
+                + "</ul>"
+            )
+        if step.get("probe"):
+            p = step["probe"]
+            parts.append(_probe_chart(p))
+            parts.append(
+                _table(
+                    [[d, a] for d, a in zip(p["depths"], p["accuracy"], strict=True)],
+                    ["depth", "probe accuracy"],
+                )
+            )
+        if step["step"].startswith("5") and step.get("result"):
+            w = step["result"]
+            parts.append(_result_line(w))
+            if w.get("test_metrics"):
+                parts.append(
+                    "<p>Test split, evaluated once, for the winner only:</p>"
+                    + _table([[k, v] for k, v in w["test_metrics"].items()], ["metric", "value"])
+                )
+            parts.append(f"<p>The final recipe:</p><pre>{html.escape(w['command'])}</pre>")
+        else:
+            parts.append(_result_line(step.get("result")))
+    if probe and probe.get("pooling_declared"):
+        parts.append(
+            "<h2>Pooling</h2><p>The checkpoint declares "
+            f"{html.escape(probe['pooling'])} pooling (sentence-transformers); the probe uses it. "
+            "The kept model is a stock transformers classifier, loadable with pipeline(): its head "
+            "reads what the stock class pools (for BERT-like models the first token through the "
+            "pooler), which is why a mean-pooled probe can score above the frozen stock head.</p>"
+        )
+    parts += [
+        "<h2>Every trial</h2>",
+        _charts(result.rows, result.summary, objective),
+        _table(
+            [
+                [
+                    c["rank"],
+                    c["config"],
+                    c["mean"],
+                    c["std"],
+                    c["complete"],
+                    c["pruned"],
+                    c["failed"],
+                ]
+                for c in result.summary
+            ],
+            ["rank", "configuration", f"mean {objective}", "std", "complete", "pruned", "failed"],
+        ),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+        "text-align:left;font-size:85%}img{max-width:100%}pre{background:#f4f4f4;padding:8px;"
+        "white-space:pre-wrap}"
+    )
+    page = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>tl-hf playbook</title>'
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    path = os.path.join(lab_dir, "playbook_report.html")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, path)
+    if result.winner and os.path.isfile(os.path.join(result.winner["folder"], "README.md")):
+        card = os.path.join(result.winner["folder"], "README.md")
+        with open(card, encoding="utf-8") as f:
+            text = f.read()
+        marker = "## How this model was chosen (tl-hf playbook)"
+        text = (
+            text.split(marker)[0].rstrip() + "\n\n" + card_section(trail, result.winner, objective)
+        )
+        with open(card + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(card + ".tmp", card)
+    return path
+
+
+def summarize_trail(trail: list[dict[str, Any]]) -> list[str]:
+    """One line per step (the console)."""
+    return [f"{s['step']}: {'ran' if s['ran'] else 'skipped'}: {s['why']}" for s in trail]
