@@ -373,6 +373,7 @@ def parse_args(modality: str, argv: list[str] | None = None) -> RunArgs:
             rest.append(argv[i])
         i += 1
     written_for = config.pop("modality", modality)  # run_config.yaml records it
+    config.pop("command", None)  # ... and the command line that reproduces it
     if written_for != modality:
         raise UserError(f"the config file is for the {written_for} recipe, not the {modality} one")
     _check_keys(config, parser, "the config file")

@@ -372,23 +372,24 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
         write_diagnosis,
         write_report_html,
     )
+    from tl_hf.report.share import reproduce_command, shareable
     from tl_hf.save import write_json, write_run_config
 
     output_dir, data_args, hub = ran.training.output_dir, ran.data, plan.hub
-    write_json(os.path.join(output_dir, "all_results.json"), metrics)
+    # Both files are pushed: local paths are named by their last component (share.py).
+    write_json(os.path.join(output_dir, "all_results.json"), shareable(metrics))
     embedded_data = not (data_args.dataset_name or data_args.train_file or dataset is not None)
-    write_run_config(
-        os.path.join(output_dir, "run_config.yaml"),
-        {
-            **ran.to_dict(),
-            "model_name_or_path": plan.model_path,
-            "push_to_hub": hub.push,
-            "dataset_name": plan.modality.default_dataset
-            if embedded_data
-            else data_args.dataset_name,
-            "hub_model_id": hub.repo_id if hub.push else ran.training.hub_model_id,
-        },
-    )
+    config = {
+        **ran.to_dict(),
+        # None = the embedded default checkpoint (the card names it by its Hub id)
+        "model_name_or_path": ran.model.model_name_or_path,
+        "push_to_hub": hub.push,
+        "dataset_name": plan.modality.default_dataset if embedded_data else data_args.dataset_name,
+        "hub_model_id": hub.repo_id if hub.push else ran.training.hub_model_id,
+    }
+    config = shareable(config)
+    config["command"] = reproduce_command(ran.modality, config, ran.explicit)
+    write_run_config(os.path.join(output_dir, "run_config.yaml"), config)
     diagnosis = diagnose(
         load_history(output_dir), strategy=ran.strategy.strategy, num_labels=num_labels
     )

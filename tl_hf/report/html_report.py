@@ -10,9 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tl_hf.report.card import base_model_of
 from tl_hf.report.diagnosis import diagnose
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
 from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE
+from tl_hf.report.share import shareable
 
 
 def confusion_matrix(
@@ -85,8 +87,9 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
     """
     root = Path(output_dir)
     run = load_run(root)
-    results, cfg = run["results"], run["run"]
-    title = f"tl-hf report: {cfg.get('model_name_or_path') or root.name}"
+    # the report is pushed beside the card: no local absolute path in it (share.py)
+    results, cfg = shareable(run["results"]), shareable(run["run"])
+    title = f"tl-hf report: {base_model_of(cfg)[1]} ({root.resolve().name})"
     parts = [f"<h1>{html.escape(title)}</h1>"]
     summary = [
         ["modality", cfg.get("modality")],
