@@ -330,7 +330,7 @@ def test_card_and_report_of_an_embedded_default_run_name_no_local_path(tmp_path)
     assert "stopped early at epoch 5; the best epoch, 3" in card
     reproduce = card.split("## How to reproduce", 1)[1]
     assert "tl-hf train image --config run_config.yaml" in reproduce
-    assert "tl-hf train image --strategy llrd" in reproduce
+    assert "tl-hf train image \\\n    --strategy llrd\n" in reproduce  # one flag per line
     assert "--model_name_or_path timm/tf_efficientnet_lite0.in1k" in reproduce
 
 

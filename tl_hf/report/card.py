@@ -194,6 +194,19 @@ def _what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
     return lines
 
 
+def _wrap_command(command: str) -> str:
+    """One `--flag values` per line (shell continuations): a long command stays readable."""
+    import shlex
+
+    words, chunks = shlex.split(command), []
+    for word in words:
+        if word.startswith("--") or not chunks:
+            chunks.append([word])
+        else:
+            chunks[-1].append(word)
+    return " \\\n    ".join(shlex.join(c) for c in chunks)
+
+
 def _how_to_reproduce(cfg: dict, modality: str, base_hub: str | None) -> list[str]:
     command = cfg.get("command") or f"tl-hf train {modality} --config run_config.yaml"
     lines = [
@@ -208,7 +221,7 @@ def _how_to_reproduce(cfg: dict, modality: str, base_hub: str | None) -> list[st
         "or, with the flags that were given:",
         "",
         "```bash",
-        command,
+        _wrap_command(command),
         "```",
         "",
     ]
