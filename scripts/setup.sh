@@ -7,8 +7,9 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 # Debian packages: ffmpeg (audio decoding by torchcodec), espeak-ng + flite (the embedded
-# spoken-word dataset), WordNet (offline synonyms), Fashion-MNIST (the embedded image data).
-DEB_PACKAGES="ffmpeg espeak-ng flite wordnet-base wordnet-sense-index dataset-fashion-mnist"
+# spoken-word dataset), WordNet (offline synonyms), Fashion-MNIST (the embedded image data),
+# chromium (the headless browser of the live-report test).
+DEB_PACKAGES="ffmpeg espeak-ng flite wordnet-base wordnet-sense-index dataset-fashion-mnist chromium"
 missing=""
 for pkg in $DEB_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -240,6 +240,24 @@ class AugmentArguments:
     )
 
 
+@dataclass
+class ReportArguments:
+    monitor_port: int | None = field(
+        default=None,
+        metadata={
+            "help": "Also serve the output folder (the live report.html) on http://127.0.0.1:PORT "
+            "while training, e.g. for a browser on another machine through an SSH tunnel."
+        },
+    )
+    verbose: bool = field(
+        default=False,
+        metadata={
+            "help": "Show every library message and progress bar (default: one bar per phase, "
+            "load reports condensed)."
+        },
+    )
+
+
 DATACLASSES = (ModelArguments, DataArguments, StrategyArguments, AugmentArguments)
 
 
@@ -254,11 +272,12 @@ class RunArgs:
     augment: AugmentArguments
     training: Any  # transformers.TrainingArguments
     explicit: set[str] = field(default_factory=set)  # the keys the user set
+    report: ReportArguments = field(default_factory=ReportArguments)
 
     def to_dict(self) -> dict[str, Any]:
         """All arguments as one flat, YAML-able dict (what `run_config.yaml` holds)."""
         out: dict[str, Any] = {"modality": self.modality}
-        for part in (self.model, self.data, self.strategy, self.augment):
+        for part in (self.model, self.data, self.strategy, self.augment, self.report):
             out.update({f.name: getattr(part, f.name) for f in fields(part)})
         for key, value in self.training.to_dict().items():
             if key.endswith("_token") or key == "hub_token":
@@ -270,7 +289,10 @@ class RunArgs:
 def _build_parser(modality: str):
     from transformers import HfArgumentParser, TrainingArguments
 
-    parser = HfArgumentParser((*DATACLASSES, TrainingArguments), allow_abbrev=False)
+    # ReportArguments last: how a run is watched, after what it trains
+    parser = HfArgumentParser(
+        (*DATACLASSES, TrainingArguments, ReportArguments), allow_abbrev=False
+    )
     parser.prog = f"{modality}_classify"
 
     def error(message: str):  # argparse would print the whole usage; one line is enough
@@ -408,7 +430,9 @@ def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
     return finalize_args(modality, *parts, explicit=set(kwargs))
 
 
-def finalize_args(modality, model, data, strategy, augment, training, explicit) -> RunArgs:
+def finalize_args(
+    modality, model, data, strategy, augment, training, report=None, *, explicit
+) -> RunArgs:
     """Validate combinations and fill in strategy-dependent defaults."""
     from tl_hf.modality import get_modality
 
@@ -453,7 +477,15 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
     if "learning_rate" not in explicit:
         training.learning_rate = declared.default_learning_rates[strategy.strategy]
     _check_early_stopping(training, strategy)
-    return RunArgs(modality, model, data, strategy, augment, training, explicit)
+    if (
+        report is not None
+        and report.monitor_port is not None
+        and not 0 < report.monitor_port < 65536
+    ):
+        raise UserError(f"--monitor_port must be in 1..65535, got {report.monitor_port}")
+    return RunArgs(
+        modality, model, data, strategy, augment, training, explicit, report or ReportArguments()
+    )
 
 
 def _check_early_stopping(training, strategy: StrategyArguments) -> None:

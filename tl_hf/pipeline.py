@@ -304,16 +304,29 @@ def prepare_output_dir(
 
 
 def build_callbacks(args: RunArgs, output_dir: str):
-    """The early-stopping preset's callback (None with patience 0) and the monitor."""
+    """The early-stopping preset's callback (None with patience 0) and the monitor (which
+    keeps the live report.html, served on 127.0.0.1 with --monitor_port)."""
     from tl_hf.report import MonitorCallback
+    from tl_hf.report.share import embedded_hub_id, shareable_name
     from tl_hf.train import build_early_stopping
 
     early_stopping = build_early_stopping(
         args.strategy.early_stopping_patience, args.strategy.early_stopping_threshold
     )
+    model = shareable_name(args.model.model_name_or_path) or embedded_hub_id(args.modality)
     monitor = MonitorCallback(
-        output_dir, early_stopping_patience=args.strategy.early_stopping_patience
+        output_dir,
+        early_stopping_patience=args.strategy.early_stopping_patience,
+        title=f"tl-hf: {model} ({os.path.basename(os.path.abspath(output_dir))})",
     )
+    port = args.report.monitor_port
+    if port and args.training.process_index == 0:
+        from tl_hf.report.live import serve_output_dir
+
+        serve_output_dir(output_dir, port)  # a daemon thread: it ends with the process
+        _log(f"live report: http://127.0.0.1:{port}/report.html")
+    else:
+        _log(f"live report: {os.path.abspath(os.path.join(output_dir, 'report.html'))}")
     return [c for c in (early_stopping, monitor) if c is not None], early_stopping
 
 
