@@ -72,6 +72,8 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     from transformers import set_seed
 
     from tl_hf.model import build_model
+    from tl_hf.report import format_diagnosis
+    from tl_hf.report.trackers import attach_trackers, log_final_to_trackers, prepare_tracker_args
     from tl_hf.train import TLTrainer, compute_metrics
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
@@ -104,6 +106,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     # 7. train with the early-stopping preset.
     prepare_output_dir(args, plan, data, groups)
     callbacks, early_stopping = build_callbacks(args, training_args.output_dir)
+    prepare_tracker_args(training_args, args.explicit)  # before trackio is imported
     trainer = TLTrainer(
         model=model,
         args=training_args,
@@ -117,6 +120,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         llrd_decay=args.strategy.llrd_decay,
         batch_augment=batch_augment,
     )
+    attach_trackers(trainer)  # --report_to tensorboard/trackio: in the folder, lr of every group
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     # 8. report: metrics of the restored best model on validation and test.
     metrics = evaluate_step(trainer, train_result, early_stopping, features, data.label_names, args)
@@ -131,7 +135,8 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     )
     trainer.save_model(training_args.output_dir)
     if training_args.process_index == 0:
-        save_and_report(ran, plan, metrics, len(data.label_names), dataset)
+        diagnosis = save_and_report(ran, plan, metrics, len(data.label_names), dataset)
+        log_final_to_trackers(trainer, metrics, format_diagnosis(diagnosis))
     return RunResult(metrics, trainer.model, training_args.output_dir, ran, groups)
 
 
@@ -373,9 +378,9 @@ def evaluate_step(
     return metrics
 
 
-def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> None:
+def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> dict:
     """Step 9 (main process): results, the run config of what ran, the diagnosis, the model
-    card and report (read from those files), then the push."""
+    card and report (read from those files), then the push. Returns the diagnosis."""
     from tl_hf.hub import push_output_dir
     from tl_hf.report import (
         build_model_card,
@@ -412,6 +417,7 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
     write_report_html(output_dir)
     if hub.push:
         _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
+    return diagnosis
 
 
 def train_classifier(
