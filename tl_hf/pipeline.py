@@ -61,16 +61,24 @@ class Prepared:
 
 
 def _log(message: str) -> None:
-    from accelerate import PartialState
+    from tl_hf.console import say
 
-    if PartialState().is_main_process:
-        print(f"[tl-hf] {message}", flush=True)
+    say(message)
 
 
 def run(args: RunArgs, dataset=None) -> RunResult:
     """Run one fine-tuning job end to end and return its result."""
+    from tl_hf.console import quiet_libraries
+
+    # one progress bar per phase; --verbose shows the libraries' own bars and messages
+    with quiet_libraries(args.report.verbose):
+        return _run(args, dataset)
+
+
+def _run(args: RunArgs, dataset=None) -> RunResult:
     from transformers import set_seed
 
+    from tl_hf.console import apply_phase_progress
     from tl_hf.model import build_model
     from tl_hf.report import format_diagnosis
     from tl_hf.report.trackers import attach_trackers, log_final_to_trackers, prepare_tracker_args
@@ -88,6 +96,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         args.model,
         data.label_names,
         plan.checkpoint_config,
+        verbose=args.report.verbose,
     )
     plan.modality.adapt_model(model, data.processor)
     # 6. strategy: freezing, then the parameter groups the optimizer will hold.
@@ -121,9 +130,12 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         batch_augment=batch_augment,
     )
     attach_trackers(trainer)  # --report_to tensorboard/trackio: in the folder, lr of every group
+    progress = apply_phase_progress(trainer, args.report.verbose)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     # 8. report: metrics of the restored best model on validation and test.
     metrics = evaluate_step(trainer, train_result, early_stopping, features, data.label_names, args)
+    if progress is not None:
+        progress.close_evaluation()
     if cache is not None:
         cache.restore()  # the trained head back on the real backbone: a normal full checkpoint
         metrics["cached_features"] = True
@@ -183,27 +195,35 @@ def prepare_data(args: RunArgs, plan: Plan, dataset=None) -> Prepared:
     """Steps 2-4: load and validate the data, add augmented copies (map mode) or the
     on-the-fly transform, and preprocess every split."""
     from tl_hf.augment import OnTheFly, apply_augment_copies, build_augmenter
+    from tl_hf.console import phase
     from tl_hf.data import label_names, load_classification_data
 
     modality, training_args = plan.modality, args.training
     num_proc = args.data.preprocessing_num_workers
     with training_args.main_process_first(desc="dataset preparation"):
+        # bad data is found while loading: the phase's bar starts after that, one step done
         dsd = load_classification_data(
             args.data, modality, training_args.seed, dataset, args.model.cache_dir
         )
-        processor = modality.build_processor(plan.model_path, args, plan.checkpoint_config)
-        augmenter = None
-        if plan.specs:
-            augmenter = build_augmenter(
-                modality, plan.specs, modality.augment_context(processor, args)
-            )
-        originals = dsd["train"]
-        if augmenter is not None and not plan.on_the_fly:
-            dsd["train"] = apply_augment_copies(
-                dsd["train"], augmenter, plan.specs, plan.copies, training_args.seed, num_proc
-            )
-        skip = ("train",) if plan.on_the_fly else ()
-        features = modality.preprocess(dsd, processor, args.data, num_proc, skip)
+        copies = plan.specs and not plan.on_the_fly
+        with phase("data", 3 if copies else 2, "step", initial=1) as bar:
+            processor = modality.build_processor(plan.model_path, args, plan.checkpoint_config)
+            augmenter = None
+            if plan.specs:
+                augmenter = build_augmenter(
+                    modality, plan.specs, modality.augment_context(processor, args)
+                )
+            originals = dsd["train"]
+            if copies:
+                bar.set_postfix_str("augment")
+                dsd["train"] = apply_augment_copies(
+                    dsd["train"], augmenter, plan.specs, plan.copies, training_args.seed, num_proc
+                )
+                bar.update(1)
+            skip = ("train",) if plan.on_the_fly else ()
+            bar.set_postfix_str("preprocess")
+            features = modality.preprocess(dsd, processor, args.data, num_proc, skip)
+            bar.update(1)
         if plan.on_the_fly:
             # the training split is preprocessed per batch, after a fresh augmentation every epoch
             preprocess = modality.make_preprocess(processor, args.data, True)
@@ -266,10 +286,21 @@ def cache_features_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_
     collator = plan.modality.build_collator(data.processor)
     use_cache, reason = cache_plan(args, plan.on_the_fly, batch_augment)
     if use_cache:
+        from tl_hf.console import phase
+
+        # the features phase's one bar: rows through the frozen backbone, every split
+        rows = sum(len(split) for split in data.features.values())
         try:
-            cache = build_feature_cache(
-                model, data.features, collator, head_parameter_names(model), args.training, log=_log
-            )
+            with phase("features", rows, "row") as bar:
+                cache = build_feature_cache(
+                    model,
+                    data.features,
+                    collator,
+                    head_parameter_names(model),
+                    args.training,
+                    log=_log,
+                    on_rows=bar.update,
+                )
             return cache, cache.features, feature_collator
         except CannotCache as err:
             reason = str(err)
