@@ -171,12 +171,15 @@ class PhaseProgressCallback(TrainerCallback):
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if not state.is_world_process_zero or self.training_bar is not None:
             return  # evaluations during training: their result line is enough
-        if self.evaluation_bar is None:
-            self.evaluation_bar = phase_bar("evaluation", 0, unit="batch")
-        if id(eval_dataloader) not in self._loaders and eval_dataloader is not None:
+        if eval_dataloader is not None and id(eval_dataloader) not in self._loaders:
             self._loaders.add(id(eval_dataloader))
-            self.evaluation_bar.total += len(eval_dataloader)
-            self.evaluation_bar.refresh()
+            if self.evaluation_bar is None:
+                self.evaluation_bar = phase_bar("evaluation", len(eval_dataloader), "batch")
+            else:  # the test split after the validation split: the same bar grows
+                self.evaluation_bar.total += len(eval_dataloader)
+                self.evaluation_bar.refresh()
+        if self.evaluation_bar is None:
+            return
         self.evaluation_bar.update(1)
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -50,11 +50,12 @@ def build_model(
     label_names: list[str],
     config=None,
     verbose: bool = False,
+    display_name: str | None = None,
 ):
     """The classifier with a head for `label_names`; an existing head of another size is replaced.
 
     transformers' load report is condensed to one line when it only lists the new head
-    (`tl_hf.console`); `verbose` keeps it whole.
+    (`tl_hf.console`, naming the checkpoint `display_name`); `verbose` keeps it whole.
 
     Sets `model.tl_hf_new_parameters`: the names the checkpoint did not provide (missing
     or resized on load), which `tl_hf.strategy` treats as the head.
@@ -102,7 +103,7 @@ def build_model(
         k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", ())
     }
     model.tl_hf_new_parameters = set(info.get("missing_keys", ())) | mismatched
-    name = str(shareable_name(model_path)).removeprefix("./")
+    name = display_name or str(shareable_name(model_path)).removeprefix("./")
     release_load_report(
         held, bool(info.get("unexpected_keys")), model.tl_hf_new_parameters, name, model
     )

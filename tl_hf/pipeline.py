@@ -81,6 +81,7 @@ def _run(args: RunArgs, dataset=None) -> RunResult:
     from tl_hf.console import apply_phase_progress
     from tl_hf.model import build_model
     from tl_hf.report import format_diagnosis
+    from tl_hf.report.share import model_display_name
     from tl_hf.report.trackers import attach_trackers, log_final_to_trackers, prepare_tracker_args
     from tl_hf.train import TLTrainer, compute_metrics
 
@@ -97,6 +98,7 @@ def _run(args: RunArgs, dataset=None) -> RunResult:
         data.label_names,
         plan.checkpoint_config,
         verbose=args.report.verbose,
+        display_name=model_display_name(args.model.model_name_or_path, args.modality),
     )
     plan.modality.adapt_model(model, data.processor)
     # 6. strategy: freezing, then the parameter groups the optimizer will hold.
@@ -343,13 +345,13 @@ def build_callbacks(args: RunArgs, output_dir: str):
     """The early-stopping preset's callback (None with patience 0) and the monitor (which
     keeps the live report.html, served on 127.0.0.1 with --monitor_port)."""
     from tl_hf.report import MonitorCallback
-    from tl_hf.report.share import embedded_hub_id, shareable_name
+    from tl_hf.report.share import model_display_name
     from tl_hf.train import build_early_stopping
 
     early_stopping = build_early_stopping(
         args.strategy.early_stopping_patience, args.strategy.early_stopping_threshold
     )
-    model = shareable_name(args.model.model_name_or_path) or embedded_hub_id(args.modality)
+    model = model_display_name(args.model.model_name_or_path, args.modality)
     monitor = MonitorCallback(
         output_dir,
         early_stopping_patience=args.strategy.early_stopping_patience,

@@ -21,6 +21,9 @@ _NOT_METRICS = {
 }
 
 
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "_flos")
+
+
 def is_hub_id(name: str | None) -> bool:
     """Whether `name` reads as a Hub repo id (not a local path or a data file)."""
     if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
@@ -96,11 +99,14 @@ def _task_and_example(modality_name: str) -> tuple[str, str]:
     return modality.task, modality.example_input
 
 
-def base_model_of(cfg: dict) -> tuple[str | None, str]:
-    """(the Hub id of the checkpoint a run started from, or None; how to name it).
+def base_model_of(cfg: dict) -> tuple[str | None, str | None]:
+    """(the Hub id of the checkpoint a run started from, or None; how to name it, or None
+    when the folder has no run config).
 
     `model_name_or_path` unset in `run_config.yaml` means the modality's embedded default,
     named by the Hub id it was copied from; a local folder is named by its folder name."""
+    if "model_name_or_path" not in cfg:
+        return None, None
     base = cfg.get("model_name_or_path")
     if not base:
         hub_id = embedded_hub_id(cfg.get("modality"))
@@ -254,6 +260,9 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     modality = cfg.get("modality") or "text"
     task, example = _task_and_example(modality)
     base_hub, base_name = base_model_of(cfg)
+    if base_name is None:  # not written by tl-hf: what config.json says, as a name
+        found = shareable_name(run["config"].get("_name_or_path"))
+        base_name = str(found).removeprefix("./") if found else "an unnamed checkpoint"
     dataset = cfg.get("dataset_name") or cfg.get("train_file")
     data_is_hub = is_hub_id(dataset)
     repo = cfg.get("hub_model_id") or root.resolve().name
@@ -277,11 +286,12 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
         if base_hub
         else f"`{base_name}` (a local checkpoint)"
     )
-    data_where = (
-        f"[{dataset}](https://huggingface.co/datasets/{dataset})"
-        if data_is_hub
-        else f"`{dataset_label}` (local data)"
-    )
+    if data_is_hub:
+        data_where = f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+    elif str(dataset).startswith("embedded:"):
+        data_where = f"tl-hf's embedded `{str(dataset).removeprefix('embedded:')}` data"
+    else:
+        data_where = f"`{dataset_label}` (local data)"
     lines = [
         f"# {repo}",
         "",
@@ -307,7 +317,8 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
         "## Results",
         "",
     ]
-    rows = metric_rows(results)
+    # what the model scored; timings and throughput are in all_results.json and report.html
+    rows = [r for r in metric_rows(results) if not r[0].endswith(_TIMING_SUFFIXES)]
     if rows:
         lines += [md_table(rows, ["metric", "value"]), ""]
     per_class = per_class_rows(results)

@@ -90,7 +90,12 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
     run = load_run(root)
     # the report is pushed beside the card: no local absolute path in it (share.py)
     results, cfg = shareable(run["results"]), shareable(run["run"])
-    title = f"tl-hf report: {base_model_of(cfg)[1]} ({root.resolve().name})"
+    base_name = base_model_of(cfg)[1]
+    title = (
+        f"tl-hf report: {base_name} ({root.resolve().name})"
+        if base_name
+        else (f"tl-hf report: {root.resolve().name}")
+    )
     parts = [f"<h1>{html.escape(title)}</h1>"]
     summary = [
         ["modality", cfg.get("modality")],
@@ -102,7 +107,9 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
         ["early stopped", results.get("early_stopped")],
         ["patience", results.get("early_stopping_patience", cfg.get("early_stopping_patience"))],
     ]
-    parts.append(html_table([r for r in summary if r[1] not in (None, "")], ["", ""]))
+    summary = [r for r in summary if r[1] not in (None, "")]
+    if summary:
+        parts.append(html_table(summary, ["", ""]))
     if run["history"]:
         # the live monitor, frozen: same interactive charts, data inline, no polling
         parts += [

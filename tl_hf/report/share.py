@@ -47,6 +47,15 @@ def embedded_hub_id(modality_name: str | None) -> str | None:
         return None
 
 
+def model_display_name(model_name_or_path: str | None, modality_name: str) -> str:
+    """How the console and the live page name a run's checkpoint: a Hub id as given, a
+    local folder by its name, the embedded default by the Hub id it was copied from."""
+    if model_name_or_path:
+        return str(shareable_name(model_name_or_path)).removeprefix("./")
+    hub_id = embedded_hub_id(modality_name)
+    return f"{hub_id} (embedded copy)" if hub_id else "the embedded default checkpoint"
+
+
 def _flag_values(key: str, value: Any) -> list[str]:
     if value is None:
         return []
