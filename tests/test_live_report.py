@@ -174,3 +174,57 @@ def test_page_updates_during_a_run_and_freezes_into_the_report(tmp_path, monkeyp
     history = json.loads((tmp_path / "training_history.json").read_text())
     assert history["early_stopped"] and history["best_epoch"] == 2
     assert monitor.live_writes > len(history["eval"])  # logging steps too, not only evaluations
+
+
+def zoom(browser) -> tuple[float, float]:
+    hint = browser.eval("document.querySelector('.hint').innerText")
+    low, high = re.search(r"zoom: epoch ([\d.]+)–([\d.]+)", hint).groups()
+    return float(low), float(high)
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="needs Debian chromium (scripts/setup.sh)")
+def test_hover_toggle_and_zoom_survive_a_live_update(tmp_path, monkeypatch):
+    import tl_hf.report.live as live
+
+    monkeypatch.setattr(live, "REFRESH_SECONDS", 0.2)
+    history = synthetic_history([0.9, 0.6, 0.52], [1.0, 0.6, 0.45], patience=2)
+    history.update(finished=False, num_train_epochs=6)
+    live.write_live(tmp_path, live.live_payload(history), "interaction", page_too=True)
+    with Browser(width=1000, height=900) as browser:
+        browser.open((tmp_path / "report.html").as_uri())
+        box = browser.eval(
+            "(() => { const r = document.querySelector('[data-panel=loss] svg').getBoundingClientRect();"
+            " return [r.left, r.top, r.width, r.height]; })()"
+        )
+        left, top, width, height = box
+        # the plot area starts 58 px in and ends 14 px before the right edge; x is 0..6 epochs
+        x_of = lambda epoch: left + 58 + epoch / 6 * (width - 72)  # noqa: E731
+        y = top + height / 2
+        head = browser.eval("document.querySelector('.tlhf-head').innerText")
+        assert "epoch 3 / 6" in head and "patience left 2 / 2" in head
+        # hover: a tooltip with the epoch and the values there
+        browser.mouse("mouseMoved", x_of(2), y)
+        tip = browser.eval("document.querySelector('.tlhf-tip').innerText")
+        assert tip.startswith("epoch 2") and "validation loss: 0.6" in tip
+        # toggle: a legend click hides the train loss curve
+        lines = "document.querySelectorAll('[data-panel=loss] polyline').length"
+        assert browser.eval(lines) == 2
+        browser.eval("document.querySelector('[data-panel=loss] .legend span').click()")
+        assert browser.eval(lines) == 1
+        # zoom: drag from epoch 1 to epoch 3
+        browser.mouse("mousePressed", x_of(1), y, button="left", clicks=1)
+        browser.mouse("mouseMoved", x_of(3), y, button="left")
+        browser.mouse("mouseReleased", x_of(3), y, button="left", clicks=1)
+        assert zoom(browser) == pytest.approx((1, 3), abs=0.02)
+        # the run goes on: new data arrives, the reader's zoom and hidden series stay
+        history["eval"].append({**history["eval"][-1], "epoch": 4.0, "step": 40})
+        live.write_live(
+            tmp_path, live.live_payload(history, step=40, epoch=4.0), "x", page_too=False
+        )
+        time.sleep(0.8)
+        head = browser.eval("document.querySelector('.tlhf-head').innerText")
+        assert (
+            "epoch 4 / 6" in head and "step 40" in head and "patience left 1 / 2" in head
+        )  # counting down
+        assert zoom(browser) == pytest.approx((1, 3), abs=0.02)
+        assert browser.eval(lines) == 1

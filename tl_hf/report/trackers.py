@@ -5,8 +5,8 @@ loss, the first group's learning rate and the evaluation metrics. tl-hf adds wha
 not: the learning rate of every parameter group (`lr/<group>`), and after the final
 evaluation the final metrics (`final/<metric>`) and the diagnosis (text). Both trackers
 write into the output folder (`tensorboard/`, `trackio/`) unless the user chose a place
-(`TENSORBOARD_LOGGING_DIR`, `TRACKIO_DIR`); trackio stays local: no Space, no server, no
-system-metrics sampler thread.
+(`TENSORBOARD_LOGGING_DIR`, `TRACKIO_DIR`); trackio stays local (no Space unless one is
+named, no server, no system-metrics sampler thread).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def prepare_tracker_args(training_args, explicit: set[str]) -> None:
         training_args.project = TRACKIO_PROJECT
     if "run_name" not in explicit or not training_args.run_name:
         training_args.run_name = os.path.basename(os.path.abspath(training_args.output_dir))
-    training_args.trackio_static_space_id = False
+    if "trackio_static_space_id" not in explicit:
+        training_args.trackio_static_space_id = False  # no Space copy after training
     if _USER_TRACKIO_DIR is None:
         _set_trackio_dir(os.path.join(os.path.abspath(training_args.output_dir), TRACKIO_DIR))
 
@@ -62,14 +63,15 @@ def _set_trackio_dir(path: str) -> None:
 
 
 class _LocalTrackio:
-    """The `trackio` module as TrackioCallback sees it, with `init` kept local and quiet:
-    no CPU/GPU sampler thread (transformers has no option for it)."""
+    """The `trackio` module as TrackioCallback sees it, with an `init` that starts no CPU/GPU
+    sampler thread (transformers has no option for it). A Space or bucket is used only
+    when the user names one (`--trackio_space_id`, `TRACKIO_SPACE_ID`)."""
 
     def __init__(self, module):
         self._module = module
 
     def init(self, *args, **kwargs):
-        kwargs.update(auto_log_cpu=False, auto_log_gpu=False, space_id=None, bucket_id=None)
+        kwargs.update(auto_log_cpu=False, auto_log_gpu=False)
         return self._module.init(*args, **kwargs)
 
     def __getattr__(self, name):
