@@ -207,8 +207,7 @@ def prepare_data(args: RunArgs, plan: Plan, dataset=None) -> Prepared:
         dsd = load_classification_data(
             args.data, modality, training_args.seed, dataset, args.model.cache_dir
         )
-        copies = plan.specs and not plan.on_the_fly
-        with phase("data", 3 if copies else 2, "step", initial=1) as bar:
+        with phase("data", 2, "step", initial=1) as bar:
             processor = modality.build_processor(plan.model_path, args, plan.checkpoint_config)
             augmenter = None
             if plan.specs:
@@ -216,7 +215,8 @@ def prepare_data(args: RunArgs, plan: Plan, dataset=None) -> Prepared:
                     modality, plan.specs, modality.augment_context(processor, args)
                 )
             originals = dsd["train"]
-            if copies:
+            if augmenter is not None and not plan.on_the_fly:  # stored copies: one more step
+                bar.total += 1
                 bar.set_postfix_str("augment")
                 dsd["train"] = apply_augment_copies(
                     dsd["train"], augmenter, plan.specs, plan.copies, training_args.seed, num_proc
