@@ -354,3 +354,33 @@ def test_reproduce_command_parses_back_to_the_same_arguments(tmp_path):
     for key in args.explicit:
         assert again[key] == config[key], key
     assert again["train_file"] == "./d.csv" and again["augment"] == ["swap", "deletion:p=0.2"]
+
+
+def test_model_card_renders_as_markdown(tmp_path):
+    """The card read as the Hub reads it: metadata off, Markdown with tables and code."""
+    markdown = pytest.importorskip("markdown")  # installed with tensorboard (extra: trackers)
+    from huggingface_hub import ModelCard
+
+    from tl_hf.report import build_model_card, write_training_curves
+
+    root = make_run_folder(tmp_path / "run")
+    write_training_curves(
+        json.loads((root / "training_history.json").read_text()), root / "training_curves.png"
+    )
+    page = markdown.markdown(
+        ModelCard.load(build_model_card(root)).text, extensions=["tables", "fenced_code"]
+    )
+    assert page.count("<table>") == 3  # results, per class, parameter groups
+    assert "|---" not in page and "| metric |" not in page  # every table was parsed
+    assert '<img alt="training curves" src="training_curves.png" />' in page
+    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", page, flags=re.S)
+    assert any("pipeline(" in b for b in blocks)
+    assert any(b.startswith("tl-hf train text --config run_config.yaml") for b in blocks)
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings == [
+        "Usage",
+        "Results",
+        "What was done",
+        "How to reproduce",
+        "Framework versions",
+    ]
