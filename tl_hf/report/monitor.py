@@ -29,8 +29,10 @@ from tl_hf.report.live import live_payload, progress_fields, write_live
 # smooth curve, small enough that a 100k-step run keeps a small history file.
 LR_POINTS = 1000
 # The live page's data is rewritten at most this often between evaluations (a fast GPU logs
-# many steps a second; the page polls every 2 s).
+# many steps a second; the page polls every 2 s), and never more often than LIVE_COST_SHARE
+# of the time allows: a long run's history takes longer to write (bench/bench_live_report.py).
 LIVE_MIN_INTERVAL_S = 1.0
+LIVE_COST_SHARE = 0.02
 
 
 class MonitorCallback(TrainerCallback):
@@ -65,6 +67,7 @@ class MonitorCallback(TrainerCallback):
         self.live_writes = 0  # how many times the live data was written (tests, watchers)
         self._started = time.time()
         self._last_live = 0.0
+        self._live_interval = LIVE_MIN_INTERVAL_S
         self.history = new_history()
         self.history["early_stopping_patience"] = early_stopping_patience
         self.plot_writes = 0  # how many times the PNG was drawn (tests, watchers)
@@ -96,7 +99,7 @@ class MonitorCallback(TrainerCallback):
             self.history["train"].append(
                 {"step": state.global_step, "epoch": state.epoch, "loss": float(logs["loss"])}
             )
-            if time.time() - self._last_live >= LIVE_MIN_INTERVAL_S:
+            if time.time() - self._last_live >= self._live_interval:
                 self._write_live(state)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -148,9 +151,12 @@ class MonitorCallback(TrainerCallback):
         if not self.live or not state.is_world_process_zero or self.output_dir is None:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        began = time.time()
         payload = live_payload(self.history, **progress_fields(state, self._started))
         write_live(self.output_dir, payload, self.title, page_too)
         self._last_live = time.time()
+        cost = self._last_live - began
+        self._live_interval = max(LIVE_MIN_INTERVAL_S, cost / LIVE_COST_SHARE)
         self.live_writes += 1
 
     def on_init_end(self, args, state, control, **kwargs):
