@@ -76,6 +76,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
 
 
 def _run(args: RunArgs, dataset=None) -> RunResult:
+    """The flow itself, step by step (`run` sets up the console around it)."""
     from transformers import set_seed
 
     from tl_hf.console import apply_phase_progress

@@ -169,7 +169,7 @@ def serve_output_dir(output_dir: str | os.PathLike, port: int):
             self.send_header("Cache-Control", "no-store")
             super().end_headers()
 
-    handler = functools.partial(QuietHandler, directory=str(output_dir))
+    handler = functools.partial(QuietHandler, directory=os.path.abspath(output_dir))
     try:
         server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as err:
