@@ -45,6 +45,7 @@ BENCHES = {
         ["--sizes", "28", "--num_proc", "1"],
     ),
     "audio_augment": ("bench_audio_augment.py", ["--clips", "100"], ["--clips", "20"]),
+    "live_report": ("bench_live_report.py", [], ["--steps", "1000", "100000", "--repeats", "3"]),
     # two launches dominated by start-up: full suite only (None: skipped by --quick)
     "processes": ("bench_processes.py", [], None),
 }

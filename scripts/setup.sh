@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 
 # Debian packages: ffmpeg (audio decoding by torchcodec), espeak-ng + flite (the embedded
 # spoken-word dataset), WordNet (offline synonyms), Fashion-MNIST (the embedded image data),
-# chromium (the browser tests of the HTML reports).
+# chromium (the headless browser of the HTML report tests).
 DEB_PACKAGES="ffmpeg espeak-ng flite wordnet-base wordnet-sense-index dataset-fashion-mnist chromium"
 missing=""
 for pkg in $DEB_PACKAGES; do

@@ -231,8 +231,11 @@ def test_recipe_pushes_best_model_to_hub(tiny_bert, sentiment_csv, tmp_path, mon
         assert name in stored, name
         assert stored[name] == (out / name).read_bytes()
     assert not any(name.startswith("checkpoint-") for name in stored)
-    for data in stored.values():
+    for name, data in stored.items():
         assert token.encode() not in data
+        # no local absolute path in anything pushed (card, report, run_config.yaml, results)
+        assert str(tmp_path).encode() not in data, name
+        assert os.path.dirname(sentiment_csv).encode() not in data, name
     for path in out.rglob("*"):
         assert not path.is_file() or token.encode() not in path.read_bytes(), path
     classify = pipeline("text-classification", model=str(tmp_path / "from_hub"))

@@ -293,3 +293,94 @@ def test_model_card_local_paths_are_not_hub_ids(tmp_path):
     splits = {r["dataset"]["split"] for r in meta["model-index"][0]["results"]}
     assert splits == {"validation"}
     assert "![training curves](training_curves.png)" in (root / "README.md").read_text()
+
+
+def test_card_and_report_of_an_embedded_default_run_name_no_local_path(tmp_path):
+    """The embedded image default (model_name_or_path unset in run_config.yaml) is named by
+    its Hub id, with base_model set; no local absolute path reaches the card or report."""
+    import yaml
+    from huggingface_hub import metadata_load
+
+    from tl_hf.report import build_model_card, write_report_html
+
+    root = make_run_folder(tmp_path / "run", hub_model_id=None, dataset_name="embedded:x")
+    config = yaml.safe_load((root / "run_config.yaml").read_text())
+    config.update(
+        modality="image",
+        model_name_or_path=None,
+        train_file=str(tmp_path / "somewhere" / "train.csv"),
+        command="tl-hf train image --strategy llrd",
+    )
+    (root / "run_config.yaml").write_text(yaml.safe_dump(config))
+    meta = metadata_load(build_model_card(root))
+    assert meta["base_model"] == "timm/tf_efficientnet_lite0.in1k"
+    card = (root / "README.md").read_text()
+    write_report_html(root)
+    for text in (card, (root / "report.html").read_text()):
+        assert str(tmp_path) not in text
+    assert (
+        "[timm/tf_efficientnet_lite0.in1k](https://huggingface.co/timm/tf_efficientnet_lite0.in1k)"
+        in card
+    )
+    # what was done, in words: strategy, learning rate per depth, augmentation, stopping
+    assert "layer-wise learning-rate decay" in card
+    assert "depth 0 (embeddings, 400 parameters): 5.12e-05" in card
+    assert "depth 3 (final norm and head, 51 parameters): 0.0001" in card
+    assert "`swap`, `deletion:p=0.1`, 1 stored augmented copy" in card
+    assert "stopped early at epoch 5; the best epoch, 3" in card
+    reproduce = card.split("## How to reproduce", 1)[1]
+    assert "tl-hf train image --config run_config.yaml" in reproduce
+    assert "tl-hf train image \\\n    --strategy llrd\n" in reproduce  # one flag per line
+    assert "--model_name_or_path timm/tf_efficientnet_lite0.in1k" in reproduce
+
+
+def test_reproduce_command_parses_back_to_the_same_arguments(tmp_path):
+    """The card's command line, given to the recipe's parser, sets what the run had."""
+    import shlex
+
+    from tl_hf.config import parse_args
+    from tl_hf.report.share import reproduce_command, shareable
+
+    argv = ["--strategy", "frozen", "--trainable_layers", "1", "--learning_rate", "3e-4"]
+    argv += ["--augment", "swap", "deletion:p=0.2", "--num_train_epochs", "2", "--use_cpu"]
+    argv += ["--output_dir", str(tmp_path / "o"), "--train_file", str(tmp_path / "d.csv")]
+    args = parse_args("text", argv)
+    config = shareable(args.to_dict())
+    command = reproduce_command("text", config, args.explicit)
+    assert str(tmp_path) not in command
+    words = shlex.split(command)
+    assert words[:3] == ["tl-hf", "train", "text"]
+    again = parse_args("text", words[3:]).to_dict()
+    for key in args.explicit:
+        assert again[key] == config[key], key
+    assert again["train_file"] == "./d.csv" and again["augment"] == ["swap", "deletion:p=0.2"]
+
+
+def test_model_card_renders_as_markdown(tmp_path):
+    """The card read as the Hub reads it: metadata off, Markdown with tables and code."""
+    markdown = pytest.importorskip("markdown")  # installed with tensorboard (extra: trackers)
+    from huggingface_hub import ModelCard
+
+    from tl_hf.report import build_model_card, write_training_curves
+
+    root = make_run_folder(tmp_path / "run")
+    write_training_curves(
+        json.loads((root / "training_history.json").read_text()), root / "training_curves.png"
+    )
+    page = markdown.markdown(
+        ModelCard.load(build_model_card(root)).text, extensions=["tables", "fenced_code"]
+    )
+    assert page.count("<table>") == 3  # results, per class, parameter groups
+    assert "|---" not in page and "| metric |" not in page  # every table was parsed
+    assert '<img alt="training curves" src="training_curves.png" />' in page
+    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", page, flags=re.S)
+    assert any("pipeline(" in b for b in blocks)
+    assert any(b.startswith("tl-hf train text --config run_config.yaml") for b in blocks)
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings == [
+        "Usage",
+        "Results",
+        "What was done",
+        "How to reproduce",
+        "Framework versions",
+    ]

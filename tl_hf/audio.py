@@ -254,6 +254,7 @@ MODALITY = register_modality(
         default_learning_rates={"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
         example_input='"path/to/clip.wav"',
         default_dataset="embedded:spoken_words_espeak_flite",
+        default_model_hub_id="openai/whisper-tiny.en",
         embedded_run_defaults={"max_duration_seconds": 1.0, "num_train_epochs": 3},
         augment_module="tl_hf.augment.audio",
         # Decoding, resampling and random crops happen per batch (with_transform), never stored.

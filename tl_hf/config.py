@@ -240,6 +240,24 @@ class AugmentArguments:
     )
 
 
+@dataclass
+class ReportArguments:
+    monitor_port: int | None = field(
+        default=None,
+        metadata={
+            "help": "Also serve the output folder (the live report.html) on http://127.0.0.1:PORT "
+            "while training, e.g. for a browser on another machine through an SSH tunnel."
+        },
+    )
+    verbose: bool = field(
+        default=False,
+        metadata={
+            "help": "Show every library message and progress bar (default: one bar per phase, "
+            "load reports condensed)."
+        },
+    )
+
+
 DATACLASSES = (ModelArguments, DataArguments, StrategyArguments, AugmentArguments)
 
 
@@ -254,11 +272,12 @@ class RunArgs:
     augment: AugmentArguments
     training: Any  # transformers.TrainingArguments
     explicit: set[str] = field(default_factory=set)  # the keys the user set
+    report: ReportArguments = field(default_factory=ReportArguments)
 
     def to_dict(self) -> dict[str, Any]:
         """All arguments as one flat, YAML-able dict (what `run_config.yaml` holds)."""
         out: dict[str, Any] = {"modality": self.modality}
-        for part in (self.model, self.data, self.strategy, self.augment):
+        for part in (self.model, self.data, self.strategy, self.augment, self.report):
             out.update({f.name: getattr(part, f.name) for f in fields(part)})
         for key, value in self.training.to_dict().items():
             if key.endswith("_token") or key == "hub_token":
@@ -270,7 +289,10 @@ class RunArgs:
 def _build_parser(modality: str, extra: tuple[type, ...] = ()):
     from transformers import HfArgumentParser, TrainingArguments
 
-    parser = HfArgumentParser((*DATACLASSES, *extra, TrainingArguments), allow_abbrev=False)
+    # ReportArguments last: how a run is watched, after what it trains
+    parser = HfArgumentParser(
+        (*DATACLASSES, *extra, TrainingArguments, ReportArguments), allow_abbrev=False
+    )
     parser.prog = f"{modality}_classify"
 
     def error(message: str):  # argparse would print the whole usage; one line is enough
@@ -380,6 +402,7 @@ def parse_args_with(modality: str, argv: list[str] | None = None, extra: tuple[t
             rest.append(argv[i])
         i += 1
     written_for = config.pop("modality", modality)  # run_config.yaml records it
+    config.pop("command", None)  # ... and the command line that reproduces it
     if written_for != modality:
         raise UserError(f"the config file is for the {written_for} recipe, not the {modality} one")
     _check_keys(config, parser, "the config file")
@@ -399,8 +422,10 @@ def parse_args_with(modality: str, argv: list[str] | None = None, extra: tuple[t
 
 
 def _split_extra(modality: str, parts: list, extra: tuple[type, ...], explicit: set[str]):
-    base = [*parts[: len(DATACLASSES)], parts[-1]]
-    return finalize_args(modality, *base, explicit=explicit), list(parts[len(DATACLASSES) : -1])
+    # parts: the toolkit's dataclasses, the extra ones, TrainingArguments, ReportArguments
+    n = len(DATACLASSES)
+    base = [*parts[:n], *parts[n + len(extra) :]]
+    return finalize_args(modality, *base, explicit=explicit), list(parts[n : n + len(extra)])
 
 
 def build_args(modality: str, dataset=None, **kwargs: Any) -> RunArgs:
@@ -425,7 +450,9 @@ def build_args_with(modality: str, dataset=None, extra: tuple[type, ...] = (), *
     return _split_extra(modality, list(parts), extra, set(kwargs))
 
 
-def finalize_args(modality, model, data, strategy, augment, training, explicit) -> RunArgs:
+def finalize_args(
+    modality, model, data, strategy, augment, training, report=None, *, explicit
+) -> RunArgs:
     """Validate combinations and fill in strategy-dependent defaults."""
     from tl_hf.modality import get_modality
 
@@ -470,7 +497,15 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
     if "learning_rate" not in explicit:
         training.learning_rate = declared.default_learning_rates[strategy.strategy]
     _check_early_stopping(training, strategy)
-    return RunArgs(modality, model, data, strategy, augment, training, explicit)
+    if (
+        report is not None
+        and report.monitor_port is not None
+        and not 0 < report.monitor_port < 65536
+    ):
+        raise UserError(f"--monitor_port must be in 1..65535, got {report.monitor_port}")
+    return RunArgs(
+        modality, model, data, strategy, augment, training, explicit, report or ReportArguments()
+    )
 
 
 def _check_early_stopping(training, strategy: StrategyArguments) -> None:

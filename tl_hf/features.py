@@ -265,7 +265,9 @@ def _check_reduction(cache: FeatureCache, collator, rows: list[dict]) -> str | N
     return None
 
 
-def build_feature_cache(model, features, collator, head_names: set[str], training_args, log=print):
+def build_feature_cache(
+    model, features, collator, head_names: set[str], training_args, log=print, on_rows=None
+):
     """Run the frozen backbone once over every split of `features` and switch `model` to
     stored features.
 
@@ -276,6 +278,8 @@ def build_feature_cache(model, features, collator, head_names: set[str], trainin
         head_names: `tl_hf.strategy.head_parameter_names(model)`.
         training_args: the `TrainingArguments` (batch size, `main_process_first`).
         log: where progress lines go.
+        on_rows: called with the number of rows after each batch through the backbone
+            (the phase's progress bar).
 
     Returns:
         A `FeatureCache` whose `features` replace the preprocessed splits, with the model
@@ -331,7 +335,12 @@ def build_feature_cache(model, features, collator, head_names: set[str], trainin
         with training_args.main_process_first(desc="feature cache"):
             for split, ds in features.items():
                 cached[split] = _cache_split(
-                    cache, ds, collator, backbone_hash, training_args.per_device_eval_batch_size
+                    cache,
+                    ds,
+                    collator,
+                    backbone_hash,
+                    training_args.per_device_eval_batch_size,
+                    on_rows,
                 )
     finally:
         model.train(was_training)
@@ -371,7 +380,9 @@ def _read_output_class(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _cache_split(cache: FeatureCache, ds, collator, backbone_hash: str, batch_size: int):
+def _cache_split(
+    cache: FeatureCache, ds, collator, backbone_hash: str, batch_size: int, on_rows=None
+):
     """One split through the backbone via `datasets.map`, cached by an explicit fingerprint."""
     import torch
 
@@ -393,6 +404,8 @@ def _cache_split(cache: FeatureCache, ds, collator, backbone_hash: str, batch_si
             for k, v in _reduce(outputs, reduction).items()
         }
         out["labels"] = batch["labels"]
+        if on_rows is not None:
+            on_rows(n)
         return out
 
     with torch.no_grad():

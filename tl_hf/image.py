@@ -159,6 +159,7 @@ MODALITY = register_modality(
         default_learning_rates={"frozen": 1e-3, "full": 1e-4, "llrd": 5e-4},
         example_input='"path/to/image.jpg"',
         default_dataset="embedded:fashion_mnist",
+        default_model_hub_id="timm/tf_efficientnet_lite0.in1k",
         embedded_run_defaults={"image_size": 112, "num_train_epochs": 4},
         augment_module="tl_hf.augment.image",
         # Pixel tensors are large: they are made per batch (with_transform), never stored.

@@ -119,6 +119,8 @@ class Modality:
         example_input: a Python literal for the model card's usage snippet.
         column_flags: the `DataArguments` fields naming input columns (shown in errors).
         default_dataset: how `run_config.yaml` and the card name the embedded data.
+        default_model_hub_id: the Hub id the embedded checkpoint was copied from: the
+            card's `base_model`, so the Hub links the model tree (None: no embedded one).
         embedded_run_defaults: flag defaults used when the embedded model and data run.
         augment_module: the module holding the augmentation catalogue (`tl_hf.augment`).
         preprocess_on_access: preprocess per batch (`with_transform`) instead of storing the
@@ -155,6 +157,7 @@ class Modality:
     build_collator: Callable[[Any], Callable[[list], dict]]
     column_flags: tuple[str, ...] = ()
     default_dataset: str | None = None
+    default_model_hub_id: str | None = None
     embedded_run_defaults: dict[str, Any] = field(default_factory=dict)
     augment_module: str | None = None
     preprocess_on_access: bool = False

@@ -44,9 +44,18 @@ def load_checkpoint_config(model_path: str, model_args):
 
 
 def build_model(
-    auto_class_name: str, model_path: str, model_args, label_names: list[str], config=None
+    auto_class_name: str,
+    model_path: str,
+    model_args,
+    label_names: list[str],
+    config=None,
+    verbose: bool = False,
+    display_name: str | None = None,
 ):
     """The classifier with a head for `label_names`; an existing head of another size is replaced.
+
+    transformers' load report is condensed to one line when it only lists the new head
+    (`tl_hf.console`, naming the checkpoint `display_name`); `verbose` keeps it whole.
 
     Sets `model.tl_hf_new_parameters`: the names the checkpoint did not provide (missing
     or resized on load), which `tl_hf.strategy` treats as the head.
@@ -72,16 +81,20 @@ def build_model(
         model.tl_hf_new_parameters = {n for n, _ in model.named_parameters()}
         model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
         return model
+    from tl_hf.console import condensed_load_report, release_load_report
+    from tl_hf.report.share import shareable_name
+
     try:
-        model, info = auto_class.from_pretrained(
-            model_path,
-            revision=model_args.model_revision,
-            cache_dir=model_args.cache_dir,
-            trust_remote_code=model_args.trust_remote_code,
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-            **kwargs,
-        )
+        with condensed_load_report(verbose) as held:
+            model, info = auto_class.from_pretrained(
+                model_path,
+                revision=model_args.model_revision,
+                cache_dir=model_args.cache_dir,
+                trust_remote_code=model_args.trust_remote_code,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+                **kwargs,
+            )
     except ValueError as err:
         raise UserError(
             f"{model_path} cannot be loaded as {auto_class_name}: {str(err).splitlines()[0]}"
@@ -90,6 +103,10 @@ def build_model(
         k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", ())
     }
     model.tl_hf_new_parameters = set(info.get("missing_keys", ())) | mismatched
+    name = display_name or str(shareable_name(model_path)).removeprefix("./")
+    release_load_report(
+        held, bool(info.get("unexpected_keys")), model.tl_hf_new_parameters, name, model
+    )
     model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
     return model
 

@@ -61,10 +61,9 @@ class Prepared:
 
 
 def _log(message: str) -> None:
-    from accelerate import PartialState
+    from tl_hf.console import say
 
-    if PartialState().is_main_process:
-        print(f"[tl-hf] {message}", flush=True)
+    say(message)
 
 
 def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks=()) -> RunResult:
@@ -77,9 +76,22 @@ def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks
             `prepare_data` (the lab shares it between trials); its splits are used as given.
         callbacks: extra `TrainerCallback`s (the lab's pruning callback).
     """
+    from tl_hf.console import quiet_libraries
+
+    # one progress bar per phase; --verbose shows the libraries' own bars and messages
+    with quiet_libraries(args.report.verbose):
+        return _run(args, dataset, prepared, callbacks)
+
+
+def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks=()) -> RunResult:
+    """The flow itself, step by step (`run` sets up the console around it)."""
     from transformers import set_seed
 
+    from tl_hf.console import apply_phase_progress
     from tl_hf.model import build_model
+    from tl_hf.report import format_diagnosis
+    from tl_hf.report.share import model_display_name
+    from tl_hf.report.trackers import attach_trackers, log_final_to_trackers, prepare_tracker_args
     from tl_hf.train import TLTrainer, compute_metrics
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
@@ -94,6 +106,8 @@ def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks
         args.model,
         data.label_names,
         plan.checkpoint_config,
+        verbose=args.report.verbose,
+        display_name=model_display_name(args.model.model_name_or_path, args.modality),
     )
     plan.modality.adapt_model(model, data.processor)
     # 6. strategy: freezing, then the parameter groups the optimizer will hold.
@@ -105,13 +119,13 @@ def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks
         else None
     )
     cache, features, collator = cache_features_step(model, args, plan, data, batch_augment)
-    training_args = (
-        plan.training_args
-    )  # the Trainer's copy: keeps the columns its inputs are made from
+    # the Trainer's copy of the arguments keeps the columns its inputs are made from
+    training_args = plan.training_args
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
     # 7. train with the early-stopping preset.
     prepare_output_dir(args, plan, data, groups)
     preset, early_stopping = build_callbacks(args, training_args.output_dir)
+    prepare_tracker_args(training_args, args.explicit)  # before trackio is imported
     trainer = TLTrainer(
         model=model,
         args=training_args,
@@ -125,9 +139,13 @@ def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks
         llrd_decay=args.strategy.llrd_decay,
         batch_augment=batch_augment,
     )
+    attach_trackers(trainer)  # --report_to tensorboard/trackio: in the folder, lr of every group
+    progress = apply_phase_progress(trainer, args.report.verbose)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     # 8. report: metrics of the restored best model on validation and test.
     metrics = evaluate_step(trainer, train_result, early_stopping, features, data.label_names, args)
+    if progress is not None:
+        progress.close_evaluation()
     if cache is not None:
         cache.restore()  # the trained head back on the real backbone: a normal full checkpoint
         metrics["cached_features"] = True
@@ -139,7 +157,8 @@ def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks
     )
     trainer.save_model(training_args.output_dir)
     if training_args.process_index == 0:
-        save_and_report(ran, plan, metrics, len(data.label_names), dataset)
+        diagnosis = save_and_report(ran, plan, metrics, len(data.label_names), dataset)
+        log_final_to_trackers(trainer, metrics, format_diagnosis(diagnosis))
     return RunResult(metrics, trainer.model, training_args.output_dir, ran, groups)
 
 
@@ -186,27 +205,35 @@ def prepare_data(args: RunArgs, plan: Plan, dataset=None) -> Prepared:
     """Steps 2-4: load and validate the data, add augmented copies (map mode) or the
     on-the-fly transform, and preprocess every split."""
     from tl_hf.augment import OnTheFly, apply_augment_copies, build_augmenter
+    from tl_hf.console import phase
     from tl_hf.data import label_names, load_classification_data
 
     modality, training_args = plan.modality, args.training
     num_proc = args.data.preprocessing_num_workers
     with training_args.main_process_first(desc="dataset preparation"):
+        # bad data is found while loading: the phase's bar starts after that, one step done
         dsd = load_classification_data(
             args.data, modality, training_args.seed, dataset, args.model.cache_dir
         )
-        processor = modality.build_processor(plan.model_path, args, plan.checkpoint_config)
-        augmenter = None
-        if plan.specs:
-            augmenter = build_augmenter(
-                modality, plan.specs, modality.augment_context(processor, args)
-            )
-        originals = dsd["train"]
-        if augmenter is not None and not plan.on_the_fly:
-            dsd["train"] = apply_augment_copies(
-                dsd["train"], augmenter, plan.specs, plan.copies, training_args.seed, num_proc
-            )
-        skip = ("train",) if plan.on_the_fly else ()
-        features = modality.preprocess(dsd, processor, args.data, num_proc, skip)
+        with phase("data", 2, "step", initial=1) as bar:
+            processor = modality.build_processor(plan.model_path, args, plan.checkpoint_config)
+            augmenter = None
+            if plan.specs:
+                augmenter = build_augmenter(
+                    modality, plan.specs, modality.augment_context(processor, args)
+                )
+            originals = dsd["train"]
+            if augmenter is not None and not plan.on_the_fly:  # stored copies: one more step
+                bar.total += 1
+                bar.set_postfix_str("augment")
+                dsd["train"] = apply_augment_copies(
+                    dsd["train"], augmenter, plan.specs, plan.copies, training_args.seed, num_proc
+                )
+                bar.update(1)
+            skip = ("train",) if plan.on_the_fly else ()
+            bar.set_postfix_str("preprocess")
+            features = modality.preprocess(dsd, processor, args.data, num_proc, skip)
+            bar.update(1)
         if plan.on_the_fly:
             # the training split is preprocessed per batch, after a fresh augmentation every epoch
             preprocess = modality.make_preprocess(processor, args.data, True)
@@ -269,10 +296,21 @@ def cache_features_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_
     collator = plan.modality.build_collator(data.processor)
     use_cache, reason = cache_plan(args, plan.on_the_fly, batch_augment)
     if use_cache:
+        from tl_hf.console import phase
+
+        # the features phase's one bar: rows through the frozen backbone, every split
+        rows = sum(len(split) for split in data.features.values())
         try:
-            cache = build_feature_cache(
-                model, data.features, collator, head_parameter_names(model), args.training, log=_log
-            )
+            with phase("features", rows, "row") as bar:
+                cache = build_feature_cache(
+                    model,
+                    data.features,
+                    collator,
+                    head_parameter_names(model),
+                    args.training,
+                    log=_log,
+                    on_rows=bar.update,
+                )
             return cache, cache.features, feature_collator
         except CannotCache as err:
             reason = str(err)
@@ -312,16 +350,29 @@ def prepare_output_dir(
 
 
 def build_callbacks(args: RunArgs, output_dir: str):
-    """The early-stopping preset's callback (None with patience 0) and the monitor."""
+    """The early-stopping preset's callback (None with patience 0) and the monitor (which
+    keeps the live report.html, served on 127.0.0.1 with --monitor_port)."""
     from tl_hf.report import MonitorCallback
+    from tl_hf.report.share import model_display_name
     from tl_hf.train import build_early_stopping
 
     early_stopping = build_early_stopping(
         args.strategy.early_stopping_patience, args.strategy.early_stopping_threshold
     )
+    model = model_display_name(args.model.model_name_or_path, args.modality)
     monitor = MonitorCallback(
-        output_dir, early_stopping_patience=args.strategy.early_stopping_patience
+        output_dir,
+        early_stopping_patience=args.strategy.early_stopping_patience,
+        title=f"tl-hf: {model} ({os.path.basename(os.path.abspath(output_dir))})",
     )
+    port = args.report.monitor_port
+    if port and args.training.process_index == 0:
+        from tl_hf.report.live import serve_output_dir
+
+        serve_output_dir(output_dir, port)  # a daemon thread: it ends with the process
+        _log(f"live report: http://127.0.0.1:{port}/report.html")
+    else:
+        _log(f"live report: {os.path.abspath(os.path.join(output_dir, 'report.html'))}")
     return [c for c in (early_stopping, monitor) if c is not None], early_stopping
 
 
@@ -368,9 +419,9 @@ def evaluate_step(
     return metrics
 
 
-def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> None:
+def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> dict:
     """Step 9 (main process): results, the run config of what ran, the diagnosis, the model
-    card and report (read from those files), then the push."""
+    card and report (read from those files), then the push. Returns the diagnosis."""
     from tl_hf.hub import push_output_dir
     from tl_hf.report import (
         build_model_card,
@@ -380,23 +431,24 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
         write_diagnosis,
         write_report_html,
     )
+    from tl_hf.report.share import reproduce_command, shareable
     from tl_hf.save import write_json, write_run_config
 
     output_dir, data_args, hub = ran.training.output_dir, ran.data, plan.hub
-    write_json(os.path.join(output_dir, "all_results.json"), metrics)
+    # Both files are pushed: local paths are named by their last component (share.py).
+    write_json(os.path.join(output_dir, "all_results.json"), shareable(metrics))
     embedded_data = not (data_args.dataset_name or data_args.train_file or dataset is not None)
-    write_run_config(
-        os.path.join(output_dir, "run_config.yaml"),
-        {
-            **ran.to_dict(),
-            "model_name_or_path": plan.model_path,
-            "push_to_hub": hub.push,
-            "dataset_name": plan.modality.default_dataset
-            if embedded_data
-            else data_args.dataset_name,
-            "hub_model_id": hub.repo_id if hub.push else ran.training.hub_model_id,
-        },
-    )
+    config = {
+        **ran.to_dict(),
+        # None = the embedded default checkpoint (the card names it by its Hub id)
+        "model_name_or_path": ran.model.model_name_or_path,
+        "push_to_hub": hub.push,
+        "dataset_name": plan.modality.default_dataset if embedded_data else data_args.dataset_name,
+        "hub_model_id": hub.repo_id if hub.push else ran.training.hub_model_id,
+    }
+    config = shareable(config)
+    config["command"] = reproduce_command(ran.modality, config, ran.explicit)
+    write_run_config(os.path.join(output_dir, "run_config.yaml"), config)
     diagnosis = diagnose(
         load_history(output_dir), strategy=ran.strategy.strategy, num_labels=num_labels
     )
@@ -406,6 +458,7 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
     write_report_html(output_dir)
     if hub.push:
         _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
+    return diagnosis
 
 
 def train_classifier(

@@ -25,11 +25,9 @@ def _repo_from_run_config(output_dir: Path) -> str | None:
     return data.get("hub_model_id") if isinstance(data, dict) else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m tl_hf.push") -> int:
     """Parse the command line and push; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tl_hf.push", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="the --output_dir of a finished run")
     parser.add_argument("--hub_model_id", default=None, help="NAMESPACE/NAME of the model repo")
     parser.add_argument("--private", action="store_true", help="create the repo private")

@@ -166,6 +166,7 @@ MODALITY = register_modality(
         default_learning_rates={"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
         example_input='"This is wonderful!"',
         default_dataset="embedded:bbc_news",
+        default_model_hub_id="sentence-transformers/all-MiniLM-L6-v2",
         # sized to finish in minutes on a 2-core CPU; with the user's own data the general defaults apply
         embedded_run_defaults={"num_train_epochs": 4},
         augment_module="tl_hf.augment.text",

@@ -206,7 +206,14 @@ def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: 
     if wanted_augment:
         explicit |= {"augment", "augment_mode"}
     return finalize_args(
-        base.modality, base.model, base.data, strategy, augment_args, training, explicit
+        base.modality,
+        base.model,
+        base.data,
+        strategy,
+        augment_args,
+        training,
+        base.report,
+        explicit=explicit,
     )
 
 
@@ -222,7 +229,8 @@ def default_learning_rate(base: RunArgs, strategy: str) -> float:
         dataclasses.replace(base.strategy, strategy=strategy, trainable_layers=0),
         base.augment,
         training,
-        base.explicit - {"learning_rate"},
+        base.report,
+        explicit=base.explicit - {"learning_rate"},
     )
     return args.training.learning_rate
 

@@ -1,13 +1,18 @@
 """What a run tells its user, one module per thing it makes (the report step of the flow:
 ... -> train -> report -> save/push):
 
-- `monitor`: `MonitorCallback`, the `TrainerCallback` that records the history and rewrites
-  `training_history.json` / `training_curves.png` after every evaluation;
+- `monitor`: `MonitorCallback`, the `TrainerCallback` that records the history, keeps the
+  live `report.html` up to date and rewrites `training_history.json` /
+  `training_curves.png` after every evaluation;
+- `live`: the live page (inline SVG charts, `report.live.js` sidecar, `--monitor_port`);
 - `history`: the history's structure, its best evaluation, the folder's file names;
 - `curves`: `write_training_curves`, the PNG;
 - `diagnosis`: `diagnose` (underfitting, overfitting, healthy) and `diagnosis.json`;
 - `html_report`: `write_report_html`, the self-contained `report.html`;
 - `card`: `build_model_card`, the `README.md` model card with Hub metadata;
+- `share`: names instead of local paths in what a run shares, the reproduce command;
+- `trackers`: `--report_to tensorboard/trackio` offline, per-group learning rates, final
+  metrics and diagnosis;
 - `folder`: reading a finished run's folder (what the report and the card are built from).
 
 Everything reads the files a run leaves in its output folder, so it also works on an old

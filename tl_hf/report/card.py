@@ -8,6 +8,7 @@ from typing import Any
 
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
 from tl_hf.report.history import CARD_FILE, CURVES_FILE
+from tl_hf.report.share import embedded_hub_id, shareable, shareable_name
 
 _NOT_METRICS = {
     "loss",
@@ -18,6 +19,9 @@ _NOT_METRICS = {
     "epoch",
     "per_class",
 }
+
+
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "_flos")
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -95,13 +99,155 @@ def _task_and_example(modality_name: str) -> tuple[str, str]:
     return modality.task, modality.example_input
 
 
+def base_model_of(cfg: dict) -> tuple[str | None, str | None]:
+    """(the Hub id of the checkpoint a run started from, or None; how to name it, or None
+    when the folder has no run config).
+
+    `model_name_or_path` unset in `run_config.yaml` means the modality's embedded default,
+    named by the Hub id it was copied from; a local folder is named by its folder name."""
+    if "model_name_or_path" not in cfg:
+        return None, None
+    base = cfg.get("model_name_or_path")
+    if not base:
+        hub_id = embedded_hub_id(cfg.get("modality"))
+        return hub_id, hub_id or "the embedded default checkpoint"
+    if is_hub_id(base):
+        return base, base
+    return None, str(shareable_name(base)).removeprefix("./")
+
+
+def _lr_by_depth(groups: list[dict]) -> list[tuple[Any, float, int]]:
+    """(depth, learning rate, parameters) per layer depth, from the optimizer's groups."""
+    depths: dict[Any, list] = {}
+    for g in groups:
+        row = depths.setdefault(g.get("depth"), [g.get("lr"), 0])
+        row[1] += g.get("num_params") or 0
+    return [(d, lr, n) for d, (lr, n) in sorted(depths.items(), key=lambda x: (x[0] is None, x[0]))]
+
+
+def _what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
+    """The training, in plain words: strategy, learning rate per layer, augmentation, stopping."""
+    strategy = results.get("strategy") or cfg.get("strategy")
+    lr = cfg.get("learning_rate")
+    by_depth = _lr_by_depth(groups)
+    top = max((d for d, _, _ in by_depth if isinstance(d, int)), default=None)
+    if strategy == "frozen":
+        layers = cfg.get("trainable_layers") or 0
+        text = (
+            "The pretrained backbone was **frozen**: only the new classification head trained"
+            + (f", together with the top {layers} backbone layers" if layers else "")
+            + f", at learning rate {fmt(lr)}."
+        )
+        if results.get("cached_features"):
+            text += (
+                " The frozen backbone ran once over every split and the head trained on its "
+                "stored outputs."
+            )
+    elif strategy == "llrd":
+        text = (
+            "**Every layer trained**, with layer-wise learning-rate decay: the head at "
+            f"{fmt(lr)}, each layer below it at {cfg.get('llrd_decay')} times the rate of the "
+            "layer above"
+        )
+        if by_depth:
+            text += f", down to {fmt(by_depth[0][1])} for the embeddings (depth 0)"
+        text += "."
+    else:
+        text = f"**Every layer trained** at the same learning rate, {fmt(lr)}."
+    lines = [f"- Strategy `{strategy}`: {text}"]
+    if by_depth:
+        named = []
+        for depth, rate, params in by_depth:
+            where = (
+                "embeddings"
+                if depth == 0
+                else ("head" if strategy == "frozen" else "final norm and head")
+                if depth == top
+                else f"layer {depth}"
+            )
+            named.append(f"depth {depth} ({where}, {params:,} parameters): {fmt(rate)}")
+        lines.append("- Learning rate by depth: " + "; ".join(named) + ".")
+    augment = [a for a in cfg.get("augment") or [] if a != "none"]
+    if augment:
+        how = (
+            "drawn afresh every epoch (on the fly)"
+            if cfg.get("augment_mode") == "on_the_fly"
+            else f"{cfg.get('augment_copies') or 1} stored augmented "
+            f"{'copy' if (cfg.get('augment_copies') or 1) == 1 else 'copies'} of each training "
+            "example"
+        )
+        lines.append(f"- Augmentations: {', '.join(f'`{a}`' for a in augment)}, {how}.")
+    else:
+        lines.append("- Augmentations: none.")
+    epochs = cfg.get("num_train_epochs")
+    size = f"{results['train_samples']} training rows, " if results.get("train_samples") else ""
+    lines.append(
+        f"- Data and schedule: {size}up to {fmt(epochs)} epochs, batch size "
+        f"{cfg.get('per_device_train_batch_size')} per device, seed {cfg.get('seed')}."
+    )
+    patience = results.get("early_stopping_patience", cfg.get("early_stopping_patience"))
+    if results.get("best_epoch") is not None:
+        stop = (
+            f"stopped early at epoch {results.get('stopped_epoch')}"
+            if results.get("early_stopped")
+            else f"ran all epochs (to epoch {results.get('stopped_epoch')})"
+        )
+        lines.append(
+            f"- Early stopping on `{results.get('metric_for_best_model', 'eval_loss')}` with "
+            f"patience {patience}: training {stop}; the best epoch, {results.get('best_epoch')}, "
+            "is the checkpoint saved here."
+        )
+    return lines
+
+
+def _wrap_command(command: str) -> str:
+    """One `--flag values` per line (shell continuations): a long command stays readable."""
+    import shlex
+
+    words, chunks = shlex.split(command), []
+    for word in words:
+        if word.startswith("--") or not chunks:
+            chunks.append([word])
+        else:
+            chunks[-1].append(word)
+    return " \\\n    ".join(shlex.join(c) for c in chunks)
+
+
+def _how_to_reproduce(cfg: dict, modality: str, base_hub: str | None) -> list[str]:
+    command = cfg.get("command") or f"tl-hf train {modality} --config run_config.yaml"
+    lines = [
+        "## How to reproduce",
+        "",
+        "With tl-hf installed, the `run_config.yaml` of this repository reruns the training:",
+        "",
+        "```bash",
+        f"tl-hf train {modality} --config run_config.yaml",
+        "```",
+        "",
+        "or, with the flags that were given:",
+        "",
+        "```bash",
+        _wrap_command(command),
+        "```",
+        "",
+    ]
+    if not cfg.get("model_name_or_path") and base_hub:
+        lines += [
+            f"No `--model_name_or_path` was given: tl-hf used its embedded offline copy of "
+            f"`{base_hub}`; add `--model_name_or_path {base_hub}` to download it from the Hub "
+            "instead.",
+            "",
+        ]
+    return lines
+
+
 def build_model_card(output_dir: str | os.PathLike) -> str:
     """Write the model card `README.md` to `output_dir` from the files of a finished run.
 
     The YAML metadata holds what the Hub reads: `library_name`, `pipeline_tag`,
-    `base_model` and `datasets` (only when they are Hub ids, not local paths), `metrics`,
-    `tags` and a `model-index` with the validation and test results of
-    `all_results.json`.
+    `base_model` (a Hub id, or the Hub id an embedded default was copied from) and
+    `datasets` (only Hub ids), `metrics`, `tags` and a `model-index` with the validation
+    and test results of `all_results.json`. The text names no local absolute path.
 
     Returns:
         The path of the card.
@@ -110,14 +256,17 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
 
     root = Path(output_dir)
     run = load_run(root)
-    results, cfg, groups = run["results"], run["run"], run["groups"]
+    results, cfg, groups = shareable(run["results"]), shareable(run["run"]), run["groups"]
     modality = cfg.get("modality") or "text"
     task, example = _task_and_example(modality)
-    base = cfg.get("model_name_or_path") or run["config"].get("_name_or_path")
+    base_hub, base_name = base_model_of(cfg)
+    if base_name is None:  # not written by tl-hf: what config.json says, as a name
+        found = shareable_name(run["config"].get("_name_or_path"))
+        base_name = str(found).removeprefix("./") if found else "an unnamed checkpoint"
     dataset = cfg.get("dataset_name") or cfg.get("train_file")
-    base_is_hub, data_is_hub = is_hub_id(base), is_hub_id(dataset)
+    data_is_hub = is_hub_id(dataset)
     repo = cfg.get("hub_model_id") or root.resolve().name
-    dataset_label = dataset if dataset else "local data"
+    dataset_label = str(dataset).removeprefix("./") if dataset else "local data"
     evals = card_eval_results(
         results, task, dataset if data_is_hub else "local", str(dataset_label)
     )
@@ -125,7 +274,7 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag=task,
-        base_model=base if base_is_hub else None,
+        base_model=base_hub,
         datasets=[dataset] if data_is_hub else None,
         metrics=sorted({r.metric_type for r in evals}) or None,
         tags=["tl-hf", task, "transfer-learning", *([f"strategy-{strategy}"] if strategy else [])],
@@ -133,15 +282,16 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
         eval_results=evals or None,
     )
     where = (
-        f"[{base}](https://huggingface.co/{base})"
-        if base_is_hub
-        else f"`{base}` (a local checkpoint)"
+        f"[{base_hub}](https://huggingface.co/{base_hub})"
+        if base_hub
+        else f"`{base_name}` (a local checkpoint)"
     )
-    data_where = (
-        f"[{dataset}](https://huggingface.co/datasets/{dataset})"
-        if data_is_hub
-        else f"`{dataset_label}` (local)"
-    )
+    if data_is_hub:
+        data_where = f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+    elif str(dataset).startswith("embedded:"):
+        data_where = f"tl-hf's embedded `{str(dataset).removeprefix('embedded:')}` data"
+    else:
+        data_where = f"`{dataset_label}` (local data)"
     lines = [
         f"# {repo}",
         "",
@@ -164,49 +314,25 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
         f"classifier({example})",
         "```",
         "",
+        "## Results",
+        "",
     ]
-    lines += ["## Results", ""]
-    rows = metric_rows(results)
+    # what the model scored; timings and throughput are in all_results.json and report.html
+    rows = [r for r in metric_rows(results) if not r[0].endswith(_TIMING_SUFFIXES)]
     if rows:
         lines += [md_table(rows, ["metric", "value"]), ""]
     per_class = per_class_rows(results)
     if per_class:
+        lines += ["Per class (test):", "", md_table(per_class, PER_CLASS_HEADER), ""]
+    lines += ["## What was done", "", *_what_was_done(cfg, results, groups), ""]
+    if (root / CURVES_FILE).is_file():
+        lines += ["### Training curves", "", f"![training curves]({CURVES_FILE})", ""]
+    if run["diagnosis"]:
         lines += [
-            "Per class (test):",
-            "",
-            md_table(per_class, PER_CLASS_HEADER),
+            f"Diagnosis: **{run['diagnosis']['verdict']}**. "
+            + " ".join(run["diagnosis"]["reasons"]),
             "",
         ]
-    lines += [
-        "## Training",
-        "",
-        f"- Strategy: **{strategy}**"
-        + (f", LLRD decay {cfg.get('llrd_decay')}" if strategy == "llrd" else "")
-        + (
-            f", top {cfg.get('trainable_layers')} layers trainable"
-            if strategy == "frozen" and cfg.get("trainable_layers")
-            else ""
-        ),
-        f"- Learning rate {cfg.get('learning_rate')}, up to {cfg.get('num_train_epochs')} epochs, "
-        f"seed {cfg.get('seed')}",
-    ]
-    augment = cfg.get("augment")
-    if augment:
-        lines.append(
-            f"- Augmentations: {', '.join(f'`{a}`' for a in augment)} "
-            f"(mode {cfg.get('augment_mode')}, {cfg.get('augment_copies')} copies)"
-        )
-    else:
-        lines.append("- Augmentations: none")
-    patience = results.get("early_stopping_patience", cfg.get("early_stopping_patience"))
-    if results.get("best_epoch") is not None:
-        stop = "stopped early" if results.get("early_stopped") else "ran all epochs"
-        lines.append(
-            f"- Early stopping on `{results.get('metric_for_best_model', 'eval_loss')}` with patience "
-            f"{patience}: {stop} at epoch {results.get('stopped_epoch')}; the best epoch, "
-            f"{results.get('best_epoch')}, is the checkpoint saved here"
-        )
-    lines.append("")
     if groups:
         rows = [
             [g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
@@ -218,14 +344,7 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
             md_table(rows, ["group", "depth", "parameters", "lr", "weight decay"]),
             "",
         ]
-    if (root / CURVES_FILE).is_file():
-        lines += ["### Training curves", "", f"![training curves]({CURVES_FILE})", ""]
-    if run["diagnosis"]:
-        lines += [
-            f"Diagnosis: **{run['diagnosis']['verdict']}**. "
-            + " ".join(run["diagnosis"]["reasons"]),
-            "",
-        ]
+    lines += _how_to_reproduce(cfg, modality, base_hub)
     lines += ["## Framework versions", "", *[f"- {p} {v}" for p, v in _versions()], ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     path = root / CARD_FILE

@@ -10,9 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tl_hf.report.card import base_model_of
 from tl_hf.report.diagnosis import diagnose
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
-from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE
+from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE, atomic_write
+from tl_hf.report.live import PAGE_STYLE, live_payload, mark_final, page, render_monitor
+from tl_hf.report.share import shareable
 
 
 def confusion_matrix(
@@ -85,8 +88,14 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
     """
     root = Path(output_dir)
     run = load_run(root)
-    results, cfg = run["results"], run["run"]
-    title = f"tl-hf report: {cfg.get('model_name_or_path') or root.name}"
+    # the report is pushed beside the card: no local absolute path in it (share.py)
+    results, cfg = shareable(run["results"]), shareable(run["run"])
+    base_name = base_model_of(cfg)[1]
+    title = (
+        f"tl-hf report: {base_name} ({root.resolve().name})"
+        if base_name
+        else (f"tl-hf report: {root.resolve().name}")
+    )
     parts = [f"<h1>{html.escape(title)}</h1>"]
     summary = [
         ["modality", cfg.get("modality")],
@@ -98,12 +107,18 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
         ["early stopped", results.get("early_stopped")],
         ["patience", results.get("early_stopping_patience", cfg.get("early_stopping_patience"))],
     ]
-    parts.append(html_table([r for r in summary if r[1] not in (None, "")], ["", ""]))
-    if (root / CURVES_FILE).is_file():
+    summary = [r for r in summary if r[1] not in (None, "")]
+    if summary:
+        parts.append(html_table(summary, ["", ""]))
+    if run["history"]:
+        # the live monitor, frozen: same interactive charts, data inline, no polling
         parts += [
             "<h2>Training curves</h2>",
-            img_tag((root / CURVES_FILE).read_bytes(), "training curves"),
+            render_monitor(live_payload(run["history"], final=True)),
         ]
+    if (root / CURVES_FILE).is_file():
+        image = img_tag((root / CURVES_FILE).read_bytes(), "training curves")
+        parts.append(f"<details><summary>Training curves as an image</summary>{image}</details>")
     diagnosis = run["diagnosis"]
     if diagnosis is None and run["history"]:
         diagnosis = diagnose(run["history"], strategy=cfg.get("strategy"))
@@ -149,15 +164,11 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
             "<h2>Run configuration</h2>",
             html_table([[k, v] for k, v in sorted(cfg.items())], ["argument", "value"]),
         ]
-    style = (
-        "body{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
+    style = PAGE_STYLE + (
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
         "text-align:left;font-size:90%}img{max-width:100%}"
     )
-    page = (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    )
     path = root / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    atomic_write(path, page(title, "".join(parts), style).encode())
+    mark_final(root)  # a live page still open in a browser reloads into this one
     return str(path)

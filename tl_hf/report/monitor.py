@@ -1,11 +1,12 @@
 """`MonitorCallback`: records the training history while the `Trainer` runs and, on the main
-process, rewrites `training_history.json` and redraws `training_curves.png` after every
-evaluation."""
+process, keeps the live `report.html` up to date from the first step (`live`), and rewrites
+`training_history.json` and redraws `training_curves.png` after every evaluation."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,16 @@ from tl_hf.report.history import (
     metric_key,
     new_history,
 )
+from tl_hf.report.live import live_payload, progress_fields, write_live
 
 # Record the learning rates at about this many optimizer steps over a run: enough for a
 # smooth curve, small enough that a 100k-step run keeps a small history file.
 LR_POINTS = 1000
+# The live page's data is rewritten at most this often between evaluations (a fast GPU logs
+# many steps a second; the page polls every 2 s), and never more often than LIVE_COST_SHARE
+# of the time allows: a long run's history takes longer to write (bench/bench_live_report.py).
+LIVE_MIN_INTERVAL_S = 1.0
+LIVE_COST_SHARE = 0.02
 
 
 class MonitorCallback(TrainerCallback):
@@ -42,6 +49,8 @@ class MonitorCallback(TrainerCallback):
         output_dir: Where to write; default `args.output_dir`.
         early_stopping_patience: Shown on the plot and kept in the history.
         plot: Draw the PNG (the history JSON is always written).
+        live: Keep the live `report.html` (and its data file `report.live.js`) up to date.
+        title: The live page's title.
     """
 
     def __init__(
@@ -49,9 +58,16 @@ class MonitorCallback(TrainerCallback):
         output_dir: str | os.PathLike | None = None,
         early_stopping_patience: int | None = None,
         plot: bool = True,
+        live: bool = True,
+        title: str = "tl-hf training monitor",
     ):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.plot = plot
+        self.live, self.title = live, title
+        self.live_writes = 0  # how many times the live data was written (tests, watchers)
+        self._started = time.time()
+        self._last_live = 0.0
+        self._live_interval = LIVE_MIN_INTERVAL_S
         self.history = new_history()
         self.history["early_stopping_patience"] = early_stopping_patience
         self.plot_writes = 0  # how many times the PNG was drawn (tests, watchers)
@@ -61,6 +77,7 @@ class MonitorCallback(TrainerCallback):
     # -- events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._training = True
+        self._started = time.time()
         self.history["metric_for_best_model"] = metric_key(args.metric_for_best_model)
         greater = args.greater_is_better
         if greater is None:  # what Trainer infers: only names ending in "loss" are lower-is-better
@@ -70,6 +87,7 @@ class MonitorCallback(TrainerCallback):
         config = getattr(model, "config", None)
         if config is not None and getattr(config, "num_labels", None):
             self.history["num_labels"] = int(config.num_labels)
+        self._write_live(state, page_too=True)  # report.html exists before the first step
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
         every = max(1, (state.max_steps or 0) // LR_POINTS)
@@ -81,6 +99,8 @@ class MonitorCallback(TrainerCallback):
             self.history["train"].append(
                 {"step": state.global_step, "epoch": state.epoch, "loss": float(logs["loss"])}
             )
+            if time.time() - self._last_live >= self._live_interval:
+                self._write_live(state)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         record = {"step": state.global_step, "epoch": state.epoch}
@@ -92,6 +112,7 @@ class MonitorCallback(TrainerCallback):
         self.history["eval"].append(record)
         finalize_history(self.history)
         self._write(state, draw=True)
+        self._write_live(state)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training = False
@@ -102,6 +123,7 @@ class MonitorCallback(TrainerCallback):
         )
         self.history["finished"] = True
         self._write(state, draw=True)
+        self._write_live(state)
 
     # -- helpers
     def _record_lr(self, state, optimizer) -> None:
@@ -124,6 +146,18 @@ class MonitorCallback(TrainerCallback):
         if draw and self.plot and self.history["eval"]:
             self.last_marks = write_training_curves(self.history, self.output_dir / CURVES_FILE)
             self.plot_writes += 1
+
+    def _write_live(self, state, page_too: bool = False) -> None:
+        if not self.live or not state.is_world_process_zero or self.output_dir is None:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        began = time.time()
+        payload = live_payload(self.history, **progress_fields(state, self._started))
+        write_live(self.output_dir, payload, self.title, page_too)
+        self._last_live = time.time()
+        cost = self._last_live - began
+        self._live_interval = max(LIVE_MIN_INTERVAL_S, cost / LIVE_COST_SHARE)
+        self.live_writes += 1
 
     def on_init_end(self, args, state, control, **kwargs):
         if self.output_dir is None:
