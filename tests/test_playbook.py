@@ -120,6 +120,7 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
     from transformers import pipeline
 
     from tl_hf import run_playbook
+    from tl_hf.lab.playbook import _known_strategies
 
     train = write_csv(tmp_path / "train.csv", sentiment_rows(80, seed=1))
     test_rows = sentiment_rows(16, seed=2)
@@ -142,6 +143,9 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
     assert trail[1]["ran"] and len(trail[1]["probe"]["accuracy"]) == 3
     assert trail[2]["ran"] and any(c.startswith("llrd") for c in trail[2]["configs"])
     assert trail[3]["ran"] == (trail[3]["diagnosis"]["verdict"] == "overfitting")
+    # 60 training rows in 2 classes: an underfitting baseline argues for gradual unfreezing
+    if trail[0]["diagnosis"]["verdict"] == "underfitting" and "gradual" in _known_strategies():
+        assert any(c.startswith("gradual") for c in trail[2]["configs"]), trail[2]["configs"]
     page = (out / "playbook_report.html").read_text()
     assert (
         "2. per-layer probe (ran)" in page

@@ -168,22 +168,51 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
     import dataclasses
 
     from tl_hf.lab import finish, open_session, run_specs
-    from tl_hf.lab.report import summarize, trial_rows
+    from tl_hf.lab.playbook_report import write_playbook
 
-    augment_sets = list(
-        dict.fromkeys(["none", *lab.augment_sets, "default@copies=2", "default@on_the_fly"])
-    )
-    lab = dataclasses.replace(lab, augment_sets=augment_sets)
+    augment_sets = ["none", *lab.augment_sets, "default@copies=2", "default@on_the_fly"]
+    lab = dataclasses.replace(lab, augment_sets=list(dict.fromkeys(augment_sets)))
     session = open_session(base, lab, dataset)
-    seeds, seed = lab.seeds, base.training.seed
     trail: list[dict[str, Any]] = []
-    all_specs: list[TrialSpec] = []
+    specs, diagnosis = _step_baseline(session, trail)
+    probe = _step_probe(session, trail)
+    specs += _step_unfreeze(session, trail, diagnosis, probe)
+    specs += _step_augment(session, trail)
+    winner = None if session.out_of_time() else run_specs(session, specs, then_winner=True)
+    result = finish(session, specs, winner)
+    trail.append(
+        {
+            "step": "5. winner",
+            "ran": result.winner is not None,
+            "why": "the best mean validation over seeds across every step; rerun into a complete run folder, "
+            "the only run scored on the test split"
+            if result.winner
+            else "no winner: the time budget ran out or no configuration completed",
+            "result": result.winner,
+        }
+    )
+    write_playbook(session, result, trail, probe)
+    return result
 
-    # 1. frozen baseline
-    frozen_lr = default_learning_rate(base, "frozen")
-    baseline = _specs("frozen", [frozen_lr], seeds, seed, layers=0)
-    all_specs += baseline
-    rows = _stage(session, baseline)
+
+def _skipped(trail: list, step: str, why: str) -> list:
+    trail.append({"step": step, "ran": False, "why": why})
+    return []
+
+
+def _step_baseline(session, trail: list) -> tuple[list[TrialSpec], dict]:
+    """1. The frozen backbone with a new head (cached features), and its diagnosis."""
+    from tl_hf.lab.report import summarize
+
+    base = session.base
+    specs = _specs(
+        "frozen",
+        [default_learning_rate(base, "frozen")],
+        session.lab.seeds,
+        base.training.seed,
+        layers=0,
+    )
+    rows = _stage(session, specs)
     summary = summarize(rows, session.greater)
     diagnosis = _verdict(session, rows)
     trail.append(
@@ -197,134 +226,127 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
         }
     )
     _log(f"baseline: {diagnosis['verdict']}")
+    return specs, diagnosis
 
-    # 2. per-layer probe
-    probe = None
+
+def _step_probe(session, trail: list) -> dict | None:
+    """2. Where the task's information lives: a linear probe per block."""
+    from tl_hf.lab.probe import CannotProbe
+
     if session.out_of_time():
-        trail.append({"step": "2. per-layer probe", "ran": False, "why": "the time budget ran out"})
-    else:
-        from tl_hf.lab.probe import CannotProbe
+        return _skipped(trail, "2. per-layer probe", "the time budget ran out") or None
+    try:
+        probe = _probe(session)
+    except CannotProbe as err:
+        return _skipped(trail, "2. per-layer probe", str(err)) or None
+    where = (
+        "the top block"
+        if probe["peak_depth"] == probe["num_blocks"]
+        else f"depth {probe['peak_depth']}"
+    )
+    trail.append(
+        {
+            "step": "2. per-layer probe",
+            "ran": True,
+            "probe": probe,
+            "why": f"a linear probe per block on {probe['pooling']} pooling"
+            + (" (declared by the checkpoint)" if probe["pooling_declared"] else "")
+            + f": the information peaks at {where} (accuracy {probe['best_accuracy']:.3f}); proposed "
+            f"--trainable_layers {probe['trainable_layers']}, --llrd_decay {probe['llrd_decay']}",
+        }
+    )
+    return probe
 
-        try:
-            probe = _probe(session)
-            where = (
-                "the top block"
-                if probe["peak_depth"] == probe["num_blocks"]
-                else f"depth {probe['peak_depth']}"
-            )
-            trail.append(
-                {
-                    "step": "2. per-layer probe",
-                    "ran": True,
-                    "probe": probe,
-                    "why": f"a linear probe per block on {probe['pooling']} pooling"
-                    + (" (declared by the checkpoint)" if probe["pooling_declared"] else "")
-                    + f": the information peaks at {where} (accuracy {probe['best_accuracy']:.3f}); "
-                    f"proposed --trainable_layers {probe['trainable_layers']}, "
-                    f"--llrd_decay {probe['llrd_decay']}",
-                }
-            )
-        except CannotProbe as err:
-            trail.append({"step": "2. per-layer probe", "ran": False, "why": str(err)})
 
-    # 3. unfreeze: full and LLRD at a few learning rates, frozen + the proposed top blocks
+def _step_unfreeze(session, trail: list, diagnosis: dict, probe: dict | None) -> list[TrialSpec]:
+    """3. Full and LLRD at a ladder of rates, the probe's proposal, the strategies argued for."""
+    from tl_hf.lab import prepared_for
+    from tl_hf.lab.report import summarize
+
+    if session.out_of_time():
+        return _skipped(trail, "3. unfreeze", "the time budget ran out")
+    base, seeds, seed = session.base, session.lab.seeds, session.base.training.seed
     decay = probe["llrd_decay"] if probe else base.strategy.llrd_decay
-    stage = []
+    specs = []
     for strategy in ("full", "llrd"):
-        lr = default_learning_rate(base, strategy)
-        stage += _specs(
+        rate = default_learning_rate(base, strategy)
+        specs += _specs(
             strategy,
-            [lr * f for f in LR_LADDER],
+            [rate * f for f in LR_LADDER],
             seeds,
             seed,
             decay=decay if strategy == "llrd" else None,
         )
-    if probe:
-        stage += _specs("frozen", [frozen_lr], seeds, seed, layers=probe["trainable_layers"])
     why = (
         f"the baseline is {diagnosis['verdict']}: unfreeze (full at 1/3, 1 and 3 times its default rate; "
         f"LLRD with decay {decay} likewise"
-        + (
-            f"; frozen with the top {probe['trainable_layers']} block(s) "
-            "trainable, as the probe proposes)"
-            if probe
-            else ")"
-        )
     )
-    if session.out_of_time():
-        trail.append({"step": "3. unfreeze", "ran": False, "why": "the time budget ran out"})
-    else:
-        all_specs += stage
-        rows = _stage(session, stage)
-        trail.append(
-            {
-                "step": "3. unfreeze",
-                "ran": True,
-                "why": why,
-                "configs": sorted({s.config for s in stage}),
-                "result": _best(summarize(rows, session.greater)),
-            }
+    if probe:
+        specs += _specs(
+            "frozen",
+            [default_learning_rate(base, "frozen")],
+            seeds,
+            seed,
+            layers=probe["trainable_layers"],
         )
+        why += f"; frozen with the top {probe['trainable_layers']} block(s) trainable, as the probe proposes"
+    data = prepared_for(session, "none")
+    per_class = len(data.features["train"]) / max(1, len(data.label_names))
+    for name, reason in extra_strategies(diagnosis, probe, per_class, _known_strategies()).items():
+        specs += _specs(name, [default_learning_rate(base, name)], seeds, seed)
+        why += f"; {name}: {reason}"
+    rows = _stage(session, specs)
+    trail.append(
+        {
+            "step": "3. unfreeze",
+            "ran": True,
+            "why": why + ")",
+            "configs": sorted({s.config for s in specs}),
+            "result": _best(summarize(rows, session.greater)),
+        }
+    )
+    return specs
 
-    # 4. augmentation, when the best so far overfits
-    everything = summarize(trial_rows(_final_rows(session)), session.greater)
-    best = _best(everything)
-    best_rows = [
-        r for r in trial_rows(_final_rows(session)) if best and r["config"] == best["config"]
-    ]
-    best_diagnosis = _verdict(session, best_rows) if best else {"verdict": "unknown", "reasons": []}
-    run_it, why = augmentation_decision(best["config"] if best else None, best_diagnosis)
+
+def _step_augment(session, trail: list) -> list[TrialSpec]:
+    """4. Augmentation (2 stored copies vs on the fly) on the best so far, if it overfits."""
+    from tl_hf.lab.report import summarize, trial_rows
+
+    rows = trial_rows(_final_rows(session))
+    best = _best(summarize(rows, session.greater))
+    best_rows = [r for r in rows if best and r["config"] == best["config"]]
+    diagnosis = _verdict(session, best_rows) if best else {"verdict": "unknown", "reasons": []}
+    run_it, why = augmentation_decision(best["config"] if best else None, diagnosis)
     if run_it and session.out_of_time():
         run_it, why = False, "the time budget ran out"
     if not run_it:
-        trail.append(
-            {"step": "4. augmentation", "ran": False, "why": why, "diagnosis": best_diagnosis}
+        trail.append({"step": "4. augmentation", "ran": False, "why": why, "diagnosis": diagnosis})
+        return []
+    first, seeds, seed = best_rows[0], session.lab.seeds, session.base.training.seed
+    specs = [
+        TrialSpec(
+            first["strategy"],
+            first["learning_rate"],
+            first["trainable_layers"],
+            first["llrd_decay"],
+            name,
+            seed + i,
         )
-    else:
-        first = best_rows[0]
-        stage = [
-            TrialSpec(
-                first["strategy"],
-                first["learning_rate"],
-                first["trainable_layers"],
-                first["llrd_decay"],
-                name,
-                seed + i,
-            )
-            for name in ("default@copies=2", "default@on_the_fly")
-            for i in range(seeds)
-        ]
-        all_specs += stage
-        rows = _stage(session, stage)
-        trail.append(
-            {
-                "step": "4. augmentation",
-                "ran": True,
-                "diagnosis": best_diagnosis,
-                "why": why,
-                "configs": sorted({s.config for s in stage}),
-                "result": _best(summarize(rows, session.greater)),
-            }
-        )
-
-    # 5. the winner, rerun with the test split
-    winner = run_specs(session, all_specs, then_winner=True) if not session.out_of_time() else None
-    result = finish(session, all_specs, winner)
+        for name in ("default@copies=2", "default@on_the_fly")
+        for i in range(seeds)
+    ]
+    stage_rows = _stage(session, specs)
     trail.append(
         {
-            "step": "5. winner",
-            "ran": result.winner is not None,
-            "why": "the best mean validation over seeds across every step; rerun into a complete "
-            "run folder, the only run scored on the test split"
-            if result.winner
-            else "no winner: the time budget ran out or no configuration completed",
-            "result": result.winner,
+            "step": "4. augmentation",
+            "ran": True,
+            "diagnosis": diagnosis,
+            "why": why,
+            "configs": sorted({s.config for s in specs}),
+            "result": _best(summarize(stage_rows, session.greater)),
         }
     )
-    from tl_hf.lab.playbook_report import write_playbook
-
-    write_playbook(session, result, trail, probe)
-    return result
+    return specs
 
 
 def _final_rows(session):
