@@ -177,16 +177,12 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
             md_table(per_class, PER_CLASS_HEADER),
             "",
         ]
+    detail, saved = _strategy_detail(strategy, cfg, root, len(run["labels"]))
+    lines += saved
     lines += [
         "## Training",
         "",
-        f"- Strategy: **{strategy}**"
-        + (f", LLRD decay {cfg.get('llrd_decay')}" if strategy == "llrd" else "")
-        + (
-            f", top {cfg.get('trainable_layers')} layers trainable"
-            if strategy == "frozen" and cfg.get("trainable_layers")
-            else ""
-        ),
+        f"- Strategy: **{strategy}**" + (f", {detail}" if detail else ""),
         f"- Learning rate {cfg.get('learning_rate')}, up to {cfg.get('num_train_epochs')} epochs, "
         f"seed {cfg.get('seed')}",
     ]
@@ -231,3 +227,44 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     path = root / CARD_FILE
     card.save(path)
     return str(path)
+
+
+def _strategy_detail(
+    strategy: str | None, cfg: dict, root: Path, num_labels: int
+) -> tuple[str, list[str]]:
+    """The strategy's own description of the run (`Strategy.describe`), and card lines for
+    what it saved besides the model (LoRA's adapter folder)."""
+    from tl_hf.config import UserError
+    from tl_hf.strategy import get_strategy
+
+    try:
+        detail = get_strategy(strategy).describe(cfg) if strategy else ""
+    except UserError:  # a strategy registered in the process that trained, not in this one
+        detail = ""
+    lines = []
+    if (root / "adapter" / "adapter_config.json").is_file():
+        lines += [
+            "The LoRA adapter is in `adapter/` (the model above has it merged in, no peft "
+            "needed). To load the adapter on the base checkpoint instead:",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            f"from transformers import {_auto_class(cfg)}",
+            "",
+            f'base = {_auto_class(cfg)}.from_pretrained("{cfg.get("model_name_or_path")}", '
+            f"num_labels={num_labels})",
+            f'model = PeftModel.from_pretrained(base, "{root.resolve().name}/adapter")',
+            "```",
+            "",
+        ]
+    return detail, lines
+
+
+def _auto_class(cfg: dict) -> str:
+    from tl_hf.config import UserError
+    from tl_hf.modality import get_modality
+
+    try:
+        return get_modality(cfg.get("modality") or "text").auto_model
+    except UserError:  # a modality registered in the process that trained, not in this one
+        return "AutoModelForSequenceClassification"
