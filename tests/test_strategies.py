@@ -332,3 +332,47 @@ def test_toy_strategy_from_outside_runs_end_to_end(tiny_bert, csv_file, tmp_path
     assert sum(g["num_params"] for g in groups) == biases + tuned["classifier.weight"].numel()
     assert "**bitfit**, biases and head only" in (out / "README.md").read_text()
     assert "strategy: bitfit" in (out / "run_config.yaml").read_text()
+
+
+def _family_builders():
+    import test_strategy_audio as audio
+    import test_strategy_text as text
+    import test_strategy_vision as vision
+
+    return {
+        "distilbert": lambda: text.tiny("distilbert"),
+        "roberta": lambda: text.tiny("roberta"),
+        "vit": vision._vit,
+        "convnext": vision._convnext,  # no regex of its own: the generic in-block search
+        "timm": vision._timm,
+        "wav2vec2": audio._wav2vec2,
+        "whisper": audio._whisper,
+        "ast": audio._ast,
+    }
+
+
+@pytest.mark.parametrize(
+    "family", ["distilbert", "roberta", "vit", "convnext", "timm", "wav2vec2", "whisper", "ast"]
+)
+def test_lora_adapts_the_blocks_of_every_modality_and_merges_back(family):
+    import copy
+
+    if family == "timm":
+        pytest.importorskip("timm")
+    from tl_hf.strategies.lora import merge_lora
+
+    model = _family_builders()[family]()
+    base_keys = set(model.state_dict())
+    options = StrategyArguments(strategy="lora", lora_r=2)
+    get_strategy("lora").prepare_model(model, StrategyContext(options, RATES, lambda m: None))
+    trainable = apply_strategy(model, "lora", options=options)
+    depths = parameter_depths(model)  # every parameter, adapters included, is placed
+    top = max(depths.values())
+    adapters = {n for n in trainable if ".lora_" in n}
+    assert adapters and all(1 <= depths[n] < top for n in adapters)  # inside the blocks only
+    assert all(depths[n] == top for n in trainable - adapters)  # the rest: the head
+    for module in model.modules():  # frozen BatchNorm keeps its running statistics
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            assert not module.training
+    merged = merge_lora(copy.deepcopy(model))
+    assert set(merged.state_dict()) == base_keys  # a plain model of the checkpoint's layout

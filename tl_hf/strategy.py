@@ -99,7 +99,8 @@ def _no_detail(settings: Mapping[str, Any]) -> str:
     return ""
 
 
-def _no_trainable_layers(options, model_args) -> None:
+def refuse_trainable_layers(options, model_args=None) -> None:
+    """The default `check`: `--trainable_layers` belongs to `frozen`."""
     if options.trainable_layers:
         raise UserError(
             "--trainable_layers only applies to --strategy frozen (the others train every layer)"
@@ -207,7 +208,7 @@ class Strategy:
     save: Callable[[Any, Any, str], None] | None = None
     default_learning_rate: Callable[[Mapping[str, float], Any], float] = _full_rate
     describe: Callable[[Mapping[str, Any]], str] = _no_detail
-    check: Callable[[Any, Any], None] = _no_trainable_layers
+    check: Callable[[Any, Any], None] = refuse_trainable_layers
     trains_backbone: bool = True
 
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tl_hf.config import UserError
-from tl_hf.strategy import Strategy, layerwise_groups, register_strategy
+from tl_hf.strategy import Strategy, layerwise_groups, refuse_trainable_layers, register_strategy
 
 
 def unlocked_from(epoch: int, top: int, every: int) -> int:
@@ -109,10 +109,7 @@ def build_gradual_unfreezing(every: int):
 def _check(options, model_args) -> None:
     if options.unfreeze_every < 1:
         raise UserError(f"--unfreeze_every must be >= 1 epoch, got {options.unfreeze_every}")
-    if options.trainable_layers:
-        raise UserError(
-            "--trainable_layers only applies to --strategy frozen (the others train every layer)"
-        )
+    refuse_trainable_layers(options)
 
 
 def _describe(settings: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from tl_hf.strategy import (
     head_parameter_names,
     num_blocks,
     parameter_depths,
+    refuse_trainable_layers,
     register_strategy,
     strip_wrappers,
 )
@@ -265,10 +266,7 @@ def _save(trainer, options, output_dir: str) -> None:
 
 
 def _check(options, model_args) -> None:
-    if options.trainable_layers:
-        raise UserError(
-            "--trainable_layers only applies to --strategy frozen (the others train every layer)"
-        )
+    refuse_trainable_layers(options)
     if options.lora_r < 1:
         raise UserError(f"--lora_r must be >= 1, got {options.lora_r}: try 8")
     if not 0 <= options.lora_dropout < 1:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tl_hf.config import UserError
-from tl_hf.strategy import Strategy, get_strategy, register_strategy
+from tl_hf.strategy import Strategy, get_strategy, refuse_trainable_layers, register_strategy
 
 THEN = ("full", "llrd")
 PHASE_NAME = "linear probe"
@@ -71,10 +71,7 @@ def _check(options, model_args) -> None:
             f"--lp_ft_probe_epochs must be >= 1, got {options.lp_ft_probe_epochs}: try 5 "
             "(or --strategy full to skip the probe)"
         )
-    if options.trainable_layers:
-        raise UserError(
-            "--trainable_layers only applies to --strategy frozen (the others train every layer)"
-        )
+    refuse_trainable_layers(options)
     if model_args is not None and model_args.random_init:
         raise UserError(
             "--random_init with --strategy lp_ft would probe random features: use --strategy full"
