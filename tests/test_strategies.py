@@ -103,6 +103,7 @@ def test_registered_names_validate_the_flag_and_set_default_rates():
         ({"strategy": "gradual", "unfreeze_every": 0}, "--unfreeze_every must be >= 1"),
         ({"strategy": "lora", "trainable_layers": 1}, "--trainable_layers only applies"),
         ({"strategy": "lp_ft", "random_init": True}, "--random_init with --strategy lp_ft"),
+        ({"strategy": "lora", "random_init": True}, "--random_init with --strategy lora"),
     ],
 )
 def test_bad_strategy_flags_are_user_errors(flags, message):

@@ -67,7 +67,8 @@ class ModelArguments:
         default=False,
         metadata={
             "help": "Train the checkpoint's architecture from random initialisation (no pretrained "
-            "weights): the baseline that shows what transfer buys. Needs --strategy full or llrd."
+            "weights): the baseline that shows what transfer buys. Needs a strategy that trains "
+            "the backbone from the start (full, llrd, gradual)."
         },
     )
     trust_remote_code: bool = field(

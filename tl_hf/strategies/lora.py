@@ -267,6 +267,11 @@ def _save(trainer, options, output_dir: str) -> None:
 
 def _check(options, model_args) -> None:
     refuse_trainable_layers(options)
+    if model_args is not None and model_args.random_init:
+        raise UserError(
+            "--random_init with --strategy lora would adapt random, frozen weights: "
+            "use --strategy full"
+        )
     if options.lora_r < 1:
         raise UserError(f"--lora_r must be >= 1, got {options.lora_r}: try 8")
     if not 0 <= options.lora_dropout < 1:
