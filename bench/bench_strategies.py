@@ -1,6 +1,7 @@
 """Every registered strategy on the embedded text default (MiniLM-L6 on BBC News), through the
 same pipeline as the recipe, each strategy and seed in its own process: test accuracy, train
-time (every training phase: LP-FT's probe included), trainable parameters, optimizer state
+time (every training phase: LP-FT's probe included; run time: the whole run, data
+preparation, feature caching and evaluation included), trainable parameters, optimizer state
 (bytes of every tensor in `optimizer.state` after training; LP-FT: its fine-tuning phase) and
 peak RSS.
 
@@ -49,6 +50,7 @@ def arm(args) -> dict:
 
     TLTrainer.train = timed_train
     out = tempfile.mkdtemp(prefix="tl_hf_bench_strategies_")
+    start = time.perf_counter()
     result = tl_hf.train_text_classifier(
         output_dir=out,
         strategy=strategy,
@@ -59,11 +61,13 @@ def arm(args) -> dict:
         num_train_epochs=args.num_train_epochs,
         use_cpu=True,
     )
+    run_seconds = time.perf_counter() - start
     with open(os.path.join(out, "param_groups.json")) as f:
         groups = json.load(f)
     return {
         "test_accuracy": result.metrics["test_accuracy"],
         "train_seconds": sum(t["seconds"] for t in trainers),
+        "run_seconds": run_seconds,
         "trainable": sum(g["num_params"] for g in groups),
         "state_mb": trainers[-1]["state_bytes"] / 2**20,
         "learning_rate": result.args.training.learning_rate,
@@ -99,7 +103,7 @@ def main() -> None:
             "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
             **{
                 k: statistics.mean(r[k] for r in runs)
-                for k in ("train_seconds", "trainable", "state_mb", "peak_rss_mb")
+                for k in ("train_seconds", "run_seconds", "trainable", "state_mb", "peak_rss_mb")
             },
             "lr": runs[0]["learning_rate"],
         }
@@ -119,6 +123,7 @@ def main() -> None:
                     r["lr"],
                     f"{r['acc']:.3f} +- {r['std']:.3f}",
                     r["train_seconds"],
+                    r["run_seconds"],
                     int(r["trainable"]),
                     f"{100 * r['trainable'] / full['trainable']:.1f}%" if full else "-",
                     r["state_mb"],
@@ -131,6 +136,7 @@ def main() -> None:
                 "lr",
                 "test accuracy",
                 "train s",
+                "run s",
                 "trainable params",
                 "of full",
                 "optimizer state MB",
