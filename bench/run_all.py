@@ -47,6 +47,8 @@ BENCHES = {
     "audio_augment": ("bench_audio_augment.py", ["--clips", "100"], ["--clips", "20"]),
     # two launches dominated by start-up: full suite only (None: skipped by --quick)
     "processes": ("bench_processes.py", [], None),
+    # six whole runs of the embedded text default (about 10 minutes): full suite only
+    "strategies": ("bench_strategies.py", [], None),
 }
 
 
