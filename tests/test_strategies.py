@@ -377,3 +377,18 @@ def test_lora_adapts_the_blocks_of_every_modality_and_merges_back(family):
             assert not module.training
     merged = merge_lora(copy.deepcopy(model))
     assert set(merged.state_dict()) == base_keys  # a plain model of the checkpoint's layout
+
+
+def test_lora_target_modules_override(tiny_bert):
+    def adapted(targets):
+        model = _load(tiny_bert)
+        options = StrategyArguments(strategy="lora", lora_target_modules=targets)
+        get_strategy("lora").prepare_model(model, StrategyContext(options, RATES, lambda m: None))
+        return sorted(n.rsplit(".", 1)[0] for n, _ in model.named_modules() if n.endswith("lora_A"))
+
+    assert adapted(None)[0].endswith("layer.0.attention.output.dense")  # default: 6 per block
+    assert len(adapted(None)) == 12
+    assert [n.rsplit(".", 1)[1] for n in adapted(["query", "value"])] == ["query", "value"] * 2
+    assert len(adapted([r"bert\.encoder\.layer\.1\..*query"])) == 1  # one regex
+    with pytest.raises(UserError, match="matched no module"):
+        adapted(["no_such_layer"])

@@ -100,8 +100,9 @@ def find_target_modules(model) -> str | list[str]:
 
 
 def _user_targets(given: list[str]) -> str | list[str]:
-    # one entry with regex syntax is a regex (peft: fullmatch); otherwise module-name suffixes
-    if len(given) == 1 and re.search(r"[\\.*+?()\[\]|]", given[0]):
+    # one entry with regex syntax is a regex (peft: fullmatch on the whole module name);
+    # otherwise module-name suffixes, dotted ones included ("attention.self.query")
+    if len(given) == 1 and re.search(r"[\\*+?()\[\]|]", given[0]):
         return given[0]
     return list(given)
 
@@ -247,13 +248,14 @@ def load_adapter(base_model, directory: str, merge: bool = True):
 def _prepare(model, context) -> None:
     options = context.options
     targets = _user_targets(options.lora_target_modules) if options.lora_target_modules else None
-    apply_lora(model, options.lora_r, options.lora_alpha, options.lora_dropout, targets)
-    layers = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
-    if layers == 0:
+    try:
+        apply_lora(model, options.lora_r, options.lora_alpha, options.lora_dropout, targets)
+    except ValueError as err:  # peft's NoMatchingPeftModuleError, before any training
         raise UserError(
             f"--lora_target_modules {options.lora_target_modules} matched no module of "
-            f"{type(model).__name__}: give module names such as query, value (or one regex)"
-        )
+            f"{type(model).__name__}: give module names such as query value (or one regex)"
+        ) from err
+    layers = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
     context.log(f"lora: adapters on {layers} modules (r {options.lora_r})")
 
 
