@@ -392,3 +392,22 @@ def test_lora_target_modules_override(tiny_bert):
     assert len(adapted([r"bert\.encoder\.layer\.1\..*query"])) == 1  # one regex
     with pytest.raises(UserError, match="matched no module"):
         adapted(["no_such_layer"])
+
+
+def test_batchnorm_frozen_for_a_probe_trains_again_when_unfrozen():
+    import test_strategy_vision as vision
+
+    model = vision._resnet()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    pixels = torch.randn(2, model.config.num_channels, 32, 32)
+
+    def stats_move():
+        before = bn.running_mean.clone()
+        model.train()
+        model(pixel_values=pixels)
+        return not torch.equal(before, bn.running_mean)
+
+    apply_strategy(model, "frozen")  # LP-FT's probe
+    assert not stats_move()
+    apply_strategy(model, "full")  # its fine-tuning phase
+    assert stats_move()

@@ -258,7 +258,10 @@ def trainable_names(model, strategy: str, trainable_layers: int = 0, options=Non
 
 
 def _keep_eval(module, args) -> None:
-    module.training = False  # a frozen BatchNorm keeps its running statistics
+    # a frozen BatchNorm keeps its running statistics; asked at every call, because a later
+    # phase may train it again (LP-FT: probe frozen, then fine-tune everything)
+    if not any(p.requires_grad for p in module.parameters(recurse=False)):
+        module.training = False
 
 
 def apply_strategy(model, strategy: str, trainable_layers: int = 0, options=None) -> set[str]:
