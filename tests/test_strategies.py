@@ -84,7 +84,7 @@ def test_registered_names_validate_the_flag_and_set_default_rates():
     import tests.toy_strategy  # noqa: F401
 
     assert {"frozen", "full", "llrd", "lora", "lp_ft", "gradual", "bitfit"} <= set(strategy_names())
-    with pytest.raises(UserError, match="invalid choice 'partial'.*bitfit.*gradual.*lora.*lp_ft"):
+    with pytest.raises(UserError, match="invalid choice: 'partial'.*bitfit.*gradual.*lora.*lp_ft"):
         build_args("text", strategy="partial")
     lr = {s: build_args("text", strategy=s).training.learning_rate for s in strategy_names()}
     assert lr["frozen"] == 1e-3 and lr["full"] == 5e-5 and lr["llrd"] == 1e-4  # unchanged

@@ -233,7 +233,7 @@ def get_strategy(name: str) -> Strategy:
         importlib.import_module(BUILTIN[name])
     if name not in _REGISTRY:
         raise UserError(
-            f"--strategy: invalid choice {name!r}: choose one of {', '.join(strategy_names())} "
+            f"--strategy: invalid choice: {name!r}: choose one of {', '.join(strategy_names())} "
             "(or register yours with tl_hf.strategy.register_strategy)"
         )
     return _REGISTRY[name]
