@@ -177,7 +177,7 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
             md_table(per_class, PER_CLASS_HEADER),
             "",
         ]
-    detail, saved = _strategy_detail(strategy, cfg, root, len(run["labels"]))
+    detail, saved = _strategy_detail(strategy, cfg, root, len(run["labels"]), repo)
     lines += saved
     lines += [
         "## Training",
@@ -230,7 +230,7 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
 
 
 def _strategy_detail(
-    strategy: str | None, cfg: dict, root: Path, num_labels: int
+    strategy: str | None, cfg: dict, root: Path, num_labels: int, repo: str
 ) -> tuple[str, list[str]]:
     """The strategy's own description of the run (`Strategy.describe`), and card lines for
     what it saved besides the model (LoRA's adapter folder)."""
@@ -253,7 +253,7 @@ def _strategy_detail(
             "",
             f'base = {_auto_class(cfg)}.from_pretrained("{cfg.get("model_name_or_path")}", '
             f"num_labels={num_labels})",
-            f'model = PeftModel.from_pretrained(base, "{root.resolve().name}/adapter")',
+            f'model = PeftModel.from_pretrained(base, "{repo}", subfolder="adapter")',
             "```",
             "",
         ]
