@@ -60,6 +60,7 @@ def arm(args) -> dict:
         max_test_samples=args.max_test_samples,
         num_train_epochs=args.num_train_epochs,
         use_cpu=True,
+        **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
     )
     run_seconds = time.perf_counter() - start
     with open(os.path.join(out, "param_groups.json")) as f:
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument("--max_eval_samples", type=int, default=100)
     parser.add_argument("--max_test_samples", type=int, default=250)
     parser.add_argument("--num_train_epochs", type=int, default=2)
+    parser.add_argument(
+        "--learning_rate", type=float, default=None, help="default: each strategy's own"
+    )
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
@@ -91,7 +95,7 @@ def main() -> None:
     extra = [
         f"--{k}={getattr(args, k)}"
         for k in ("max_train_samples", "max_eval_samples", "max_test_samples", "num_train_epochs")
-    ]
+    ] + ([f"--learning_rate={args.learning_rate}"] if args.learning_rate else [])
     import statistics
 
     rows, full = [], None
@@ -113,7 +117,9 @@ def main() -> None:
     print(
         f"\nMiniLM-L6 on BBC News: {args.max_train_samples} training rows, "
         f"{args.num_train_epochs} epochs, {args.max_test_samples} test rows, "
-        f"{args.seeds} seed(s), default learning rates, one CPU thread\n"
+        f"{args.seeds} seed(s), "
+        f"{f'learning rate {args.learning_rate}' if args.learning_rate else 'default learning rates'}"
+        ", one CPU thread\n"
     )
     print(
         table(
