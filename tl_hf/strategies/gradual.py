@@ -16,7 +16,9 @@ come. So `GradualUnfreezing`, a callback, holds a group back by:
   entirely (no moment estimates built from zeros, no weight decay);
 - showing its learning rate as 0 (what the monitor records, so the learning-rate panel of the
   curves shows each group switching on; the scheduler's own rates are untouched).
-The backward pass still runs through locked blocks (the cost of keeping DDP's bookkeeping fixed).
+The backward pass still runs through locked blocks (the cost of keeping DDP's bookkeeping fixed),
+and a locked block's BatchNorm layers (convolutional backbones) still update their running
+statistics: only the optimizer is held back.
 """
 
 from __future__ import annotations
