@@ -88,7 +88,7 @@ def test_registered_names_validate_the_flag_and_set_default_rates():
         build_args("text", strategy="partial")
     lr = {s: build_args("text", strategy=s).training.learning_rate for s in strategy_names()}
     assert lr["frozen"] == 1e-3 and lr["full"] == 5e-5 and lr["llrd"] == 1e-4  # unchanged
-    assert lr["lora"] == pytest.approx(5e-4)  # 10x the modality's full rate
+    assert lr["lora"] == pytest.approx(2e-3)  # 40x the modality's full rate
     assert lr["gradual"] == lr["lp_ft"] == 1e-4  # layerwise rates; lp_ft then llrd
     assert build_args("text", strategy="lp_ft", lp_ft_then="full").training.learning_rate == 5e-5
     assert lr["bitfit"] == pytest.approx(5e-4)  # the toy's own default
