@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategies", nargs="+", default=list(DEFAULT))
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--max_train_samples", type=int, default=200)
     parser.add_argument("--max_eval_samples", type=int, default=100)
     parser.add_argument("--max_test_samples", type=int, default=250)
@@ -100,7 +101,8 @@ def main() -> None:
 
     rows, full = [], None
     for strategy in args.strategies:
-        runs = [run_arm(__file__, f"{strategy}:{seed}", extra) for seed in range(args.seeds)]
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        runs = [run_arm(__file__, f"{strategy}:{seed}", extra) for seed in seeds]
         acc = [r["test_accuracy"] for r in runs]
         row = {
             "acc": statistics.mean(acc),
@@ -113,7 +115,10 @@ def main() -> None:
         }
         full = row if strategy == "full" else full
         rows.append((strategy, row))
-        print(f"{strategy}: {row}", flush=True)
+        print(
+            f"{strategy}: {row} per seed: {[round(r['test_accuracy'], 3) for r in runs]}",
+            flush=True,
+        )
     print(
         f"\nMiniLM-L6 on BBC News: {args.max_train_samples} training rows, "
         f"{args.num_train_epochs} epochs, {args.max_test_samples} test rows, "
