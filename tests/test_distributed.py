@@ -294,3 +294,31 @@ def test_frozen_strategy_trains_under_ddp(modality, tmp_path):
     assert 0 < built["trainable"] == sum(g["params"] for g in built["groups"])
     assert [r["cls"] for r in probes[0] if r["probe"] == "wrapped"] == ["DistributedDataParallel"]
     assert results["stopped_epoch"] == 3 and results["eval_samples"] == sizes["validation"]
+
+
+@pytest.mark.parametrize(
+    "strategy, extra",
+    [
+        ("lora", ["--lora_dropout", "0", "--learning_rate", "3e-3"]),
+        ("lp_ft", ["--lp_ft_probe_epochs", "2", "--learning_rate", "3e-3"]),
+        ("gradual", ["--unfreeze_every", "1", "--learning_rate", "3e-3"]),
+    ],
+)
+def test_new_strategies_two_processes_match_one(strategy, extra, tmp_path):
+    """LoRA (adapters injected before DDP wraps the model), LP-FT (a probe Trainer, then a
+    second DDP wrapping) and gradual unfreezing (groups held back by gradient hooks, not
+    requires_grad) train the same model on 2 ranks as on 1."""
+    flags = [*text_setup(tmp_path), "--strategy", strategy, *extra]
+    one, _, _ = launch("text", flags, tmp_path / "one", 1)
+    two, probes, log = launch("text", flags, tmp_path / "two", 2)
+    assert "Expected to have finished reduction" not in log
+    assert [r["cls"] for r in probes[0] if r["probe"] == "wrapped"][-1] == "DistributedDataParallel"
+    for key in ("eval_loss", "test_loss"):
+        assert two[key] == pytest.approx(one[key], abs=LOSS_TOLERANCE), key
+    for key in ("eval_accuracy", "test_accuracy", "best_epoch"):
+        assert two[key] == one[key], key
+    if strategy == "lora":
+        assert (tmp_path / "two" / "adapter" / "adapter_config.json").is_file()
+    if strategy == "lp_ft":
+        history = json.loads((tmp_path / "two" / "training_history.json").read_text())
+        assert len(history["phases"][0]["eval"]) == 2

@@ -9,13 +9,17 @@
 
 from tl_hf.config import UserError
 from tl_hf.modality import Modality, get_modality, register_modality
+from tl_hf.strategy import Strategy, get_strategy, register_strategy
 
 __version__ = "0.1.0"
 __all__ = [
     "Modality",
+    "Strategy",
     "UserError",
     "get_modality",
     "register_modality",
+    "get_strategy",
+    "register_strategy",
     "run_lab",
     "run_playbook",
     "train_classifier",

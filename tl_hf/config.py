@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("frozen", "full", "llrd")
 AUGMENT_MODES = ("map", "on_the_fly")
 
 # The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
@@ -68,7 +67,8 @@ class ModelArguments:
         default=False,
         metadata={
             "help": "Train the checkpoint's architecture from random initialisation (no pretrained "
-            "weights): the baseline that shows what transfer buys. Needs --strategy full or llrd."
+            "weights): the baseline that shows what transfer buys. Needs a strategy that trains "
+            "the backbone from the start (full, llrd, gradual)."
         },
     )
     trust_remote_code: bool = field(
@@ -169,8 +169,10 @@ class StrategyArguments:
         default="llrd",
         metadata={
             "help": "frozen: backbone frozen, new head trains; full: everything at --learning_rate; "
-            "llrd: layerwise learning-rate decay.",
-            "choices": list(STRATEGIES),
+            "llrd: layerwise learning-rate decay; lora: LoRA adapters + the head; lp_ft: linear "
+            "probe, then fine-tune; gradual: unfreeze one block from the top every "
+            "--unfreeze_every epochs; or any strategy registered with "
+            "tl_hf.strategy.register_strategy (docs/strategies.md)."
         },
     )
     llrd_decay: float = field(
@@ -198,6 +200,34 @@ class StrategyArguments:
             "help": "Audio: keep the convolutional feature encoder of wav2vec2-style models frozen "
             "(the usual practice on little data); no effect on other models."
         },
+    )
+    lora_r: int = field(default=8, metadata={"help": "lora: rank of the adapters."})
+    lora_alpha: float = field(
+        default=16, metadata={"help": "lora: scaling numerator (updates scale by alpha / r)."}
+    )
+    lora_dropout: float = field(
+        default=0.1, metadata={"help": "lora: dropout on the adapters' input."}
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "lora: module names (or one regex) that get adapters. Default: the attention "
+            "and MLP projections of the blocks, found per family."
+        },
+    )
+    lp_ft_then: str = field(
+        default="llrd",
+        metadata={"help": "lp_ft: the fine-tuning phase's strategy, full or llrd."},
+    )
+    lp_ft_probe_epochs: int = field(
+        default=5,
+        metadata={
+            "help": "lp_ft: epochs of the linear probe (the head on cached frozen features)."
+        },
+    )
+    unfreeze_every: int = field(
+        default=1,
+        metadata={"help": "gradual: epochs between unfreezing one more block from the top."},
     )
     early_stopping_patience: int = field(
         default=3,
@@ -455,25 +485,15 @@ def finalize_args(
 ) -> RunArgs:
     """Validate combinations and fill in strategy-dependent defaults."""
     from tl_hf.modality import get_modality
+    from tl_hf.strategy import get_strategy
 
     declared = get_modality(modality)  # an unknown name is a UserError listing the known ones
-    if strategy.strategy not in STRATEGIES:
-        raise UserError(
-            f"unknown strategy {strategy.strategy!r}: choose one of {', '.join(STRATEGIES)}"
-        )
+    chosen = get_strategy(strategy.strategy)  # likewise, listing the registered strategies
     if not 0 < strategy.llrd_decay <= 1:
         raise UserError(f"--llrd_decay must be in (0, 1], got {strategy.llrd_decay}: try 0.8")
     if strategy.trainable_layers < 0:
         raise UserError(f"--trainable_layers must be >= 0, got {strategy.trainable_layers}")
-    if strategy.trainable_layers and strategy.strategy != "frozen":
-        raise UserError(
-            "--trainable_layers only applies to --strategy frozen (the others train every layer)"
-        )
-    if model.random_init and strategy.strategy == "frozen":
-        raise UserError(
-            "--random_init with --strategy frozen would train a head on random features: "
-            "use --strategy full"
-        )
+    chosen.check(strategy, model)
     if strategy.early_stopping_patience < 0:
         raise UserError("--early_stopping_patience must be >= 0 (0 turns early stopping off)")
     if augment.augment_mode not in AUGMENT_MODES:
@@ -495,7 +515,12 @@ def finalize_args(
             False  # pinning needs an accelerator; torch warns every epoch
         )
     if "learning_rate" not in explicit:
-        training.learning_rate = declared.default_learning_rates[strategy.strategy]
+        rates = declared.default_learning_rates
+        training.learning_rate = (
+            rates[chosen.name]
+            if chosen.name in rates
+            else chosen.default_learning_rate(rates, strategy)
+        )
     _check_early_stopping(training, strategy)
     if (
         report is not None

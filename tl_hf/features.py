@@ -2,8 +2,9 @@
 trains on what it produced.
 
 A step between strategy and train in the flow (config -> data -> augment -> preprocess ->
-model -> strategy -> **features** -> train -> report -> save/push), used by `--strategy frozen`
-with no trainable backbone layers (`--cache_features`, on by default).
+model -> strategy -> **features** -> train -> report -> save/push), used by every strategy whose
+`can_cache_features` says its backbone never trains (`--strategy frozen` with no trainable
+backbone layers; the probe phase of `lp_ft`), with `--cache_features` (on by default).
 
 How the feature is captured, for any family, without a per-family table of "what the head
 reads": a classifier is `head(backbone(inputs))` where the backbone is one child module of the
@@ -62,11 +63,10 @@ def cache_plan(args, on_the_fly: bool, batch_augment=None) -> tuple[bool, str]:
     explicit = "cache_features" in args.explicit and strategy.cache_features
     if not strategy.cache_features:
         return False, "--cache_features false"
-    if strategy.strategy != "frozen" or strategy.trainable_layers:
-        why = (
-            "it needs --strategy frozen with --trainable_layers 0 (the backbone must not train); "
-            f"this run is --strategy {strategy.strategy} --trainable_layers {strategy.trainable_layers}"
-        )
+    from tl_hf.strategy import get_strategy
+
+    can, why = get_strategy(strategy.strategy).can_cache_features(strategy)
+    if not can:
         if explicit:
             raise UserError(
                 f"--cache_features true: {why}. Drop --cache_features or use --strategy frozen"

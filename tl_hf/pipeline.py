@@ -110,21 +110,23 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         display_name=model_display_name(args.model.model_name_or_path, args.modality),
     )
     plan.modality.adapt_model(model, data.processor)
-    # 6. strategy: freezing, then the parameter groups the optimizer will hold.
-    groups = apply_strategy_step(model, args, plan)
-    # 6b. cached features (frozen backbone): the backbone runs once over every split.
     batch_augment = (
         plan.modality.build_batch_augment(plan.specs, len(data.label_names), args.training.seed)
         if plan.specs
         else None
     )
+    # 6. strategy: its changes to the model (adapters, a probe phase), freezing, then the
+    # parameter groups the optimizer will hold.
+    phases = prepare_model_step(model, args, plan, data, batch_augment)
+    groups = apply_strategy_step(model, args, plan)
+    # 6b. cached features (frozen backbone): the backbone runs once over every split.
     cache, features, collator = cache_features_step(model, args, plan, data, batch_augment)
     # the Trainer's copy of the arguments keeps the columns its inputs are made from
     training_args = plan.training_args
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
     # 7. train with the early-stopping preset.
     prepare_output_dir(args, plan, data, groups)
-    preset, early_stopping = build_callbacks(args, training_args.output_dir)
+    preset, early_stopping = build_callbacks(args, training_args.output_dir, phases)
     prepare_tracker_args(training_args, args.explicit)  # before trackio is imported
     trainer = TLTrainer(
         model=model,
@@ -137,6 +139,7 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         callbacks=[*preset, *callbacks],
         strategy=args.strategy.strategy,
         llrd_decay=args.strategy.llrd_decay,
+        strategy_options=args.strategy,
         batch_augment=batch_augment,
     )
     attach_trackers(trainer)  # --report_to tensorboard/trackio: in the folder, lr of every group
@@ -155,7 +158,7 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         training=training_args,
         strategy=dataclasses.replace(args.strategy, cache_features=cache is not None),
     )
-    trainer.save_model(training_args.output_dir)
+    save_model_step(trainer, args)
     if training_args.process_index == 0:
         diagnosis = save_and_report(ran, plan, metrics, len(data.label_names), dataset)
         log_final_to_trackers(trainer, metrics, format_diagnosis(diagnosis))
@@ -258,6 +261,81 @@ def prepare_data(args: RunArgs, plan: Plan, dataset=None) -> Prepared:
     return Prepared(features, names, processor, augmenter, originals, keep_raw)
 
 
+def prepare_model_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_augment) -> list:
+    """Step 6a: the strategy's changes to the model before its parameters are chosen (LoRA
+    adapters, LP-FT's linear probe). Returns the histories of the phases trained here."""
+    from tl_hf.strategy import StrategyContext, get_strategy
+
+    def train_phase(model, name: str, epochs: int, learning_rate: float) -> dict:
+        return train_phase_step(model, args, plan, data, batch_augment, name, epochs, learning_rate)
+
+    context = StrategyContext(
+        args.strategy, dict(plan.modality.default_learning_rates), _log, train_phase
+    )
+    get_strategy(args.strategy.strategy).prepare_model(model, context)
+    return context.phases
+
+
+def train_phase_step(
+    model, args: RunArgs, plan: Plan, data: Prepared, batch_augment, name, epochs, learning_rate
+) -> dict:
+    """A training phase before the main one (`StrategyContext.train_phase`): the model trains
+    under strategy `name` for `epochs` epochs, evaluated every epoch, no checkpoints (the
+    phase ends on its last epoch), features cached when that strategy allows it. Returns the
+    phase's history (`train`, `eval`, `learning_rates` records)."""
+    import tempfile
+
+    from tl_hf.report import MonitorCallback
+    from tl_hf.strategy import apply_freeze_feature_encoder, apply_strategy
+    from tl_hf.train import TLTrainer, compute_metrics
+
+    options = dataclasses.replace(args.strategy, strategy=name, trainable_layers=0)
+    phase_args = dataclasses.replace(args, strategy=options)
+    apply_strategy(model, name, options=options)
+    if options.freeze_feature_encoder:
+        apply_freeze_feature_encoder(model)
+    cache, features, collator = cache_features_step(model, phase_args, plan, data, batch_augment)
+    with tempfile.TemporaryDirectory(prefix="tl_hf_phase_") as tmp:
+        training_args = dataclasses.replace(
+            plan.training_args,
+            output_dir=tmp,
+            num_train_epochs=epochs,
+            learning_rate=learning_rate,
+            save_strategy="no",
+            load_best_model_at_end=False,
+            resume_from_checkpoint=None,
+        )
+        training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
+        monitor = MonitorCallback(tmp, plot=False)
+        trainer = TLTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=features["train"],
+            eval_dataset=features["validation"],
+            data_collator=collator,
+            processing_class=data.processor,
+            compute_metrics=compute_metrics,
+            callbacks=[monitor],
+            strategy=name,
+            strategy_options=options,
+            batch_augment=batch_augment if cache is None else None,
+        )
+        trainer.train()
+    if cache is not None:
+        cache.restore()
+    # the phase's Trainer (and its DDP wrapper, which hooks the parameters) must be gone
+    # before the main Trainer wraps the model again
+    del trainer
+    import gc
+
+    gc.collect()
+    return {
+        "name": name,
+        "epochs": epochs,
+        **{k: monitor.history[k] for k in ("train", "eval", "learning_rates")},
+    }
+
+
 def apply_strategy_step(model, args: RunArgs, plan: Plan) -> list[dict[str, Any]]:
     """Step 6: freeze what the strategy keeps fixed and describe the optimizer's groups."""
     from tl_hf.strategy import (
@@ -266,19 +344,26 @@ def apply_strategy_step(model, args: RunArgs, plan: Plan) -> list[dict[str, Any]
         build_param_groups,
         describe_param_groups,
         format_param_groups,
+        get_strategy,
     )
 
     strategy, lr = args.strategy, args.training.learning_rate
-    apply_strategy(model, strategy.strategy, strategy.trainable_layers)
+    apply_strategy(model, strategy.strategy, strategy.trainable_layers, options=strategy)
     if strategy.freeze_feature_encoder:
         apply_freeze_feature_encoder(model)
     groups = describe_param_groups(
         build_param_groups(
-            model, strategy.strategy, lr, args.training.weight_decay, strategy.llrd_decay
+            model,
+            strategy.strategy,
+            lr,
+            args.training.weight_decay,
+            strategy.llrd_decay,
+            options=strategy,
         )
     )
+    detail = get_strategy(strategy.strategy).describe(dataclasses.asdict(strategy))
     _log(
-        f"strategy {strategy.strategy}, learning rate {lr:g}"
+        f"strategy {strategy.strategy}{f' ({detail})' if detail else ''}, learning rate {lr:g}"
         + ("" if "learning_rate" in args.explicit else " (the strategy's default)")
         + "\n"
         + format_param_groups(groups, sum(p.numel() for p in model.parameters()))
@@ -291,7 +376,7 @@ def cache_features_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_
     stored output (not with batch-level augmentation, which changes every batch's inputs).
     Returns (cache or None, the features to train on, their collator)."""
     from tl_hf.features import CannotCache, build_feature_cache, cache_plan, feature_collator
-    from tl_hf.strategy import head_parameter_names
+    from tl_hf.strategy import get_strategy, head_parameter_names
 
     collator = plan.modality.build_collator(data.processor)
     use_cache, reason = cache_plan(args, plan.on_the_fly, batch_augment)
@@ -314,7 +399,7 @@ def cache_features_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_
             return cache, cache.features, feature_collator
         except CannotCache as err:
             reason = str(err)
-    if args.strategy.strategy == "frozen":
+    if not get_strategy(args.strategy.strategy).trains_backbone:
         _log(f"features not cached ({reason}): the frozen backbone runs at every step")
     return None, data.features, collator
 
@@ -349,11 +434,16 @@ def prepare_output_dir(
     PartialState().wait_for_everyone()
 
 
-def build_callbacks(args: RunArgs, output_dir: str):
-    """The early-stopping preset's callback (None with patience 0) and the monitor (which
-    keeps the live report.html, served on 127.0.0.1 with --monitor_port)."""
+def build_callbacks(args: RunArgs, output_dir: str, phases: list | None = None):
+    """The strategy's callbacks, the early-stopping preset's callback (None with patience 0)
+    and the monitor (which keeps the live report.html, served on 127.0.0.1 with
+    --monitor_port, and records the phases trained before the main one, if any).
+
+    The strategy's come first: what they change in a step (a group's learning rate) is what
+    the monitor then records."""
     from tl_hf.report import MonitorCallback
     from tl_hf.report.share import model_display_name
+    from tl_hf.strategy import get_strategy
     from tl_hf.train import build_early_stopping
 
     early_stopping = build_early_stopping(
@@ -365,6 +455,8 @@ def build_callbacks(args: RunArgs, output_dir: str):
         early_stopping_patience=args.strategy.early_stopping_patience,
         title=f"tl-hf: {model} ({os.path.basename(os.path.abspath(output_dir))})",
     )
+    if phases:
+        monitor.history["phases"] = list(phases)
     port = args.report.monitor_port
     if port and args.training.process_index == 0:
         from tl_hf.report.live import serve_output_dir
@@ -373,7 +465,20 @@ def build_callbacks(args: RunArgs, output_dir: str):
         _log(f"live report: http://127.0.0.1:{port}/report.html")
     else:
         _log(f"live report: {os.path.abspath(os.path.join(output_dir, 'report.html'))}")
-    return [c for c in (early_stopping, monitor) if c is not None], early_stopping
+    own = get_strategy(args.strategy.strategy).callbacks(args.strategy)
+    return [*own, *(c for c in (early_stopping, monitor) if c is not None)], early_stopping
+
+
+def save_model_step(trainer, args: RunArgs) -> None:
+    """Step 9a (every rank): the final model as the strategy saves it (default: the Trainer's
+    `save_model`; LoRA writes its adapter and then the merged model)."""
+    from tl_hf.strategy import get_strategy
+
+    strategy = get_strategy(args.strategy.strategy)
+    if strategy.save is None:
+        trainer.save_model(trainer.args.output_dir)
+    else:
+        strategy.save(trainer, args.strategy, trainer.args.output_dir)
 
 
 def evaluate_step(

@@ -1,419 +1,280 @@
-"""Which parameters train, and at what learning rate: the three fine-tuning strategies.
+"""A fine-tuning strategy, declared once in one record: which parameters train, the
+optimizer's groups and their learning rates, changes to the model before training (adapters)
+and during it (callbacks), whether frozen features can be cached, how the final model is saved,
+its default learning rate and how it is described.
 
-Pure functions over a model, so they are testable on tiny models built from configs:
-- `head_parameter_names`: what the checkpoint did not provide (new classifier, pooler or
-  projector); everything else is backbone.
-- `parameter_depths`: depth 0 = embeddings / patch / conv front-end, 1..L = the L blocks in
-  order, L+1 = final norm, pooler and head. One table (`FAMILIES`) per model family; a
-  parameter no rule places is an error naming the model class, never a silent guess.
-- `apply_strategy`: freezing (`requires_grad`, BatchNorm kept in eval mode).
-- `build_param_groups`: the optimizer groups, `lr * decay ** (L + 1 - depth)` under LLRD,
-  no weight decay on biases and normalisation weights. The `Trainer` subclass calls it in
-  `create_optimizer`, after Accelerate/FSDP wrapped the model.
+Every step of the flow that differs by strategy reads it from the `Strategy` record; nothing
+else in tl-hf tests a strategy's name. Adding one is a module that builds a `Strategy` and
+registers it (`docs/strategies.md`):
+
+    from tl_hf.strategy import Strategy, head_parameter_names, register_strategy
+
+    register_strategy(Strategy(
+        name="head_only", description="only the new head trains",
+        trainable=lambda model, options: head_parameter_names(model),
+    ))
+
+The built-in strategies live in `tl_hf/strategies/` (frozen, full, llrd in `basic.py`; lora,
+lp_ft and gradual in modules of their own) and are imported on first use. The depth tables they
+read are in `tl_hf.depth` (re-exported here).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from tl_hf.config import UserError
+from tl_hf.config import StrategyArguments, UserError
+from tl_hf.depth import (  # noqa: F401  (re-exported: the depth tables' historical home)
+    FAMILIES,
+    WRAPPER_PREFIXES,
+    Family,
+    get_family,
+    head_parameter_names,
+    no_decay_names,
+    num_blocks,
+    parameter_depths,
+    strip_wrappers,
+)
 
-# Prefixes that wrappers (DDP, FSDP, torch.compile, activation checkpointing) add to names.
-WRAPPER_PREFIXES = ("module.", "_fsdp_wrapped_module.", "_orig_mod.", "_checkpoint_wrapped_module.")
+# The strategies that ship with tl-hf, imported on first use (each module registers itself).
+BUILTIN = {
+    "frozen": "tl_hf.strategies.basic",
+    "full": "tl_hf.strategies.basic",
+    "llrd": "tl_hf.strategies.basic",
+    "lora": "tl_hf.strategies.lora",
+    "lp_ft": "tl_hf.strategies.lp_ft",
+    "gradual": "tl_hf.strategies.gradual",
+}
+_REGISTRY: dict[str, Strategy] = {}
 
-# A depth is an int, "top" (L + 1), "block" (the rule's first group is a 0-based block
-# index: depth = index + 1) or a function (match, config) -> depth.
-Depth = Any
+
+@dataclass
+class StrategyContext:
+    """What `Strategy.prepare_model` may use besides the model.
+
+    Attributes:
+        options: the run's `StrategyArguments`.
+        learning_rates: the modality's default learning rate per strategy name.
+        log: where progress lines go (the main process prints them).
+        train_phase: supplied by the pipeline: `train_phase(model, strategy_name, epochs,
+            learning_rate)` trains the model under another strategy for a few epochs (features
+            cached when that strategy allows it) and returns that phase's history (`train`,
+            `eval`, `learning_rates` records, as in `training_history.json`).
+        phases: histories of the phases run before the main training; the curves draw them
+            before epoch 0.
+    """
+
+    options: Any
+    learning_rates: dict[str, float] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+    train_phase: Callable[..., dict] | None = None
+    phases: list[dict] = field(default_factory=list)
+
+
+def train_everything(model, options) -> set[str]:
+    """Every parameter (what full fine-tuning trains)."""
+    return set(parameter_depths(model))
+
+
+def _no_change(model, context: StrategyContext) -> None:
+    return None
+
+
+def _no_callbacks(options) -> list:
+    return []
+
+
+def _backbone_trains(options) -> tuple[bool, str]:
+    return False, f"--strategy {options.strategy} trains the backbone"
+
+
+def _full_rate(rates: Mapping[str, float], options) -> float:
+    return rates["full"]
+
+
+def _no_detail(settings: Mapping[str, Any]) -> str:
+    return ""
+
+
+def refuse_trainable_layers(options, model_args=None) -> None:
+    """The default `check`: `--trainable_layers` belongs to `frozen`."""
+    if options.trainable_layers:
+        raise UserError(
+            "--trainable_layers only applies to --strategy frozen (the others train every layer)"
+        )
+
+
+def build_depth_groups(
+    model,
+    learning_rate: float,
+    weight_decay: float,
+    lr_at_depth: Callable[[int, int], float] | None = None,
+    reference_model=None,
+) -> list[dict[str, Any]]:
+    """Optimizer groups, one per (depth, decay / no decay), trainable parameters only, in depth
+    order; `lr_at_depth(depth, top)` gives a group's learning rate (default: `learning_rate`).
+
+    `model` supplies the parameter objects (it may be wrapped by DDP/FSDP);
+    `reference_model` (default: `model`) the config and names used to place them.
+    Each group has `params`, `lr`, `weight_decay`, `name`, `depth`, `num_params`.
+    """
+    reference = reference_model if reference_model is not None else model
+    depths = parameter_depths(reference)
+    no_decay = no_decay_names(reference)
+    top = num_blocks(reference) + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        name = strip_wrappers(name)
+        depth = depths[name]
+        decays = name not in no_decay
+        lr = lr_at_depth(depth, top) if lr_at_depth is not None else learning_rate
+        group = groups.setdefault(
+            (depth, decays),
+            {
+                "name": f"depth_{depth:02d}" + ("" if decays else "_no_decay"),
+                "depth": depth,
+                "lr": lr,
+                "weight_decay": weight_decay if decays else 0.0,
+                "params": [],
+                "num_params": 0,
+            },
+        )
+        group["params"].append(param)
+        group["num_params"] += param.numel()
+    return [groups[key] for key in sorted(groups)]
+
+
+def uniform_groups(model, options, learning_rate, weight_decay, reference_model=None):
+    """Every trainable parameter at `learning_rate` (groups by depth, for the report)."""
+    return build_depth_groups(model, learning_rate, weight_decay, None, reference_model)
+
+
+def layerwise_groups(model, options, learning_rate, weight_decay, reference_model=None):
+    """LLRD: a group at depth d trains at `learning_rate * llrd_decay ** (L + 1 - d)`."""
+    decay = options.llrd_decay
+    return build_depth_groups(
+        model,
+        learning_rate,
+        weight_decay,
+        lambda depth, top: learning_rate * decay ** (top - depth),
+        reference_model,
+    )
 
 
 @dataclass(frozen=True)
-class Family:
-    """How one model family's parameter names map to depths.
+class Strategy:
+    """What one strategy decides, at each step of the flow.
 
-    Names are matched after the wrapper prefixes and the base-model prefix
-    (`model.base_model_prefix`, e.g. "bert.") are removed.
+    Every function takes the run's `StrategyArguments` as `options` (its own flags included).
+
+    Attributes:
+        name: the `--strategy` value.
+        description: one line for `--help`, errors and docs.
+        trainable(model, options) -> set of parameter names (without wrapper prefixes) that
+            train; the rest get `requires_grad=False` (frozen BatchNorm layers keep their
+            running statistics).
+        param_groups(model, options, learning_rate, weight_decay, reference_model) -> the
+            optimizer's groups (`build_depth_groups`); called by the Trainer after
+            Accelerate/FSDP wrapped the model, over its trainable parameters.
+        prepare_model(model, context) -> None: changes before the parameters are chosen
+            (LoRA adapters, a linear probe).
+        callbacks(options) -> `TrainerCallback`s for changes during training (unfreezing).
+        can_cache_features(options) -> (bool, reason): whether the backbone is frozen for the
+            whole run, so its output can be computed once.
+        save(trainer, options, output_dir) -> None: write the final model (default
+            `trainer.save_model`); a strategy may write more (an adapter folder).
+        default_learning_rate(rates, options) -> the learning rate when `--learning_rate` is
+            not given and the modality's `default_learning_rates` does not name the strategy.
+        describe(settings) -> the strategy's details for the log, report and model card
+            (`settings`: the flat run config, e.g. "LLRD decay 0.8"); "" for none.
+        check(options, model_args) -> None, raising `UserError` for a bad combination
+            (called before anything is loaded).
+        trains_backbone: whether the backbone learns (the diagnosis suggests unfreezing
+            when it does not).
     """
 
-    # L from the (unwrapped) model: usually read off its config; a timm model inside
-    # TimmWrapper has no config fields for it, so the model itself is passed.
-    num_layers: Callable[[Any], int]
-    rules: tuple[tuple[str, Depth], ...]
-    # Parameters that belong to the head although they sit inside the base model: regexes,
-    # or a function model -> regexes when the head's name depends on the model (timm).
-    head_patterns: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
+    name: str
+    description: str
+    trainable: Callable[[Any, Any], set[str]] = train_everything
+    param_groups: Callable[..., list[dict[str, Any]]] = uniform_groups
+    prepare_model: Callable[[Any, StrategyContext], None] = _no_change
+    callbacks: Callable[[Any], list] = _no_callbacks
+    can_cache_features: Callable[[Any], tuple[bool, str]] = _backbone_trains
+    save: Callable[[Any, Any, str], None] | None = None
+    default_learning_rate: Callable[[Mapping[str, float], Any], float] = _full_rate
+    describe: Callable[[Mapping[str, Any]], str] = _no_detail
+    check: Callable[[Any, Any], None] = refuse_trainable_layers
+    trains_backbone: bool = True
 
 
-def _attr(name: str) -> Callable[[Any], int]:
-    return lambda model: int(getattr(model.config, name))
+def register_strategy(strategy: Strategy) -> Strategy:
+    """Make `strategy` available by name to `--strategy`, the Python API and the lab."""
+    if not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"register_strategy takes a tl_hf.strategy.Strategy, got {type(strategy).__name__}"
+        )
+    _REGISTRY[strategy.name] = strategy
+    return strategy
 
 
-def _albert_group_depth(match: re.Match, config) -> int:
-    # ALBERT shares weights: group g serves blocks [g*L/G, (g+1)*L/G); it is placed at the
-    # depth of the highest block it serves, so its learning rate is never below any of them.
-    groups, layers = config.num_hidden_groups, config.num_hidden_layers
-    return (int(match.group(1)) + 1) * layers // groups
+def strategy_names() -> list[str]:
+    """Every strategy known now: the built-in ones and those registered."""
+    return sorted(set(BUILTIN) | set(_REGISTRY))
 
 
-_BERT_LIKE = (
-    (r"^embeddings\.", 0),
-    (r"^encoder\.layer\.(\d+)\.", "block"),
-    (r"^pooler\.", "top"),
-)
-
-# ViT, DeiT, BEiT: transformers 5 names blocks `layers.i` (older checkpoints and versions
-# `encoder.layer.i`); the final layernorm and any pooler sit on top.
-_VIT_LIKE = (
-    (r"^embeddings\.", 0),
-    (r"^(?:encoder\.layer|layers)\.(\d+)\.", "block"),
-    (r"^layernorm\.", "top"),
-    (r"^pooler\.", "top"),
-)
-
-
-# Stage/block families (ConvNeXt, Swin, ResNet): blocks are numbered globally, in forward
-# order, using config.depths (blocks per stage): block j of stage s is block
-# sum(depths[:s]) + j, at depth that + 1; L = sum(depths).
-def _sum_depths(model) -> int:
-    return int(sum(model.config.depths))
-
-
-def _stage_block(match: re.Match, config) -> int:
-    stage, block = int(match.group(1)), int(match.group(2))
-    return sum(config.depths[:stage]) + block + 1
-
-
-def _downsample_before(match: re.Match, config) -> int:
-    # A stage-entry downsampler goes with the first block of its stage (the block it feeds).
-    return sum(config.depths[: int(match.group(1))]) + 1
-
-
-def _downsample_after(match: re.Match, config) -> int:
-    # A stage-exit downsampler goes with the last block of its stage (the block it follows).
-    return sum(config.depths[: int(match.group(1)) + 1])
-
-
-_CONVNEXT = (
-    (r"^embeddings\.", 0),
-    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.", _stage_block),
-    # ConvNeXt downsamples at the start of stages 1.. (stage 0's is the patch embedding)
-    (r"^encoder\.stages\.(\d+)\.downsampling_layer\.", _downsample_before),
-    (r"^layernorm\.", "top"),
-    (r"^pooler\.", "top"),
-)
-
-
-def _efficientnet_blocks(model) -> int:
-    # transformers' EfficientNet repeats each stage's block ceil(depth_coefficient * n) times
-    # and numbers the blocks in one flat list.
-    import math
-
-    config = model.config
-    return sum(int(math.ceil(config.depth_coefficient * n)) for n in config.num_block_repeats)
-
-
-# timm models inside TimmWrapper: the parameters are `timm_model.*`. Only the EfficientNet
-# layout (conv_stem/bn1, `blocks.i` = stage i, conv_head/bn2, classifier) is mapped; timm
-# builds EfficientNet, MobileNetV2/V3, MNASNet, FBNet and friends from these two classes.
-_TIMM_EFFICIENTNET_LIKE = ("EfficientNet", "MobileNetV3")
-
-
-def _timm_model(model):
-    timm_model = getattr(model, "timm_model", None)
-    kind = type(timm_model).__name__
-    if timm_model is None or kind not in _TIMM_EFFICIENTNET_LIKE:
-        arch = getattr(model.config, "architecture", "?")
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy called `name` (built-in ones are imported on first use)."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    if name not in _REGISTRY:
         raise UserError(
-            f"tl-hf cannot map the layers of the timm model {arch!r} ({kind}) inside "
-            f"{type(model).__name__} to depths: only EfficientNet-like timm models "
-            f"({', '.join(_TIMM_EFFICIENTNET_LIKE)}) are supported. Use --strategy full."
+            f"--strategy: invalid choice: {name!r}: choose one of {', '.join(strategy_names())} "
+            "(or register yours with tl_hf.strategy.register_strategy)"
         )
-    return timm_model
+    return _REGISTRY[name]
 
 
-def _timm_num_blocks(model) -> int:
-    return len(_timm_model(model).blocks)  # block stages, e.g. 7 for EfficientNet-B0/Lite0
+def strategy_options(
+    strategy: str, trainable_layers: int = 0, llrd_decay: float = 1.0, options=None
+):
+    """The `StrategyArguments` a strategy function receives: `options` when given, else built
+    from the name and the two classic settings (the short form the tests and benches use)."""
+    if options is not None:
+        return options
+    return StrategyArguments(
+        strategy=strategy, trainable_layers=trainable_layers, llrd_decay=llrd_decay
+    )
 
 
-def _timm_head_patterns(model) -> tuple[str, ...]:
-    # timm names its classifier in the pretrained config ("classifier" for EfficientNet);
-    # it sits inside the base model (`timm_model.`), so it needs naming as the head.
-    timm_model = _timm_model(model)
-    cfg = getattr(timm_model, "pretrained_cfg", None) or getattr(timm_model, "default_cfg", {})
-    names = cfg.get("classifier") or "classifier"
-    names = [names] if isinstance(names, str) else list(names)
-    return tuple(rf"^{re.escape(name)}\." for name in names)
-
-
-def _wav2vec2_encoder_norm_depth(match: re.Match, config) -> int:
-    # Post-norm models (wav2vec2-base, HuBERT-base: do_stable_layer_norm False) apply
-    # encoder.layer_norm to the input of the first block; pre-norm ("stable") models apply
-    # it after the last block.
-    return config.num_hidden_layers + 1 if config.do_stable_layer_norm else 0
-
-
-_WAV2VEC2_LIKE = (
-    # the convolutional feature encoder, its projection, the positional convolution and the
-    # mask embedding all feed the first block
-    (r"^masked_spec_embed$", 0),
-    (r"^feature_extractor\.", 0),
-    (r"^feature_projection\.", 0),
-    (r"^encoder\.pos_conv_embed\.", 0),
-    (r"^encoder\.layers\.(\d+)\.", "block"),
-    (r"^encoder\.layer_norm\.", _wav2vec2_encoder_norm_depth),
-    (r"^adapter\.", "top"),
-)
-
-FAMILIES: dict[str, Family] = {
-    "bert": Family(_attr("num_hidden_layers"), _BERT_LIKE),
-    "roberta": Family(_attr("num_hidden_layers"), _BERT_LIKE),
-    "xlm-roberta": Family(_attr("num_hidden_layers"), _BERT_LIKE),
-    "camembert": Family(_attr("num_hidden_layers"), _BERT_LIKE),
-    "electra": Family(_attr("num_hidden_layers"), ((r"^embeddings_project\.", 0), *_BERT_LIKE)),
-    "deberta-v2": Family(
-        _attr("num_hidden_layers"),
-        # relative-position embeddings and their norm serve every layer: front-end depth
-        ((r"^encoder\.rel_embeddings\.", 0), (r"^encoder\.LayerNorm\.", 0), *_BERT_LIKE),
-    ),
-    "mpnet": Family(
-        _attr("num_hidden_layers"), ((r"^encoder\.relative_attention_bias\.", 0), *_BERT_LIKE)
-    ),
-    "distilbert": Family(
-        _attr("n_layers"), ((r"^embeddings\.", 0), (r"^transformer\.layer\.(\d+)\.", "block"))
-    ),
-    "albert": Family(
-        _attr("num_hidden_layers"),
-        (
-            (r"^embeddings\.", 0),
-            (r"^encoder\.embedding_hidden_mapping_in\.", 0),
-            (r"^encoder\.albert_layer_groups\.(\d+)\.", _albert_group_depth),
-            (r"^pooler\.", "top"),
-        ),
-    ),
-    # vision families
-    "vit": Family(_attr("num_hidden_layers"), _VIT_LIKE),
-    "deit": Family(_attr("num_hidden_layers"), _VIT_LIKE),
-    "beit": Family(
-        _attr("num_hidden_layers"),
-        # a relative-position bias shared by every layer is front-end, like deberta's
-        ((r"^(?:encoder\.)?(?:shared_position_bias|relative_position_bias)\.", 0), *_VIT_LIKE),
-    ),
-    "convnext": Family(_sum_depths, _CONVNEXT),
-    "convnextv2": Family(_sum_depths, _CONVNEXT),
-    "swin": Family(
-        _sum_depths,
-        (
-            (r"^embeddings\.", 0),
-            (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.", _stage_block),
-            # patch merging runs at the end of stage s: it goes with that stage's last block
-            (r"^encoder\.layers\.(\d+)\.downsample\.", _downsample_after),
-            (r"^layernorm\.", "top"),
-            (r"^pooler\.", "top"),
-        ),
-    ),
-    "resnet": Family(
-        _sum_depths,
-        (
-            (r"^embedder\.", 0),
-            (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.", _stage_block),
-            (r"^pooler\.", "top"),
-        ),
-    ),
-    "efficientnet": Family(
-        _efficientnet_blocks,
-        (
-            (r"^embeddings\.", 0),
-            (r"^encoder\.blocks\.(\d+)\.", "block"),
-            (r"^encoder\.top_(?:conv|bn)\.", "top"),
-        ),
-    ),
-    "mobilenet_v2": Family(
-        lambda model: 16,  # transformers builds a fixed list of 16 inverted-residual layers
-        (
-            (r"^conv_stem\.", 0),
-            (r"^layer\.(\d+)\.", "block"),
-            (r"^conv_1x1\.", "top"),
-        ),
-    ),
-    "timm_wrapper": Family(
-        _timm_num_blocks,
-        (
-            (r"^(?:conv_stem|bn1)\.", 0),
-            (r"^blocks\.(\d+)\.", "block"),
-            (r"^(?:conv_head|bn2|norm_head)\.", "top"),
-        ),
-        head_patterns=_timm_head_patterns,
-    ),
-    # audio families
-    "wav2vec2": Family(_attr("num_hidden_layers"), _WAV2VEC2_LIKE),
-    "hubert": Family(_attr("num_hidden_layers"), _WAV2VEC2_LIKE),
-    "wavlm": Family(_attr("num_hidden_layers"), _WAV2VEC2_LIKE),
-    "audio-spectrogram-transformer": Family(
-        _attr("num_hidden_layers"),
-        (
-            (r"^embeddings\.", 0),
-            # transformers 5 names the blocks `layers.i`; older releases `encoder.layer.i`
-            (r"^(?:encoder\.layer|layers)\.(\d+)\.", "block"),
-            (r"^layernorm\.", "top"),
-        ),
-    ),
-    "whisper": Family(
-        _attr("encoder_layers"),
-        (
-            (r"^encoder\.(?:conv1|conv2|embed_positions)\.", 0),
-            (r"^encoder\.layers\.(\d+)\.", "block"),
-            (r"^encoder\.layer_norm\.", "top"),
-        ),
-        # WhisperForAudioClassification declares base_model_prefix "model" but keeps its
-        # encoder at `.encoder`, so "outside the base model" finds nothing: name the head.
-        head_patterns=(r"^projector\.", r"^classifier\.", r"^layer_weights$"),
-    ),
-}
-
-
-def strip_wrappers(name: str) -> str:
-    """A parameter name without the prefixes DDP/FSDP/compile wrappers add."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-        name = name.replace("._fsdp_wrapped_module.", ".").replace(
-            "._checkpoint_wrapped_module.", "."
-        )
-    return name
-
-
-def get_family(model) -> Family:
-    model_type = getattr(model.config, "model_type", None)
-    family = FAMILIES.get(model_type)
-    if family is None:
-        raise UserError(
-            f"tl-hf cannot map the layers of {type(model).__name__} (model_type {model_type!r}) to "
-            f"depths for LLRD/frozen layers; supported model types: {', '.join(sorted(FAMILIES))}. "
-            "Use --strategy full, or add the family to tl_hf.strategy.FAMILIES."
-        )
-    return family
-
-
-def num_blocks(model) -> int:
-    """L, the number of blocks of the backbone."""
-    return get_family(model).num_layers(model)
-
-
-def head_parameter_names(model) -> set[str]:
-    """Names of the parameters the checkpoint did not provide (the new head).
-
-    That is: everything outside the base model (classifier, projector, pre-classifier,
-    new pooler), anything the load reported as newly initialised or resized
-    (`model.tl_hf_new_parameters`, set by `tl_hf.model.build_model`), and the family's own
-    head patterns.
-    """
-    family = get_family(model)
-    patterns = family.head_patterns
-    if callable(patterns):
-        patterns = patterns(model)
-    prefix = getattr(model, "base_model_prefix", "")
-    has_base = bool(prefix) and getattr(model, prefix, None) is not None
-    new = set(getattr(model, "tl_hf_new_parameters", ()))
-    names = set()
-    for name, _ in model.named_parameters():
-        name = strip_wrappers(name)
-        inner = name[len(prefix) + 1 :] if has_base and name.startswith(prefix + ".") else None
-        outside_base = has_base and inner is None
-        if outside_base or name in new or any(re.search(p, inner or name) for p in patterns):
-            names.add(name)
-    return names
-
-
-def parameter_depths(model) -> dict[str, int]:
-    """Depth of every parameter (names without wrapper prefixes); raises for any it cannot place."""
-    family = get_family(model)
-    top = family.num_layers(model) + 1
-    prefix = getattr(model, "base_model_prefix", "")
-    heads = head_parameter_names(model)
-    rules = [(re.compile(pattern), depth) for pattern, depth in family.rules]
-    depths, unplaced = {}, []
-    for name, _ in model.named_parameters():
-        name = strip_wrappers(name)
-        if name in heads:
-            depths[name] = top
-            continue
-        inner = name[len(prefix) + 1 :] if prefix and name.startswith(prefix + ".") else name
-        for pattern, depth in rules:
-            match = pattern.search(inner)
-            if match is None:
-                continue
-            if depth == "top":
-                depths[name] = top
-            elif depth == "block":
-                depths[name] = int(match.group(1)) + 1
-            elif callable(depth):
-                depths[name] = depth(match, model.config)
-            else:
-                depths[name] = int(depth)
-            break
-        else:
-            unplaced.append(name)
-    if unplaced:
-        raise UserError(
-            f"tl-hf cannot place {len(unplaced)} parameter(s) of {type(model).__name__} in a layer, "
-            f"e.g. {', '.join(unplaced[:3])}; extend tl_hf.strategy.FAMILIES[{model.config.model_type!r}]"
-        )
-    return depths
-
-
-def _no_decay_names(model) -> set[str]:
-    """Biases and the weights of normalisation layers (any module class named *Norm*)."""
-    import torch.nn as nn
-
-    names = set()
-    for module_name, module in model.named_modules():
-        is_norm = isinstance(
-            module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
-        ) or ("norm" in type(module).__name__.lower())
-        for param_name, _ in module.named_parameters(recurse=False):
-            full = strip_wrappers(f"{module_name}.{param_name}" if module_name else param_name)
-            if is_norm or param_name == "bias" or param_name.endswith("_bias"):
-                names.add(full)
-    return names
-
-
-def trainable_names(model, strategy: str, trainable_layers: int = 0) -> set[str]:
-    """The parameters a strategy trains: the head (+ top K blocks, + the final norm/pooler
-    above them) for `frozen`; everything for `full` and `llrd`."""
-    depths = parameter_depths(model)
-    if strategy in ("full", "llrd"):
-        return set(depths)
-    heads = head_parameter_names(model)
-    if trainable_layers == 0:
-        return heads
-    top = num_blocks(model) + 1
-    if trainable_layers > top - 1:
-        raise UserError(
-            f"--trainable_layers {trainable_layers} exceeds the {top - 1} blocks of "
-            f"{type(model).__name__}"
-        )
-    return heads | {n for n, d in depths.items() if d >= top - trainable_layers}
+def trainable_names(model, strategy: str, trainable_layers: int = 0, options=None) -> set[str]:
+    """The parameters the strategy trains (names without wrapper prefixes)."""
+    options = strategy_options(strategy, trainable_layers, options=options)
+    return get_strategy(options.strategy).trainable(model, options)
 
 
 def _keep_eval(module, args) -> None:
-    module.training = False  # a frozen BatchNorm keeps its running statistics
+    # a frozen BatchNorm keeps its running statistics; asked at every call, because a later
+    # phase may train it again (LP-FT: probe frozen, then fine-tune everything)
+    if not any(p.requires_grad for p in module.parameters(recurse=False)):
+        module.training = False
 
 
-def apply_strategy(model, strategy: str, trainable_layers: int = 0) -> set[str]:
+def apply_strategy(model, strategy: str, trainable_layers: int = 0, options=None) -> set[str]:
     """Set `requires_grad` for the strategy; frozen BatchNorm layers stay in eval mode
     (a forward pre-hook, so `model.train()` from the Trainer cannot undo it).
 
-    Returns the names of the trainable parameters.
+    Call the strategy's `prepare_model` first when it has one (LoRA adds the parameters that
+    train). Returns the names of the trainable parameters.
     """
     import torch.nn as nn
 
     fixed = set(getattr(model, "tl_hf_fixed_parameters", ()))
-    trainable = trainable_names(model, strategy, trainable_layers) - fixed
+    trainable = trainable_names(model, strategy, trainable_layers, options) - fixed
     for name, param in model.named_parameters():
         param.requires_grad_(strip_wrappers(name) in trainable)
     for module in model.modules():
@@ -434,40 +295,13 @@ def build_param_groups(
     weight_decay: float,
     llrd_decay: float = 1.0,
     reference_model=None,
+    options=None,
 ) -> list[dict[str, Any]]:
-    """The optimizer's parameter groups: one per (depth, decay / no decay), trainable
-    parameters only, in depth order.
-
-    `model` supplies the parameter objects (it may be wrapped by DDP/FSDP);
-    `reference_model` (default: `model`) the config and names used to place them.
-    Each group has `params`, `lr`, `weight_decay`, `name`, `depth`, `num_params`.
-    """
-    reference = reference_model if reference_model is not None else model
-    depths = parameter_depths(reference)
-    no_decay = _no_decay_names(reference)
-    top = num_blocks(reference) + 1
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        name = strip_wrappers(name)
-        depth = depths[name]
-        decays = name not in no_decay
-        lr = learning_rate * llrd_decay ** (top - depth) if strategy == "llrd" else learning_rate
-        group = groups.setdefault(
-            (depth, decays),
-            {
-                "name": f"depth_{depth:02d}" + ("" if decays else "_no_decay"),
-                "depth": depth,
-                "lr": lr,
-                "weight_decay": weight_decay if decays else 0.0,
-                "params": [],
-                "num_params": 0,
-            },
-        )
-        group["params"].append(param)
-        group["num_params"] += param.numel()
-    return [groups[key] for key in sorted(groups)]
+    """The optimizer's parameter groups as the strategy declares them (trainable parameters
+    only, in depth order; see `build_depth_groups`)."""
+    options = strategy_options(strategy, llrd_decay=llrd_decay, options=options)
+    declared = get_strategy(options.strategy)
+    return declared.param_groups(model, options, learning_rate, weight_decay, reference_model)
 
 
 def describe_param_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:

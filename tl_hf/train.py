@@ -76,8 +76,9 @@ def per_class_report(predictions, labels, names: list[str]) -> dict[str, dict[st
 
 
 class TLTrainer(Trainer):
-    """`Trainer` whose optimizer holds exactly the strategy's trainable parameters, in
-    groups by depth (LLRD learning rates) and decay (none on biases and norms).
+    """`Trainer` whose optimizer holds exactly the strategy's trainable parameters, in the
+    groups the strategy declares (`Strategy.param_groups`: by depth, LLRD learning rates, no
+    decay on biases and norms).
 
     `batch_augment` (mixup, cutmix, SpecAugment) runs on collated training batches only; when
     it makes soft labels, the loss is the soft cross-entropy (a float `labels` tensor would
@@ -85,10 +86,17 @@ class TLTrainer(Trainer):
     """
 
     def __init__(
-        self, *args, strategy: str = "full", llrd_decay: float = 1.0, batch_augment=None, **kwargs
+        self,
+        *args,
+        strategy: str = "full",
+        llrd_decay: float = 1.0,
+        batch_augment=None,
+        strategy_options=None,
+        **kwargs,
     ):
         self.strategy = strategy
         self.llrd_decay = llrd_decay
+        self.strategy_options = strategy_options  # the run's StrategyArguments, when known
         self.batch_augment = batch_augment
         super().__init__(*args, **kwargs)
         # Classification heads return the batch-mean loss and ignore `num_items_in_batch`, yet
@@ -122,6 +130,7 @@ class TLTrainer(Trainer):
             self.args.weight_decay,
             self.llrd_decay,
             reference_model=self.accelerator.unwrap_model(opt_model),
+            options=self.strategy_options,
         )
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)

@@ -152,8 +152,10 @@ def _what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
         if by_depth:
             text += f", down to {fmt(by_depth[0][1])} for the embeddings (depth 0)"
         text += "."
-    else:
+    elif strategy == "full":
         text = f"**Every layer trained** at the same learning rate, {fmt(lr)}."
+    else:  # any other registered strategy describes itself
+        text = _registered_description(strategy, cfg) + f" Learning rate {fmt(lr)}."
     lines = [f"- Strategy `{strategy}`: {text}"]
     if by_depth:
         named = []
@@ -333,6 +335,7 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
             + " ".join(run["diagnosis"]["reasons"]),
             "",
         ]
+    lines += _strategy_detail(strategy, cfg, root, len(run["labels"]), repo)[1]
     if groups:
         rows = [
             [g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
@@ -350,3 +353,59 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     path = root / CARD_FILE
     card.save(path)
     return str(path)
+
+
+def _registered_description(strategy: str | None, cfg: dict) -> str:
+    """`Strategy.description` and `.describe(cfg)` of a registered strategy, as one sentence."""
+    from tl_hf.config import UserError
+    from tl_hf.strategy import get_strategy
+
+    try:
+        record = get_strategy(strategy)
+    except UserError:  # a strategy registered in the process that trained, not in this one
+        return f"the `{strategy}` strategy."
+    detail = record.describe(cfg)
+    return f"{record.description[0].upper()}{record.description[1:]}" + (
+        f" ({detail})." if detail else "."
+    )
+
+
+def _strategy_detail(
+    strategy: str | None, cfg: dict, root: Path, num_labels: int, repo: str
+) -> tuple[str, list[str]]:
+    """The strategy's own description of the run (`Strategy.describe`), and card lines for
+    what it saved besides the model (LoRA's adapter folder)."""
+    from tl_hf.config import UserError
+    from tl_hf.strategy import get_strategy
+
+    try:
+        detail = get_strategy(strategy).describe(cfg) if strategy else ""
+    except UserError:  # a strategy registered in the process that trained, not in this one
+        detail = ""
+    lines = []
+    if (root / "adapter" / "adapter_config.json").is_file():
+        lines += [
+            "The LoRA adapter is in `adapter/` (the model above has it merged in, no peft "
+            "needed). To load the adapter on the base checkpoint instead:",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            f"from transformers import {_auto_class(cfg)}",
+            "",
+            f'base = {_auto_class(cfg)}.from_pretrained("{cfg.get("model_name_or_path")}", '
+            f"num_labels={num_labels})",
+            f'model = PeftModel.from_pretrained(base, "{repo}", subfolder="adapter")',
+            "```",
+            "",
+        ]
+    return detail, lines
+
+
+def _auto_class(cfg: dict) -> str:
+    from tl_hf.config import UserError
+    from tl_hf.modality import get_modality
+
+    try:
+        return get_modality(cfg.get("modality") or "text").auto_model
+    except UserError:  # a modality registered in the process that trained, not in this one
+        return "AutoModelForSequenceClassification"

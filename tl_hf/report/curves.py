@@ -33,7 +33,12 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
 
     history = finalize_history(dict(history))
     evals = [e for e in history.get("eval", []) if "eval_loss" in e]
-    has_lr = any(r["lr"] for r in history.get("learning_rates", []))
+    has_lr = any(
+        r["lr"]
+        for rows in [history.get("learning_rates", [])]
+        + [p.get("learning_rates", []) for p in history.get("phases", [])]
+        for r in rows
+    )
     fig, axes = plt.subplots(2 if has_lr else 1, 1, figsize=(8, 7 if has_lr else 4), squeeze=False)
     ax = axes[0][0]
     train = history.get("train", [])
@@ -62,6 +67,29 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
             color="tab:orange",
             label="validation loss",
         )
+    phases = _shifted_phases(history)
+    for phase in phases:
+        label = phase["name"]
+        if phase["train"]:
+            ax.plot(*_xy(phase["train"], "loss"), color="tab:purple", alpha=0.35, lw=1)
+        if phase["eval"]:
+            ax.plot(
+                *_xy(phase["eval"], "eval_loss"),
+                "s--",
+                color="tab:purple",
+                label=f"{label}: validation loss",
+            )
+    if phases:
+        ax.axvline(0, color="grey", ls=":", lw=1)
+        ax.annotate(
+            "main training starts",
+            xy=(0, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="grey",
+        )
     marks: dict[str, Any] = {"best_epoch": history.get("best_epoch"), "stop_epoch": None}
     best = best_eval(history)
     if best is not None:
@@ -89,7 +117,14 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
     ax.legend(fontsize=8)
     if has_lr:
         ax = axes[1][0]
-        rows = history["learning_rates"]
+        rows = [
+            *(
+                {**r, "lr": {f"{p['name']}: {k}": v for k, v in r["lr"].items()}}
+                for p in phases
+                for r in p["learning_rates"]
+            ),
+            *history["learning_rates"],
+        ]
         names = list(dict.fromkeys(name for r in rows for name in r["lr"]))
         for name in names:
             points = [(r["epoch"], r["lr"][name]) for r in rows if r["lr"].get(name, 0) > 0]
@@ -110,3 +145,26 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
     plt.close(fig)
     _history.atomic_write(Path(path), buffer.getvalue())
     return marks
+
+
+def _shifted_phases(history: dict) -> list[dict]:
+    """The phases trained before the main training (LP-FT's linear probe), their epochs
+    moved before 0 so the main training keeps its own epoch numbers (best epoch, stopping)."""
+    phases = history.get("phases") or []
+    offset = sum(p.get("epochs") or 0 for p in phases)
+    shifted = []
+    for phase in phases:
+
+        def move(rows, by=offset):
+            return [{**r, "epoch": (r.get("epoch") or 0) - by} for r in rows]
+
+        shifted.append(
+            {**phase, **{k: move(phase.get(k, [])) for k in ("train", "eval", "learning_rates")}}
+        )
+        offset -= phase.get("epochs") or 0
+    return shifted
+
+
+def _xy(rows: list[dict], key: str) -> tuple[list, list]:
+    rows = [r for r in rows if key in r]
+    return [r["epoch"] for r in rows], [r[key] for r in rows]

@@ -20,17 +20,31 @@ STILL_FALLING = 0.01
 EARLY_BEST_FRACTION = 0.5
 
 
+def _trains_backbone(strategy: str | None) -> bool:
+    """What the strategy's record declares (an unknown name: assume it trains the backbone)."""
+    from tl_hf.config import UserError
+    from tl_hf.strategy import get_strategy
+
+    if strategy is None:
+        return True
+    try:
+        return get_strategy(strategy).trains_backbone
+    except UserError:  # a run folder made with a strategy not registered in this process
+        return True
+
+
 def _next_steps(verdict: str, strategy: str | None, still_falling: bool) -> list[str]:
+    frozen = not _trains_backbone(strategy)
     if verdict == "underfitting":
         steps = []
-        if strategy == "frozen":
+        if frozen:
             steps.append(
                 "unfreeze more layers: --trainable_layers K (top K blocks) or --strategy llrd"
             )
         else:
             steps.append("a larger pretrained checkpoint (--model_name_or_path)")
         steps.append("more epochs (--num_train_epochs) or a higher --learning_rate")
-        if strategy != "frozen":
+        if not frozen:
             steps.append("less regularisation: lower --weight_decay, fewer augmentations")
         return steps
     if verdict == "overfitting":
@@ -74,7 +88,8 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
 
     Args:
         history: A `training_history.json` dict (see `MonitorCallback`).
-        strategy: "frozen", "full" or "llrd", to tailor the next step.
+        strategy: the strategy's name (its record says whether the backbone trained), to
+            tailor the next step.
         num_labels: Number of classes (default: `history["num_labels"]`).
 
     Returns:
