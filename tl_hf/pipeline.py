@@ -69,57 +69,74 @@ def _log(message: str) -> None:
 
 def run(args: RunArgs, dataset=None) -> RunResult:
     """Run one fine-tuning job end to end and return its result."""
-    from transformers import set_seed
+    from tl_hf.timing import PhaseTimer
 
-    from tl_hf.model import build_model
-    from tl_hf.train import TLTrainer, compute_metrics
+    timer = PhaseTimer()  # where the time goes (--profile prints it)
+    with timer.phase("imports"):
+        from transformers import set_seed
+
+        from tl_hf.model import build_model
+        from tl_hf.train import TLTrainer, compute_metrics
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
-    plan = plan_run(args)
-    set_seed(args.training.seed)
+    with timer.phase("plan and checks"):
+        plan = plan_run(args)
+        set_seed(args.training.seed)
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
-    data = prepare_data(args, plan, dataset)
+    with timer.phase("data: load, augment, preprocess"):
+        data = prepare_data(args, plan, dataset)
     # 5. model with the new head.
-    model = build_model(
-        plan.modality.auto_model,
-        plan.model_path,
-        args.model,
-        data.label_names,
-        plan.checkpoint_config,
-    )
-    plan.modality.adapt_model(model, data.processor)
+    with timer.phase("model load"):
+        model = build_model(
+            plan.modality.auto_model,
+            plan.model_path,
+            args.model,
+            data.label_names,
+            plan.checkpoint_config,
+        )
+        plan.modality.adapt_model(model, data.processor)
     # 6. strategy: freezing, then the parameter groups the optimizer will hold.
-    groups = apply_strategy_step(model, args, plan)
+    with timer.phase("strategy and groups"):
+        groups = apply_strategy_step(model, args, plan)
     # 6b. cached features (frozen backbone): the backbone runs once over every split.
     batch_augment = (
         plan.modality.build_batch_augment(plan.specs, len(data.label_names), args.training.seed)
         if plan.specs
         else None
     )
-    cache, features, collator = cache_features_step(model, args, plan, data, batch_augment)
-    training_args = (
-        plan.training_args
-    )  # the Trainer's copy: keeps the columns its inputs are made from
+    with timer.phase("feature cache"):
+        cache, features, collator = cache_features_step(model, args, plan, data, batch_augment)
+    # the Trainer's copy: keeps the columns its inputs are made from
+    training_args = plan.training_args
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
     # 7. train with the early-stopping preset.
-    prepare_output_dir(args, plan, data, groups)
-    callbacks, early_stopping = build_callbacks(args, training_args.output_dir)
-    trainer = TLTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=features["train"],
-        eval_dataset=features["validation"],
-        data_collator=collator,
-        processing_class=data.processor,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-        strategy=args.strategy.strategy,
-        llrd_decay=args.strategy.llrd_decay,
-        batch_augment=batch_augment,
-    )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    with timer.phase("output folder and trainer"):
+        prepare_output_dir(args, plan, data, groups)
+        callbacks, early_stopping = build_callbacks(args, training_args.output_dir)
+        trainer = TLTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=features["train"],
+            eval_dataset=features["validation"],
+            data_collator=collator,
+            processing_class=data.processor,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            strategy=args.strategy.strategy,
+            llrd_decay=args.strategy.llrd_decay,
+            batch_augment=batch_augment,
+            timer=timer,
+            speed=args.speed,
+        )
+    with timer.phase("train"):
+        train_result = train_step(trainer, cache, args)
+    monitor = callbacks[-1]
+    timer.add("curves and history files", monitor.write_seconds, inside="train")
     # 8. report: metrics of the restored best model on validation and test.
-    metrics = evaluate_step(trainer, train_result, early_stopping, features, data.label_names, args)
+    with timer.phase("final evaluation and test predictions"):
+        metrics = evaluate_step(
+            trainer, train_result, early_stopping, features, data.label_names, args
+        )
     if cache is not None:
         cache.restore()  # the trained head back on the real backbone: a normal full checkpoint
         metrics["cached_features"] = True
@@ -129,10 +146,25 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         training=training_args,
         strategy=dataclasses.replace(args.strategy, cache_features=cache is not None),
     )
-    trainer.save_model(training_args.output_dir)
+    with timer.phase("save model"):
+        trainer.save_model(training_args.output_dir)
     if training_args.process_index == 0:
-        save_and_report(ran, plan, metrics, len(data.label_names), dataset)
+        save_and_report(ran, plan, metrics, len(data.label_names), dataset, timer)
     return RunResult(metrics, trainer.model, training_args.output_dir, ran, groups)
+
+
+def train_step(trainer, cache, args: RunArgs):
+    """Step 7: `trainer.train()`, or, with cached features on one process, the head's tight
+    loop over device-resident feature tensors (same optimizer, schedule, evaluation, early
+    stopping and checkpoints; see `tl_hf.head_loop`)."""
+    if cache is not None and args.speed.fast_head:
+        from tl_hf.head_loop import head_loop_blocker, train_head_on_features
+
+        reason = head_loop_blocker(trainer)
+        if reason is None:
+            return train_head_on_features(trainer, cache.features)
+        _log(f"head trains through the Trainer's loop ({reason})")
+    return trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
 
 
 def plan_run(args: RunArgs) -> Plan:
@@ -311,8 +343,10 @@ def build_callbacks(args: RunArgs, output_dir: str):
     early_stopping = build_early_stopping(
         args.strategy.early_stopping_patience, args.strategy.early_stopping_threshold
     )
+    # the curves are redrawn while drawing takes at most a tenth of the run's time (quick
+    # epochs would otherwise spend more time drawing than training), and always at the end
     monitor = MonitorCallback(
-        output_dir, early_stopping_patience=args.strategy.early_stopping_patience
+        output_dir, early_stopping_patience=args.strategy.early_stopping_patience, draw_budget=0.1
     )
     return [c for c in (early_stopping, monitor) if c is not None], early_stopping
 
@@ -360,7 +394,9 @@ def evaluate_step(
     return metrics
 
 
-def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> None:
+def save_and_report(
+    ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None, timer=None
+) -> None:
     """Step 9 (main process): results, the run config of what ran, the diagnosis, the model
     card and report (read from those files), then the push."""
     from tl_hf.hub import push_output_dir
@@ -372,6 +408,34 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
         write_diagnosis,
         write_report_html,
     )
+    from tl_hf.save import write_json
+    from tl_hf.timing import TIMINGS_FILE, PhaseTimer
+
+    timer = timer if timer is not None else PhaseTimer()
+    output_dir, hub = ran.training.output_dir, plan.hub
+    phase = timer.phase
+    with phase("report: results and run config"):
+        _write_results_and_config(ran, plan, metrics, dataset)
+    with phase("report: diagnosis"):
+        diagnosis = diagnose(
+            load_history(output_dir), strategy=ran.strategy.strategy, num_labels=num_labels
+        )
+        write_diagnosis(output_dir, diagnosis)
+        _log(format_diagnosis(diagnosis))
+    with phase("report: model card"):
+        build_model_card(output_dir)
+    with phase("report: report.html"):
+        write_report_html(output_dir)
+    if hub.push:
+        with phase("push to the Hub"):
+            _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
+    if ran.speed.profile:
+        write_json(os.path.join(output_dir, TIMINGS_FILE), timer.as_dict())
+        _log("where the time went (--profile):\n" + timer.table())
+
+
+def _write_results_and_config(ran: RunArgs, plan: Plan, metrics: dict, dataset=None) -> None:
+    """`all_results.json` and `run_config.yaml` (what ran, enough to reproduce it)."""
     from tl_hf.save import write_json, write_run_config
 
     output_dir, data_args, hub = ran.training.output_dir, ran.data, plan.hub
@@ -389,15 +453,6 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
             "hub_model_id": hub.repo_id if hub.push else ran.training.hub_model_id,
         },
     )
-    diagnosis = diagnose(
-        load_history(output_dir), strategy=ran.strategy.strategy, num_labels=num_labels
-    )
-    write_diagnosis(output_dir, diagnosis)
-    _log(format_diagnosis(diagnosis))
-    build_model_card(output_dir)
-    write_report_html(output_dir)
-    if hub.push:
-        _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
 
 
 def train_classifier(

@@ -85,12 +85,23 @@ class TLTrainer(Trainer):
     """
 
     def __init__(
-        self, *args, strategy: str = "full", llrd_decay: float = 1.0, batch_augment=None, **kwargs
+        self,
+        *args,
+        strategy: str = "full",
+        llrd_decay: float = 1.0,
+        batch_augment=None,
+        timer=None,
+        speed=None,
+        **kwargs,
     ):
         self.strategy = strategy
         self.llrd_decay = llrd_decay
         self.batch_augment = batch_augment
+        self.timer = timer  # tl_hf.timing.PhaseTimer: evaluation and checkpoint time in training
+        self.device_splits: dict[str, Any] = {}  # feature tensors on the device (tl_hf.head_loop)
         super().__init__(*args, **kwargs)
+        if speed is not None:
+            apply_speed_options(self, speed)
         # Classification heads return the batch-mean loss and ignore `num_items_in_batch`, yet
         # their forward takes **kwargs, so the Trainer would believe the loss is a token sum:
         # it then multiplies it by the number of processes (doubled loss and gradients under
@@ -111,6 +122,39 @@ class TLTrainer(Trainer):
         loss = soft_cross_entropy(outputs.logits, soft)
         return (loss, outputs) if return_outputs else loss
 
+    def evaluate(self, *args, **kwargs):
+        if self.timer is None or not self.is_in_train:
+            return super().evaluate(*args, **kwargs)
+        with self.timer.phase("evaluation during training"):
+            self.timer.inside["evaluation during training"] = "train"
+            return super().evaluate(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        if self.timer is None:
+            return super()._save_checkpoint(model, trial)
+        with self.timer.phase("checkpoints"):
+            self.timer.inside["checkpoints"] = "train"
+            return super()._save_checkpoint(model, trial)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        rows = self._device_rows(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        return rows if rows is not None else super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        rows = self._device_rows(test_dataset)
+        return rows if rows is not None else super().get_test_dataloader(test_dataset)
+
+    def _device_rows(self, dataset):
+        """Batches sliced from feature tensors already on the device, when `dataset` is one of
+        the cached splits moved there (no collator, no per-row reads)."""
+        if isinstance(dataset, str) or not self.device_splits:
+            return None
+        for tensors in (t for ds, t in self.device_splits.values() if ds is dataset):
+            from tl_hf.head_loop import device_batches
+
+            return device_batches(tensors, self.args.eval_batch_size, self.accelerator)
+        return None
+
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
             return self.optimizer
@@ -126,6 +170,24 @@ class TLTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+
+def apply_speed_options(trainer: Trainer, speed) -> None:
+    """The speed flags that change how the Trainer runs (`tl_hf.config.SpeedArguments`):
+    evaluation batches `eval_batch_scale` times larger; with `bf16_weights` (needs `--bf16`),
+    the backbone's floating-point weights cast to bfloat16 once, so autocast has no weight to
+    cast at each step; the new head stays float32 (autocast runs its matmul in bf16)."""
+    if speed.eval_batch_scale > 1:
+        trainer.args.per_device_eval_batch_size *= speed.eval_batch_scale
+    if speed.bf16_weights:
+        import torch
+
+        from tl_hf.strategy import head_parameter_names
+
+        head = head_parameter_names(trainer.model)
+        for name, param in trainer.model.named_parameters():
+            if param.is_floating_point() and name not in head:
+                param.data = param.data.to(torch.bfloat16)
 
 
 def build_early_stopping(patience: int, threshold: float) -> EarlyStoppingCallback | None:

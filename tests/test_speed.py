@@ -1,0 +1,150 @@
+"""Speed paths keep the run's meaning: the cached head's tight loop trains, evaluates, stops
+early, checkpoints and resumes as the Trainer's loop does; `--profile` accounts for the run's
+time; the monitor does not redraw a picture that did not change."""
+
+import json
+import os
+import shutil
+from types import SimpleNamespace
+
+import pytest
+from conftest import sentiment_rows, write_csv
+
+import tl_hf
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    return write_csv(tmp_path_factory.mktemp("speed") / "train.csv", sentiment_rows(90))
+
+
+def _frozen(tiny_bert, csv_file, out, **kwargs):
+    settings = dict(
+        model_name_or_path=tiny_bert,
+        dataset_name=csv_file,
+        output_dir=str(out),
+        strategy="frozen",
+        learning_rate=5e-2,
+        num_train_epochs=6,
+        per_device_train_batch_size=8,
+        early_stopping_patience=2,
+        validation_split_percentage=20,
+        test_split_percentage=20,
+        logging_steps=2,
+        seed=3,
+        use_cpu=True,
+    )
+    return tl_hf.train_text_classifier(**{**settings, **kwargs})
+
+
+def _evals(out):
+    return json.loads((out / "training_history.json").read_text())["eval"]
+
+
+def test_head_loop_trains_as_the_trainer_loop_does(tiny_bert, csv_file, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    trainer_loop = _frozen(tiny_bert, csv_file, tmp_path / "trainer", fast_head=False)
+
+    def no_loader(self):
+        raise AssertionError("the tight loop must not build a training DataLoader")
+
+    monkeypatch.setattr(Trainer, "get_train_dataloader", no_loader)
+    fast = _frozen(tiny_bert, csv_file, tmp_path / "fast")
+    a, b = trainer_loop.metrics, fast.metrics
+    assert a["cached_features"] is b["cached_features"] is True
+    # same schedule: steps per epoch, one evaluation per epoch, the same training length
+    evals_a, evals_b = _evals(tmp_path / "trainer"), _evals(tmp_path / "fast")
+    assert [e["step"] for e in evals_b] == [8 * e for e in range(1, len(evals_b) + 1)]
+    assert [e["step"] for e in evals_a] == [8 * e for e in range(1, len(evals_a) + 1)]
+    assert [e["epoch"] for e in evals_b] == list(range(1, len(evals_b) + 1))
+    # early stopping and the best checkpoint work as in the Trainer's loop
+    best = min(evals_b, key=lambda e: e["eval_loss"])
+    assert b["best_epoch"] == best["epoch"]
+    assert b["stopped_epoch"] == len(evals_b)
+    assert b["early_stopped"] == (len(evals_b) < 6)
+    if b["early_stopped"]:
+        assert b["stopped_epoch"] - b["best_epoch"] == 2
+    assert os.path.isdir(b["best_checkpoint"])
+    assert b["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-5)  # the best is restored
+    # the training loss is logged every 2 steps, as the Trainer logs it
+    history = json.loads((tmp_path / "fast" / "training_history.json").read_text())
+    assert [r["step"] for r in history["train"]][:3] == [2, 4, 6]
+    # as good as the Trainer's loop (a different batch order, so not bit-equal; on the real
+    # model and data bench/bench_frozen.py compares the accuracies)
+    assert b["test_accuracy"] >= a["test_accuracy"] - 0.15
+    assert b["train_loss"] > 0 and b["train_samples_per_second"] > 0
+
+
+def test_head_loop_resumes_to_the_same_result(tiny_bert, csv_file, tmp_path):
+    whole = _frozen(
+        tiny_bert, csv_file, tmp_path / "whole", early_stopping_patience=0, save_total_limit=None
+    )
+    ckpts = sorted(
+        (d for d in os.listdir(tmp_path / "whole") if d.startswith("checkpoint-")),
+        key=lambda d: int(d.split("-")[1]),
+    )
+    assert len(ckpts) == 6
+    # a run killed after epoch 3: its folder holds the first three checkpoints only
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for name in ckpts[:3]:
+        shutil.copytree(tmp_path / "whole" / name, killed / name)
+    state = json.loads((killed / ckpts[2] / "trainer_state.json").read_text())
+    for entry in state["log_history"]:  # paths in the copied state point at the copy
+        entry.pop("best_model_checkpoint", None)
+    if state.get("best_model_checkpoint"):
+        state["best_model_checkpoint"] = str(
+            killed / os.path.basename(state["best_model_checkpoint"])
+        )
+    (killed / ckpts[2] / "trainer_state.json").write_text(json.dumps(state))
+    resumed = _frozen(
+        tiny_bert,
+        csv_file,
+        killed,
+        early_stopping_patience=0,
+        save_total_limit=None,
+        resume_from_checkpoint=str(killed / ckpts[2]),
+    )
+    for key in ("eval_loss", "test_loss", "test_accuracy"):
+        assert resumed.metrics[key] == pytest.approx(whole.metrics[key], rel=1e-5), key
+
+
+def test_profile_writes_where_the_time_went(tiny_bert, csv_file, tmp_path, capsys):
+    _frozen(tiny_bert, csv_file, tmp_path / "p", num_train_epochs=2, profile=True)
+    timings = json.loads((tmp_path / "p" / "timings.json").read_text())
+    for phase in ("data: load, augment, preprocess", "model load", "feature cache", "train"):
+        assert timings[phase] > 0, phase
+    assert timings["evaluation during training"] <= timings["train"]
+    top = [
+        v
+        for k, v in timings.items()
+        if k not in ("run_wall", "startup_before_run", "evaluation during training")
+        and k not in ("checkpoints", "curves and history files")
+    ]
+    assert sum(top) <= timings["run_wall"] + 1e-3
+    assert "where the time went (--profile)" in capsys.readouterr().out
+    # without the flag nothing is written
+    _frozen(tiny_bert, csv_file, tmp_path / "q", num_train_epochs=1, early_stopping_patience=0)
+    assert not (tmp_path / "q" / "timings.json").exists()
+
+
+def test_monitor_does_not_redraw_an_unchanged_picture(tmp_path):
+    from tl_hf.report import MonitorCallback
+
+    monitor = MonitorCallback(tmp_path)
+    args = SimpleNamespace(metric_for_best_model="eval_loss", greater_is_better=None)
+    args.num_train_epochs = 2
+    state = SimpleNamespace(global_step=0, epoch=0, is_world_process_zero=True, max_steps=4)
+    monitor.on_train_begin(args, state, None)
+    for epoch, loss in ((1, 0.9), (2, 0.7)):
+        state.global_step, state.epoch = 2 * epoch, float(epoch)
+        monitor.on_log(args, state, None, logs={"loss": loss + 0.1})
+        monitor.on_evaluate(args, state, None, metrics={"eval_loss": loss})
+    assert monitor.plot_writes == 2  # one drawing per evaluation
+    monitor.on_train_end(args, state, None)  # ran to the end: the picture is the same
+    assert monitor.plot_writes == 2
+    assert json.loads((tmp_path / "training_history.json").read_text())["finished"] is True
+    state.global_step = 3  # stopped before max_steps: the stop marker changes the picture
+    monitor.on_train_end(args, state, None)
+    assert monitor.plot_writes == 3
