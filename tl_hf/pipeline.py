@@ -372,7 +372,7 @@ def evaluate_step(
         torch.cuda.is_available()
     ):  # this rank's peak, training included (bench/gpu_check.sh reads it)
         metrics["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    metrics.update(recorded_evaluation(trainer) or trainer.evaluate(metric_key_prefix="eval"))
     metrics["eval_samples"] = len(features["validation"])
     if "test" in features:
         prediction = trainer.predict(features["test"], metric_key_prefix="test")
@@ -392,6 +392,23 @@ def evaluate_step(
     metrics.update(stopping)
     metrics["strategy"] = args.strategy.strategy
     return metrics
+
+
+def recorded_evaluation(trainer) -> dict[str, Any] | None:
+    """The validation metrics of the final model when training already evaluated exactly that
+    model: the restored best checkpoint, evaluated at its step, or the last step's model when
+    the last evaluation came after the last step. None when it must be evaluated again."""
+    state, args = trainer.state, trainer.args
+    if args.bf16_full_eval or args.fp16_full_eval:
+        return None  # after training, evaluation casts the model: not what was recorded
+    if args.load_best_model_at_end and state.best_model_checkpoint is not None:
+        step = state.best_global_step
+    else:
+        step = state.global_step
+    for record in reversed(state.log_history):
+        if record.get("step") == step and "eval_loss" in record:
+            return {k: v for k, v in record.items() if k.startswith("eval_")}
+    return None
 
 
 def save_and_report(
