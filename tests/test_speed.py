@@ -42,6 +42,7 @@ def _evals(out):
 
 
 def test_head_loop_trains_as_the_trainer_loop_does(tiny_bert, csv_file, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
     from transformers import Trainer
 
     trainer_loop = _frozen(tiny_bert, csv_file, tmp_path / "trainer", fast_head=False)
@@ -53,27 +54,27 @@ def test_head_loop_trains_as_the_trainer_loop_does(tiny_bert, csv_file, tmp_path
     fast = _frozen(tiny_bert, csv_file, tmp_path / "fast")
     a, b = trainer_loop.metrics, fast.metrics
     assert a["cached_features"] is b["cached_features"] is True
-    # same schedule: steps per epoch, one evaluation per epoch, the same training length
+    # the same batches in the same order, the same dropout masks, the same schedule: the same
+    # evaluations every epoch, the same early stop, the same restored best model
     evals_a, evals_b = _evals(tmp_path / "trainer"), _evals(tmp_path / "fast")
-    assert [e["step"] for e in evals_b] == [8 * e for e in range(1, len(evals_b) + 1)]
-    assert [e["step"] for e in evals_a] == [8 * e for e in range(1, len(evals_a) + 1)]
-    assert [e["epoch"] for e in evals_b] == list(range(1, len(evals_b) + 1))
-    # early stopping and the best checkpoint work as in the Trainer's loop
-    best = min(evals_b, key=lambda e: e["eval_loss"])
-    assert b["best_epoch"] == best["epoch"]
-    assert b["stopped_epoch"] == len(evals_b)
-    assert b["early_stopped"] == (len(evals_b) < 6)
-    if b["early_stopped"]:
-        assert b["stopped_epoch"] - b["best_epoch"] == 2
-    assert os.path.isdir(b["best_checkpoint"])
-    assert b["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-5)  # the best is restored
-    # the training loss is logged every 2 steps, as the Trainer logs it
+    assert [e["step"] for e in evals_b] == [e["step"] for e in evals_a]
+    assert [e["eval_loss"] for e in evals_b] == pytest.approx(
+        [e["eval_loss"] for e in evals_a], rel=1e-6
+    )
+    for key in ("best_epoch", "stopped_epoch", "early_stopped", "test_accuracy"):
+        assert b[key] == a[key], key
+    for key in ("train_loss", "eval_loss", "test_loss"):
+        assert b[key] == pytest.approx(a[key], rel=1e-6), key
+    assert os.path.basename(b["best_checkpoint"]) == os.path.basename(a["best_checkpoint"])
+    weights_a = load_file(str(tmp_path / "trainer" / "model.safetensors"))
+    weights_b = load_file(str(tmp_path / "fast" / "model.safetensors"))
+    assert weights_a.keys() == weights_b.keys()
+    assert all((weights_a[k] - weights_b[k]).abs().max() < 1e-6 for k in weights_a)
+    # the monitor's history: one evaluation per epoch, the loss logged every 2 steps
     history = json.loads((tmp_path / "fast" / "training_history.json").read_text())
+    assert [e["epoch"] for e in history["eval"]] == list(range(1, len(evals_b) + 1))
     assert [r["step"] for r in history["train"]][:3] == [2, 4, 6]
-    # as good as the Trainer's loop (a different batch order, so not bit-equal; on the real
-    # model and data bench/bench_frozen.py compares the accuracies)
-    assert b["test_accuracy"] >= a["test_accuracy"] - 0.15
-    assert b["train_loss"] > 0 and b["train_samples_per_second"] > 0
+    assert b["train_samples_per_second"] > 0
 
 
 def test_head_loop_resumes_to_the_same_result(tiny_bert, csv_file, tmp_path):

@@ -104,10 +104,15 @@ def head_loop_blocker(trainer) -> str | None:
 
 
 def _order(num_rows: int, seed: int, epoch: int, device):
-    """The batch order of one epoch: fixed by the seed and the epoch (resumes replay it)."""
+    """The batch order of one epoch, the one the Trainer's sampler draws (Accelerate's
+    seedable sampler: a permutation from a generator seeded with seed + epoch), so both loops
+    see the same batches and a resumed run replays them."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(seed + epoch)
+    # the Trainer's DataLoader draws its base seed from the global generator at every epoch;
+    # drawing it here too keeps the dropout masks of both loops the same
+    torch.empty((), dtype=torch.int64).random_()
     return torch.randperm(num_rows, generator=generator).to(device)
 
 
@@ -180,7 +185,8 @@ def train_head_on_features(trainer, splits: dict[str, Any]):
     grad_norm = learning_rate = None
     for epoch in range(first_epoch, num_epochs):
         trainer.control = handler.on_epoch_begin(args, state, trainer.control)
-        order = _order(num_rows, args.seed, epoch, device)
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        order = _order(num_rows, seed, epoch, device)
         for step in range(skip, steps_per_epoch):
             trainer.control = handler.on_step_begin(args, state, trainer.control)
             if not model.training:  # evaluation leaves the model in eval mode
