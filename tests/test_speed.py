@@ -149,3 +149,65 @@ def test_monitor_does_not_redraw_an_unchanged_picture(tmp_path):
     state.global_step = 3  # stopped before max_steps: the stop marker changes the picture
     monitor.on_train_end(args, state, None)
     assert monitor.plot_writes == 3
+
+
+def test_numpy_metrics_match_the_shipped_modules_and_sklearn():
+    import evaluate
+    import numpy as np
+    from sklearn.metrics import precision_recall_fscore_support
+    from transformers import EvalPrediction
+
+    from tl_hf.metrics import metric_path
+    from tl_hf.train import compute_metrics, per_class_report
+
+    rng = np.random.default_rng(0)
+    f1_module = evaluate.load(metric_path("f1"))
+    for classes in (2, 5, 7):
+        labels = rng.integers(0, classes - 1, 60)  # the last class never occurs in labels
+        logits = rng.normal(size=(60, classes))
+        m = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
+        predictions = logits.argmax(-1)
+        expected = f1_module.compute(predictions=predictions, references=labels)["f1"]
+        assert m["f1"] == pytest.approx(expected, abs=1e-12)
+        assert m["accuracy"] == pytest.approx(float((predictions == labels).mean()))
+        names = [f"c{i}" for i in range(classes)]
+        report = per_class_report(predictions, labels, names)
+        p, r, f, s = precision_recall_fscore_support(
+            labels, predictions, labels=list(range(classes)), zero_division=0
+        )
+        for i, name in enumerate(names):
+            row = report[name]
+            assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((p[i], r[i], f[i]))
+            assert row["support"] == s[i]
+
+
+def test_monitor_draws_within_its_time_budget(tmp_path, monkeypatch):
+    import tl_hf.report.monitor as monitor_module
+    from tl_hf.report import MonitorCallback
+
+    clock = [100.0]
+    monkeypatch.setattr(monitor_module.time, "perf_counter", lambda: clock[0])
+    drawn = []
+
+    def draw(history, path):  # a drawing that takes 0.5 s
+        clock[0] += 0.5
+        drawn.append(len(history["eval"]))
+        return {}
+
+    monkeypatch.setattr(monitor_module, "write_training_curves", draw)
+    monitor = MonitorCallback(tmp_path, draw_budget=0.1)
+    args = SimpleNamespace(metric_for_best_model="eval_loss", greater_is_better=None)
+    args.num_train_epochs = 3
+    state = SimpleNamespace(global_step=0, epoch=0, is_world_process_zero=True, max_steps=30)
+    monitor.on_train_begin(args, state, None)
+    for epoch, seconds in ((1, 1.0), (2, 10.0), (3, 1.0)):
+        clock[0] += seconds  # the epoch's training time
+        state.global_step, state.epoch = 10 * epoch, float(epoch)
+        monitor.on_evaluate(args, state, None, metrics={"eval_loss": 1.0 / epoch})
+    # epoch 1 came 1 s after the start: a 0.5 s drawing would exceed 10%; epoch 2 came 11 s
+    # after it; epoch 3 only 1 s after the drawing of epoch 2
+    assert drawn == [2]
+    assert len(json.loads((tmp_path / "training_history.json").read_text())["eval"]) == 3
+    state.global_step = 30
+    monitor.on_train_end(args, state, None)  # the end always shows the whole run
+    assert drawn == [2, 3]

@@ -27,6 +27,7 @@ from tl_hf.report.history import (
 # Record the learning rates at about this many optimizer steps over a run: enough for a
 # smooth curve, small enough that a 100k-step run keeps a small history file.
 LR_POINTS = 1000
+TYPICAL_DRAW_SECONDS = 0.5  # drawing the curves (matplotlib's import aside) on a 2-core machine
 
 
 class MonitorCallback(TrainerCallback):
@@ -73,6 +74,10 @@ class MonitorCallback(TrainerCallback):
     # -- events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._training = True
+        # before the first drawing its cost is not known: assume a typical one, so a run whose
+        # first epochs take seconds is not slowed by a drawing (and matplotlib's import)
+        self._last_draw_end = time.perf_counter()
+        self._last_draw_seconds = TYPICAL_DRAW_SECONDS
         self.history["metric_for_best_model"] = metric_key(args.metric_for_best_model)
         greater = args.greater_is_better
         if greater is None:  # what Trainer infers: only names ending in "loss" are lower-is-better
@@ -147,7 +152,7 @@ class MonitorCallback(TrainerCallback):
         self.write_seconds += time.perf_counter() - start
 
     def _worth_drawing(self) -> bool:
-        if self.draw_budget is None or not self._last_draw_end:
+        if self.draw_budget is None:
             return True
         since = time.perf_counter() - self._last_draw_end
         return self._last_draw_seconds <= self.draw_budget * since
