@@ -334,20 +334,22 @@ def _profile_summary(prof, wall: float, steps: int) -> dict:
     }
 
 
+# In the order they run: the comparisons the targets are about first, so a run that hits its
+# time budget loses the extras, not them.
 ARMS = {
     "minilm_plain": lambda w, s: arm_plain(w, "minilm", s),
     "minilm_tlhf": lambda w, s: arm_tlhf(w, "minilm", s),
-    "minilm_fast": lambda w, s: arm_tlhf(w, "minilm", s, "fast"),
-    "minilm_compile": lambda w, s: arm_tlhf(w, "minilm", s, "compile"),
-    "minilm_bare": lambda w, s: arm_bare(w, "minilm", s),
     "bertbase_plain": lambda w, s: arm_plain(w, "bertbase", s),
     "bertbase_tlhf": lambda w, s: arm_tlhf(w, "bertbase", s),
-    "bertbase_fast": lambda w, s: arm_tlhf(w, "bertbase", s, "fast"),
-    "bertbase_bare": lambda w, s: arm_bare(w, "bertbase", s),
     "frozen_plain": lambda w, s: arm_plain(w, "bertbase", s, frozen=True),
     "frozen_cached": lambda w, s: arm_tlhf(w, "bertbase", s, "cached", frozen=True),
-    "frozen_cached_trainer": lambda w, s: arm_tlhf(w, "bertbase", s, "cached_trainer", True),
+    "minilm_fast": lambda w, s: arm_tlhf(w, "minilm", s, "fast"),
+    "bertbase_fast": lambda w, s: arm_tlhf(w, "bertbase", s, "fast"),
+    "minilm_bare": lambda w, s: arm_bare(w, "minilm", s),
+    "bertbase_bare": lambda w, s: arm_bare(w, "bertbase", s),
     "profile": lambda w, s: arm_profile(w, s),
+    "frozen_cached_trainer": lambda w, s: arm_tlhf(w, "bertbase", s, "cached_trainer", True),
+    "minilm_compile": lambda w, s: arm_tlhf(w, "minilm", s, "compile"),
 }
 
 
@@ -389,7 +391,8 @@ def main() -> None:
     parser.add_argument("--carry", default=os.path.join(os.path.dirname(HERE), ".gpu_carry"))
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "gpu_work"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
-    parser.add_argument("--budget_s", type=float, default=420, help="skip arms after this")
+    parser.add_argument("--budget_s", type=float, default=400, help="start no arm after this")
+    parser.add_argument("--arm_timeout_s", type=float, default=150)
     parser.add_argument("--only", default="", help="comma-separated arm names")
     parser.add_argument("--out", default=os.environ.get("OUT", tempfile.gettempdir()))
     args = parser.parse_args()
@@ -413,9 +416,17 @@ def main() -> None:
         cmd = [sys.executable, os.path.abspath(__file__), "arm", name, "--work", args.work]
         # a fresh datasets cache per arm: nothing one arm cached (features) helps another
         env = {**os.environ, "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="gpu_bench_cache_")}
-        proc = subprocess.run(
-            cmd + (["--smoke"] if args.smoke else []), capture_output=True, text=True, env=env
-        )
+        try:
+            proc = subprocess.run(
+                cmd + (["--smoke"] if args.smoke else []),
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=args.arm_timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            print(f"[gpu_bench] {name}: TIMED OUT after {args.arm_timeout_s:.0f} s", flush=True)
+            continue
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             print(f"[gpu_bench] {name}: FAILED (exit {proc.returncode})", flush=True)

@@ -12,7 +12,7 @@
 # 2. restores MiniLM to float32 from the carried bf16 copy and builds a BERT-base-size model
 #    (random weights) from a config;
 # 3. runs every arm in its own process (bench/gpu_bench.py run), skipping what is left once
-#    BUDGET_S seconds (default 420) have passed, and prints the tables; the log and
+#    BUDGET_S seconds (default 400) have passed, and prints the tables; the log and
 #    gpu_bench.json go to $OUT.
 # ONLY=arm1,arm2 runs a subset (names in bench/gpu_bench.py).
 set -u
@@ -66,7 +66,7 @@ PY
 rm -rf "$WORK"
 "$PY" bench/gpu_bench.py restore --carry "$CARRY" --work "$WORK" "${SMOKE[@]}" \
     || { say "restore FAILED"; exit 1; }
-"$PY" bench/gpu_bench.py run --work "$WORK" --out "$OUT" --budget_s "${BUDGET_S:-420}" \
+"$PY" bench/gpu_bench.py run --work "$WORK" --out "$OUT" --budget_s "${BUDGET_S:-400}" \
     ${ONLY:+--only "$ONLY"} "${SMOKE[@]}"
 status=$?
 say "done in $(( $(date +%s) - start )) s (exit $status); log: $LOG, results: $OUT/gpu_bench.json"

@@ -45,8 +45,10 @@ BENCHES = {
         ["--sizes", "28", "--num_proc", "1"],
     ),
     "audio_augment": ("bench_audio_augment.py", ["--clips", "100"], ["--clips", "20"]),
-    # two launches dominated by start-up: full suite only (None: skipped by --quick)
+    # dominated by process start-up: full suite only (None: skipped by --quick)
     "processes": ("bench_processes.py", [], None),
+    "fixed_cost": ("bench_fixed_cost.py", ["--steps", "5", "--repeats", "2"], None),
+    "host_syncs": ("bench_host_syncs.py", ["--steps", "30"], None),
 }
 
 
