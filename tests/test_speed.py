@@ -211,3 +211,40 @@ def test_monitor_draws_within_its_time_budget(tmp_path, monkeypatch):
     state.global_step = 30
     monitor.on_train_end(args, state, None)  # the end always shows the whole run
     assert drawn == [2, 3]
+
+
+def test_bf16_weights_cast_the_backbone_once_and_keep_the_head_float32(
+    tiny_bert, csv_file, tmp_path
+):
+    import torch
+
+    result = tl_hf.train_text_classifier(
+        model_name_or_path=tiny_bert,
+        dataset_name=csv_file,
+        output_dir=str(tmp_path / "b"),
+        strategy="full",
+        max_steps=2,
+        per_device_train_batch_size=8,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=0,
+        bf16=True,
+        bf16_weights=True,
+        eval_batch_scale=4,
+        use_cpu=True,
+    )
+    dtypes = {n: p.dtype for n, p in result.model.named_parameters()}
+    assert dtypes["classifier.weight"] == torch.float32
+    assert dtypes["bert.encoder.layer.0.attention.self.query.weight"] == torch.bfloat16
+    assert result.args.training.per_device_eval_batch_size == 4 * 32
+    assert result.metrics["train_loss"] == result.metrics["train_loss"]  # trained, not NaN
+
+
+def test_speed_flags_are_checked_before_training():
+    from tl_hf.config import UserError, build_args
+
+    with pytest.raises(UserError, match="--bf16_weights needs --bf16"):
+        build_args("text", bf16_weights=True, use_cpu=True)
+    with pytest.raises(UserError, match="--eval_batch_scale must be >= 1"):
+        build_args("text", eval_batch_scale=0, use_cpu=True)

@@ -261,7 +261,8 @@ class SpeedArguments:
         default=False,
         metadata={
             "help": "GPU: keep the model's weights in bfloat16 instead of casting them at every step "
-            "under autocast (--bf16). Off by default until measured; the head stays float32."
+            "under autocast (--bf16). Off by default until measured on a GPU: the optimizer then updates "
+            "bf16 weights (no float32 master copy) and the saved backbone is bf16; the head stays float32."
         },
     )
     eval_batch_scale: int = field(
