@@ -317,13 +317,19 @@ def _profile_summary(prof, wall: float, steps: int) -> dict:
     device_us = sum(
         getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in events
     )
-    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+    launches = sum(
+        e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel"))
+    )
     copies = sum(e.count for e in events if e.key == "aten::_to_copy")
     syncs = sum(
         e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize")
     )
-    sort = "self_cuda_time_total" if device_us else "self_cpu_time_total"
-    top = prof.key_averages().table(sort_by=sort, row_limit=8)
+    try:  # the device column's name changed across torch versions
+        top = events.table(
+            sort_by="self_device_time_total" if device_us else "self_cpu_time_total", row_limit=8
+        )
+    except (AttributeError, KeyError, ValueError):
+        top = events.table(sort_by="self_cuda_time_total", row_limit=8)
     return {
         "wall_ms_per_step": 1000 * wall / steps,
         "device_busy_ms_per_step": device_us / 1000 / steps,
