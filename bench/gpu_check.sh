@@ -14,7 +14,9 @@
 # 3. runs every arm in its own process (bench/gpu_bench.py run), skipping what is left once
 #    BUDGET_S seconds (default 400) have passed, and prints the tables; the log and
 #    gpu_bench.json go to $OUT.
-# ONLY=arm1,arm2 runs a subset (names in bench/gpu_bench.py).
+# ONLY=arm1,arm2 runs a subset (names in bench/gpu_bench.py); SEEDS=3 repeats the arms that
+# report a test accuracy with two more seeds once the first pass is done (for the numerics;
+# raise BUDGET_S, or use ONLY, to fit it).
 set -u
 OUT="${OUT:-/tmp/gpu_check_out}"
 mkdir -p "$OUT"
@@ -67,7 +69,7 @@ rm -rf "$WORK"
 "$PY" bench/gpu_bench.py restore --carry "$CARRY" --work "$WORK" "${SMOKE[@]}" \
     || { say "restore FAILED"; exit 1; }
 "$PY" bench/gpu_bench.py run --work "$WORK" --out "$OUT" --budget_s "${BUDGET_S:-400}" \
-    ${ONLY:+--only "$ONLY"} "${SMOKE[@]}"
+    --seeds "${SEEDS:-1}" ${ONLY:+--only "$ONLY"} "${SMOKE[@]}"
 status=$?
 say "done in $(( $(date +%s) - start )) s (exit $status); log: $LOG, results: $OUT/gpu_bench.json"
 exit $status
