@@ -82,6 +82,8 @@ def head_loop_blocker(trainer) -> str | None:
         return "--gradient_accumulation_steps > 1"
     if args.fp16:
         return "--fp16 needs the Trainer's gradient scaler"
+    if getattr(args, "eval_on_start", False):
+        return "--eval_on_start"
     if args.dataloader_drop_last or getattr(args, "group_by_length", False):
         return "--dataloader_drop_last / --group_by_length"
     resume = args.resume_from_checkpoint
@@ -189,8 +191,10 @@ def train_head_on_features(trainer, splits: dict[str, Any]):
         order = _order(num_rows, seed, epoch, device)
         for step in range(skip, steps_per_epoch):
             trainer.control = handler.on_step_begin(args, state, trainer.control)
-            if not model.training:  # evaluation leaves the model in eval mode
-                model.train()
+            if not model.training:  # evaluation leaves the model (and a schedule-free
+                model.train()  # optimizer) in eval mode
+                if callable(getattr(optimizer, "train", None)):
+                    optimizer.train()
             index = order[step * batch_size : (step + 1) * batch_size]
             loss = model(**{k: v.index_select(0, index) for k, v in train.items()}).loss
             loss.backward()
