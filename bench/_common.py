@@ -107,22 +107,28 @@ def machine() -> dict:
     }
 
 
-def plain_minilm(dsd):
-    """The plain-transformers side of a comparison, written as a user would: the embedded
-    MiniLM's tokenizer over `dsd` (text, label) and its classifier with the label names."""
+def plain_minilm(dsd, path: str | None = None, max_length: int = 128):
+    """The plain-transformers side of a comparison, written as a user would: a checkpoint's
+    tokenizer over `dsd` (text, label) and its classifier with the label names. `path`
+    defaults to the embedded MiniLM."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from tl_hf.embedded.text import minilm_path
+    if path is None:
+        from tl_hf.embedded.text import minilm_path
 
+        path = minilm_path()
     names = dsd["train"].features["label"].names
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
     dsd = dsd.map(
-        lambda b: {**tokenizer(b["text"], truncation=True, max_length=128), "labels": b["label"]},
+        lambda b: {
+            **tokenizer(b["text"], truncation=True, max_length=max_length),
+            "labels": b["label"],
+        },
         batched=True,
         remove_columns=["text", "label"],
     )
     model = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path(),
+        path,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},

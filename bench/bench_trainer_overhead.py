@@ -28,7 +28,7 @@ def _data(per_class: int):
     return load_bbc_news(per_class, max(per_class // 2, 2), per_class)
 
 
-def arm_tlhf(args) -> dict:
+def arm_tlhf(args, **extra) -> dict:
     from tl_hf.embedded.text import minilm_path
     from tl_hf.pipeline import train_text_classifier
 
@@ -48,11 +48,13 @@ def arm_tlhf(args) -> dict:
         seed=SEED,
         use_cpu=True,
         logging_steps=10,
+        **extra,
     )
     return {
         "train_s": result.metrics["train_runtime"],
         "total_s": time.perf_counter() - start,
         "test_accuracy": result.metrics.get("test_accuracy"),
+        "output_dir": result.output_dir,
     }
 
 

@@ -46,10 +46,12 @@ BENCHES = {
     ),
     "audio_augment": ("bench_audio_augment.py", ["--clips", "100"], ["--clips", "20"]),
     "live_report": ("bench_live_report.py", [], ["--steps", "1000", "100000", "--repeats", "3"]),
-    # two launches dominated by start-up: full suite only (None: skipped by --quick)
+    # dominated by process start-up: full suite only (None: skipped by --quick)
     "processes": ("bench_processes.py", [], None),
     # six whole runs of the embedded text default (about 10 minutes): full suite only
     "strategies": ("bench_strategies.py", [], None),
+    "fixed_cost": ("bench_fixed_cost.py", ["--steps", "5", "--repeats", "2"], None),
+    "host_syncs": ("bench_host_syncs.py", ["--steps", "30"], None),
 }
 
 

@@ -212,15 +212,18 @@ def test_report_html_is_self_contained(tmp_path):
     (root / "augment_preview.png").write_bytes((root / "training_curves.png").read_bytes())
     page = (root / "report.html").read_text() if write_report_html(root) else ""
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 3  # curves, confusion matrix, preview
+    assert len(images) == 2  # curves, preview (the confusion matrix is a shaded table)
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert 'src="http' not in page and "<link" not in page
     assert (
         "Diagnosis: overfitting" in page
     )  # computed from the history when diagnosis.json is absent
     assert "layer_2" in page and "0.8125" in page  # parameter groups, metrics
-    # confusion matrix table: true "positive" row is predicted [1, 0, 3]
-    assert "<tr><td>positive</td><td>1</td><td>0</td><td>3</td></tr>" in page
+    # confusion matrix table: true "positive" row is predicted [1, 0, 3], the 3 shaded darkest
+    row = re.search(r"<tr><th>positive</th>(.*?)</tr>", page).group(1)
+    assert re.findall(r">(\d+)</td>", row) == ["1", "0", "3"]
+    shades = [float(x) for x in re.findall(r"rgba\(31,119,180,([0-9.]+)\)", row)]
+    assert shades[2] == max(shades) > shades[0] > shades[1] == 0
 
 
 # ----------------------------------------------------------------------------- model card

@@ -288,7 +288,41 @@ class ReportArguments:
     )
 
 
-DATACLASSES = (ModelArguments, DataArguments, StrategyArguments, AugmentArguments)
+@dataclass
+class SpeedArguments:
+    profile: bool = field(
+        default=False,
+        metadata={
+            "help": "Print where the run's time went (a table per phase: data, model, training, "
+            "evaluation, checkpoints, report) and write it to timings.json in the output folder."
+        },
+    )
+    fast_head: bool = field(
+        default=True,
+        metadata={
+            "help": "With cached features: train the head in a tight loop over feature tensors moved to "
+            "the device once (batches by index, no data loader per step); same optimizer, schedule, "
+            "evaluation, early stopping and checkpoints. One process only; false: the Trainer's loop."
+        },
+    )
+    bf16_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "GPU: keep the model's weights in bfloat16 instead of casting them at every step "
+            "under autocast (--bf16). Off by default until measured on a GPU: the optimizer then updates "
+            "bf16 weights (no float32 master copy) and the saved backbone is bf16; the head stays float32."
+        },
+    )
+    eval_batch_scale: int = field(
+        default=1,
+        metadata={
+            "help": "Evaluate with --per_device_eval_batch_size times this (no gradients: evaluation "
+            "fits larger batches). 1 keeps the given size."
+        },
+    )
+
+
+DATACLASSES = (ModelArguments, DataArguments, StrategyArguments, AugmentArguments, SpeedArguments)
 
 
 @dataclass
@@ -303,11 +337,12 @@ class RunArgs:
     training: Any  # transformers.TrainingArguments
     explicit: set[str] = field(default_factory=set)  # the keys the user set
     report: ReportArguments = field(default_factory=ReportArguments)
+    speed: SpeedArguments = field(default_factory=SpeedArguments)
 
     def to_dict(self) -> dict[str, Any]:
         """All arguments as one flat, YAML-able dict (what `run_config.yaml` holds)."""
         out: dict[str, Any] = {"modality": self.modality}
-        for part in (self.model, self.data, self.strategy, self.augment, self.report):
+        for part in (self.model, self.data, self.strategy, self.augment, self.report, self.speed):
             out.update({f.name: getattr(part, f.name) for f in fields(part)})
         for key, value in self.training.to_dict().items():
             if key.endswith("_token") or key == "hub_token":
@@ -481,7 +516,7 @@ def build_args_with(modality: str, dataset=None, extra: tuple[type, ...] = (), *
 
 
 def finalize_args(
-    modality, model, data, strategy, augment, training, report=None, *, explicit
+    modality, model, data, strategy, augment, speed, training, report=None, *, explicit
 ) -> RunArgs:
     """Validate combinations and fill in strategy-dependent defaults."""
     from tl_hf.modality import get_modality
@@ -528,8 +563,20 @@ def finalize_args(
         and not 0 < report.monitor_port < 65536
     ):
         raise UserError(f"--monitor_port must be in 1..65535, got {report.monitor_port}")
+    if speed.eval_batch_scale < 1:
+        raise UserError(f"--eval_batch_scale must be >= 1, got {speed.eval_batch_scale}")
+    if speed.bf16_weights and not training.bf16:
+        raise UserError("--bf16_weights needs --bf16 true (it replaces bf16 autocast)")
     return RunArgs(
-        modality, model, data, strategy, augment, training, explicit, report or ReportArguments()
+        modality,
+        model,
+        data,
+        strategy,
+        augment,
+        training,
+        explicit,
+        report or ReportArguments(),
+        speed,
     )
 
 

@@ -85,31 +85,42 @@ def run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks
 
 def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callbacks=()) -> RunResult:
     """The flow itself, step by step (`run` sets up the console around it)."""
-    from transformers import set_seed
+    from tl_hf.timing import PhaseTimer
 
-    from tl_hf.console import apply_phase_progress
-    from tl_hf.model import build_model
-    from tl_hf.report import format_diagnosis
-    from tl_hf.report.share import model_display_name
-    from tl_hf.report.trackers import attach_trackers, log_final_to_trackers, prepare_tracker_args
-    from tl_hf.train import TLTrainer, compute_metrics
+    timer = PhaseTimer()  # where the time goes (--profile prints it)
+    with timer.phase("imports"):
+        from transformers import set_seed
+
+        from tl_hf.console import apply_phase_progress
+        from tl_hf.model import build_model
+        from tl_hf.report import format_diagnosis
+        from tl_hf.report.share import model_display_name
+        from tl_hf.report.trackers import (
+            attach_trackers,
+            log_final_to_trackers,
+            prepare_tracker_args,
+        )
+        from tl_hf.train import TLTrainer, compute_metrics
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
-    plan = plan_run(args)
-    set_seed(args.training.seed)
+    with timer.phase("plan and checks"):
+        plan = plan_run(args)
+        set_seed(args.training.seed)
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
-    data = prepared if prepared is not None else prepare_data(args, plan, dataset)
+    with timer.phase("data: load, augment, preprocess"):
+        data = prepared if prepared is not None else prepare_data(args, plan, dataset)
     # 5. model with the new head.
-    model = build_model(
-        plan.modality.auto_model,
-        plan.model_path,
-        args.model,
-        data.label_names,
-        plan.checkpoint_config,
-        verbose=args.report.verbose,
-        display_name=model_display_name(args.model.model_name_or_path, args.modality),
-    )
-    plan.modality.adapt_model(model, data.processor)
+    with timer.phase("model load"):
+        model = build_model(
+            plan.modality.auto_model,
+            plan.model_path,
+            args.model,
+            data.label_names,
+            plan.checkpoint_config,
+            verbose=args.report.verbose,
+            display_name=model_display_name(args.model.model_name_or_path, args.modality),
+        )
+        plan.modality.adapt_model(model, data.processor)
     batch_augment = (
         plan.modality.build_batch_augment(plan.specs, len(data.label_names), args.training.seed)
         if plan.specs
@@ -117,36 +128,48 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
     )
     # 6. strategy: its changes to the model (adapters, a probe phase), freezing, then the
     # parameter groups the optimizer will hold.
-    phases = prepare_model_step(model, args, plan, data, batch_augment)
-    groups = apply_strategy_step(model, args, plan)
+    with timer.phase("strategy and groups"):
+        phases = prepare_model_step(model, args, plan, data, batch_augment)
+        groups = apply_strategy_step(model, args, plan)
     # 6b. cached features (frozen backbone): the backbone runs once over every split.
-    cache, features, collator = cache_features_step(model, args, plan, data, batch_augment)
+    with timer.phase("feature cache"):
+        cache, features, collator = cache_features_step(model, args, plan, data, batch_augment)
     # the Trainer's copy of the arguments keeps the columns its inputs are made from
     training_args = plan.training_args
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
     # 7. train with the early-stopping preset.
-    prepare_output_dir(args, plan, data, groups)
-    preset, early_stopping = build_callbacks(args, training_args.output_dir, phases)
-    prepare_tracker_args(training_args, args.explicit)  # before trackio is imported
-    trainer = TLTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=features["train"],
-        eval_dataset=features["validation"],
-        data_collator=collator,
-        processing_class=data.processor,
-        compute_metrics=compute_metrics,
-        callbacks=[*preset, *callbacks],
-        strategy=args.strategy.strategy,
-        llrd_decay=args.strategy.llrd_decay,
-        strategy_options=args.strategy,
-        batch_augment=batch_augment,
-    )
-    attach_trackers(trainer)  # --report_to tensorboard/trackio: in the folder, lr of every group
-    progress = apply_phase_progress(trainer, args.report.verbose)
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    with timer.phase("output folder and trainer"):
+        prepare_output_dir(args, plan, data, groups)
+        preset, early_stopping = build_callbacks(args, training_args.output_dir, phases)
+        prepare_tracker_args(training_args, args.explicit)  # before trackio is imported
+        trainer = TLTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=features["train"],
+            eval_dataset=features["validation"],
+            data_collator=collator,
+            processing_class=data.processor,
+            compute_metrics=compute_metrics,
+            callbacks=[*preset, *callbacks],
+            strategy=args.strategy.strategy,
+            llrd_decay=args.strategy.llrd_decay,
+            strategy_options=args.strategy,
+            batch_augment=batch_augment,
+            timer=timer,
+            speed=args.speed,
+        )
+        attach_trackers(
+            trainer
+        )  # --report_to tensorboard/trackio: in the folder, lr of every group
+        progress = apply_phase_progress(trainer, args.report.verbose)
+    with timer.phase("train"):
+        train_result = train_step(trainer, cache, args)
+    timer.add("curves and history files", preset[-1].write_seconds, inside="train")  # the monitor
     # 8. report: metrics of the restored best model on validation and test.
-    metrics = evaluate_step(trainer, train_result, early_stopping, features, data.label_names, args)
+    with timer.phase("final evaluation and test predictions"):
+        metrics = evaluate_step(
+            trainer, train_result, early_stopping, features, data.label_names, args
+        )
     if progress is not None:
         progress.close_evaluation()
     if cache is not None:
@@ -158,11 +181,26 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         training=training_args,
         strategy=dataclasses.replace(args.strategy, cache_features=cache is not None),
     )
-    save_model_step(trainer, args)
+    with timer.phase("save model"):
+        save_model_step(trainer, args)
     if training_args.process_index == 0:
-        diagnosis = save_and_report(ran, plan, metrics, len(data.label_names), dataset)
+        diagnosis = save_and_report(ran, plan, metrics, len(data.label_names), dataset, timer)
         log_final_to_trackers(trainer, metrics, format_diagnosis(diagnosis))
     return RunResult(metrics, trainer.model, training_args.output_dir, ran, groups)
+
+
+def train_step(trainer, cache, args: RunArgs):
+    """Step 7: `trainer.train()`, or, with cached features on one process, the head's tight
+    loop over device-resident feature tensors (same optimizer, schedule, evaluation, early
+    stopping and checkpoints; see `tl_hf.head_loop`)."""
+    if cache is not None and args.speed.fast_head:
+        from tl_hf.head_loop import head_loop_blocker, train_head_on_features
+
+        reason = head_loop_blocker(trainer)
+        if reason is None:
+            return train_head_on_features(trainer, cache.features)
+        _log(f"head trains through the Trainer's loop ({reason})")
+    return trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
 
 
 def plan_run(args: RunArgs) -> Plan:
@@ -450,10 +488,13 @@ def build_callbacks(args: RunArgs, output_dir: str, phases: list | None = None):
         args.strategy.early_stopping_patience, args.strategy.early_stopping_threshold
     )
     model = model_display_name(args.model.model_name_or_path, args.modality)
+    # the curves are redrawn while drawing takes at most a tenth of the run's time (quick
+    # epochs would otherwise spend more time drawing than training), and always at the end
     monitor = MonitorCallback(
         output_dir,
         early_stopping_patience=args.strategy.early_stopping_patience,
         title=f"tl-hf: {model} ({os.path.basename(os.path.abspath(output_dir))})",
+        draw_budget=0.1,
     )
     if phases:
         monitor.history["phases"] = list(phases)
@@ -502,7 +543,7 @@ def evaluate_step(
         torch.cuda.is_available()
     ):  # this rank's peak, training included (bench/gpu_check.sh reads it)
         metrics["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    metrics.update(recorded_evaluation(trainer) or trainer.evaluate(metric_key_prefix="eval"))
     metrics["eval_samples"] = len(features["validation"])
     if "test" in features:
         prediction = trainer.predict(features["test"], metric_key_prefix="test")
@@ -524,7 +565,26 @@ def evaluate_step(
     return metrics
 
 
-def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> dict:
+def recorded_evaluation(trainer) -> dict[str, Any] | None:
+    """The validation metrics of the final model when training already evaluated exactly that
+    model: the restored best checkpoint, evaluated at its step, or the last step's model when
+    the last evaluation came after the last step. None when it must be evaluated again."""
+    state, args = trainer.state, trainer.args
+    if args.bf16_full_eval or args.fp16_full_eval:
+        return None  # after training, evaluation casts the model: not what was recorded
+    if args.load_best_model_at_end and state.best_model_checkpoint is not None:
+        step = state.best_global_step
+    else:
+        step = state.global_step
+    for record in reversed(state.log_history):
+        if record.get("step") == step and "eval_loss" in record:
+            return {k: v for k, v in record.items() if k.startswith("eval_")}
+    return None
+
+
+def save_and_report(
+    ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None, timer=None
+) -> dict:
     """Step 9 (main process): results, the run config of what ran, the diagnosis, the model
     card and report (read from those files), then the push. Returns the diagnosis."""
     from tl_hf.hub import push_output_dir
@@ -536,6 +596,35 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
         write_diagnosis,
         write_report_html,
     )
+    from tl_hf.save import write_json
+    from tl_hf.timing import TIMINGS_FILE, PhaseTimer
+
+    timer = timer if timer is not None else PhaseTimer()
+    output_dir, hub = ran.training.output_dir, plan.hub
+    phase = timer.phase
+    with phase("report: results and run config"):
+        _write_results_and_config(ran, plan, metrics, dataset)
+    with phase("report: diagnosis"):
+        diagnosis = diagnose(
+            load_history(output_dir), strategy=ran.strategy.strategy, num_labels=num_labels
+        )
+        write_diagnosis(output_dir, diagnosis)
+        _log(format_diagnosis(diagnosis))
+    with phase("report: model card"):
+        build_model_card(output_dir)
+    with phase("report: report.html"):
+        write_report_html(output_dir)
+    if hub.push:
+        with phase("push to the Hub"):
+            _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
+    if ran.speed.profile:
+        write_json(os.path.join(output_dir, TIMINGS_FILE), timer.as_dict())
+        _log("where the time went (--profile):\n" + timer.table())
+    return diagnosis
+
+
+def _write_results_and_config(ran: RunArgs, plan: Plan, metrics: dict, dataset=None) -> None:
+    """`all_results.json` and `run_config.yaml` (what ran, enough to reproduce it)."""
     from tl_hf.report.share import reproduce_command, shareable
     from tl_hf.save import write_json, write_run_config
 
@@ -554,16 +643,6 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
     config = shareable(config)
     config["command"] = reproduce_command(ran.modality, config, ran.explicit)
     write_run_config(os.path.join(output_dir, "run_config.yaml"), config)
-    diagnosis = diagnose(
-        load_history(output_dir), strategy=ran.strategy.strategy, num_labels=num_labels
-    )
-    write_diagnosis(output_dir, diagnosis)
-    _log(format_diagnosis(diagnosis))
-    build_model_card(output_dir)
-    write_report_html(output_dir)
-    if hub.push:
-        _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
-    return diagnosis
 
 
 def train_classifier(

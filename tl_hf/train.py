@@ -10,22 +10,13 @@ from transformers import EarlyStoppingCallback, Trainer
 
 from tl_hf.strategy import build_param_groups
 
-_METRICS: dict[str, Any] = {}
-
-
-def _metric(name: str):
-    import evaluate
-
-    from tl_hf.metrics import metric_path
-
-    if name not in _METRICS:
-        _METRICS[name] = evaluate.load(metric_path(name))
-    return _METRICS[name]
-
 
 def compute_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy, macro-F1 (through the `evaluate` modules shipped in tl_hf) and the
-    cross-entropy loss, all from the gathered logits.
+    """Accuracy, macro-F1 and the cross-entropy loss, all from the gathered logits.
+
+    Accuracy and F1 are counted with numpy, as the `evaluate` modules shipped in
+    `tl_hf.metrics` compute them (F1 over the classes that occur in labels or predictions, 0
+    where undefined): loading those modules and scikit-learn cost every run a second or two.
 
     The loss returned here replaces the Trainer's `eval_loss`, which averages per-batch mean
     losses: under several processes the last batch of an odd-sized split is padded with
@@ -50,20 +41,37 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         labels = labels.argmax(-1)
     else:
         loss = -np.take_along_axis(log_probs, labels[:, None].astype(np.int64), -1).mean()
+    present = np.union1d(labels, predictions).astype(np.int64)
+    _, _, f1, _ = _per_class_counts(predictions, labels, present)
     return {
         "loss": float(loss),
-        **_metric("accuracy").compute(predictions=predictions, references=labels),
-        **_metric("f1").compute(predictions=predictions, references=labels, average="macro"),
+        "accuracy": float((predictions == labels).mean()),
+        "f1": float(f1.mean()),
     }
+
+
+def _per_class_counts(predictions, labels, classes):
+    """Precision, recall, F1 (0 where undefined) and support of each class in `classes`."""
+    import numpy as np
+
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    hit = predictions[:, None] == classes[None, :]
+    true = labels[:, None] == classes[None, :]
+    tp = (hit & true).sum(0)
+    predicted, support = hit.sum(0), true.sum(0)
+
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros(len(classes)), where=b > 0)
+
+    f1 = ratio(2 * tp, predicted + support)
+    return ratio(tp, predicted), ratio(tp, support), f1, support
 
 
 def per_class_report(predictions, labels, names: list[str]) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support for every class."""
-    from sklearn.metrics import precision_recall_fscore_support
+    import numpy as np
 
-    p, r, f, s = precision_recall_fscore_support(
-        labels, predictions, labels=list(range(len(names))), zero_division=0
-    )
+    p, r, f, s = _per_class_counts(predictions, labels, np.arange(len(names)))
     return {
         n: {
             "precision": float(p[i]),
@@ -92,13 +100,19 @@ class TLTrainer(Trainer):
         llrd_decay: float = 1.0,
         batch_augment=None,
         strategy_options=None,
+        timer=None,
+        speed=None,
         **kwargs,
     ):
         self.strategy = strategy
         self.llrd_decay = llrd_decay
         self.strategy_options = strategy_options  # the run's StrategyArguments, when known
         self.batch_augment = batch_augment
+        self.timer = timer  # tl_hf.timing.PhaseTimer: evaluation and checkpoint time in training
+        self.device_splits: dict[str, Any] = {}  # feature tensors on the device (tl_hf.head_loop)
         super().__init__(*args, **kwargs)
+        if speed is not None:
+            apply_speed_options(self, speed)
         # Classification heads return the batch-mean loss and ignore `num_items_in_batch`, yet
         # their forward takes **kwargs, so the Trainer would believe the loss is a token sum:
         # it then multiplies it by the number of processes (doubled loss and gradients under
@@ -119,6 +133,39 @@ class TLTrainer(Trainer):
         loss = soft_cross_entropy(outputs.logits, soft)
         return (loss, outputs) if return_outputs else loss
 
+    def evaluate(self, *args, **kwargs):
+        if self.timer is None or not self.is_in_train:
+            return super().evaluate(*args, **kwargs)
+        with self.timer.phase("evaluation during training"):
+            self.timer.inside["evaluation during training"] = "train"
+            return super().evaluate(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        if self.timer is None:
+            return super()._save_checkpoint(model, trial)
+        with self.timer.phase("checkpoints"):
+            self.timer.inside["checkpoints"] = "train"
+            return super()._save_checkpoint(model, trial)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        rows = self._device_rows(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        return rows if rows is not None else super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        rows = self._device_rows(test_dataset)
+        return rows if rows is not None else super().get_test_dataloader(test_dataset)
+
+    def _device_rows(self, dataset):
+        """Batches sliced from feature tensors already on the device, when `dataset` is one of
+        the cached splits moved there (no collator, no per-row reads)."""
+        if isinstance(dataset, str) or not self.device_splits:
+            return None
+        for tensors in (t for ds, t in self.device_splits.values() if ds is dataset):
+            from tl_hf.head_loop import device_batches
+
+            return device_batches(tensors, self.args.eval_batch_size, self.accelerator)
+        return None
+
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
             return self.optimizer
@@ -135,6 +182,24 @@ class TLTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+
+def apply_speed_options(trainer: Trainer, speed) -> None:
+    """The speed flags that change how the Trainer runs (`tl_hf.config.SpeedArguments`):
+    evaluation batches `eval_batch_scale` times larger; with `bf16_weights` (needs `--bf16`),
+    the backbone's floating-point weights cast to bfloat16 once, so autocast has no weight to
+    cast at each step; the new head stays float32 (autocast runs its matmul in bf16)."""
+    if speed.eval_batch_scale > 1:
+        trainer.args.per_device_eval_batch_size *= speed.eval_batch_scale
+    if speed.bf16_weights:
+        import torch
+
+        from tl_hf.strategy import head_parameter_names
+
+        head = head_parameter_names(trainer.model)
+        for name, param in trainer.model.named_parameters():
+            if param.is_floating_point() and name not in head:
+                param.data = param.data.to(torch.bfloat16)
 
 
 def build_early_stopping(patience: int, threshold: float) -> EarlyStoppingCallback | None:

@@ -1,6 +1,7 @@
 """`MonitorCallback`: records the training history while the `Trainer` runs and, on the main
-process, keeps the live `report.html` up to date from the first step (`live`), and rewrites
-`training_history.json` and redraws `training_curves.png` after every evaluation."""
+process, keeps the live `report.html` up to date from the first step (`live`), rewrites
+`training_history.json` after every evaluation and redraws `training_curves.png` (after every
+evaluation, or within a time budget, and at the end)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ LR_POINTS = 1000
 # of the time allows: a long run's history takes longer to write (bench/bench_live_report.py).
 LIVE_MIN_INTERVAL_S = 1.0
 LIVE_COST_SHARE = 0.02
+TYPICAL_DRAW_SECONDS = 0.5  # drawing the curves (matplotlib's import aside) on a 2-core machine
 
 
 class MonitorCallback(TrainerCallback):
@@ -51,6 +53,11 @@ class MonitorCallback(TrainerCallback):
         plot: Draw the PNG (the history JSON is always written).
         live: Keep the live `report.html` (and its data file `report.live.js`) up to date.
         title: The live page's title.
+        draw_budget: When set (a fraction, e.g. 0.1), a drawing after an evaluation is skipped
+            when drawing since the last one would take more than this share of the time
+            between them (a drawing takes about half a second: on quick epochs it would
+            cost more than the epochs); the drawing at the end of training always happens.
+            None: redraw after every evaluation.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class MonitorCallback(TrainerCallback):
         plot: bool = True,
         live: bool = True,
         title: str = "tl-hf training monitor",
+        draw_budget: float | None = None,
     ):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.plot = plot
@@ -72,12 +80,21 @@ class MonitorCallback(TrainerCallback):
         self.history["early_stopping_patience"] = early_stopping_patience
         self.plot_writes = 0  # how many times the PNG was drawn (tests, watchers)
         self.last_marks: dict[str, Any] = {}  # what the last drawing marked
+        self.write_seconds = 0.0  # time spent writing the history and drawing (--profile)
+        self._drawn_key: Any = None  # what the last drawing showed
+        self.draw_budget = draw_budget
+        self._last_draw_end = 0.0
+        self._last_draw_seconds = 0.0
         self._training = False
 
     # -- events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._training = True
         self._started = time.time()
+        # before the first drawing its cost is not known: assume a typical one, so a run whose
+        # first epochs take seconds is not slowed by a drawing (and matplotlib's import)
+        self._last_draw_end = time.perf_counter()
+        self._last_draw_seconds = TYPICAL_DRAW_SECONDS
         self.history["metric_for_best_model"] = metric_key(args.metric_for_best_model)
         greater = args.greater_is_better
         if greater is None:  # what Trainer infers: only names ending in "loss" are lower-is-better
@@ -111,7 +128,7 @@ class MonitorCallback(TrainerCallback):
             return
         self.history["eval"].append(record)
         finalize_history(self.history)
-        self._write(state, draw=True)
+        self._write(state, draw=self._worth_drawing())
         self._write_live(state)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -139,13 +156,40 @@ class MonitorCallback(TrainerCallback):
         # Under multi-process runs every rank sees the events; one writes.
         if not state.is_world_process_zero or self.output_dir is None:
             return
+        start = time.perf_counter()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         _history.atomic_write(
             self.output_dir / HISTORY_FILE, json.dumps(self.history, indent=2).encode()
         )
-        if draw and self.plot and self.history["eval"]:
+        # A drawing takes a good part of a second; at the end of a run that was not stopped
+        # early the picture is the last evaluation's again, so it is not redrawn.
+        key = self._drawing_key()
+        if draw and self.plot and self.history["eval"] and key != self._drawn_key:
+            drawing = time.perf_counter()
             self.last_marks = write_training_curves(self.history, self.output_dir / CURVES_FILE)
             self.plot_writes += 1
+            self._drawn_key = key
+            self._last_draw_end = time.perf_counter()
+            self._last_draw_seconds = self._last_draw_end - drawing
+        self.write_seconds += time.perf_counter() - start
+
+    def _worth_drawing(self) -> bool:
+        if self.draw_budget is None:
+            return True
+        since = time.perf_counter() - self._last_draw_end
+        return self._last_draw_seconds <= self.draw_budget * since
+
+    def _drawing_key(self) -> tuple:
+        """Everything `write_training_curves` draws from, in short."""
+        h = self.history
+        return (
+            len(h["train"]),
+            len(h["eval"]),
+            len(h["learning_rates"]),
+            h.get("best_epoch"),
+            bool(h.get("early_stopped")),
+            h.get("early_stopping_patience"),
+        )
 
     def _write_live(self, state, page_too: bool = False) -> None:
         if not self.live or not state.is_world_process_zero or self.output_dir is None:
