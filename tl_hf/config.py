@@ -159,7 +159,15 @@ class DataArguments:
         default=None, metadata={"help": "num_proc for datasets.map."}
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace a finished run already in --output_dir."}
+        default=False,
+        metadata={"help": "Replace a finished or unfinished run already in --output_dir."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Continue the unfinished (killed, interrupted) run in --output_dir from its "
+            "latest complete checkpoint, history and early-stopping state included."
+        },
     )
 
 
@@ -434,6 +442,16 @@ def finalize_args(modality, model, data, strategy, augment, training, explicit) 
     if augment.augment_mode not in AUGMENT_MODES:
         raise UserError(
             f"unknown --augment_mode {augment.augment_mode!r}: choose map or on_the_fly"
+        )
+    if data.resume and data.overwrite_output_dir:
+        raise UserError(
+            "--resume continues the run in --output_dir, --overwrite_output_dir deletes it: "
+            "pass one of them"
+        )
+    if data.resume and training.resume_from_checkpoint:
+        raise UserError(
+            "--resume picks the latest complete checkpoint itself: drop it or "
+            "--resume_from_checkpoint"
         )
     if augment.augment_copies < 0:
         raise UserError("--augment_copies must be >= 0")

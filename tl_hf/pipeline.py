@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,15 +72,19 @@ def run(args: RunArgs, dataset=None) -> RunResult:
     """Run one fine-tuning job end to end and return its result."""
     from transformers import set_seed
 
+    from tl_hf.interrupt import set_stage, start_run
     from tl_hf.model import build_model
-    from tl_hf.train import TLTrainer, compute_metrics
+    from tl_hf.train import ProgressCallback, TLTrainer, compute_metrics, find_early_stopping
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
+    start_run(args.training.output_dir)
     plan = plan_run(args)
     set_seed(args.training.seed)
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
+    set_stage("data preparation")
     data = prepare_data(args, plan, dataset)
     # 5. model with the new head.
+    set_stage("model loading")
     model = build_model(
         plan.modality.auto_model,
         plan.model_path,
@@ -101,9 +106,12 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         plan.training_args
     )  # the Trainer's copy: keeps the columns its inputs are made from
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
-    # 7. train with the early-stopping preset.
+    # 7. train with the early-stopping preset (from the checkpoint being resumed, if any).
     prepare_output_dir(args, plan, data, groups)
-    callbacks, early_stopping = build_callbacks(args, training_args.output_dir)
+    callbacks, _ = build_callbacks(
+        args, training_args.output_dir, training_args.resume_from_checkpoint
+    )
+    set_stage("training")
     trainer = TLTrainer(
         model=model,
         args=training_args,
@@ -112,13 +120,16 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         data_collator=collator,
         processing_class=data.processor,
         compute_metrics=compute_metrics,
-        callbacks=callbacks,
+        callbacks=[*callbacks, ProgressCallback()],
         strategy=args.strategy.strategy,
         llrd_decay=args.strategy.llrd_decay,
         batch_augment=batch_augment,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    # 8. report: metrics of the restored best model on validation and test.
+    # 8. report: metrics of the restored best model on validation and test. (A resumed
+    # Trainer replaces the early-stopping callback by one restored from the checkpoint.)
+    set_stage("final evaluation")
+    early_stopping = find_early_stopping(trainer)
     metrics = evaluate_step(trainer, train_result, early_stopping, features, data.label_names, args)
     if cache is not None:
         cache.restore()  # the trained head back on the real backbone: a normal full checkpoint
@@ -129,7 +140,8 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         training=training_args,
         strategy=dataclasses.replace(args.strategy, cache_features=cache is not None),
     )
-    trainer.save_model(training_args.output_dir)
+    set_stage("saving")
+    save_model_atomically(trainer, training_args.output_dir)
     if training_args.process_index == 0:
         save_and_report(ran, plan, metrics, len(data.label_names), dataset)
     return RunResult(metrics, trainer.model, training_args.output_dir, ran, groups)
@@ -143,12 +155,26 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.hub import check_push_ready, detach_hub_settings
     from tl_hf.modality import get_modality
     from tl_hf.model import load_checkpoint_config
-    from tl_hf.save import check_output_dir
+    from tl_hf.save import check_output_dir, checkpoint_problem
 
     modality = get_modality(args.modality)
-    check_output_dir(
-        args.training.output_dir, args.data.overwrite_output_dir, "output_dir" in args.explicit
+    resume_from = check_output_dir(
+        args.training.output_dir,
+        args.data.overwrite_output_dir,
+        "output_dir" in args.explicit,
+        args.data.resume,
     )
+    given = args.training.resume_from_checkpoint
+    if given:
+        problem = checkpoint_problem(given)
+        if problem:
+            raise UserError(
+                f"--resume_from_checkpoint {given} cannot be resumed ({problem}): give a "
+                "complete checkpoint-N folder, or pass --resume to pick the latest complete one"
+            )
+        resume_from = given
+    elif args.data.resume and resume_from is None:
+        _log(f"--resume: no complete checkpoint in {args.training.output_dir}, starting afresh")
     model_path = args.model.model_name_or_path or modality.default_model()
     if not model_path:
         raise UserError(
@@ -166,6 +192,9 @@ def plan_run(args: RunArgs) -> Plan:
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
     training_args = copy.copy(args.training)
+    training_args.resume_from_checkpoint = resume_from
+    # the early-stopping patience counter and best-checkpoint pointer come back with it
+    training_args.restore_callback_states_from_checkpoint = True
     hub = detach_hub_settings(training_args)
     if hub.push:
         hub.token = check_push_ready(hub.repo_id, hub.token)
@@ -288,7 +317,8 @@ def prepare_output_dir(
 
     output_dir = args.training.output_dir
     if args.training.process_index == 0:
-        clear_output_dir(output_dir)
+        if plan.training_args.resume_from_checkpoint is None:
+            clear_output_dir(output_dir)
         os.makedirs(output_dir, exist_ok=True)
         write_json(os.path.join(output_dir, "param_groups.json"), groups)
         if data.augmenter is not None and args.augment.augment_preview > 0:
@@ -303,8 +333,9 @@ def prepare_output_dir(
     PartialState().wait_for_everyone()
 
 
-def build_callbacks(args: RunArgs, output_dir: str):
-    """The early-stopping preset's callback (None with patience 0) and the monitor."""
+def build_callbacks(args: RunArgs, output_dir: str, resume_from: str | None = None):
+    """The early-stopping preset's callback (None with patience 0) and the monitor (with the
+    history saved in `resume_from`, the checkpoint a resumed run continues from)."""
     from tl_hf.report import MonitorCallback
     from tl_hf.train import build_early_stopping
 
@@ -312,7 +343,9 @@ def build_callbacks(args: RunArgs, output_dir: str):
         args.strategy.early_stopping_patience, args.strategy.early_stopping_threshold
     )
     monitor = MonitorCallback(
-        output_dir, early_stopping_patience=args.strategy.early_stopping_patience
+        output_dir,
+        early_stopping_patience=args.strategy.early_stopping_patience,
+        resume_from=resume_from,
     )
     return [c for c in (early_stopping, monitor) if c is not None], early_stopping
 
@@ -360,9 +393,26 @@ def evaluate_step(
     return metrics
 
 
+def save_model_atomically(trainer, output_dir: str) -> None:
+    """The best model and its processor into `output_dir`, each file whole or absent: saved to
+    a temporary folder inside it, then moved in file by file with atomic renames."""
+    from accelerate import PartialState
+
+    from tl_hf.atomic import move_files_into
+
+    staging = os.path.join(output_dir, ".tl_hf_model.tmp")
+    if trainer.args.process_index == 0:  # what an interrupted save left
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(staging)  # every rank: FSDP/DeepSpeed gather the weights here
+    if trainer.args.process_index == 0:
+        move_files_into(staging, output_dir)
+    PartialState().wait_for_everyone()
+
+
 def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> None:
-    """Step 9 (main process): results, the run config of what ran, the diagnosis, the model
-    card and report (read from those files), then the push."""
+    """Step 9 (main process): the run config of what ran, the diagnosis, the model card and
+    report, then the results (`all_results.json`, the finished marker: written last, so a
+    folder that has it is complete), then the push."""
     from tl_hf.hub import push_output_dir
     from tl_hf.report import (
         build_model_card,
@@ -372,10 +422,10 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
         write_diagnosis,
         write_report_html,
     )
-    from tl_hf.save import write_json, write_run_config
+    from tl_hf.save import FINISHED_MARKER, jsonable, write_json, write_run_config
 
     output_dir, data_args, hub = ran.training.output_dir, ran.data, plan.hub
-    write_json(os.path.join(output_dir, "all_results.json"), metrics)
+    results = jsonable(metrics)
     embedded_data = not (data_args.dataset_name or data_args.train_file or dataset is not None)
     write_run_config(
         os.path.join(output_dir, "run_config.yaml"),
@@ -387,6 +437,9 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
             if embedded_data
             else data_args.dataset_name,
             "hub_model_id": hub.repo_id if hub.push else ran.training.hub_model_id,
+            # the config reproduces the run from scratch, not its resumption
+            "resume": False,
+            "resume_from_checkpoint": None,
         },
     )
     diagnosis = diagnose(
@@ -394,8 +447,9 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
     )
     write_diagnosis(output_dir, diagnosis)
     _log(format_diagnosis(diagnosis))
-    build_model_card(output_dir)
-    write_report_html(output_dir)
+    build_model_card(output_dir, results=results)
+    write_report_html(output_dir, results=results)
+    write_json(os.path.join(output_dir, FINISHED_MARKER), metrics)
     if hub.push:
         _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
 

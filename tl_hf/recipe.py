@@ -29,9 +29,34 @@ def _print_summary(result) -> None:
     print("\n".join(f"[tl-hf] {line}" for line in lines), flush=True)
 
 
-def main(modality: str, argv: list[str] | None = None) -> int:
-    from tl_hf.config import UserError, parse_args
+def _write_error(err: OSError) -> str | None:
+    """One line for a write that failed for a reason the user fixes (full disk, read-only or
+    forbidden folder); None for other errors, which keep their traceback."""
+    import errno
 
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return (
+            f"no space left writing{where} ({err.strerror}): free some space or choose a "
+            "folder on another disk (--output_dir, --cache_dir, HF_HOME)"
+        )
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"cannot write{where} ({err.strerror}): choose a writable folder "
+            "(--output_dir, --cache_dir, HF_HOME)"
+        )
+    return None
+
+
+def main(modality: str, argv: list[str] | None = None) -> int:
+    """Run a recipe; returns the exit status (0, 2 for a user error, 130/143 when stopped)."""
+    import os
+
+    from tl_hf.config import UserError, parse_args
+    from tl_hf.interrupt import Terminated, install_sigterm_handler, stopped_message
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    install_sigterm_handler()
     try:
         args = parse_args(modality, argv)
         from tl_hf.pipeline import run
@@ -40,6 +65,17 @@ def main(modality: str, argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
+    except OSError as err:
+        message = _write_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt as err:
+        name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("SIGINT", 130)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(stopped_message(name, modality, argv), file=sys.stderr, flush=True)
+        return code
     if result.args.training.process_index == 0:
         _print_summary(result)
     return 0

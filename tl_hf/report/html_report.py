@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tl_hf.atomic import write_text
 from tl_hf.report.diagnosis import diagnose
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
 from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE
@@ -73,18 +74,22 @@ def html_table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report_html(output_dir: str | os.PathLike) -> str:
+def write_report_html(output_dir: str | os.PathLike, results: dict | None = None) -> str:
     """Write a self-contained `report.html` (images embedded) to `output_dir`.
 
     Sections appear for what the folder holds: curves, diagnosis, final metrics, per-class
     test metrics, confusion matrix (from `test_predictions.json`), parameter groups,
     augmentation preview, run configuration.
 
+    Args:
+        output_dir: The run's folder.
+        results: The run's results when `all_results.json` is not written yet.
+
     Returns:
         The path of the report.
     """
     root = Path(output_dir)
-    run = load_run(root)
+    run = load_run(root, results)
     results, cfg = run["results"], run["run"]
     title = f"tl-hf report: {cfg.get('model_name_or_path') or root.name}"
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -159,5 +164,5 @@ def write_report_html(output_dir: str | os.PathLike) -> str:
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
     path = root / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    write_text(path, page)
     return str(path)

@@ -18,10 +18,18 @@ from tl_hf.report.curves import write_training_curves
 from tl_hf.report.history import (
     CURVES_FILE,
     HISTORY_FILE,
+    MONITOR_STATE,
     finalize_history,
     metric_key,
     new_history,
 )
+
+
+def load_monitor_state(checkpoint: str | os.PathLike) -> dict | None:
+    """The history a checkpoint folder holds (None for a checkpoint made without tl-hf)."""
+    path = Path(checkpoint) / MONITOR_STATE
+    return json.loads(path.read_text()) if path.is_file() else None
+
 
 # Record the learning rates at about this many optimizer steps over a run: enough for a
 # smooth curve, small enough that a 100k-step run keeps a small history file.
@@ -42,6 +50,9 @@ class MonitorCallback(TrainerCallback):
         output_dir: Where to write; default `args.output_dir`.
         early_stopping_patience: Shown on the plot and kept in the history.
         plot: Draw the PNG (the history JSON is always written).
+        resume_from: A checkpoint folder being resumed: the history recorded up to it (saved
+            there by `on_save`) is loaded, so the curves, diagnosis and card cover every
+            epoch, not only the resumed ones.
     """
 
     def __init__(
@@ -49,6 +60,7 @@ class MonitorCallback(TrainerCallback):
         output_dir: str | os.PathLike | None = None,
         early_stopping_patience: int | None = None,
         plot: bool = True,
+        resume_from: str | os.PathLike | None = None,
     ):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.plot = plot
@@ -57,6 +69,8 @@ class MonitorCallback(TrainerCallback):
         self.plot_writes = 0  # how many times the PNG was drawn (tests, watchers)
         self.last_marks: dict[str, Any] = {}  # what the last drawing marked
         self._training = False
+        if resume_from is not None:
+            self.history = load_monitor_state(resume_from) or self.history
 
     # -- events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -92,6 +106,15 @@ class MonitorCallback(TrainerCallback):
         self.history["eval"].append(record)
         finalize_history(self.history)
         self._write(state, draw=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        # The history up to this checkpoint goes into it: a resumed run continues it. Written
+        # after the Trainer's own files, so its presence marks the checkpoint complete.
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            _history.atomic_write(folder / MONITOR_STATE, json.dumps(self.history).encode())
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training = False
