@@ -158,13 +158,13 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.save import check_output_dir, checkpoint_problem
 
     modality = get_modality(args.modality)
+    given = args.training.resume_from_checkpoint
     resume_from = check_output_dir(
         args.training.output_dir,
         args.data.overwrite_output_dir,
         "output_dir" in args.explicit,
-        args.data.resume,
+        args.data.resume or bool(given),
     )
-    given = args.training.resume_from_checkpoint
     if given:
         problem = checkpoint_problem(given)
         if problem:

@@ -48,6 +48,15 @@ def _write_error(err: OSError) -> str | None:
     return None
 
 
+def _close_progress_bars() -> None:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(modality: str, argv: list[str] | None = None) -> int:
     """Run a recipe; returns the exit status (0, 2 for a user error, 130/143 when stopped)."""
     import os
@@ -74,6 +83,7 @@ def main(modality: str, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("SIGINT", 130)
         if int(os.environ.get("RANK", "0")) == 0:
+            _close_progress_bars()  # else they redraw after the message, on its line
             print(stopped_message(name, modality, argv), file=sys.stderr, flush=True)
         return code
     if result.args.training.process_index == 0:

@@ -111,6 +111,16 @@ class TLTrainer(Trainer):
         loss = soft_cross_entropy(outputs.logits, soft)
         return (loss, outputs) if return_outputs else loss
 
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the checkpoint of the evaluation that stopped the run early (killed
+        # while reporting), nothing is left to train; but the Trainer resets
+        # should_training_stop at on_train_begin and would start another epoch.
+        stopper = find_early_stopping(self)
+        if stopper and stopper.early_stopping_patience_counter >= stopper.early_stopping_patience:
+            self.control.should_training_stop = True
+            return
+        return super()._run_epoch(*args, **kwargs)
+
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
             return self.optimizer
