@@ -11,7 +11,8 @@ POINT is one of
 - `save:N`: inside the N-th checkpoint save, after the weights, before trainer_state.json;
 - `final`: after the run config, card and report are written, before the finished marker;
 - `signal:NAME:N` sends SIGINT/SIGTERM to itself at step N instead of a kill (Ctrl-C tests).
-Without TL_HF_KILL_AT it runs the recipe unchanged.
+Without TL_HF_KILL_AT it runs the recipe unchanged. With TL_HF_EXIT_DIR each rank writes
+its exit status to `rank{RANK}.exit` there.
 """
 
 import os
@@ -91,4 +92,9 @@ if KIND == "final":
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    code = main(sys.argv[1], sys.argv[2:])
+    if os.environ.get("TL_HF_EXIT_DIR"):  # each rank's status, which a launcher does not show
+        rank = os.environ.get("RANK", "0")
+        with open(os.path.join(os.environ["TL_HF_EXIT_DIR"], f"rank{rank}.exit"), "w") as f:
+            f.write(str(code))
+    sys.exit(code)

@@ -247,3 +247,51 @@ def test_interrupt_prints_one_line_with_resume_command(kill_setup, name, code):
     assert lines[0].endswith(" --resume") and "--overwrite_output_dir" not in lines[0]
     assert checkpoint_problem(str(checkpoint), need_monitor=True) is None
     assert not (out / "all_results.json").exists()
+
+
+@pytest.mark.distributed
+def test_ctrl_c_stops_both_ranks_of_a_two_process_launch(tiny_bert, tmp_path):
+    """Ctrl-C sends SIGINT to the whole process group (launcher and both ranks): each rank
+    stops with status 130, rank 0 prints the one line, the last checkpoint stays complete."""
+    import glob
+    import time
+
+    out, exits = tmp_path / "out", tmp_path / "exits"
+    exits.mkdir()
+    data = write_csv(tmp_path / "d.csv", sentiment_rows(80))
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "accelerate"),
+        "launch",
+        "--config_file",
+        os.path.join(REPO, "accelerate_configs", "cpu_2proc.yaml"),
+        DRIVER,
+        *_argv(tiny_bert, data, out),
+        "--num_train_epochs",
+        "30",
+        "--disable_tqdm",
+        "true",
+    ]
+    env = {**os.environ, "PYTHONPATH": REPO, "TL_HF_EXIT_DIR": str(exits)}
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    start = time.time()
+    while not glob.glob(str(out / "checkpoint-*" / MONITOR_STATE)) and time.time() - start < 300:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert sorted(os.listdir(exits)) == ["rank0.exit", "rank1.exit"], err[-3000:]
+    assert {(exits / n).read_text() for n in os.listdir(exits)} == {"130"}
+    lines = [line for line in err.splitlines() if line.startswith("stopped by SIGINT")]
+    assert len(lines) == 1 and lines[0].endswith(" --resume"), err[-3000:]
+    assert "accelerate launch --num_processes 2" in lines[0]
+    # the ranks print no traceback (the launcher's own SignalException is torch's)
+    assert "tl_hf" not in err.split("stopped by SIGINT")[1]
+    latest = latest_complete_checkpoint(str(out))
+    assert latest is not None and latest in lines[0]
