@@ -3,6 +3,7 @@ read the cache without running the backbone, on-the-fly augmentation is refused 
 the saved folder is a normal checkpoint that `pipeline()` loads."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -325,3 +326,39 @@ def test_whisper_head_mean_over_time_stores_the_whole_sequence(tmp_path, monkeyp
         monkeypatch,
         "full",
     )
+
+
+def test_truncated_feature_cache_is_rebuilt_not_loaded(tiny_bert, csv_file, tmp_path, monkeypatch):
+    """A feature cache cut short (a kill or a full disk while `datasets` wrote it) fails the
+    size check of its sidecar: the backbone runs again and the run matches the first one."""
+    import glob
+    import os
+
+    import datasets
+    from transformers.models.bert import modeling_bert
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    calls = []
+    original = modeling_bert.BertModel.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_bert.BertModel, "forward", counting)
+    first = _run(tiny_bert, csv_file, tmp_path / "a")
+    sidecars = glob.glob(str(tmp_path / "cache" / "**" / "*.tl_hf.json"), recursive=True)
+    assert len(sidecars) == 3  # train, validation, test
+    arrow = sidecars[0][: -len(".tl_hf.json")] + ".arrow"
+    size = json.loads(Path(sidecars[0]).read_text())["bytes"]
+    assert os.path.getsize(arrow) == size
+    with open(arrow, "r+b") as f:
+        f.truncate(size // 2)
+    calls.clear()
+    second = _run(tiny_bert, csv_file, tmp_path / "b")
+    assert calls  # rebuilt: the backbone ran again
+    assert os.path.getsize(arrow) == size
+    assert second.metrics["eval_loss"] == pytest.approx(first.metrics["eval_loss"], rel=1e-5)
+    calls.clear()
+    _run(tiny_bert, csv_file, tmp_path / "c")
+    assert calls == []  # whole again: read from the cache
