@@ -95,21 +95,30 @@ def move_files_into(source: str | os.PathLike, target: str | os.PathLike) -> lis
     return names
 
 
-def safetensors_complete(path: str | os.PathLike) -> bool:
-    """True when a `.safetensors` file is as long as its header says (a truncated copy, from
-    a kill or a full disk, is shorter); reads only the header."""
+def safetensors_sizes(path: str | os.PathLike) -> tuple[int, int | None]:
+    """(bytes on disk, bytes its header says it holds; None when the header is unreadable)."""
     path = Path(path)
     try:
         size = path.stat().st_size
+    except OSError:
+        return 0, None
+    try:
         with open(path, "rb") as f:
             head = f.read(8)
-            if len(head) < 8:
-                return False
             n = int.from_bytes(head, "little")
-            if n <= 0 or 8 + n > size:
-                return False
+            if len(head) < 8 or n <= 0 or 8 + n > size:
+                return size, None
             header = json.loads(f.read(n))
-    except (OSError, ValueError):
-        return False
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    return size == 8 + n + end
+        end = max(
+            (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return size, None
+    return size, 8 + n + end
+
+
+def safetensors_complete(path: str | os.PathLike) -> bool:
+    """True when a `.safetensors` file is as long as its header says (a truncated copy, from
+    a kill or a full disk, is shorter); reads only the header."""
+    actual, expected = safetensors_sizes(path)
+    return actual == expected

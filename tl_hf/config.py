@@ -298,12 +298,18 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist: give the path of a YAML or JSON file")
     text = path.read_text()
-    if path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
+    import yaml
 
-        data = yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(
+            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+            f"({where}{what}): fix its syntax"
+        ) from err
     if data is None:
         return {}
     if not isinstance(data, dict):

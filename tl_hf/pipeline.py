@@ -154,7 +154,7 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.features import cache_plan
     from tl_hf.hub import check_push_ready, detach_hub_settings
     from tl_hf.modality import get_modality
-    from tl_hf.model import load_checkpoint_config
+    from tl_hf.model import check_checkpoint, load_checkpoint_config
     from tl_hf.save import check_output_dir, checkpoint_problem
 
     modality = get_modality(args.modality)
@@ -181,6 +181,7 @@ def plan_run(args: RunArgs) -> Plan:
             f"the {modality.name} modality has no embedded checkpoint: pass --model_name_or_path"
         )
     checkpoint_config = load_checkpoint_config(model_path, args.model)
+    check_checkpoint(model_path, checkpoint_config, modality.auto_model, modality.name)
     specs = resolve_augment_specs(modality, args.augment, args.explicit)
     on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
     copies = args.augment.augment_copies

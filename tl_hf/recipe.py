@@ -29,23 +29,45 @@ def _print_summary(result) -> None:
     print("\n".join(f"[tl-hf] {line}" for line in lines), flush=True)
 
 
-def _write_error(err: OSError) -> str | None:
+# How a full disk (or a file-size limit) shows through the writers that are not Python's:
+# safetensors (Rust) and torch.save (C++) raise their own exception types.
+DISK_FULL_TEXT = ("No space left", "File too large", "os error 28", "os error 27", "Disk quota")
+TORCH_WRITE_TEXT = ("file write failed", "unexpected pos")
+
+
+def _write_error(err: BaseException) -> str | None:
     """One line for a write that failed for a reason the user fixes (full disk, read-only or
     forbidden folder); None for other errors, which keep their traceback."""
     import errno
 
-    where = f" {err.filename}" if err.filename else ""
-    if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return (
-            f"no space left writing{where} ({err.strerror}): free some space or choose a "
-            "folder on another disk (--output_dir, --cache_dir, HF_HOME)"
-        )
-    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    from tl_hf.interrupt import PROGRESS
+
+    if isinstance(err, OSError) and err.errno in (
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+    ):
+        where = f" {err.filename}" if err.filename else ""
         return (
             f"cannot write{where} ({err.strerror}): choose a writable folder "
             "(--output_dir, --cache_dir, HF_HOME)"
         )
-    return None
+    text = str(err)
+    full = (
+        isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    ) or (
+        any(t in text for t in DISK_FULL_TEXT)
+        or ("inline_container" in text and any(t in text for t in TORCH_WRITE_TEXT))
+    )
+    if not full:
+        return None
+    what = f"writing {err.filename}" if getattr(err, "filename", None) else PROGRESS.get("stage")
+    return (
+        f"the disk is full (or a file size limit was hit) during {what or 'the run'}: free some "
+        "space or choose a folder on another disk (--output_dir, --cache_dir, HF_HOME); "
+        "the last complete checkpoint, if any, is intact"
+    )
 
 
 def _close_progress_bars() -> None:
@@ -74,10 +96,11 @@ def main(modality: str, argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
-    except OSError as err:
+    except Exception as err:  # only write failures (safetensors' error is a bare Exception)
         message = _write_error(err)
         if message is None:
             raise
+        _close_progress_bars()
         print(f"error: {message}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as err:

@@ -90,6 +90,27 @@ def holds_unfinished_run(output_dir: str) -> bool:
     )
 
 
+def check_writable(output_dir: str) -> None:
+    """The output folder (or the nearest folder above it that exists) accepts files: a
+    read-only or forbidden place fails here, before anything is loaded, not at the end."""
+    import tempfile
+
+    parent = os.path.abspath(output_dir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    try:
+        if not os.path.isdir(parent):
+            raise NotADirectoryError(f"{parent} is a file")
+        fd, probe = tempfile.mkstemp(prefix=".tl_hf_probe", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(
+            f"cannot write to --output_dir {output_dir} ({err.strerror or err}): choose a "
+            "writable folder"
+        ) from err
+
+
 def check_output_dir(
     output_dir: str, overwrite: bool, explicit: bool, resume: bool = False
 ) -> str | None:
@@ -101,6 +122,7 @@ def check_output_dir(
     unfinished run (killed, interrupted) is refused unless `resume` or `overwrite` says
     which of the two the user wants.
     """
+    check_writable(output_dir)
     finished = os.path.exists(os.path.join(output_dir, FINISHED_MARKER))
     if finished and resume:
         raise UserError(
