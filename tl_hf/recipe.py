@@ -70,13 +70,17 @@ def _write_error(err: BaseException) -> str | None:
     )
 
 
-def _close_progress_bars() -> None:
+def _close_progress_bars() -> str:
+    """Close the open progress bars (else they redraw over the message that follows);
+    returns the line break that puts that message on a line of its own."""
     try:
         from tqdm import tqdm
     except ImportError:
-        return
-    for bar in list(getattr(tqdm, "_instances", ())):
+        return ""
+    bars = list(getattr(tqdm, "_instances", ()))
+    for bar in bars:
         bar.close()
+    return "\n" if bars else ""
 
 
 def main(modality: str, argv: list[str] | None = None) -> int:
@@ -93,21 +97,20 @@ def main(modality: str, argv: list[str] | None = None) -> int:
         from tl_hf.pipeline import run
 
         result = run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+    except UserError as err:  # also from inside training (a file that stopped decoding)
+        print(f"{_close_progress_bars()}error: {err}", file=sys.stderr, flush=True)
         return 2
     except Exception as err:  # only write failures (safetensors' error is a bare Exception)
         message = _write_error(err)
         if message is None:
             raise
-        _close_progress_bars()
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"{_close_progress_bars()}error: {message}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt as err:
         name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("SIGINT", 130)
         if int(os.environ.get("RANK", "0")) == 0:
-            _close_progress_bars()  # else they redraw after the message, on its line
-            print(stopped_message(name, modality, argv), file=sys.stderr, flush=True)
+            start = _close_progress_bars()
+            print(start + stopped_message(name, modality, argv), file=sys.stderr, flush=True)
         return code
     if result.args.training.process_index == 0:
         _print_summary(result)
