@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +140,8 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         strategy=dataclasses.replace(args.strategy, cache_features=cache is not None),
     )
     set_stage("saving")
+    from tl_hf.save import save_model_atomically
+
     save_model_atomically(trainer, training_args.output_dir)
     if training_args.process_index == 0:
         save_and_report(ran, plan, metrics, len(data.label_names), dataset)
@@ -155,25 +156,11 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.hub import check_push_ready, detach_hub_settings
     from tl_hf.modality import get_modality
     from tl_hf.model import check_checkpoint, load_checkpoint_config
-    from tl_hf.save import check_output_dir, checkpoint_problem
+    from tl_hf.save import resolve_resume
 
     modality = get_modality(args.modality)
-    given = args.training.resume_from_checkpoint
-    resume_from = check_output_dir(
-        args.training.output_dir,
-        args.data.overwrite_output_dir,
-        "output_dir" in args.explicit,
-        args.data.resume or bool(given),
-    )
-    if given:
-        problem = checkpoint_problem(given)
-        if problem:
-            raise UserError(
-                f"--resume_from_checkpoint {given} cannot be resumed ({problem}): give a "
-                "complete checkpoint-N folder, or pass --resume to pick the latest complete one"
-            )
-        resume_from = given
-    elif args.data.resume and resume_from is None:
+    resume_from = resolve_resume(args.training, args.data, "output_dir" in args.explicit)
+    if args.data.resume and resume_from is None:
         _log(f"--resume: no complete checkpoint in {args.training.output_dir}, starting afresh")
     model_path = args.model.model_name_or_path or modality.default_model()
     if not model_path:
@@ -392,22 +379,6 @@ def evaluate_step(
     metrics.update(stopping)
     metrics["strategy"] = args.strategy.strategy
     return metrics
-
-
-def save_model_atomically(trainer, output_dir: str) -> None:
-    """The best model and its processor into `output_dir`, each file whole or absent: saved to
-    a temporary folder inside it, then moved in file by file with atomic renames."""
-    from accelerate import PartialState
-
-    from tl_hf.atomic import move_files_into
-
-    staging = os.path.join(output_dir, ".tl_hf_model.tmp")
-    if trainer.args.process_index == 0:  # what an interrupted save left
-        shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_model(staging)  # every rank: FSDP/DeepSpeed gather the weights here
-    if trainer.args.process_index == 0:
-        move_files_into(staging, output_dir)
-    PartialState().wait_for_everyone()
 
 
 def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None) -> None:

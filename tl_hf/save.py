@@ -150,6 +150,28 @@ def check_output_dir(
     )
 
 
+def resolve_resume(training_args, data_args, explicit_output_dir: bool) -> str | None:
+    """Check the output folder (see `check_output_dir`) and return the checkpoint the run
+    continues from: `--resume_from_checkpoint PATH` when it is complete, the latest complete
+    one with `--resume`, else None."""
+    given = training_args.resume_from_checkpoint
+    latest = check_output_dir(
+        training_args.output_dir,
+        data_args.overwrite_output_dir,
+        explicit_output_dir,
+        data_args.resume or bool(given),
+    )
+    if not given:
+        return latest
+    problem = checkpoint_problem(given)
+    if problem:
+        raise UserError(
+            f"--resume_from_checkpoint {given} cannot be resumed ({problem}): give a complete "
+            "checkpoint-N folder, or pass --resume to pick the latest complete one"
+        )
+    return given
+
+
 def clear_output_dir(output_dir: str) -> None:
     """Remove a previous run's files, finished or not (main process only, after all checks
     passed; never when resuming)."""
@@ -185,3 +207,17 @@ def write_json(path: str, data: Any) -> None:
 def write_run_config(path: str, config: dict[str, Any]) -> None:
     """Every resolved argument as YAML: `--config run_config.yaml` reproduces the run."""
     atomic.write_yaml(path, jsonable(config))
+
+
+def save_model_atomically(trainer, output_dir: str) -> None:
+    """The best model and its processor into `output_dir`, each file whole or absent: saved to
+    a temporary folder inside it, then moved in file by file with atomic renames."""
+    from accelerate import PartialState
+
+    staging = os.path.join(output_dir, ".tl_hf_model.tmp")
+    if trainer.args.process_index == 0:  # what an interrupted save left
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(staging)  # every rank: FSDP/DeepSpeed gather the weights here
+    if trainer.args.process_index == 0:
+        atomic.move_files_into(staging, output_dir)
+    PartialState().wait_for_everyone()
