@@ -242,7 +242,8 @@ def test_interrupt_prints_one_line_with_resume_command(kill_setup, name, code):
     assert lines[0].startswith(
         f"stopped by {name} during training at epoch {(steps_per_epoch + 2) / steps_per_epoch:.2f}, "
         f"step {steps_per_epoch + 2}; "
-        f"last complete checkpoint {checkpoint} (epoch 1); resume with: python "
+        f"last complete checkpoint {checkpoint} (epoch 1); resume with: python {DRIVER} text "
+        f"--model_name_or_path {model} "
     )
     assert lines[0].endswith(" --resume") and "--overwrite_output_dir" not in lines[0]
     assert checkpoint_problem(str(checkpoint), need_monitor=True) is None
@@ -290,7 +291,8 @@ def test_ctrl_c_stops_both_ranks_of_a_two_process_launch(tiny_bert, tmp_path):
     assert {(exits / n).read_text() for n in os.listdir(exits)} == {"130"}
     lines = [line for line in err.splitlines() if line.startswith("stopped by SIGINT")]
     assert len(lines) == 1 and lines[0].endswith(" --resume"), err[-3000:]
-    assert "accelerate launch --num_processes 2" in lines[0]
+    # the exact launch command, config file included
+    assert f"resume with: accelerate launch --config_file {cmd[3]} {DRIVER} text " in lines[0]
     # the ranks print no traceback (the launcher's own SignalException is torch's)
     assert "tl_hf" not in err.split("stopped by SIGINT")[1]
     latest = latest_complete_checkpoint(str(out))

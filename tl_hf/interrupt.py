@@ -47,8 +47,11 @@ def install_sigterm_handler() -> None:
 def resume_command(modality: str, argv: list[str]) -> str:
     """The command line that continues this run: the original one with `--resume` (and
     without `--overwrite_output_dir` or `--resume_from_checkpoint`, which conflict with it)."""
-    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else None
-    script = script or os.path.join("recipes", f"{modality}_classify.py")
+    script, before = os.path.join("recipes", f"{modality}_classify.py"), []
+    if sys.argv and sys.argv[0].endswith(".py"):  # run as a script: its own command line
+        script = sys.argv[0]
+        if len(sys.argv) > len(argv) and sys.argv[len(sys.argv) - len(argv) :] == argv:
+            before = sys.argv[1 : len(sys.argv) - len(argv)]  # a script's own leading args
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -64,8 +67,31 @@ def resume_command(modality: str, argv: list[str]) -> str:
         kept.append(arg)
     launcher = ["python"]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        launcher = ["accelerate", "launch", "--num_processes", os.environ["WORLD_SIZE"]]
-    return shlex.join([*launcher, script, *kept, "--resume"])
+        launcher = _launcher_command(script) or [
+            "accelerate",
+            "launch",
+            "--num_processes",
+            os.environ["WORLD_SIZE"],
+        ]
+    return shlex.join([*launcher, script, *before, *kept, "--resume"])
+
+
+def _launcher_command(script: str) -> list[str] | None:
+    """How the launcher (`accelerate launch`, `torchrun`: the parent process, which runs the
+    elastic agent) was started, up to the script: read from /proc where there is one."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            parent = [a.decode() for a in f.read().split(b"\0") if a]
+    except OSError:
+        return None
+    if script not in parent:
+        return None
+    launcher = parent[: parent.index(script)]
+    if len(launcher) > 1 and os.path.basename(launcher[1]) in ("accelerate", "torchrun"):
+        launcher = [os.path.basename(launcher[1]), *launcher[2:]]  # drop the interpreter
+    elif launcher and os.path.basename(launcher[0]) in ("accelerate", "torchrun"):
+        launcher = [os.path.basename(launcher[0]), *launcher[1:]]
+    return launcher or None
 
 
 def stopped_message(signal_name: str, modality: str, argv: list[str]) -> str:
