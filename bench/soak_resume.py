@@ -4,10 +4,11 @@ epoch, metrics and history.
 
     python bench/soak_resume.py [--runs 20] [--seed 0]
 
-Prints one row per run (when it was killed, what the folder held then, whether the resumed
-run matched) and the totals. The kill is by timing (uniform over the uninterrupted run's
-wall time), so it lands in data preparation, training steps, evaluations, checkpoint saves
-or the report, wherever the moment falls.
+Prints one row per run (where it was killed, what the folder held then, whether the resumed
+run matched) and the totals. Half the kills are by timing (uniform over the uninterrupted
+run's wall time: they land wherever the moment falls, often in start-up); the other half at
+a random point of tests/kill_driver.py (data preparation, a random optimizer step, inside a
+random evaluation, while saving a random checkpoint, before the finished marker).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ TOLERANCE = 1e-5
 def command(model: str, data: str, out: Path) -> list[str]:
     return [
         sys.executable,
-        str(REPO / "recipes" / "text_classify.py"),
+        str(REPO / "tests" / "kill_driver.py"),
+        "text",
         "--model_name_or_path",
         model,
         "--train_file",
@@ -136,27 +138,38 @@ def main() -> None:
     subprocess.run(command(model, data, base), env=ENV, check=True, capture_output=True)
     wall = time.time() - start
     expected = outcome(base)
+    steps, epochs = expected["history"][-1][0], expected["stopped_epoch"]
     print(
         f"uninterrupted: {wall:.1f} s, best epoch {expected['best_epoch']} of "
         f"{expected['stopped_epoch']}, eval_loss {expected['eval_loss']:.6f}"
     )
-    print(f"{'run':>3}  {'kill at':>8}  {'folder held':<24} {'resume':>6}  {'match':<5}  max gap")
-    matched = killed = 0
+    print(f"{'run':>3}  {'kill at':>12}  {'folder held':<24} {'resume':>6}  {'match':<5}  max gap")
+    matched = killed = matched_killed = 0
     for run in range(1, args.runs + 1):
         out = root / f"run{run:02d}"
-        delay = rng.uniform(0.5, wall)
+        env, point = dict(ENV), None
+        if run % 2 == 0:  # a chosen point of the run
+            point = rng.choice(
+                [
+                    "data",
+                    f"step:{rng.randint(1, steps - 1)}",
+                    f"evaluate:{rng.randint(1, epochs)}",
+                    f"save:{rng.randint(1, epochs)}",
+                    "final",
+                ]
+            )
+            env["TL_HF_KILL_AT"] = point
         proc = subprocess.Popen(
-            command(model, data, out),
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            command(model, data, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(delay)
-        was_killed = proc.poll() is None
-        if was_killed:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
+        if point is None:
+            delay = rng.uniform(0.5, wall)
+            time.sleep(delay)
+            point = f"{delay:.1f} s"
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        was_killed = proc.wait() == -signal.SIGKILL
+        killed += was_killed
         held = stage_of(out)
         t0 = time.time()
         if held == "finished":  # the kill came after the finished marker: nothing to resume
@@ -168,18 +181,20 @@ def main() -> None:
         resume_s = time.time() - t0
         if resumed.returncode != 0:
             tail = resumed.stderr.strip().splitlines()[-1:] or ["?"]
-            print(f"{run:>3}  {delay:7.1f}s  {held:<24} {'FAIL':>6}  -      {tail[0][:80]}")
+            print(f"{run:>3}  {point:>12}  {held:<24} {'FAIL':>6}  -      {tail[0][:80]}")
             continue
         ok, gap = same(expected, outcome(out))
         matched += ok
+        matched_killed += ok and was_killed
         note = "" if was_killed else " (finished before the kill came)"
         print(
-            f"{run:>3}  {delay:7.1f}s  {held:<24} {resume_s:5.1f}s  {'yes' if ok else 'NO':<5}  "
+            f"{run:>3}  {point:>12}  {held:<24} {resume_s:5.1f}s  {'yes' if ok else 'NO':<5}  "
             f"{gap:.2e}{note}"
         )
     print(
-        f"{matched}/{args.runs} resumed runs reached the uninterrupted best epoch, metrics and "
-        f"history ({killed} killed mid-run); total {time.time() - start:.0f} s; folders in {root}"
+        f"{matched}/{args.runs} runs reached the uninterrupted best epoch, metrics and history; "
+        f"{matched_killed}/{killed} of those SIGKILLed mid-run did, after --resume; "
+        f"total {time.time() - start:.0f} s; folders in {root}"
     )
 
 

@@ -73,6 +73,7 @@ def run(args: RunArgs, dataset=None) -> RunResult:
 
     from tl_hf.interrupt import set_stage, start_run
     from tl_hf.model import build_model
+    from tl_hf.save import save_model_atomically
     from tl_hf.train import ProgressCallback, TLTrainer, compute_metrics, find_early_stopping
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
@@ -140,8 +141,6 @@ def run(args: RunArgs, dataset=None) -> RunResult:
         strategy=dataclasses.replace(args.strategy, cache_features=cache is not None),
     )
     set_stage("saving")
-    from tl_hf.save import save_model_atomically
-
     save_model_atomically(trainer, training_args.output_dir)
     if training_args.process_index == 0:
         save_and_report(ran, plan, metrics, len(data.label_names), dataset)
