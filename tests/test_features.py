@@ -362,3 +362,28 @@ def test_truncated_feature_cache_is_rebuilt_not_loaded(tiny_bert, csv_file, tmp_
     calls.clear()
     _run(tiny_bert, csv_file, tmp_path / "c")
     assert calls == []  # whole again: read from the cache
+
+
+def test_cached_features_run_resumes_to_the_same_result(tiny_bert, csv_file, tmp_path):
+    """A frozen run on cached features, its folder put back to how a kill after epoch 2 of 3
+    leaves it (no finished marker, no last checkpoint), continues with resume=True to the
+    same metrics and history."""
+    import shutil
+
+    from tl_hf.save import list_checkpoints
+
+    out = tmp_path / "a"
+    first = _run(tiny_bert, csv_file, out, early_stopping_patience=0)
+    history = json.loads((out / "training_history.json").read_text())
+    checkpoints = list_checkpoints(str(out))
+    assert len(checkpoints) == 2  # epochs 2 and 3 (save_total_limit 2, no early stopping)
+    shutil.rmtree(checkpoints[-1])
+    (out / "all_results.json").unlink()
+    second = _run(tiny_bert, csv_file, out, early_stopping_patience=0, resume=True)
+    assert second.metrics["cached_features"] is True
+    for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):
+        assert second.metrics[key] == pytest.approx(first.metrics[key], rel=1e-5), key
+    resumed = json.loads((out / "training_history.json").read_text())
+    assert [e["step"] for e in resumed["eval"]] == [e["step"] for e in history["eval"]]
+    for a, b in zip(history["eval"], resumed["eval"], strict=True):
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)
