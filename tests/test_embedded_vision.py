@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,29 @@ def test_cache_root_follows_environment(monkeypatch, tmp_path):
     assert vision.cache_root() == tmp_path
     monkeypatch.delenv("TL_HF_CACHE")
     assert str(vision.cache_root()).endswith(os.path.join(".cache", "tl_hf"))
+
+
+def test_truncated_conversion_is_converted_again(tmp_path, monkeypatch):
+    """The converted folder is checked before use: a model.safetensors shorter than its
+    header says (killed mid-copy, disk full) is converted again, not loaded."""
+    import torch
+
+    from tl_hf.atomic import safetensors_complete
+
+    conversions = []
+
+    def convert(state):
+        conversions.append(1)
+        return {"w": torch.ones(256)}
+
+    monkeypatch.setattr(vision, "_original_state_dict", dict)
+    monkeypatch.setattr(vision, "convert_efficientnet_lite0_state_dict", convert)
+    folder = vision.efficientnet_lite0_folder(str(tmp_path))
+    weights = os.path.join(folder, "model.safetensors")
+    assert conversions == [1] and safetensors_complete(weights)
+    assert vision.efficientnet_lite0_folder(str(tmp_path)) == folder and conversions == [1]
+    data = Path(weights).read_bytes()
+    with open(weights, "wb") as f:
+        f.write(data[: len(data) // 2])
+    assert vision.efficientnet_lite0_folder(str(tmp_path)) == folder
+    assert conversions == [1, 1] and safetensors_complete(weights)

@@ -3,6 +3,7 @@ read the cache without running the backbone, on-the-fly augmentation is refused 
 the saved folder is a normal checkpoint that `pipeline()` loads."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -325,3 +326,64 @@ def test_whisper_head_mean_over_time_stores_the_whole_sequence(tmp_path, monkeyp
         monkeypatch,
         "full",
     )
+
+
+def test_truncated_feature_cache_is_rebuilt_not_loaded(tiny_bert, csv_file, tmp_path, monkeypatch):
+    """A feature cache cut short (a kill or a full disk while `datasets` wrote it) fails the
+    size check of its sidecar: the backbone runs again and the run matches the first one."""
+    import glob
+    import os
+
+    import datasets
+    from transformers.models.bert import modeling_bert
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    calls = []
+    original = modeling_bert.BertModel.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_bert.BertModel, "forward", counting)
+    first = _run(tiny_bert, csv_file, tmp_path / "a")
+    sidecars = glob.glob(str(tmp_path / "cache" / "**" / "*.tl_hf.json"), recursive=True)
+    assert len(sidecars) == 3  # train, validation, test
+    arrow = sidecars[0][: -len(".tl_hf.json")] + ".arrow"
+    size = json.loads(Path(sidecars[0]).read_text())["bytes"]
+    assert os.path.getsize(arrow) == size
+    with open(arrow, "r+b") as f:
+        f.truncate(size // 2)
+    calls.clear()
+    second = _run(tiny_bert, csv_file, tmp_path / "b")
+    assert calls  # rebuilt: the backbone ran again
+    assert os.path.getsize(arrow) == size
+    assert second.metrics["eval_loss"] == pytest.approx(first.metrics["eval_loss"], rel=1e-5)
+    calls.clear()
+    _run(tiny_bert, csv_file, tmp_path / "c")
+    assert calls == []  # whole again: read from the cache
+
+
+def test_cached_features_run_resumes_to_the_same_result(tiny_bert, csv_file, tmp_path):
+    """A frozen run on cached features, its folder put back to how a kill after epoch 2 of 3
+    leaves it (no finished marker, no last checkpoint), continues with resume=True to the
+    same metrics and history."""
+    import shutil
+
+    from tl_hf.save import list_checkpoints
+
+    out = tmp_path / "a"
+    first = _run(tiny_bert, csv_file, out, early_stopping_patience=0)
+    history = json.loads((out / "training_history.json").read_text())
+    checkpoints = list_checkpoints(str(out))
+    assert len(checkpoints) == 2  # epochs 2 and 3 (save_total_limit 2, no early stopping)
+    shutil.rmtree(checkpoints[-1])
+    (out / "all_results.json").unlink()
+    second = _run(tiny_bert, csv_file, out, early_stopping_patience=0, resume=True)
+    assert second.metrics["cached_features"] is True
+    for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):
+        assert second.metrics[key] == pytest.approx(first.metrics[key], rel=1e-5), key
+    resumed = json.loads((out / "training_history.json").read_text())
+    assert [e["step"] for e in resumed["eval"]] == [e["step"] for e in history["eval"]]
+    for a, b in zip(history["eval"], resumed["eval"], strict=True):
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)

@@ -263,3 +263,36 @@ def test_in_memory_arrays_resampled(tiny_wav2vec2, tmp_path):
     assert (
         np.asarray(batch["input_values"]).shape[-1] == 8000
     )  # 0.5 s at 16 kHz: resampled, centre-cropped
+
+
+def test_audio_corrupted_mid_training_is_skipped(tiny_wav2vec2, tmp_path, capsys, monkeypatch):
+    """A clip that decoded in epoch 1 is text in epoch 2: with --skip_bad_files it is dropped
+    from its batches, named and counted once, and the run finishes."""
+    from test_recipe_image import _corrupt_after_first_epoch
+
+    folder = make_audio_folder(tmp_path / "clips", per_class=6)
+    _corrupt_after_first_epoch(monkeypatch, tmp_path / "clips" / "low" / "2.wav")
+    code = main(
+        "audio",
+        [
+            "--model_name_or_path",
+            tiny_wav2vec2,
+            "--dataset_name",
+            folder,
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--num_train_epochs",
+            "2",
+            "--validation_split_percentage",
+            "25",
+            "--max_duration_seconds",
+            "0.5",
+            "--use_cpu",
+            "--skip_bad_files",
+        ],
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.count("[tl-hf] skipped 2.wav: no longer decodes") == 1
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["stopped_epoch"] == 2

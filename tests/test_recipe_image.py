@@ -214,3 +214,61 @@ def test_csv_with_relative_image_paths_and_mixup(tiny_resnet, tmp_path):
     # mixup/cutmix act on batches: no stored copies, soft-label loss trains
     assert result.metrics["train_samples"] == 16
     assert np.isfinite(result.metrics["train_loss"])
+
+
+def _corrupt_after_first_epoch(monkeypatch, path):
+    """Replace `path` by garbage when the first epoch ends (between epochs 1 and 2)."""
+    import tl_hf.train
+
+    original = tl_hf.train.ProgressCallback.on_epoch_end
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if round(state.epoch) == 1:
+            path.write_bytes(b"this is no longer an image")
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(tl_hf.train.ProgressCallback, "on_epoch_end", on_epoch_end)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_image_corrupted_mid_training_named_or_skipped(
+    tiny_resnet, tmp_path, capsys, monkeypatch, skip
+):
+    """A file that decoded in epoch 1 is garbage in epoch 2: the run stops naming it, or with
+    --skip_bad_files drops it from its batches, counts it, and finishes."""
+    folder = tmp_path / "imgs"
+    make_image_folder(folder, per_class=8)
+    victim = folder / "left" / "3.png"
+    _corrupt_after_first_epoch(monkeypatch, victim)
+    argv = [
+        "--model_name_or_path",
+        tiny_resnet,
+        "--dataset_name",
+        str(folder),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--num_train_epochs",
+        "2",
+        "--validation_split_percentage",
+        "25",
+        "--per_device_train_batch_size",
+        "4",
+        "--use_cpu",
+        "--seed",
+        "1",
+        *(["--skip_bad_files"] if skip else []),
+    ]
+    code = main("image", argv)
+    out, err = capsys.readouterr()
+    if not skip:
+        assert code == 2
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in err
+        assert errors[0].startswith("error: 3.png no longer decodes (")
+        assert "--resume" in errors[0] and "--skip_bad_files" in errors[0]
+        return
+    assert code == 0, err
+    assert "[tl-hf] skipped 3.png: no longer decodes" in out
+    assert out.count("[tl-hf] skipped 3.png") == 1  # counted once, however often it is read
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert results["stopped_epoch"] == 2

@@ -58,6 +58,10 @@ def find_input_columns(columns: list[str], features, label: str, data_args) -> d
     }
 
 
+# Peak amplitude below which a clip counts as silence (16-bit audio's smallest step is 3e-5).
+SILENCE = 1e-5
+
+
 def _readable(value) -> str | None:
     """None when the file decodes to at least one sample, else what is wrong."""
     import io
@@ -66,17 +70,27 @@ def _readable(value) -> str | None:
 
     try:
         if value.get("bytes"):
-            info = sf.info(io.BytesIO(value["bytes"]))
+            source = io.BytesIO(value["bytes"])
         elif value.get("path") and value["path"].lower().endswith(
             (".wav", ".flac", ".ogg", ".aiff", ".aif")
         ):
-            info = sf.info(value["path"])
+            source = value["path"]
         else:  # formats libsndfile does not read (mp3, m4a...): let torchcodec try
             from torchcodec.decoders import AudioDecoder
 
             samples = AudioDecoder(value["path"]).get_all_samples()
-            return None if samples.data.shape[-1] > 0 else "zero-length clip"
-        return None if info.frames > 0 else "zero-length clip"
+            if samples.data.shape[-1] == 0:
+                return "zero-length clip"
+            return None if samples.data.abs().max() > SILENCE else "silent clip (all samples 0)"
+        info = sf.info(source)
+        if info.samplerate <= 0:
+            return f"sample rate {info.samplerate} in its header"
+        if info.frames <= 0:
+            return "zero-length clip"
+        if hasattr(source, "seek"):
+            source.seek(0)
+        wave, _ = sf.read(source, dtype="float32", always_2d=True)
+        return None if abs(wave).max() > SILENCE else "silent clip (all samples 0)"
     except Exception as err:  # soundfile/torchcodec raise many types for bad files
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
 

@@ -159,7 +159,15 @@ class DataArguments:
         default=None, metadata={"help": "num_proc for datasets.map."}
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace a finished run already in --output_dir."}
+        default=False,
+        metadata={"help": "Replace a finished or unfinished run already in --output_dir."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Continue the unfinished (killed, interrupted) run in --output_dir from its "
+            "latest complete checkpoint, history and early-stopping state included."
+        },
     )
 
 
@@ -377,12 +385,18 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist: give the path of a YAML or JSON file")
     text = path.read_text()
-    if path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
+    import yaml
 
-        data = yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(
+            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+            f"({where}{what}): fix its syntax"
+        ) from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -534,6 +548,16 @@ def finalize_args(
     if augment.augment_mode not in AUGMENT_MODES:
         raise UserError(
             f"unknown --augment_mode {augment.augment_mode!r}: choose map or on_the_fly"
+        )
+    if data.resume and data.overwrite_output_dir:
+        raise UserError(
+            "--resume continues the run in --output_dir, --overwrite_output_dir deletes it: "
+            "pass one of them"
+        )
+    if data.resume and training.resume_from_checkpoint:
+        raise UserError(
+            "--resume picks the latest complete checkpoint itself: drop it or "
+            "--resume_from_checkpoint"
         )
     if augment.augment_copies < 0:
         raise UserError("--augment_copies must be >= 0")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hf.config import UserError
+from tl_hf.datafiles import check_data_files
 
 FILE_BUILDERS = {
     ".csv": "csv",
@@ -65,10 +66,20 @@ def _load_files(files: dict[str, str], cache_dir: str | None):
             f"data files of different formats ({', '.join(sorted(builders))}): use one format"
         )
     builder = builders.pop()
+    check_data_files(files, builder)
     kwargs: dict[str, Any] = {}
     if builder == "csv" and all(p.lower().endswith(".tsv") for p in files.values()):
         kwargs["delimiter"] = "\t"
-    return load_dataset(builder, data_files=files, cache_dir=cache_dir, **kwargs)
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        return load_dataset(builder, data_files=files, cache_dir=cache_dir, **kwargs)
+    except DatasetGenerationError as err:  # what the checks above did not foresee
+        cause = err.__cause__ or err
+        raise UserError(
+            f"cannot read {', '.join(files.values())} ({type(cause).__name__}: "
+            f"{str(cause).splitlines()[0] if str(cause) else ''}): check the file's format"
+        ) from err
 
 
 def _as_dataset_dict(obj):
@@ -214,7 +225,8 @@ def encode_labels(dsd):
         else:
             raise UserError(
                 "labels must be strings or integers; found "
-                f"{sorted({type(v).__name__ for v in unique})}"
+                f"{', '.join(sorted({type(v).__name__ for v in unique}))} values: write class names "
+                "or whole numbers (fractional labels are a regression target, not classes)"
             )
         index = {v: i for i, v in enumerate(ordered)}
     if len(names) < 2:
@@ -321,6 +333,19 @@ def prepare_splits(dsd, data_args, seed: int):
             "--validation_split_percentage",
         )
     splits["train"] = stratified_subset(splits["train"], data_args.max_train_samples, seed)
+    present = set(splits["train"]["label"])
+    if len(present) < 2:
+        names = splits["train"].features["label"].names
+        after = (
+            f"--max_train_samples {data_args.max_train_samples}"
+            if data_args.max_train_samples
+            else "carving the validation/test splits"
+        )
+        raise UserError(
+            f"after {after} the training split holds a single class "
+            f"({', '.join(names[i] for i in present) or 'none'}): a classifier needs two; keep "
+            "more rows or give more data of each class"
+        )
     splits["validation"] = stratified_subset(splits["validation"], data_args.max_eval_samples, seed)
     if "test" in splits:
         splits["test"] = stratified_subset(splits["test"], data_args.max_test_samples, seed)

@@ -32,12 +32,14 @@ At the end `restore()` puts the backbone back: the saved model is a normal full 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tl_hf.atomic import write_json
 from tl_hf.config import UserError
 
 # Bumped when what is stored changes, so old cache files are never read as new ones.
@@ -304,7 +306,7 @@ def build_feature_cache(
         # without running the backbone at all.
         def stored(ds, r):
             fp = feature_fingerprint(ds._fingerprint, backbone_hash, model_class, r)
-            return os.path.exists(_cache_file(ds, fp)) and os.path.exists(_sidecar(ds, fp))
+            return cache_verified(_cache_file(ds, fp), _sidecar(ds, fp))
 
         reduction = next(
             (r for r in REDUCTIONS if all(stored(ds, r) for ds in features.values())), None
@@ -372,6 +374,18 @@ def _sidecar(ds, fingerprint: str) -> str:
     return os.path.splitext(_cache_file(ds, fingerprint))[0] + ".tl_hf.json"
 
 
+def cache_verified(cache_file: str, sidecar: str) -> bool:
+    """True when a split's feature cache is whole: its sidecar records the arrow file's size
+    and the file on disk has it (a kill or a full disk can leave a truncated arrow file,
+    which `datasets` would otherwise load, or fail on, as if it were the cache)."""
+    try:
+        with open(sidecar) as f:
+            expected = json.load(f).get("bytes")
+        return expected is not None and os.path.getsize(cache_file) == expected
+    except (OSError, ValueError):
+        return False
+
+
 def _read_output_class(path: str):
     import importlib
 
@@ -393,6 +407,12 @@ def _cache_split(
     cache_file = None if ds.cache_files else _cache_file(ds, fingerprint)
     if cache_file is not None:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+    expected_file, sidecar = _cache_file(ds, fingerprint), _sidecar(ds, fingerprint)
+    if os.path.exists(expected_file) and not cache_verified(expected_file, sidecar):
+        # truncated or unrecorded: rebuild it rather than let `datasets.map` load it
+        for path in (expected_file, sidecar):
+            with contextlib.suppress(OSError):
+                os.remove(path)
     model, backbone, reduction = cache.model, cache.backbone, cache.reduction
 
     def extract(batch):
@@ -418,19 +438,17 @@ def _cache_split(
             cache_file_name=cache_file,
             desc="Caching backbone features",
         )
-    sidecar = _sidecar(ds, fingerprint)
-    if not os.path.exists(sidecar) and (out.cache_files or cache_file):
+    written = out.cache_files[0]["filename"] if out.cache_files else cache_file
+    if written and not cache_verified(written, sidecar):
         cls = cache.replay.output_cls
-        tmp = f"{sidecar}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(
-                {
-                    "output_class": f"{cls.__module__}.{cls.__qualname__}",
-                    "reduction": cache.reduction,
-                },
-                f,
-            )
-        os.replace(tmp, sidecar)  # atomic: another rank never reads half a file
+        write_json(  # atomic: another rank never reads half a file
+            sidecar,
+            {
+                "output_class": f"{cls.__module__}.{cls.__qualname__}",
+                "reduction": cache.reduction,
+                "bytes": os.path.getsize(written),
+            },
+        )
     return out
 
 

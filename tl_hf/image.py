@@ -7,6 +7,8 @@ from __future__ import annotations
 from tl_hf.modality import Modality, register_modality
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# Smaller images hold nothing to learn from (a 1x1 placeholder, a tracking pixel).
+MIN_SIDE = 8
 IMAGE_CANDIDATES = (
     "image",
     "img",
@@ -64,6 +66,8 @@ def _readable(value) -> str | None:
         source = BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
         with Image.open(source) as image:
             image.load()  # a truncated file fails here, not at open()
+            if min(image.size) < MIN_SIDE:
+                return f"{image.width}x{image.height} pixels, too small to classify"
         return None
     except Exception as err:  # PIL raises many types for bad files
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"

@@ -158,3 +158,69 @@ def path_column_to_feature(dsd, column: str, feature, base_dir: str | None):
             for split, ds in dsd.items()
         }
     )
+
+
+class DecodeGuard:
+    """A batched transform that decodes media files itself, so a file that stops decoding
+    during training (replaced, truncated, its disk gone) is named instead of failing deep in
+    a `datasets` traceback: the run stops with one line, or with `--skip_bad_files` the rows
+    are dropped from their batch and counted.
+
+    Args:
+        preprocess: the modality's batched transform (it accepts undecoded `{"path", "bytes"}`).
+        column: the media column.
+        skip_bad_files: drop and count instead of stopping.
+    """
+
+    def __init__(self, preprocess: Callable, column: str, skip_bad_files: bool):
+        self.preprocess = preprocess
+        self.column = column
+        self.skip_bad_files = skip_bad_files
+        self.skipped: dict[str, str] = {}  # file -> why, over the whole run
+
+    def __call__(self, batch):
+        try:
+            return self.preprocess(batch)
+        except UserError:
+            raise
+        except Exception:  # find the rows that fail, one by one
+            pass
+        n = len(batch[self.column])
+        good, bad = [], []
+        for i in range(n):
+            try:
+                self.preprocess({k: v[i : i + 1] for k, v in batch.items()})
+                good.append(i)
+            except Exception as err:  # decoders raise many types
+                value = batch[self.column][i]
+                name = (value or {}).get("path") if isinstance(value, dict) else None
+                bad.append((name or f"row {i}", f"{type(err).__name__}: {str(err)[:120]}"))
+        if not bad:  # the batch as a whole failed, no single row did: not a file problem
+            return self.preprocess(batch)
+        name, why = bad[0]
+        if not self.skip_bad_files or not good:
+            raise UserError(
+                f"{os.path.basename(str(name))} no longer decodes ({why}); it changed after the "
+                "run started: restore or remove it and rerun with --resume, or pass --skip_bad_files"
+            )
+        for name, why in bad:
+            if name not in self.skipped:
+                self.skipped[name] = why
+                print(
+                    f"[tl-hf] skipped {os.path.basename(str(name))}: no longer decodes ({why}); "
+                    f"{len(self.skipped)} file(s) skipped so far",
+                    flush=True,
+                )
+        return self.preprocess({k: [v[i] for i in good] for k, v in batch.items()})
+
+
+def guard_decoding(ds, column: str, preprocess: Callable, skip_bad_files: bool):
+    """`ds` with `preprocess` as its transform, the media `column` decoded inside it (through
+    `DecodeGuard`) rather than by `datasets` before it."""
+    import dataclasses
+
+    feature = ds.features.get(column)
+    if feature is None or not hasattr(feature, "decode"):
+        return ds.with_transform(preprocess)
+    undecoded = ds.cast_column(column, dataclasses.replace(feature, decode=False))
+    return undecoded.with_transform(DecodeGuard(preprocess, column, skip_bad_files))

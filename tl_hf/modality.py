@@ -93,10 +93,15 @@ def _preprocess_on_access(modality: Modality):
     def preprocess(dsd, processor, data_args, num_proc=None, skip=()):
         from datasets import DatasetDict
 
+        from tl_hf.media import guard_decoding
+
         return DatasetDict(
             {
-                split: ds.with_transform(
-                    modality.make_preprocess(processor, data_args, split == "train")
+                split: guard_decoding(
+                    ds,
+                    modality.input_column,
+                    modality.make_preprocess(processor, data_args, split == "train"),
+                    data_args.skip_bad_files,
                 )
                 for split, ds in dsd.items()
                 if split not in skip

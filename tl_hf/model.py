@@ -21,6 +21,11 @@ def load_checkpoint_config(model_path: str, model_args):
             f"--model_name_or_path {model_path} is not a folder: give a local checkpoint "
             "folder or a Hub id"
         )
+    if os.path.isdir(model_path) and not os.path.isfile(os.path.join(model_path, "config.json")):
+        raise UserError(
+            f"--model_name_or_path {model_path} is not a checkpoint folder (no config.json): give "
+            "a folder written by save_pretrained, or a Hub id"
+        )
     try:
         return AutoConfig.from_pretrained(
             model_path,
@@ -39,8 +44,42 @@ def load_checkpoint_config(model_path: str, model_args):
         ) from err
     except OSError as err:
         raise UserError(
-            f"cannot load checkpoint {model_path!r}: {str(err).splitlines()[0]}"
+            f"cannot load checkpoint {model_path!r} ({str(err).splitlines()[0]}): check the id, "
+            "give a local folder, or go online (HF_HUB_OFFLINE=1 blocks downloads)"
         ) from err
+
+
+def check_checkpoint(model_path: str, config, auto_class_name: str, modality: str) -> None:
+    """Before any weights load: the architecture fits the recipe's task, and a local folder's
+    weights are whole (a truncated copy fails here, not deep inside from_pretrained)."""
+    import os
+
+    import transformers
+
+    from tl_hf.atomic import safetensors_sizes
+
+    mapping = getattr(transformers, auto_class_name)._model_mapping
+    if not getattr(config, "auto_map", None) and type(config) not in mapping:
+        from tl_hf.modality import get_modality, modality_names
+
+        fits = [
+            m
+            for m in modality_names()
+            if type(config) in getattr(transformers, get_modality(m).auto_model)._model_mapping
+        ]
+        raise UserError(
+            f"{model_path} is a {config.model_type} checkpoint, which {auto_class_name} cannot "
+            f"load: give a {modality} checkpoint"
+            + (f", or use the {fits[0]} recipe for this one" if fits else "")
+        )
+    weights = os.path.join(model_path, "model.safetensors")
+    if os.path.isfile(weights):
+        actual, expected = safetensors_sizes(weights)
+        if actual != expected:
+            raise UserError(
+                f"{weights} is truncated or damaged ({actual} bytes, its header says "
+                f"{expected}): copy or download the checkpoint again"
+            )
 
 
 def build_model(

@@ -92,6 +92,7 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         from transformers import set_seed
 
         from tl_hf.console import apply_phase_progress
+        from tl_hf.interrupt import set_stage, start_run
         from tl_hf.model import build_model
         from tl_hf.report import format_diagnosis
         from tl_hf.report.share import model_display_name
@@ -100,16 +101,21 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
             log_final_to_trackers,
             prepare_tracker_args,
         )
-        from tl_hf.train import TLTrainer, compute_metrics
+        from tl_hf.train import ProgressCallback, TLTrainer, compute_metrics, find_early_stopping
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
+    start_run(
+        args.training.output_dir
+    )  # Ctrl-C / SIGTERM from here on: one line, the resume command
     with timer.phase("plan and checks"):
         plan = plan_run(args)
         set_seed(args.training.seed)
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
+    set_stage("data preparation")
     with timer.phase("data: load, augment, preprocess"):
         data = prepared if prepared is not None else prepare_data(args, plan, dataset)
     # 5. model with the new head.
+    set_stage("model loading")
     with timer.phase("model load"):
         model = build_model(
             plan.modality.auto_model,
@@ -137,10 +143,12 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
     # the Trainer's copy of the arguments keeps the columns its inputs are made from
     training_args = plan.training_args
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
-    # 7. train with the early-stopping preset.
+    # 7. train with the early-stopping preset (from the checkpoint being resumed, if any).
     with timer.phase("output folder and trainer"):
         prepare_output_dir(args, plan, data, groups)
-        preset, early_stopping = build_callbacks(args, training_args.output_dir, phases)
+        preset, _ = build_callbacks(
+            args, training_args.output_dir, phases, training_args.resume_from_checkpoint
+        )
         prepare_tracker_args(training_args, args.explicit)  # before trackio is imported
         trainer = TLTrainer(
             model=model,
@@ -150,7 +158,7 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
             data_collator=collator,
             processing_class=data.processor,
             compute_metrics=compute_metrics,
-            callbacks=[*preset, *callbacks],
+            callbacks=[*preset, *callbacks, ProgressCallback()],
             strategy=args.strategy.strategy,
             llrd_decay=args.strategy.llrd_decay,
             strategy_options=args.strategy,
@@ -162,11 +170,15 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
             trainer
         )  # --report_to tensorboard/trackio: in the folder, lr of every group
         progress = apply_phase_progress(trainer, args.report.verbose)
+    set_stage("training")
     with timer.phase("train"):
         train_result = train_step(trainer, cache, args)
     timer.add("curves and history files", preset[-1].write_seconds, inside="train")  # the monitor
-    # 8. report: metrics of the restored best model on validation and test.
+    # 8. report: metrics of the restored best model on validation and test. (A resumed
+    # Trainer replaces the early-stopping callback by one restored from the checkpoint.)
+    set_stage("final evaluation")
     with timer.phase("final evaluation and test predictions"):
+        early_stopping = find_early_stopping(trainer)
         metrics = evaluate_step(
             trainer, train_result, early_stopping, features, data.label_names, args
         )
@@ -181,6 +193,7 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         training=training_args,
         strategy=dataclasses.replace(args.strategy, cache_features=cache is not None),
     )
+    set_stage("saving")
     with timer.phase("save model"):
         save_model_step(trainer, args)
     if training_args.process_index == 0:
@@ -210,19 +223,20 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.features import cache_plan
     from tl_hf.hub import check_push_ready, detach_hub_settings
     from tl_hf.modality import get_modality
-    from tl_hf.model import load_checkpoint_config
-    from tl_hf.save import check_output_dir
+    from tl_hf.model import check_checkpoint, load_checkpoint_config
+    from tl_hf.save import resolve_resume
 
     modality = get_modality(args.modality)
-    check_output_dir(
-        args.training.output_dir, args.data.overwrite_output_dir, "output_dir" in args.explicit
-    )
+    resume_from = resolve_resume(args.training, args.data, "output_dir" in args.explicit)
+    if args.data.resume and resume_from is None:
+        _log(f"--resume: no complete checkpoint in {args.training.output_dir}, starting afresh")
     model_path = args.model.model_name_or_path or modality.default_model()
     if not model_path:
         raise UserError(
             f"the {modality.name} modality has no embedded checkpoint: pass --model_name_or_path"
         )
     checkpoint_config = load_checkpoint_config(model_path, args.model)
+    check_checkpoint(model_path, checkpoint_config, modality.auto_model, modality.name)
     specs = resolve_augment_specs(modality, args.augment, args.explicit)
     on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
     copies = args.augment.augment_copies
@@ -234,6 +248,9 @@ def plan_run(args: RunArgs) -> Plan:
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
     training_args = copy.copy(args.training)
+    training_args.resume_from_checkpoint = resume_from
+    # the early-stopping patience counter and best-checkpoint pointer come back with it
+    training_args.restore_callback_states_from_checkpoint = True
     hub = detach_hub_settings(training_args)
     if hub.push:
         hub.token = check_push_ready(hub.repo_id, hub.token)
@@ -457,7 +474,8 @@ def prepare_output_dir(
 
     output_dir = args.training.output_dir
     if args.training.process_index == 0:
-        clear_output_dir(output_dir)
+        if plan.training_args.resume_from_checkpoint is None:
+            clear_output_dir(output_dir)
         os.makedirs(output_dir, exist_ok=True)
         write_json(os.path.join(output_dir, "param_groups.json"), groups)
         if data.augmenter is not None and args.augment.augment_preview > 0:
@@ -472,10 +490,13 @@ def prepare_output_dir(
     PartialState().wait_for_everyone()
 
 
-def build_callbacks(args: RunArgs, output_dir: str, phases: list | None = None):
+def build_callbacks(
+    args: RunArgs, output_dir: str, phases: list | None = None, resume_from: str | None = None
+):
     """The strategy's callbacks, the early-stopping preset's callback (None with patience 0)
     and the monitor (which keeps the live report.html, served on 127.0.0.1 with
-    --monitor_port, and records the phases trained before the main one, if any).
+    --monitor_port, records the phases trained before the main one, if any, and starts from
+    the history saved in `resume_from`, the checkpoint a resumed run continues from).
 
     The strategy's come first: what they change in a step (a group's learning rate) is what
     the monitor then records."""
@@ -495,6 +516,7 @@ def build_callbacks(args: RunArgs, output_dir: str, phases: list | None = None):
         early_stopping_patience=args.strategy.early_stopping_patience,
         title=f"tl-hf: {model} ({os.path.basename(os.path.abspath(output_dir))})",
         draw_budget=0.1,
+        resume_from=resume_from,
     )
     if phases:
         monitor.history["phases"] = list(phases)
@@ -512,12 +534,13 @@ def build_callbacks(args: RunArgs, output_dir: str, phases: list | None = None):
 
 def save_model_step(trainer, args: RunArgs) -> None:
     """Step 9a (every rank): the final model as the strategy saves it (default: the Trainer's
-    `save_model`; LoRA writes its adapter and then the merged model)."""
+    `save_model`, file by file atomically; LoRA writes its adapter and then the merged model)."""
+    from tl_hf.save import save_model_atomically
     from tl_hf.strategy import get_strategy
 
     strategy = get_strategy(args.strategy.strategy)
     if strategy.save is None:
-        trainer.save_model(trainer.args.output_dir)
+        save_model_atomically(trainer, trainer.args.output_dir)  # each file whole or absent
     else:
         strategy.save(trainer, args.strategy, trainer.args.output_dir)
 
@@ -585,8 +608,9 @@ def recorded_evaluation(trainer) -> dict[str, Any] | None:
 def save_and_report(
     ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset=None, timer=None
 ) -> dict:
-    """Step 9 (main process): results, the run config of what ran, the diagnosis, the model
-    card and report (read from those files), then the push. Returns the diagnosis."""
+    """Step 9 (main process): the run config of what ran, the diagnosis, the model card and
+    report, then the results (`all_results.json`, the finished marker: written last, so a
+    folder that has it is complete), then the push. Returns the diagnosis."""
     from tl_hf.hub import push_output_dir
     from tl_hf.report import (
         build_model_card,
@@ -596,14 +620,17 @@ def save_and_report(
         write_diagnosis,
         write_report_html,
     )
-    from tl_hf.save import write_json
+    from tl_hf.report.share import shareable
+    from tl_hf.save import FINISHED_MARKER, jsonable, write_json
     from tl_hf.timing import TIMINGS_FILE, PhaseTimer
 
     timer = timer if timer is not None else PhaseTimer()
     output_dir, hub = ran.training.output_dir, plan.hub
     phase = timer.phase
-    with phase("report: results and run config"):
-        _write_results_and_config(ran, plan, metrics, dataset)
+    # pushed beside the card: local paths are named by their last component (share.py)
+    results = shareable(jsonable(metrics))
+    with phase("report: run config"):
+        _write_run_config(ran, plan, dataset)
     with phase("report: diagnosis"):
         diagnosis = diagnose(
             load_history(output_dir), strategy=ran.strategy.strategy, num_labels=num_labels
@@ -611,26 +638,24 @@ def save_and_report(
         write_diagnosis(output_dir, diagnosis)
         _log(format_diagnosis(diagnosis))
     with phase("report: model card"):
-        build_model_card(output_dir)
+        build_model_card(output_dir, results=results)
     with phase("report: report.html"):
-        write_report_html(output_dir)
-    if hub.push:
-        with phase("push to the Hub"):
-            _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
+        write_report_html(output_dir, results=results)
     if ran.speed.profile:
         write_json(os.path.join(output_dir, TIMINGS_FILE), timer.as_dict())
         _log("where the time went (--profile):\n" + timer.table())
+    write_json(os.path.join(output_dir, FINISHED_MARKER), results)
+    if hub.push:
+        _log(f"pushed to {push_output_dir(output_dir, hub.repo_id, hub.private, hub.token)}")
     return diagnosis
 
 
-def _write_results_and_config(ran: RunArgs, plan: Plan, metrics: dict, dataset=None) -> None:
-    """`all_results.json` and `run_config.yaml` (what ran, enough to reproduce it)."""
+def _write_run_config(ran: RunArgs, plan: Plan, dataset=None) -> None:
+    """`run_config.yaml`: what ran, enough to reproduce it (from scratch, not its resumption)."""
     from tl_hf.report.share import reproduce_command, shareable
-    from tl_hf.save import write_json, write_run_config
+    from tl_hf.save import write_run_config
 
     output_dir, data_args, hub = ran.training.output_dir, ran.data, plan.hub
-    # Both files are pushed: local paths are named by their last component (share.py).
-    write_json(os.path.join(output_dir, "all_results.json"), shareable(metrics))
     embedded_data = not (data_args.dataset_name or data_args.train_file or dataset is not None)
     config = {
         **ran.to_dict(),
@@ -639,6 +664,8 @@ def _write_results_and_config(ran: RunArgs, plan: Plan, metrics: dict, dataset=N
         "push_to_hub": hub.push,
         "dataset_name": plan.modality.default_dataset if embedded_data else data_args.dataset_name,
         "hub_model_id": hub.repo_id if hub.push else ran.training.hub_model_id,
+        "resume": False,
+        "resume_from_checkpoint": None,
     }
     config = shareable(config)
     config["command"] = reproduce_command(ran.modality, config, ran.explicit)

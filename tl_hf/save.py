@@ -1,68 +1,223 @@
 """Save: the output folder. Checked before a run starts (a finished run is not overwritten
-unless asked), written by the main process only at the end."""
+unless asked, an unfinished one is resumed or replaced only when asked), written by the main
+process only, every file atomically (`tl_hf.atomic`), the finished marker last."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from typing import Any
 
+from tl_hf import atomic
 from tl_hf.config import UserError
 
 FINISHED_MARKER = "all_results.json"
+# The monitor's state, saved into every checkpoint folder (tl_hf.report.monitor).
+MONITOR_STATE = "tl_hf_monitor.json"  # = tl_hf.report.history.MONITOR_STATE
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def check_output_dir(output_dir: str, overwrite: bool, explicit: bool) -> None:
-    """Refuse an output folder that holds a finished run, unless overwriting was asked for.
+def _weights_complete(folder: str) -> bool:
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.exists(single):
+        return atomic.safetensors_complete(single)
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index):
+        try:
+            with open(index) as f:
+                shards = set(json.load(f)["weight_map"].values())
+        except (OSError, ValueError, KeyError):
+            return False
+        return all(atomic.safetensors_complete(os.path.join(folder, s)) for s in shards)
+    return False
 
-    The default folder (no `--output_dir` given) is reused: rerunning the default is the
-    expected way to reproduce it.
+
+def checkpoint_problem(folder: str, need_monitor: bool = False) -> str | None:
+    """Why `folder` is not a complete Trainer checkpoint, or None when it is: its
+    `trainer_state.json` parses and its weights are as long as their headers say (a kill
+    while saving leaves one or the other missing or short). With `need_monitor`, tl-hf's
+    history must be there too (it is written last, after the Trainer's files)."""
+    if not os.path.isdir(folder):
+        return f"{folder} is not a folder"
+    try:
+        with open(os.path.join(folder, "trainer_state.json")) as f:
+            state = json.load(f)
+        if "global_step" not in state:
+            return "its trainer_state.json has no global_step"
+    except (OSError, ValueError):
+        return "it has no readable trainer_state.json"
+    if not _weights_complete(folder):
+        return "its model weights are missing or truncated"
+    if need_monitor and not os.path.isfile(os.path.join(folder, MONITOR_STATE)):
+        return f"it has no {MONITOR_STATE}"
+    return None
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """The `checkpoint-N` folders of `output_dir`, oldest step first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(int(m.group(1)), e) for e in os.listdir(output_dir) if (m := _CHECKPOINT.match(e))]
+    return [os.path.join(output_dir, e) for _, e in sorted(found)]
+
+
+def latest_complete_checkpoint(output_dir: str) -> str | None:
+    """The checkpoint of the highest step that `checkpoint_problem` finds whole."""
+    for folder in reversed(list_checkpoints(output_dir)):
+        if checkpoint_problem(folder, need_monitor=True) is None:
+            return folder
+    return None
+
+
+def checkpoint_epoch(folder: str) -> float | None:
+    try:
+        with open(os.path.join(folder, "trainer_state.json")) as f:
+            return json.load(f).get("epoch")
+    except (OSError, ValueError):
+        return None
+
+
+def holds_unfinished_run(output_dir: str) -> bool:
+    """True when a run started in `output_dir` and did not finish (checkpoints or a
+    history, no finished marker)."""
+    if not os.path.isdir(output_dir) or os.path.exists(os.path.join(output_dir, FINISHED_MARKER)):
+        return False
+    return bool(list_checkpoints(output_dir)) or os.path.exists(
+        os.path.join(output_dir, "training_history.json")
+    )
+
+
+def check_writable(output_dir: str) -> None:
+    """The output folder (or the nearest folder above it that exists) accepts files: a
+    read-only or forbidden place fails here, before anything is loaded, not at the end."""
+    import tempfile
+
+    parent = os.path.abspath(output_dir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    try:
+        if not os.path.isdir(parent):
+            raise NotADirectoryError(f"{parent} is a file")
+        fd, probe = tempfile.mkstemp(prefix=".tl_hf_probe", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(
+            f"cannot write to --output_dir {output_dir} ({err.strerror or err}): choose a "
+            "writable folder"
+        ) from err
+
+
+def check_output_dir(
+    output_dir: str, overwrite: bool, explicit: bool, resume: bool = False
+) -> str | None:
+    """Check the output folder before anything is loaded; returns the checkpoint to resume
+    from (with `resume`), or None to start afresh.
+
+    A finished run is refused unless `overwrite` (the default folder, no `--output_dir`
+    given, is reused: rerunning the default is the expected way to reproduce it). An
+    unfinished run (killed, interrupted) is refused unless `resume` or `overwrite` says
+    which of the two the user wants.
     """
-    if not os.path.exists(os.path.join(output_dir, FINISHED_MARKER)):
-        return
-    if explicit and not overwrite:
+    check_writable(output_dir)
+    finished = os.path.exists(os.path.join(output_dir, FINISHED_MARKER))
+    if finished and resume:
+        raise UserError(
+            f"--output_dir {output_dir} holds a finished run, there is nothing to resume: "
+            "drop --resume, or pass --overwrite_output_dir to train again"
+        )
+    if finished and explicit and not overwrite:
         raise UserError(
             f"--output_dir {output_dir} already holds a finished run: choose another folder "
             "or pass --overwrite_output_dir"
         )
+    if not holds_unfinished_run(output_dir) or overwrite:
+        return None
+    latest = latest_complete_checkpoint(output_dir)
+    if resume:
+        return latest
+    where = (
+        f"last complete checkpoint {os.path.basename(latest)}, epoch {checkpoint_epoch(latest):g}"
+        if latest
+        else "no complete checkpoint yet"
+    )
+    raise UserError(
+        f"--output_dir {output_dir} holds an unfinished run ({where}): pass --resume to continue "
+        "it, or --overwrite_output_dir to start over"
+    )
+
+
+def resolve_resume(training_args, data_args, explicit_output_dir: bool) -> str | None:
+    """Check the output folder (see `check_output_dir`) and return the checkpoint the run
+    continues from: `--resume_from_checkpoint PATH` when it is complete, the latest complete
+    one with `--resume`, else None."""
+    given = training_args.resume_from_checkpoint
+    latest = check_output_dir(
+        training_args.output_dir,
+        data_args.overwrite_output_dir,
+        explicit_output_dir,
+        data_args.resume or bool(given),
+    )
+    if not given:
+        return latest
+    problem = checkpoint_problem(given)
+    if problem:
+        raise UserError(
+            f"--resume_from_checkpoint {given} cannot be resumed ({problem}): give a complete "
+            "checkpoint-N folder, or pass --resume to pick the latest complete one"
+        )
+    return given
 
 
 def clear_output_dir(output_dir: str) -> None:
-    """Remove a previous run's files (main process only, after all checks passed)."""
-    if os.path.isdir(output_dir) and os.path.exists(os.path.join(output_dir, FINISHED_MARKER)):
+    """Remove a previous run's files, finished or not (main process only, after all checks
+    passed; never when resuming)."""
+    if os.path.isdir(output_dir) and (
+        os.path.exists(os.path.join(output_dir, FINISHED_MARKER))
+        or holds_unfinished_run(output_dir)
+    ):
         for entry in os.listdir(output_dir):
             path = os.path.join(output_dir, entry)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     import enum
 
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if hasattr(value, "tolist"):  # numpy / torch arrays and scalars
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     return str(value)
 
 
 def write_json(path: str, data: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_jsonable(data), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, jsonable(data))
 
 
 def write_run_config(path: str, config: dict[str, Any]) -> None:
     """Every resolved argument as YAML: `--config run_config.yaml` reproduces the run."""
-    import yaml
+    atomic.write_yaml(path, jsonable(config))
 
-    with open(path, "w") as f:
-        yaml.safe_dump(_jsonable(config), f, sort_keys=True)
+
+def save_model_atomically(trainer, output_dir: str) -> None:
+    """The best model and its processor into `output_dir`, each file whole or absent: saved to
+    a temporary folder inside it, then moved in file by file with atomic renames."""
+    from accelerate import PartialState
+
+    staging = os.path.join(output_dir, ".tl_hf_model.tmp")
+    if trainer.args.process_index == 0:  # what an interrupted save left
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(staging)  # every rank: FSDP/DeepSpeed gather the weights here
+    if trainer.args.process_index == 0:
+        atomic.move_files_into(staging, output_dir)
+    PartialState().wait_for_everyone()

@@ -9,6 +9,16 @@ import os
 from tl_hf.config import UserError
 from tl_hf.modality import Modality, register_modality
 
+# What a saved tokenizer leaves in a folder (one of them at least).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 TEXT_CANDIDATES = ("text", "sentence", "content", "document", "review", "tweet", "body", "question")
 PAIR_CANDIDATES = (
     ("sentence1", "sentence2"),
@@ -88,9 +98,15 @@ def find_input_columns(columns: list[str], features, label: str, data_args) -> d
 
 
 def validate_inputs(dsd, data_args):
-    """Empty or missing texts are an error naming how many and where."""
+    """Empty or missing texts, or a column of numbers, are an error naming how many and where."""
     for split, ds in dsd.items():
         for column in [c for c in ("text", "text_pair") if c in ds.column_names]:
+            if not _is_string(ds.features[column]):
+                flag = "--text_column" if column == "text" else "--text_pair_column"
+                raise UserError(
+                    f"the {column} column holds {getattr(ds.features[column], 'dtype', 'non-text')} "
+                    f"values, not text: pass the column that holds the text with {flag}"
+                )
             bad = [i for i, t in enumerate(ds[column]) if t is None or not str(t).strip()]
             if bad:
                 raise UserError(
@@ -105,12 +121,41 @@ def build_processor(model_path: str, args, config=None):
     from transformers import AutoTokenizer
 
     model_args = args.model
-    return AutoTokenizer.from_pretrained(
-        model_path,
-        revision=model_args.model_revision,
-        cache_dir=model_args.cache_dir,
-        trust_remote_code=model_args.trust_remote_code,
+    if os.path.isdir(model_path) and not any(
+        os.path.exists(os.path.join(model_path, name)) for name in TOKENIZER_FILES
+    ):
+        raise UserError(
+            f"no tokenizer in {model_path} (none of {', '.join(TOKENIZER_FILES[:3])}...): save "
+            "the checkpoint's tokenizer there too (tokenizer.save_pretrained)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path,
+            revision=model_args.model_revision,
+            cache_dir=model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code,
+        )
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(
+            f"no usable tokenizer in {model_path} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}): save the checkpoint's tokenizer "
+            "there too (tokenizer.save_pretrained)"
+        ) from err
+    if tokenizer is None or isinstance(tokenizer, bool):
+        raise UserError(f"no tokenizer in {model_path}: save one there (tokenizer.save_pretrained)")
+    # the position embeddings bound the length; a longer --max_seq_length is clamped, with a note
+    limit = min(
+        tokenizer.model_max_length or 10**6,
+        getattr(config, "max_position_embeddings", None) or 10**6,
     )
+    tokenizer.model_max_length = limit
+    if args.data.max_seq_length > limit:
+        print(
+            f"[tl-hf] note: --max_seq_length {args.data.max_seq_length} is above the model's "
+            f"limit of {limit} tokens: texts are truncated to {limit}",
+            flush=True,
+        )
+    return tokenizer
 
 
 def make_preprocess(tokenizer, data_args, train_split: bool = False):

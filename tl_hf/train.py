@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import EarlyStoppingCallback, Trainer
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
 from tl_hf.strategy import build_param_groups
 
@@ -166,6 +166,16 @@ class TLTrainer(Trainer):
             return device_batches(tensors, self.args.eval_batch_size, self.accelerator)
         return None
 
+    def _run_epoch(self, *args, **kwargs):
+        # Resumed from the checkpoint of the evaluation that stopped the run early (killed
+        # while reporting), nothing is left to train; but the Trainer resets
+        # should_training_stop at on_train_begin and would start another epoch.
+        stopper = find_early_stopping(self)
+        if stopper and stopper.early_stopping_patience_counter >= stopper.early_stopping_patience:
+            self.control.should_training_stop = True
+            return
+        return super()._run_epoch(*args, **kwargs)
+
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
             return self.optimizer
@@ -209,6 +219,35 @@ def build_early_stopping(patience: int, threshold: float) -> EarlyStoppingCallba
     return EarlyStoppingCallback(
         early_stopping_patience=patience, early_stopping_threshold=threshold
     )
+
+
+def find_early_stopping(trainer: Trainer) -> EarlyStoppingCallback | None:
+    """The trainer's early-stopping callback: after a resume it is the one restored from the
+    checkpoint (patience counter included), not the one the trainer was given."""
+    return next(
+        (c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)),
+        None,
+    )
+
+
+class ProgressCallback(TrainerCallback):
+    """Keeps `tl_hf.interrupt.PROGRESS` at the current epoch and step, so an interrupted run
+    can say where it stopped."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from tl_hf.interrupt import PROGRESS
+
+        PROGRESS.update(stage="training", epoch=state.epoch or 0.0, step=state.global_step)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        from tl_hf.interrupt import PROGRESS
+
+        PROGRESS["stage"] = "evaluation and checkpointing"
+
+    def on_save(self, args, state, control, **kwargs):
+        from tl_hf.interrupt import PROGRESS
+
+        PROGRESS["stage"] = "training"
 
 
 def summarize_early_stopping(

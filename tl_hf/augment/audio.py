@@ -401,6 +401,8 @@ def write_preview(
     import numpy as np
     import soundfile as sf
 
+    from tl_hf.atomic import atomic_path
+
     output_dir = os.path.join(output_dir, "augment_preview")  # many files: a folder of their own
     os.makedirs(output_dir, exist_ok=True)
     paths = []
@@ -411,7 +413,10 @@ def write_preview(
             wave, rate, _ = load_waveform(value, sampling_rate)
             wav_path = os.path.join(output_dir, f"{i:03d}_{tag}.wav")
             peak = float(np.abs(wave).max()) if len(wave) else 0.0
-            sf.write(wav_path, wave / peak if peak > 1 else wave, rate, subtype="PCM_16")
+            with atomic_path(wav_path) as tmp:
+                sf.write(
+                    tmp, wave / peak if peak > 1 else wave, rate, subtype="PCM_16", format="WAV"
+                )
             paths.append(wav_path)
             pair.append((tag, wave, rate))
         fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
@@ -432,7 +437,8 @@ def write_preview(
         axes[0].set_ylabel("mel bin")
         fig.tight_layout()
         png = os.path.join(output_dir, f"{i:03d}_spectrogram.png")
-        fig.savefig(png, dpi=80)
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
         plt.close(fig)
         paths.append(png)
     return paths

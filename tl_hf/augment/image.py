@@ -327,7 +327,10 @@ def write_preview(originals: Any, augmented: Any, column: str, output_dir: str) 
             if scale > 1:
                 image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
             canvas.paste(image, (pad + j * (cell + pad), header + pad + i * (cell + pad)))
+    from tl_hf.atomic import atomic_path
+
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "augment_preview.png")
-    canvas.save(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
     return [path]

@@ -787,14 +787,15 @@ def write_preview(
     os.makedirs(output_dir, exist_ok=True)
     txt = os.path.join(output_dir, "augment_preview.txt")
     jsonl = os.path.join(output_dir, "augment_preview.jsonl")
-    lines = []
-    with open(jsonl, "w") as fj:
-        for i, (orig, aug) in enumerate(zip(originals, augmented, strict=False)):
-            before = orig[column] if isinstance(orig, dict) else orig
-            after = aug[column] if isinstance(aug, dict) else aug
-            lines += [f"[{i}] original : {before}", f"[{i}] augmented: {after}", ""]
-            fj.write(json.dumps({"original": before, "augmented": after}) + "\n")
-    with open(txt, "w") as ft:
-        ft.write("\n".join(lines))
+    from tl_hf.atomic import write_text
+
+    lines, records = [], []
+    for i, (orig, aug) in enumerate(zip(originals, augmented, strict=False)):
+        before = orig[column] if isinstance(orig, dict) else orig
+        after = aug[column] if isinstance(aug, dict) else aug
+        lines += [f"[{i}] original : {before}", f"[{i}] augmented: {after}", ""]
+        records.append(json.dumps({"original": before, "augmented": after}) + "\n")
+    write_text(jsonl, "".join(records))
+    write_text(txt, "\n".join(lines))
     print("\n".join(lines))
     return [txt, jsonl]

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tl_hf.atomic import safetensors_complete
 from tl_hf.config import UserError
 
 SAMPLING_RATE = 16000
@@ -341,7 +342,13 @@ def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
     root = Path(cache_dir) if cache_dir else cache_root()
     target = root / "whisper_tiny_en"
     marker = target / "tl_hf_conversion.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == CONVERTER_VERSION:
+    # verified before use: a truncated model.safetensors (a kill, a full disk, a bad copy) is
+    # converted again, not handed to from_pretrained
+    if (
+        marker.is_file()
+        and json.loads(marker.read_text()).get("version") == CONVERTER_VERSION
+        and safetensors_complete(target / "model.safetensors")
+    ):
         return str(target)
 
     import torch
@@ -390,13 +397,13 @@ def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
                 indent=2,
             )
         )
-        if target.exists():  # an older conversion: replace it
+        if target.exists():  # an older or damaged conversion: replace it
             shutil.rmtree(target)
         os.replace(tmp, target)
     except OSError:
         # another process finished the same conversion first: use theirs
         shutil.rmtree(tmp, ignore_errors=True)
-        if not marker.is_file():
+        if not (marker.is_file() and safetensors_complete(target / "model.safetensors")):
             raise
     finally:
         if tmp.exists():

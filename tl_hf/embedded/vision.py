@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tl_hf.atomic import safetensors_complete
 from tl_hf.config import UserError
 
 ARCHITECTURE = "tf_efficientnet_lite0"
@@ -135,8 +136,10 @@ def efficientnet_lite0_folder(cache_dir: str | None = None) -> str:
 
     folder = Path(cache_dir) if cache_dir else cache_root()
     final = folder / "efficientnet_lite0"
-    if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
+    if (final / "config.json").is_file() and safetensors_complete(final / "model.safetensors"):
         return str(final)
+    if final.exists():  # verified before use: a truncated conversion is made again
+        shutil.rmtree(final, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     # Write into a private temporary folder and rename it into place: a reader never sees a
     # half-written folder, and when two processes race the loser's rename fails harmlessly.
@@ -149,7 +152,7 @@ def efficientnet_lite0_folder(cache_dir: str | None = None) -> str:
             os.replace(tmp, final)
         except OSError:
             # Another process finished first (os.replace cannot replace a non-empty folder).
-            if not (final / "model.safetensors").is_file():
+            if not safetensors_complete(final / "model.safetensors"):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tl_hf.atomic import write_text
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
 from tl_hf.report.history import CARD_FILE, CURVES_FILE
 from tl_hf.report.share import embedded_hub_id, shareable, shareable_name
@@ -243,7 +244,7 @@ def _how_to_reproduce(cfg: dict, modality: str, base_hub: str | None) -> list[st
     return lines
 
 
-def build_model_card(output_dir: str | os.PathLike) -> str:
+def build_model_card(output_dir: str | os.PathLike, results: dict | None = None) -> str:
     """Write the model card `README.md` to `output_dir` from the files of a finished run.
 
     The YAML metadata holds what the Hub reads: `library_name`, `pipeline_tag`,
@@ -251,13 +252,17 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     `datasets` (only Hub ids), `metrics`, `tags` and a `model-index` with the validation
     and test results of `all_results.json`. The text names no local absolute path.
 
+    Args:
+        output_dir: The run's folder.
+        results: The run's results when `all_results.json` is not written yet.
+
     Returns:
         The path of the card.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     root = Path(output_dir)
-    run = load_run(root)
+    run = load_run(root, results)
     results, cfg, groups = shareable(run["results"]), shareable(run["run"]), run["groups"]
     modality = cfg.get("modality") or "text"
     task, example = _task_and_example(modality)
@@ -351,7 +356,7 @@ def build_model_card(output_dir: str | os.PathLike) -> str:
     lines += ["## Framework versions", "", *[f"- {p} {v}" for p, v in _versions()], ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
     path = root / CARD_FILE
-    card.save(path)
+    write_text(path, str(card))
     return str(path)
 
 

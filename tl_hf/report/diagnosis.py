@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tl_hf.atomic import write_text
 from tl_hf.report.history import DIAGNOSIS_FILE, epoch_int, mean_loss_per_epoch
 
 # Thresholds of `diagnose` (see its docstring).
@@ -177,7 +178,7 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
 def write_diagnosis(output_dir: str | os.PathLike, diagnosis: dict) -> Path:
     """Write `diagnosis.json` to `output_dir`; returns its path."""
     path = Path(output_dir) / DIAGNOSIS_FILE
-    path.write_text(json.dumps(diagnosis, indent=2))
+    write_text(path, json.dumps(diagnosis, indent=2))
     return path
 
 

@@ -23,12 +23,16 @@ def read_yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def load_run(output_dir: Path) -> dict[str, Any]:
+def load_run(output_dir: Path, results: dict | None = None) -> dict[str, Any]:
+    """The files of a run's folder; `results` stands in for `all_results.json`, which a
+    run writes last (it marks the folder finished) after the card and report built from it."""
     config = read_json(output_dir / "config.json", {})
     id2label = config.get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]
     return {
-        "results": read_json(output_dir / "all_results.json", {}),
+        "results": results
+        if results is not None
+        else read_json(output_dir / "all_results.json", {}),
         "groups": read_json(output_dir / "param_groups.json", []),
         "run": read_yaml(output_dir / "run_config.yaml"),
         "config": config,

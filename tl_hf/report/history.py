@@ -16,13 +16,14 @@ REPORT_FILE = "report.html"
 CARD_FILE = "README.md"
 PREVIEW_FILE = "augment_preview.png"
 PREDICTIONS_FILE = "test_predictions.json"
+MONITOR_STATE = "tl_hf_monitor.json"  # the history inside each checkpoint folder
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     # A reader watching the run (an image viewer, a notebook) never sees a half-written file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from tl_hf.atomic import write_bytes
+
+    write_bytes(path, data)
 
 
 def metric_key(metric: str | None) -> str:

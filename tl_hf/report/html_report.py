@@ -57,18 +57,22 @@ def html_table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report_html(output_dir: str | os.PathLike) -> str:
+def write_report_html(output_dir: str | os.PathLike, results: dict | None = None) -> str:
     """Write a self-contained `report.html` (images embedded) to `output_dir`.
 
     Sections appear for what the folder holds: curves, diagnosis, final metrics, per-class
     test metrics, confusion matrix (from `test_predictions.json`), parameter groups,
     augmentation preview, run configuration.
 
+    Args:
+        output_dir: The run's folder.
+        results: The run's results when `all_results.json` is not written yet.
+
     Returns:
         The path of the report.
     """
     root = Path(output_dir)
-    run = load_run(root)
+    run = load_run(root, results)
     # the report is pushed beside the card: no local absolute path in it (share.py)
     results, cfg = shareable(run["results"]), shareable(run["run"])
     base_name = base_model_of(cfg)[1]

@@ -20,11 +20,19 @@ from tl_hf.report.curves import write_training_curves
 from tl_hf.report.history import (
     CURVES_FILE,
     HISTORY_FILE,
+    MONITOR_STATE,
     finalize_history,
     metric_key,
     new_history,
 )
 from tl_hf.report.live import live_payload, progress_fields, write_live
+
+
+def load_monitor_state(checkpoint: str | os.PathLike) -> dict | None:
+    """The history a checkpoint folder holds (None for a checkpoint made without tl-hf)."""
+    path = Path(checkpoint) / MONITOR_STATE
+    return json.loads(path.read_text()) if path.is_file() else None
+
 
 # Record the learning rates at about this many optimizer steps over a run: enough for a
 # smooth curve, small enough that a 100k-step run keeps a small history file.
@@ -58,6 +66,9 @@ class MonitorCallback(TrainerCallback):
             between them (a drawing takes about half a second: on quick epochs it would
             cost more than the epochs); the drawing at the end of training always happens.
             None: redraw after every evaluation.
+        resume_from: A checkpoint folder being resumed: the history recorded up to it (saved
+            there by `on_save`) is loaded, so the curves, diagnosis and card cover every
+            epoch, not only the resumed ones.
     """
 
     def __init__(
@@ -68,6 +79,7 @@ class MonitorCallback(TrainerCallback):
         live: bool = True,
         title: str = "tl-hf training monitor",
         draw_budget: float | None = None,
+        resume_from: str | os.PathLike | None = None,
     ):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.plot = plot
@@ -86,6 +98,8 @@ class MonitorCallback(TrainerCallback):
         self._last_draw_end = 0.0
         self._last_draw_seconds = 0.0
         self._training = False
+        if resume_from is not None:
+            self.history = load_monitor_state(resume_from) or self.history
 
     # -- events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -130,6 +144,15 @@ class MonitorCallback(TrainerCallback):
         finalize_history(self.history)
         self._write(state, draw=self._worth_drawing())
         self._write_live(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        # The history up to this checkpoint goes into it: a resumed run continues it. Written
+        # after the Trainer's own files, so its presence marks the checkpoint complete.
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            _history.atomic_write(folder / MONITOR_STATE, json.dumps(self.history).encode())
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training = False
