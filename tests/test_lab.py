@@ -356,3 +356,29 @@ def test_two_workers_split_the_trials(tiny_bert, data_csv, tmp_path):
         t for t in trials.values() if t.get("key") == "__winner__" and t["state"] == "COMPLETE"
     ]
     assert len(winners) == 1  # exactly one worker reran the winner
+
+
+def test_the_last_evaluation_is_never_pruned():
+    from types import SimpleNamespace
+
+    from tl_hf.lab.runner import ReportToOptuna
+
+    class Trial:  # a trial the pruner would stop at every evaluation
+        def __init__(self):
+            self.reported = []
+
+        def report(self, value, step):
+            self.reported.append((step, value))
+
+        def should_prune(self):
+            return True
+
+    trial = Trial()
+    callback = ReportToOptuna(trial, "eval_accuracy", prune=True)
+    callback.on_train_begin(None, None, None)
+    for epoch, step in ((1, 10), (2, 20)):
+        control = SimpleNamespace(should_training_stop=False)
+        state = SimpleNamespace(epoch=float(epoch), global_step=step, max_steps=20)
+        callback.on_evaluate(None, state, control, metrics={"eval_accuracy": 0.5 + epoch / 10})
+        assert control.should_training_stop == (epoch == 1), epoch
+    assert trial.reported == [(1, 0.6), (2, 0.7)] and callback.pruned_at == 1

@@ -44,7 +44,10 @@ class ReportToOptuna(TrainerCallback):
         epoch = int(round(state.epoch or 0))
         self.last = float(metrics[self.objective])
         self.trial.report(self.last, epoch)
-        if self.prune and self.trial.should_prune():
+        # the last evaluation ends the trial anyway: pruning it then would only drop a finished
+        # trial from the ranking
+        last = state.max_steps and state.global_step >= state.max_steps
+        if self.prune and not last and self.trial.should_prune():
             self.pruned_at = epoch
             control.should_training_stop = True
 
