@@ -233,10 +233,11 @@ def test_evaluation_counts_every_sample_once(runs, modality):
     assert two["eval_samples"] == sizes["validation"] and two["test_samples"] == sizes["test"]
     epochs = 3
     for rank in (0, 1):
-        # every evaluation (3 epochs + the final one) and the test scored the gathered split:
-        # an odd split over 2 ranks is padded by the sampler and the padding dropped again
+        # every evaluation (one per epoch; the restored best model's is reused, not rerun:
+        # tl_hf.pipeline.recorded_evaluation) and the test scored the gathered split: an odd
+        # split over 2 ranks is padded by the sampler and the padding dropped again
         counts = [r["n"] for r in probes[rank] if r["probe"] == "metrics"]
-        assert counts == [sizes["validation"]] * (epochs + 1) + [sizes["test"]], (rank, counts)
+        assert counts == [sizes["validation"]] * epochs + [sizes["test"]], (rank, counts)
     predictions = json.loads((tmp / "two" / "test_predictions.json").read_text())
     assert len(predictions["predictions"]) == len(predictions["labels"]) == sizes["test"]
 

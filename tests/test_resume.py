@@ -269,6 +269,8 @@ def test_ctrl_c_stops_both_ranks_of_a_two_process_launch(tiny_bert, tmp_path):
         *_argv(tiny_bert, data, out),
         "--num_train_epochs",
         "30",
+        "--early_stopping_patience",
+        "0",  # the run must still be training when Ctrl-C comes
         "--disable_tqdm",
         "true",
     ]

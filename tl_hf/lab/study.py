@@ -51,18 +51,42 @@ def open_study(
     }
     for attempt in range(5):
         try:
-            return optuna.create_study(
-                study_name=study_name,
-                storage=_storage(storage_url, heartbeat_seconds, grace),
-                direction=direction,
-                pruner=pruners[pruner](),
-                load_if_exists=True,
+            with _creation_lock(storage_url):
+                return optuna.create_study(
+                    study_name=study_name,
+                    storage=_storage(storage_url, heartbeat_seconds, grace),
+                    direction=direction,
+                    pruner=pruners[pruner](),
+                    load_if_exists=True,
+                )
+        except Exception as err:  # workers on other machines racing to create the schema
+            text = f"{type(err).__name__} {err}"
+            racing = any(
+                s in text for s in ("IntegrityError", "already exists", "database is locked")
             )
-        except Exception as err:  # workers starting together race to create the schema and study
-            if attempt == 4 or "IntegrityError" not in type(err).__name__ + str(err):
+            if attempt == 4 or not racing:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def _creation_lock(storage_url: str):
+    """Workers on one machine create a SQLite study one at a time (a file lock beside the
+    database): two creating its tables at once fail ("table ... already exists")."""
+    if not storage_url.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = storage_url[len("sqlite:///") :] + ".lock"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _storage(storage_url: str, heartbeat_seconds: float, grace: float):
