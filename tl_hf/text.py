@@ -174,23 +174,9 @@ def make_preprocess(tokenizer, data_args, train_split: bool = False):
 
 
 def preprocess(dsd, tokenizer, data_args, num_proc=None, skip=()):
-    """Tokenise every split but `skip` through `datasets.map` (cached by fingerprint)."""
-    from datasets import DatasetDict
-
-    fn = make_preprocess(tokenizer, data_args)
-    return DatasetDict(
-        {
-            split: ds.map(
-                fn,
-                batched=True,
-                remove_columns=ds.column_names,
-                num_proc=num_proc,
-                desc=f"Tokenizing {split}",
-            )
-            for split, ds in dsd.items()
-            if split not in skip
-        }
-    )
+    """Tokenise every split but `skip` through `datasets.map` (cached by fingerprint): the
+    modality's preprocess step, which `Modality` builds from `make_preprocess`."""
+    return MODALITY.preprocess(dsd, tokenizer, data_args, num_proc, skip)
 
 
 def build_collator(tokenizer):
@@ -222,7 +208,6 @@ MODALITY = register_modality(
         validate_inputs=validate_inputs,
         build_processor=build_processor,
         make_preprocess=make_preprocess,
-        preprocess=preprocess,
         build_collator=build_collator,
     )
 )

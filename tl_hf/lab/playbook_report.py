@@ -69,7 +69,8 @@ def card_section(trail: list[dict], winner: dict | None, objective: str) -> str:
 
 def write_playbook(session, result, trail: list[dict], probe: dict | None) -> str:
     """Write playbook.json and playbook_report.html; add the trail to the winner's card."""
-    from tl_hf.lab.report import _charts, _table
+    from tl_hf.atomic import write_text
+    from tl_hf.lab.report import _charts, _table, write_page
     from tl_hf.save import write_json
 
     lab_dir, objective = session.lab_dir, session.lab.objective
@@ -141,21 +142,8 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
             ["rank", "configuration", f"mean {objective}", "std", "complete", "pruned", "failed"],
         ),
     ]
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-        "text-align:left;font-size:85%}img{max-width:100%}pre{background:#f4f4f4;padding:8px;"
-        "white-space:pre-wrap}"
-    )
-    page = (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>tl-hf playbook</title>'
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    )
     path = os.path.join(lab_dir, "playbook_report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    write_page(path, "tl-hf playbook", "".join(parts))
     if result.winner and os.path.isfile(os.path.join(result.winner["folder"], "README.md")):
         card = os.path.join(result.winner["folder"], "README.md")
         with open(card, encoding="utf-8") as f:
@@ -164,9 +152,7 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
         text = (
             text.split(marker)[0].rstrip() + "\n\n" + card_section(trail, result.winner, objective)
         )
-        with open(card + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(card + ".tmp", card)
+        write_text(card, text)
     return path
 
 

@@ -118,10 +118,9 @@ def write_results(
     writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = os.path.join(lab_dir, ".lab_results.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, os.path.join(lab_dir, "lab_results.csv"))
+    from tl_hf.atomic import write_text
+
+    write_text(os.path.join(lab_dir, "lab_results.csv"), buffer.getvalue())
 
 
 def _png(fig) -> str:
@@ -300,22 +299,28 @@ def write_lab_report(
             ],
         ),
     ]
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-        "text-align:left;font-size:85%}img{max-width:100%}pre{background:#f4f4f4;padding:8px;"
-        "white-space:pre-wrap}"
-    )
-    page = (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    )
     path = os.path.join(lab_dir, "lab_report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    write_page(path, title, "".join(parts))
     return path
+
+
+PAGE_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+    "text-align:left;font-size:85%}img{max-width:100%}pre{background:#f4f4f4;padding:8px;"
+    "white-space:pre-wrap}"
+)
+
+
+def write_page(path: str, title: str, body: str) -> None:
+    """A self-contained HTML page (the lab's and the playbook's reports), written atomically."""
+    from tl_hf.atomic import write_text
+
+    write_text(
+        path,
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{PAGE_STYLE}</style></head><body>{body}</body></html>",
+    )
 
 
 def load_results(lab_dir: str) -> dict:
