@@ -38,9 +38,13 @@ def open_study(
 ):
     """Create or load the study (any Optuna storage URL, or journal:PATH). The pruner judges
     a trial from its second epoch on, once `startup_trials` trials have finished."""
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # heartbeats are marked experimental; the lab relies on them knowingly
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     grace = max(3 * heartbeat_seconds, 1.0)
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(
