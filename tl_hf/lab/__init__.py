@@ -28,6 +28,7 @@ from typing import Any
 
 from tl_hf.config import RunArgs, UserError
 from tl_hf.lab.grid import LabArguments, TrialSpec
+from tl_hf.lab.study import final_trials
 
 __all__ = [
     "run_playbook",
@@ -223,17 +224,11 @@ def run_specs(session: Session, specs, then_winner: bool = False):
 def _grid_done(study, specs) -> bool:
     from optuna.trial import TrialState
 
-    finals = {t.user_attrs.get("key"): t for t in _final(study)}
+    finals = {t.user_attrs.get("key"): t for t in final_trials(study)}
     return all(
         s.key in finals and finals[s.key].state not in (TrialState.WAITING, TrialState.RUNNING)
         for s in specs
     )
-
-
-def _final(study):
-    from tl_hf.lab.study import final_trials
-
-    return final_trials(study)
 
 
 def prepared_for(session: Session, name: str):
@@ -298,7 +293,7 @@ def _run_winner(session: Session, trial):
     from tl_hf.lab.report import summarize, trial_rows
     from tl_hf.pipeline import run
 
-    rows = trial_rows(_final(session.study))
+    rows = trial_rows(final_trials(session.study))
     summary = summarize(rows, session.greater)
     best = next((c for c in summary if c["rank"] == 1), None)
     if best is None:
@@ -389,7 +384,7 @@ def finish(session: Session, specs, winner=None) -> LabResult:
         session.lab_dir,
         session.greater,
     )
-    rows = trial_rows(_final(study))
+    rows = trial_rows(final_trials(study))
     summary = summarize(rows, greater)
     if winner is None:  # another worker (or an earlier run) reran the winner
         done = [

@@ -22,6 +22,7 @@ from typing import Any
 
 from tl_hf.config import RunArgs
 from tl_hf.lab.grid import LR_LADDER, LabArguments, TrialSpec, default_learning_rate
+from tl_hf.lab.study import final_trials
 
 
 def augmentation_decision(best: str | None, diagnosis: dict) -> tuple[bool, str]:
@@ -89,12 +90,12 @@ def _specs(
 
 def _stage(session, specs) -> list[dict]:
     """Run a stage's trials; return their rows (this stage only)."""
-    from tl_hf.lab import _final, run_specs
+    from tl_hf.lab import run_specs
     from tl_hf.lab.report import trial_rows
 
     run_specs(session, specs)
     keys = {s.key for s in specs}
-    return [r for r in trial_rows(_final(session.study)) if r["key"] in keys]
+    return [r for r in trial_rows(final_trials(session.study)) if r["key"] in keys]
 
 
 def _verdict(session, rows: list[dict]) -> dict[str, Any]:
@@ -312,7 +313,7 @@ def _step_augment(session, trail: list) -> list[TrialSpec]:
     """4. Augmentation (2 stored copies vs on the fly) on the best so far, if it overfits."""
     from tl_hf.lab.report import summarize, trial_rows
 
-    rows = trial_rows(_final_rows(session))
+    rows = trial_rows(final_trials(session.study))
     best = _best(summarize(rows, session.greater))
     best_rows = [r for r in rows if best and r["config"] == best["config"]]
     diagnosis = _verdict(session, best_rows) if best else {"verdict": "unknown", "reasons": []}
@@ -347,9 +348,3 @@ def _step_augment(session, trail: list) -> list[TrialSpec]:
         }
     )
     return specs
-
-
-def _final_rows(session):
-    from tl_hf.lab import _final
-
-    return _final(session.study)
