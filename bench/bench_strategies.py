@@ -1,11 +1,14 @@
-"""Every registered strategy on the embedded text default (MiniLM-L6 on BBC News), through the
-same pipeline as the recipe, each strategy and seed in its own process: test accuracy, train
+"""Every registered strategy on a modality's embedded default (text: MiniLM-L6 on BBC News;
+image: EfficientNet-Lite0 on Fashion-MNIST; audio: Whisper tiny.en's encoder on synthesized spoken
+words) or on a real set from `bench/realdata.py` (`--real NAME`), through the same pipeline as the
+recipe, each strategy and seed in its own process: test accuracy, train
 time (every training phase: LP-FT's probe included; run time: the whole run, data
 preparation, feature caching and evaluation included), trainable parameters, optimizer state
 (bytes of every tensor in `optimizer.state` after training; LP-FT: its fine-tuning phase) and
 peak RSS.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=. python bench/bench_strategies.py \
+        [--modality text|image|audio] [--real NAME] \
         [--max_train_samples 200 --num_train_epochs 2 --seeds 1 --strategies frozen full ...]
 
 A quick, small-data run (defaults above) shows the relative costs; accuracy differences at 200
@@ -50,8 +53,17 @@ def arm(args) -> dict:
 
     TLTrainer.train = timed_train
     out = tempfile.mkdtemp(prefix="tl_hf_bench_strategies_")
+    dataset, modality = None, args.modality
+    if args.real:
+        from realdata import REAL_SETS
+
+        modality, loader = REAL_SETS[args.real][:2]
+        dataset = loader()
+    extra = dict(args.flag or [])
     start = time.perf_counter()
-    result = tl_hf.train_text_classifier(
+    result = tl_hf.train_classifier(
+        modality,
+        dataset,
         output_dir=out,
         strategy=strategy,
         seed=int(seed),
@@ -61,6 +73,7 @@ def arm(args) -> dict:
         num_train_epochs=args.num_train_epochs,
         use_cpu=True,
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
+        **extra,
     )
     run_seconds = time.perf_counter() - start
     with open(os.path.join(out, "param_groups.json")) as f:
@@ -77,6 +90,15 @@ def arm(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modality", default="text", help="whose embedded default to use")
+    parser.add_argument("--real", default=None, help="a set of bench/realdata.py instead")
+    parser.add_argument(
+        "--flag",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="any other recipe flag for every arm, e.g. --flag image_size 64",
+    )
     parser.add_argument("--strategies", nargs="+", default=list(DEFAULT))
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--first_seed", type=int, default=0)
@@ -97,6 +119,9 @@ def main() -> None:
         f"--{k}={getattr(args, k)}"
         for k in ("max_train_samples", "max_eval_samples", "max_test_samples", "num_train_epochs")
     ] + ([f"--learning_rate={args.learning_rate}"] if args.learning_rate else [])
+    extra += [f"--modality={args.modality}"] + ([f"--real={args.real}"] if args.real else [])
+    for name, value in args.flag or []:
+        extra += ["--flag", name, value]
     import statistics
 
     rows, full = [], None
@@ -120,7 +145,7 @@ def main() -> None:
             flush=True,
         )
     print(
-        f"\nMiniLM-L6 on BBC News: {args.max_train_samples} training rows, "
+        f"\n{args.real or args.modality + ' embedded default'}: {args.max_train_samples} training rows, "
         f"{args.num_train_epochs} epochs, {args.max_test_samples} test rows, "
         f"{args.seeds} seed(s), "
         f"{f'learning rate {args.learning_rate}' if args.learning_rate else 'default learning rates'}"

@@ -78,6 +78,17 @@ class ModelArguments:
             "read that code first."
         },
     )
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "What the head reads. auto: the masked mean of the tokens when the checkpoint "
+            "declares it (sentence-transformers' 1_Pooling/config.json) and the strategy trains a "
+            "head on frozen features (frozen, lp_ft), else the stock class's first token; mean: "
+            "always the mean; first: always the first token. The mean is a pooling block appended "
+            "to the encoder, so the saved model stays a stock class (BERT-style encoders only).",
+            "choices": ["auto", "mean", "first"],
+        },
+    )
 
 
 @dataclass

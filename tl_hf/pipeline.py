@@ -127,6 +127,7 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
             display_name=model_display_name(args.model.model_name_or_path, args.modality),
         )
         plan.modality.adapt_model(model, data.processor)
+        args = pooling_step(model, args, plan)
     batch_augment = (
         plan.modality.build_batch_augment(plan.specs, len(data.label_names), args.training.seed)
         if plan.specs
@@ -200,6 +201,24 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         diagnosis = save_and_report(ran, plan, metrics, len(data.label_names), dataset, timer)
         log_final_to_trackers(trainer, metrics, format_diagnosis(diagnosis))
     return RunResult(metrics, trainer.model, training_args.output_dir, ran, groups)
+
+
+def pooling_step(model, args: RunArgs, plan: Plan) -> RunArgs:
+    """Step 5b: `--pooling` (`tl_hf.pooling`): the checkpoint's declared mean pooling as an
+    appended block where it applies; the returned arguments record what the head reads."""
+    from tl_hf.pooling import resolve_pooling
+    from tl_hf.strategy import get_strategy
+
+    strategy = get_strategy(args.strategy.strategy)
+    pooling, note = resolve_pooling(
+        model,
+        plan.model_path,
+        args.model.pooling,
+        strategy.head_on_frozen_features(args.strategy),
+    )
+    if note:
+        _log(f"pooling: {note}")
+    return dataclasses.replace(args, model=dataclasses.replace(args.model, pooling=pooling))
 
 
 def train_step(trainer, cache, args: RunArgs):

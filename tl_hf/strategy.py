@@ -196,6 +196,9 @@ class Strategy:
             (called before anything is loaded).
         trains_backbone: whether the backbone learns (the diagnosis suggests unfreezing
             when it does not).
+        head_on_frozen_features(options) -> bool: whether the head first learns on the frozen
+            backbone's features (then `--pooling auto` gives it the pooling the checkpoint
+            declares, `tl_hf.pooling`).
     """
 
     name: str
@@ -210,6 +213,7 @@ class Strategy:
     describe: Callable[[Mapping[str, Any]], str] = _no_detail
     check: Callable[[Any, Any], None] = refuse_trainable_layers
     trains_backbone: bool = True
+    head_on_frozen_features: Callable[[Any], bool] = lambda options: False
 
 
 def register_strategy(strategy: Strategy) -> Strategy:

@@ -10,17 +10,11 @@ off the curve (`propose`).
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-POOLING_MODES = {  # 1_Pooling/config.json key -> our name
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
-}
+from tl_hf.pooling import declared_pooling  # noqa: F401  (re-exported for the probe's callers)
+
 NEAR_BEST = 0.01  # depths within one point of the best probe count as "the information is here"
 TARGET_RATIO = 0.25  # LLRD: the block where the information peaks trains at 1/4 of the top rate
 
@@ -37,24 +31,6 @@ class ProbeResult:
     pooling_declared: bool  # read from the checkpoint's 1_Pooling/config.json
     num_blocks: int
     proposal: dict[str, Any] = field(default_factory=dict)
-
-
-def declared_pooling(model_path: str) -> str | None:
-    """The pooling a sentence-transformers checkpoint declares (`1_Pooling/config.json`), or None."""
-    path = os.path.join(model_path, "1_Pooling", "config.json")
-    if not os.path.isfile(path):
-        try:  # a Hub id: only what is already in the local cache (never a download here)
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(model_path, "1_Pooling/config.json")
-            path = cached if isinstance(cached, str) else None
-        except Exception:
-            path = None
-    if not path:
-        return None
-    with open(path) as f:
-        config = json.load(f)
-    return next((name for key, name in POOLING_MODES.items() if config.get(key)), None)
 
 
 def pool(hidden, attention_mask, pooling: str):

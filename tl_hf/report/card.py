@@ -203,6 +203,35 @@ def _what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
     return lines
 
 
+def _pooling_line(cfg: dict, root) -> list[str]:
+    """What the head reads, when it is not simply the stock class's first token."""
+    import json
+
+    from tl_hf.pooling import declared_pooling
+
+    try:
+        with open(root / "config.json") as f:
+            architecture = (json.load(f).get("architectures") or ["?"])[0]
+    except (OSError, ValueError):
+        architecture = "?"
+    if cfg.get("pooling") == "mean":
+        return [
+            "- Pooling: the head reads the masked mean of the encoder's last hidden states (the "
+            "pooling sentence-embedding checkpoints are trained with), computed by one pooling "
+            f"block appended to the encoder: the model is a stock `{architecture}` and loads "
+            "without custom code."
+        ]
+    path = cfg.get("model_name_or_path")
+    declared = declared_pooling(path) if path else None
+    if declared and declared != "cls":
+        return [
+            f"- Pooling: the checkpoint declares {declared} pooling; this model's head reads the "
+            f"first token, as the stock `{architecture}` does (`--pooling mean` gives the head "
+            "the mean where the encoder has BERT-style blocks)."
+        ]
+    return []
+
+
 def _wrap_command(command: str) -> str:
     """One `--flag values` per line (shell continuations): a long command stays readable."""
     import shlex
@@ -331,7 +360,8 @@ def build_model_card(output_dir: str | os.PathLike, results: dict | None = None)
     per_class = per_class_rows(results)
     if per_class:
         lines += ["Per class (test):", "", md_table(per_class, PER_CLASS_HEADER), ""]
-    lines += ["## What was done", "", *_what_was_done(cfg, results, groups), ""]
+    lines += ["## What was done", "", *_what_was_done(cfg, results, groups)]
+    lines += [*_pooling_line(cfg, root), ""]
     if (root / CURVES_FILE).is_file():
         lines += ["### Training curves", "", f"![training curves]({CURVES_FILE})", ""]
     if run["diagnosis"]:

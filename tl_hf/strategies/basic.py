@@ -64,6 +64,7 @@ FROZEN = register_strategy(
         describe=_frozen_detail,
         check=_frozen_check,
         trains_backbone=False,
+        head_on_frozen_features=lambda options: not options.trainable_layers,
     )
 )
 

@@ -102,5 +102,6 @@ LP_FT = register_strategy(
         default_learning_rate=_default_lr,
         describe=_describe,
         check=_check,
+        head_on_frozen_features=lambda options: True,
     )
 )
