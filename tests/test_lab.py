@@ -226,6 +226,43 @@ def test_time_budget_skips_and_rerun_finishes(tiny_bert, data_csv, tmp_path):
     assert second.skipped == [] and Counter(r["state"] for r in second.rows) == {"complete": 2}
 
 
+def test_time_budget_still_keeps_the_best_finished_as_winner(
+    tiny_bert, data_csv, tmp_path, monkeypatch
+):
+    import tl_hf.lab as lab_module
+    from tl_hf.lab import run_lab
+
+    kwargs = dict(
+        model_name_or_path=tiny_bert,
+        train_file=data_csv,
+        output_dir=str(tmp_path / "lab"),
+        strategies=["full"],
+        learning_rates=["3e-3", "1e-3"],
+        seeds=1,
+        num_train_epochs=1,
+        use_cpu=True,
+        validation_split_percentage=25,
+    )
+    original = lab_module._run_grid_trial
+
+    def one_then_out_of_time(session, trial, spec):
+        outcome = original(session, trial, spec)
+        session.deadline = 0.0  # the budget is spent once the first trial finished
+        return outcome
+
+    monkeypatch.setattr(lab_module, "_run_grid_trial", one_then_out_of_time)
+    first = run_lab("text", time_budget_minutes=60, **kwargs)
+    assert len(first.skipped) == 1 and first.winner["within_budget_only"]
+    finished = next(r for r in first.rows if r["state"] == "complete")
+    assert first.winner["config"] == finished["config"]
+    assert (tmp_path / "lab" / "winner" / "all_results.json").is_file()
+    # with time, a rerun finishes the grid and chooses again (the winner trial is in the study)
+    monkeypatch.undo()
+    second = run_lab("text", **kwargs)
+    assert second.skipped == [] and not second.winner["within_budget_only"]
+    assert Counter(r["state"] for r in second.rows) == {"complete": 2}
+
+
 def _lab_command(tiny_bert, data_csv, out, extra=()):
     return [
         sys.executable,

@@ -44,6 +44,9 @@ def test_extra_strategies_follow_probe_and_diagnosis():
     assert set(extra_strategies(underfit, top, 40, known)) == {"lp_ft", "gradual"}
     assert set(extra_strategies(underfit, middle, 400, known)) == set()
     assert set(extra_strategies(overfit, middle, 40, known)) == {"lora"}
+    # a sentence-embedding checkpoint's declared mean pooling: probe first, whatever the depth
+    declared = {**middle, "pooling": "mean", "pooling_declared": True}
+    assert set(extra_strategies(overfit, declared, 40, known)) == {"lora", "lp_ft"}
     assert (
         extra_strategies(underfit, top, 40, {"frozen", "full", "llrd"}) == {}
     )  # only known strategies
@@ -153,6 +156,7 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
         and "The final recipe" in page
     )
     winner = result.winner
+    assert winner["pooling"] == "first" and "the stock transformers class" in trail[4]["why"]
     card = (out / "winner" / "README.md").read_text()
     assert "How this model was chosen (tl-hf playbook)" in card and winner["command"] in card
     # the kept model loads with pipeline() and reproduces the run's test predictions

@@ -160,7 +160,7 @@ MODALITY = register_modality(
         input_column="image",
         column_flags=("image_column",),
         # Convolutional vision backbones (BatchNorm, no attention) take larger steps than transformers.
-        default_learning_rates={"frozen": 1e-3, "full": 1e-4, "llrd": 5e-4},
+        default_learning_rates={"frozen": 1e-2, "full": 1e-4, "llrd": 5e-4},
         example_input='"path/to/image.jpg"',
         default_dataset="embedded:fashion_mnist",
         default_model_hub_id="timm/tf_efficientnet_lite0.in1k",

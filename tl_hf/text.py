@@ -194,7 +194,7 @@ MODALITY = register_modality(
         column_flags=("text_column", "text_pair_column"),
         # A new head alone on frozen features wants a far larger step than a full fine-tune
         # (playbook step 4: 1/10 to 1/100 of from-scratch).
-        default_learning_rates={"frozen": 1e-3, "full": 5e-5, "llrd": 1e-4},
+        default_learning_rates={"frozen": 1e-2, "full": 5e-5, "llrd": 1e-4},
         example_input='"This is wonderful!"',
         default_dataset="embedded:bbc_news",
         default_model_hub_id="sentence-transformers/all-MiniLM-L6-v2",

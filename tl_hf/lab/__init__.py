@@ -218,7 +218,20 @@ def run_specs(session: Session, specs, then_winner: bool = False):
             f"trial {trial.number} {outcome.state}: {spec.key}{value} ({session.durations[-1]:.0f} s); "
             f"{left} waiting, ETA {eta / 60:.1f} min on this worker"
         )
+    if then_winner and winner is None and session.out_of_time() and not _winner_done(study):
+        # the budget stopped the grid: the best of what finished still becomes a run folder
+        # (outside the study, so a rerun that finishes the grid chooses again)
+        winner = _run_winner(session, None)
     return winner
+
+
+def _winner_done(study) -> bool:
+    from optuna.trial import TrialState
+
+    return any(
+        t.user_attrs.get("winner")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
 
 
 def _grid_done(study, specs) -> bool:
@@ -286,7 +299,9 @@ def _run_grid_trial(session: Session, trial, spec):
 
 
 def _run_winner(session: Session, trial):
-    """Rerun the best configuration (its best seed) into `lab_dir/winner`, with the test split."""
+    """Rerun the best configuration (its best seed) into `lab_dir/winner`, with the test split.
+    `trial` is the study's winner trial, or None when the time budget stopped the grid (the
+    winner is then the best of the trials that finished, and says so)."""
     from optuna.trial import TrialState
 
     from tl_hf.lab.grid import trial_args
@@ -297,8 +312,9 @@ def _run_winner(session: Session, trial):
     summary = summarize(rows, session.greater)
     best = next((c for c in summary if c["rank"] == 1), None)
     if best is None:
-        trial.set_user_attr("fail_reason", "no configuration completed")
-        session.study.tell(trial, state=TrialState.FAIL)
+        if trial is not None:
+            trial.set_user_attr("fail_reason", "no configuration completed")
+            session.study.tell(trial, state=TrialState.FAIL)
         return None
     seeds = [r for r in rows if r["config"] == best["config"] and r["state"] == "complete"]
     top = (max if session.greater else min)(seeds, key=lambda r: r["objective_value"])
@@ -332,9 +348,14 @@ def _run_winner(session: Session, trial):
         "command": reproduce_command(session.base, spec, augment),
         "validation_rerun": result.metrics.get(session.lab.objective),
         "test_metrics": test,
+        "pooling": result.args.model.pooling,
+        "within_budget_only": trial is None,
     }
-    trial.set_user_attr("winner", winner)
-    session.study.tell(trial, result.metrics.get(session.lab.objective), state=TrialState.COMPLETE)
+    if trial is not None:
+        trial.set_user_attr("winner", winner)
+        session.study.tell(
+            trial, result.metrics.get(session.lab.objective), state=TrialState.COMPLETE
+        )
     return winner
 
 

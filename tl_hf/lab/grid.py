@@ -50,7 +50,8 @@ class LabArguments:
     time_budget_minutes: float | None = field(
         default=None,
         metadata={
-            "help": "No new trial starts after this many minutes; the report lists the skipped."
+            "help": "No new trial starts after this many minutes; the best configuration "
+            "finished by then is still rerun as the winner, and the report lists the skipped."
         },
     )
     storage: str | None = field(

@@ -47,7 +47,9 @@ def extra_strategies(
     """Strategies beyond full and LLRD that the evidence argues for (name -> why), among
     those the toolkit knows:
     - `lp_ft` when the probe finds the task's information at the top block (good features:
-      Kumar et al. 2022 show fine-tuning from a probed head keeps them);
+      Kumar et al. 2022 show fine-tuning from a probed head keeps them), or when the checkpoint
+      declares a pooling other than the first token (its probe reads that pooling,
+      `tl_hf.pooling`);
     - `gradual` when the baseline underfits on little data (< 100 rows per class: ULMFiT's
       gradual unfreezing guards what little data can teach against forgetting);
     - `lora` when the baseline is healthy or overfits (few trainable parameters regularise)."""
@@ -55,6 +57,11 @@ def extra_strategies(
     if "lp_ft" in known and probe and probe["peak_depth"] == probe["num_blocks"]:
         out["lp_ft"] = (
             "the probe finds the information at the top block: good features, probe the head first"
+        )
+    elif "lp_ft" in known and probe and probe.get("pooling_declared") and probe["pooling"] != "cls":
+        out["lp_ft"] = (
+            f"the checkpoint declares {probe['pooling']} pooling: only a probe-first fine-tune "
+            "starts from the features it was trained to give"
         )
     if "gradual" in known and diagnosis["verdict"] == "underfitting" and rows_per_class < 100:
         out["gradual"] = (
@@ -179,21 +186,39 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
     probe = _step_probe(session, trail)
     specs += _step_unfreeze(session, trail, diagnosis, probe)
     specs += _step_augment(session, trail)
-    winner = None if session.out_of_time() else run_specs(session, specs, then_winner=True)
+    winner = run_specs(session, specs, then_winner=True)
     result = finish(session, specs, winner)
     trail.append(
         {
             "step": "5. winner",
             "ran": result.winner is not None,
-            "why": "the best mean validation over seeds across every step; rerun into a complete run folder, "
-            "the only run scored on the test split"
+            "why": "the best mean validation over seeds across every step"
+            + (
+                f" (of the trials finished within the time budget; {len(result.skipped)} not "
+                "started: rerun the command to finish them and choose again)"
+                if result.skipped
+                else ""
+            )
+            + "; rerun into a complete run folder, the only run scored on the test split; "
+            + kept_model(result.winner)
             if result.winner
-            else "no winner: the time budget ran out or no configuration completed",
+            else "no winner: no configuration completed within the time budget",
             "result": result.winner,
         }
     )
     write_playbook(session, result, trail, probe)
     return result
+
+
+def kept_model(winner: dict) -> str:
+    """Which model the winner's folder keeps, as for pooling (`tl_hf.pooling`)."""
+    if winner.get("pooling") == "mean":
+        return (
+            "the kept model reads the masked mean of the tokens (the pooling the checkpoint "
+            "declares) through a pooling block appended to its encoder: a stock transformers "
+            "class that pipeline() loads"
+        )
+    return "the kept model is the stock transformers class, its head on the first token"
 
 
 def _skipped(trail: list, step: str, why: str) -> list:
