@@ -29,6 +29,16 @@ from _common import quiet, report, run_arm, table  # noqa: E402
 DEFAULT = ("frozen", "full", "llrd", "lora", "lp_ft", "gradual")
 
 
+def _value(text: str):
+    """A flag's value as the recipe's parser would type it: a number or true/false, else text."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def arm(args) -> dict:
     import json
 
@@ -59,7 +69,7 @@ def arm(args) -> dict:
 
         modality, loader = REAL_SETS[args.real][:2]
         dataset = loader()
-    extra = dict(args.flag or [])
+    extra = {name: _value(text) for name, text in args.flag or []}
     start = time.perf_counter()
     result = tl_hf.train_classifier(
         modality,

@@ -165,3 +165,39 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
     label2id = classify.model.config.label2id
     predicted = [label2id[p["label"]] for p in classify([r["sentence"] for r in test_rows])]
     assert predicted == saved["predictions"]
+
+
+def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
+    from types import SimpleNamespace
+
+    import tl_hf.lab as lab
+    from tl_hf.lab.playbook import choice_sentence
+
+    reference = "llrd lr=0.0001 decay=0.8 aug=none"
+    session = SimpleNamespace(
+        greater=True, lab=SimpleNamespace(objective="eval_accuracy"), reference=reference
+    )
+    monkeypatch.setattr(
+        lab, "prepared_for", lambda s, name: SimpleNamespace(features={"validation": [0] * 16})
+    )
+
+    def summary(best_mean):
+        return [
+            {"config": "full lr=1.67e-05 aug=none", "mean": best_mean, "rank": 1},
+            {"config": reference, "mean": 0.75, "rank": 2},
+        ]
+
+    # one standard error of an accuracy of 0.75 on 16 rows: sqrt(0.75 * 0.25 / 16) = 0.108
+    chosen, choice = lab.choose_winner(session, summary(0.8125))
+    assert chosen["config"] == reference and choice["kept_reference"]
+    assert choice["margin"] == pytest.approx(0.1083, abs=1e-3)
+    assert "recipe default is kept" in choice_sentence(choice)
+    chosen, choice = lab.choose_winner(session, summary(0.9375))
+    assert chosen["config"].startswith("full") and not choice["kept_reference"]
+    # the plain lab has no reference; a loss objective has no binomial error: the best wins
+    assert (
+        lab.choose_winner(SimpleNamespace(**{**vars(session), "reference": None}), summary(0.8))[1]
+        is None
+    )
+    session.lab.objective, session.greater = "eval_loss", False
+    assert lab.choose_winner(session, summary(0.8))[0]["rank"] == 1

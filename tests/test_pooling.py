@@ -54,7 +54,9 @@ def test_appended_block_computes_the_masked_mean(tiny_bert):
     assert torch.allclose(after.pooler_output, torch.tanh(POOLER_SCALE * expected), atol=2e-3)
     # the padded third text alone gives the same vector: padding does not enter the mean
     with torch.no_grad():
-        alone = model.bert(**{k: v[2:3, : int(batch["attention_mask"][2].sum())] for k, v in batch.items()})
+        alone = model.bert(
+            **{k: v[2:3, : int(batch["attention_mask"][2].sum())] for k, v in batch.items()}
+        )
     assert torch.allclose(alone.pooler_output[0], after.pooler_output[2], atol=2e-3)
 
 

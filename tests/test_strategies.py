@@ -87,7 +87,9 @@ def test_registered_names_validate_the_flag_and_set_default_rates():
     with pytest.raises(UserError, match="invalid choice: 'partial'.*bitfit.*gradual.*lora.*lp_ft"):
         build_args("text", strategy="partial")
     lr = {s: build_args("text", strategy=s).training.learning_rate for s in strategy_names()}
-    assert lr["frozen"] == 1e-2 and lr["full"] == 5e-5 and lr["llrd"] == 1e-4  # frozen: 1e-2 (issue 12)
+    assert (
+        lr["frozen"] == 1e-2 and lr["full"] == 5e-5 and lr["llrd"] == 1e-4
+    )  # frozen: 1e-2 (issue 12)
     assert lr["lora"] == pytest.approx(2e-3)  # 40x the modality's full rate
     assert lr["gradual"] == lr["lp_ft"] == 1e-4  # layerwise rates; lp_ft then llrd
     assert build_args("text", strategy="lp_ft", lp_ft_then="full").training.learning_rate == 5e-5

@@ -139,6 +139,9 @@ class Session:
     deadline: float | None = None
     prepared: dict[str, Any] = dataclasses.field(default_factory=dict)
     durations: list[float] = dataclasses.field(default_factory=list)
+    # the playbook's reference configuration (the recipe default): kept as the winner unless
+    # the best beats it by more than the validation split can resolve (`choose_winner`)
+    reference: str | None = None
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -310,7 +313,7 @@ def _run_winner(session: Session, trial):
 
     rows = trial_rows(final_trials(session.study))
     summary = summarize(rows, session.greater)
-    best = next((c for c in summary if c["rank"] == 1), None)
+    best, choice = choose_winner(session, summary)
     if best is None:
         if trial is not None:
             trial.set_user_attr("fail_reason", "no configuration completed")
@@ -350,6 +353,7 @@ def _run_winner(session: Session, trial):
         "test_metrics": test,
         "pooling": result.args.model.pooling,
         "within_budget_only": trial is None,
+        "choice": choice,
     }
     if trial is not None:
         trial.set_user_attr("winner", winner)
@@ -357,6 +361,37 @@ def _run_winner(session: Session, trial):
             trial, result.metrics.get(session.lab.objective), state=TrialState.COMPLETE
         )
     return winner
+
+
+def choose_winner(session: Session, summary: list[dict]) -> tuple[dict | None, dict | None]:
+    """The configuration to keep: the best mean validation, except that the session's
+    reference configuration (the playbook's recipe default) is kept when the best beats it by
+    no more than one binomial standard error of an accuracy on the validation split,
+    sqrt(p (1 - p) / n): a difference the split cannot resolve is not evidence (the
+    one-standard-error rule). Returns (the chosen summary row, how it was chosen or None)."""
+    import math
+
+    best = next((c for c in summary if c["rank"] == 1), None)
+    reference = next(
+        (c for c in summary if c["config"] == session.reference and c["mean"] is not None), None
+    )
+    accuracy_like = session.greater and any(k in session.lab.objective for k in ("accuracy", "f1"))
+    if best is None or reference is None or reference is best or not accuracy_like:
+        return best, None
+    rows = len(prepared_for(session, "none").features["validation"])
+    p = min(max(reference["mean"], 0.0), 1.0)
+    margin = math.sqrt(p * (1 - p) / max(rows, 1))
+    gain = best["mean"] - reference["mean"]
+    kept = gain <= margin
+    return (reference if kept else best), {
+        "best": best["config"],
+        "best_mean": best["mean"],
+        "reference": reference["config"],
+        "reference_mean": reference["mean"],
+        "validation_rows": rows,
+        "margin": margin,
+        "kept_reference": kept,
+    }
 
 
 def _lab_keys() -> set[str]:

@@ -181,10 +181,12 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
     augment_sets = ["none", *lab.augment_sets, "default@copies=2", "default@on_the_fly"]
     lab = dataclasses.replace(lab, augment_sets=list(dict.fromkeys(augment_sets)))
     session = open_session(base, lab, dataset)
+    reference = _reference_specs(session)
+    session.reference = reference[0].config
     trail: list[dict[str, Any]] = []
     specs, diagnosis = _step_baseline(session, trail)
     probe = _step_probe(session, trail)
-    specs += _step_unfreeze(session, trail, diagnosis, probe)
+    specs += _step_unfreeze(session, trail, diagnosis, probe, reference)
     specs += _step_augment(session, trail)
     winner = run_specs(session, specs, then_winner=True)
     result = finish(session, specs, winner)
@@ -199,7 +201,9 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
                 if result.skipped
                 else ""
             )
-            + "; rerun into a complete run folder, the only run scored on the test split; "
+            + "; "
+            + choice_sentence(result.winner.get("choice"))
+            + "rerun into a complete run folder, the only run scored on the test split; "
             + kept_model(result.winner)
             if result.winner
             else "no winner: no configuration completed within the time budget",
@@ -208,6 +212,35 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
     )
     write_playbook(session, result, trail, probe)
     return result
+
+
+def _reference_specs(session) -> list[TrialSpec]:
+    """The recipe's own default configuration (its strategy at its default rate and decay),
+    over the playbook's seeds: the reference the winner must beat (`choose_winner`)."""
+    base = session.base
+    strategy = base.strategy.strategy
+    decay = base.strategy.llrd_decay if strategy == "llrd" else None
+    return _specs(
+        strategy,
+        [default_learning_rate(base, strategy)],
+        session.lab.seeds,
+        base.training.seed,
+        decay=decay,
+    )
+
+
+def choice_sentence(choice: dict | None) -> str:
+    """How `choose_winner` chose, in words ("" when the best simply won)."""
+    if not choice:
+        return ""
+    numbers = (
+        f"{choice['best']} {choice['best_mean']:.3f} vs the recipe default {choice['reference']} "
+        f"{choice['reference_mean']:.3f}, one standard error on {choice['validation_rows']} "
+        f"validation rows {choice['margin']:.3f}"
+    )
+    if choice["kept_reference"]:
+        return f"the recipe default is kept: the best beats it by no more than the validation split can resolve ({numbers}); "
+    return f"the best beats the recipe default by more than one standard error ({numbers}); "
 
 
 def kept_model(winner: dict) -> str:
@@ -284,8 +317,11 @@ def _step_probe(session, trail: list) -> dict | None:
     return probe
 
 
-def _step_unfreeze(session, trail: list, diagnosis: dict, probe: dict | None) -> list[TrialSpec]:
-    """3. Full and LLRD at a ladder of rates, the probe's proposal, the strategies argued for."""
+def _step_unfreeze(
+    session, trail: list, diagnosis: dict, probe: dict | None, reference: list[TrialSpec]
+) -> list[TrialSpec]:
+    """3. Full and LLRD at a ladder of rates, the probe's proposal, the strategies argued for,
+    and the recipe's own default (the reference)."""
     from tl_hf.lab import prepared_for
     from tl_hf.lab.report import summarize
 
@@ -321,6 +357,10 @@ def _step_unfreeze(session, trail: list, diagnosis: dict, probe: dict | None) ->
     for name, reason in extra_strategies(diagnosis, probe, per_class, _known_strategies()).items():
         specs += _specs(name, [default_learning_rate(base, name)], seeds, seed)
         why += f"; {name}: {reason}"
+    known = {s.key for s in specs}
+    if reference[0].key not in known:
+        specs += reference
+        why += f"; the recipe default ({reference[0].config}), the reference to beat"
     rows = _stage(session, specs)
     trail.append(
         {
