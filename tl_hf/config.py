@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -548,6 +548,10 @@ def finalize_args(
     from tl_hf.strategy import get_strategy
 
     declared = get_modality(modality)  # an unknown name is a UserError listing the known ones
+    if "strategy" not in explicit:
+        # --random_init needs a strategy that trains the backbone from the start
+        default = "llrd" if model is not None and model.random_init else declared.default_strategy
+        strategy = replace(strategy, strategy=default)
     chosen = get_strategy(strategy.strategy)  # likewise, listing the registered strategies
     if not 0 < strategy.llrd_decay <= 1:
         raise UserError(f"--llrd_decay must be in (0, 1], got {strategy.llrd_decay}: try 0.8")

@@ -127,6 +127,7 @@ class Modality:
         default_model_hub_id: the Hub id the embedded checkpoint was copied from: the
             card's `base_model`, so the Hub links the model tree (None: no embedded one).
         embedded_run_defaults: flag defaults used when the embedded model and data run.
+        default_strategy: `--strategy` when none is given (docs/defaults.md: the evidence).
         augment_module: the module holding the augmentation catalogue (`tl_hf.augment`).
         preprocess_on_access: preprocess per batch (`with_transform`) instead of storing the
             result through `datasets.map` (pixels and waveforms are too large to store); the
@@ -164,6 +165,7 @@ class Modality:
     default_dataset: str | None = None
     default_model_hub_id: str | None = None
     embedded_run_defaults: dict[str, Any] = field(default_factory=dict)
+    default_strategy: str = "llrd"
     augment_module: str | None = None
     preprocess_on_access: bool = False
     default_model: Callable[[], str | None] = lambda: None

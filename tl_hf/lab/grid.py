@@ -233,7 +233,7 @@ def default_learning_rate(base: RunArgs, strategy: str) -> float:
         base.speed,
         training,
         base.report,
-        explicit=base.explicit - {"learning_rate"},
+        explicit=(base.explicit - {"learning_rate"}) | {"strategy"},
     )
     return args.training.learning_rate
 
