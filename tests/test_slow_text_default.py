@@ -45,7 +45,10 @@ def test_embedded_default_on_real_minilm(tmp_path, capsys):
     assert results["train_samples"] == 150 and results["test_samples"] == 100
     assert results["test_accuracy"] >= 0.6  # chance is 0.2; the pretrained encoder transfers
     groups = json.loads((out / "param_groups.json").read_text())
-    assert {g["depth"] for g in groups} == set(range(8))  # embeddings, 6 blocks, pooler + head
+    # the default: lp_ft on the declared mean pooling, a pooling block appended to the 6
+    # blocks: embeddings, 7 blocks, pooler + head
+    assert results["strategy"] == "lp_ft"
+    assert {g["depth"] for g in groups} == set(range(9))
     classify = pipeline("text-classification", model=str(out))
     label = classify("The striker scored twice as the club won the league title on Saturday.")[0][
         "label"

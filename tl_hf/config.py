@@ -187,7 +187,8 @@ class StrategyArguments:
     strategy: str = field(
         default="llrd",
         metadata={
-            "help": "frozen: backbone frozen, new head trains; full: everything at --learning_rate; "
+            "help": "Default: the modality's (text lp_ft, image and audio llrd; docs/defaults.md). "
+            "frozen: backbone frozen, new head trains; full: everything at --learning_rate; "
             "llrd: layerwise learning-rate decay; lora: LoRA adapters + the head; lp_ft: linear "
             "probe, then fine-tune; gradual: unfreeze one block from the top every "
             "--unfreeze_every epochs; or any strategy registered with "
