@@ -62,8 +62,7 @@ def arm_plain(modality: str, dsd, seed: int) -> dict:
     from transformers import Trainer, TrainingArguments, set_seed
 
     from tl_hf.config import build_args
-    from tl_hf.model import build_model
-    from tl_hf.pipeline import plan_run, prepare_data
+    from tl_hf.pipeline import load_model_step, plan_run, prepare_data
 
     out = tempfile.mkdtemp(prefix="tl_hf_plain_")
     args = build_args(
@@ -72,14 +71,7 @@ def arm_plain(modality: str, dsd, seed: int) -> dict:
     plan = plan_run(args)
     data = prepare_data(args, plan, dsd)
     set_seed(seed)
-    model = build_model(
-        plan.modality.auto_model,
-        plan.model_path,
-        args.model,
-        data.label_names,
-        plan.checkpoint_config,
-    )
-    plan.modality.adapt_model(model, data.processor)
+    model = load_model_step(args, plan, data)
     training = TrainingArguments(
         output_dir=out,
         learning_rate=5e-5,
@@ -227,34 +219,59 @@ def arm(args) -> None:
         report(out)
 
 
-def load_results(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def load_results(paths: list[str]) -> list[dict]:
+    """Every result of the JSON-lines files; a (set, size, arm) found in a later file replaces
+    the earlier files' rows for it (a rerun)."""
+    groups: dict[tuple, list[dict]] = {}
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        fresh: dict[tuple, list[dict]] = {}
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    fresh.setdefault((r["set"], r["per_class"], r["arm"]), []).append(r)
+        groups.update(fresh)
+    return [r for rows in groups.values() for r in rows]
 
 
-def print_table(path: str) -> None:
-    rows = load_results(path)
+def _cell(runs: list[dict]) -> str:
+    acc = [r["test_accuracy"] for r in runs]
+    if not acc:
+        return "-"
+    std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+    secs = statistics.mean(r["seconds"] for r in runs)
+    search = runs[0].get("playbook_seconds")
+    spent = f"{secs:.0f} s" + (f"; playbook {search:.0f} s" if search else "")
+    return f"{statistics.mean(acc):.3f} +- {std:.3f} ({spent})"
+
+
+def print_table(paths: list[str], arms: list[str] | None = None) -> None:
+    """Mean +- sample std of test accuracy over seeds (and the mean wall time of one run) per
+    set and arm; `recipe default` is the arm named after the modality's default strategy."""
+    from realdata import REAL_SETS
+
+    from tl_hf.modality import get_modality
+
     by: dict[tuple, dict[str, list]] = {}
-    arms: list[str] = []
-    for r in rows:
+    seen: list[str] = []
+    for r in load_results(paths):
         by.setdefault((r["set"], r["per_class"]), {}).setdefault(r["arm"], []).append(r)
-        arms += [r["arm"]] if r["arm"] not in arms else []
+        seen += [r["arm"]] if r["arm"] not in seen else []
+    columns = arms or seen
     out = []
     for (name, per_class), per_arm in sorted(by.items()):
-        cells = [name, per_class]
-        for a in arms:
-            runs = per_arm.get(a, [])
-            acc = [r["test_accuracy"] for r in runs]
-            if not acc:
-                cells.append("-")
-                continue
-            std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-            secs = statistics.mean(r["seconds"] for r in runs)
-            cells.append(f"{statistics.mean(acc):.3f} +- {std:.3f} (n={len(acc)}, {secs:.0f} s)")
+        modality = REAL_SETS[name][0]
+        default = get_modality(modality).default_strategy
+        cells = [name, modality, per_class]
+        for a in columns:
+            if a == "recipe default":
+                cells.append(f"{_cell(per_arm.get(default, []))} [{default}]")
+            else:
+                cells.append(_cell(per_arm.get(a, [])))
         out.append(cells)
-    print(table(out, ["set", "train per class", *arms]))
+    print(table(out, ["set", "modality", "train per class", *columns]))
 
 
 def main() -> None:
@@ -267,14 +284,22 @@ def main() -> None:
     parser.add_argument("--flags", default=None, help="JSON recipe flags for the default arm")
     parser.add_argument("--label", default=None, help="the arm's name in the table")
     parser.add_argument("--out", default=OUT)
-    parser.add_argument("--table", action="store_true")
+    parser.add_argument(
+        "--table",
+        nargs="*",
+        default=None,
+        metavar="FILE",
+        help="print the table from these result files (default: --out); later files' "
+        "(set, size, arm) rows replace earlier ones",
+    )
+    parser.add_argument("--columns", nargs="+", default=None, help="the table's arms, in order")
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
         arm(args)
         return
-    if args.table:
-        print_table(args.out)
+    if args.table is not None:
+        print_table(args.table or [args.out], args.columns)
         return
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     extra = [
@@ -294,7 +319,7 @@ def main() -> None:
                     f"{result['test_accuracy']:.3f} ({result['seconds']:.0f} s)",
                     flush=True,
                 )
-    print_table(args.out)
+    print_table([args.out])
 
 
 def run_arm_all(script: str, name: str, extra: list[str]) -> list[dict]:

@@ -93,7 +93,6 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
 
         from tl_hf.console import apply_phase_progress
         from tl_hf.interrupt import set_stage, start_run
-        from tl_hf.model import build_model
         from tl_hf.report import format_diagnosis
         from tl_hf.report.share import model_display_name
         from tl_hf.report.trackers import (
@@ -117,16 +116,13 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
     # 5. model with the new head.
     set_stage("model loading")
     with timer.phase("model load"):
-        model = build_model(
-            plan.modality.auto_model,
-            plan.model_path,
-            args.model,
-            data.label_names,
-            plan.checkpoint_config,
+        model = load_model_step(
+            args,
+            plan,
+            data,
             verbose=args.report.verbose,
             display_name=model_display_name(args.model.model_name_or_path, args.modality),
         )
-        plan.modality.adapt_model(model, data.processor)
         args = pooling_step(model, args, plan)
     batch_augment = (
         plan.modality.build_batch_augment(plan.specs, len(data.label_names), args.training.seed)
@@ -201,6 +197,23 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
         diagnosis = save_and_report(ran, plan, metrics, len(data.label_names), dataset, timer)
         log_final_to_trackers(trainer, metrics, format_diagnosis(diagnosis))
     return RunResult(metrics, trainer.model, training_args.output_dir, ran, groups)
+
+
+def load_model_step(args: RunArgs, plan: Plan, data: Prepared, **options):
+    """Step 5: the checkpoint with a new head for the data's labels, adapted to the modality
+    (`options`: `tl_hf.model.build_model`'s verbose and display_name)."""
+    from tl_hf.model import build_model
+
+    model = build_model(
+        plan.modality.auto_model,
+        plan.model_path,
+        args.model,
+        data.label_names,
+        plan.checkpoint_config,
+        **options,
+    )
+    plan.modality.adapt_model(model, data.processor)
+    return model
 
 
 def pooling_step(model, args: RunArgs, plan: Plan) -> RunArgs:

@@ -139,20 +139,12 @@ def _probe(session) -> dict[str, Any]:
     """Step 2 on the baseline's data: the base model, frozen, one pass with hidden states."""
     from tl_hf.lab import prepared_for
     from tl_hf.lab.probe import run_probe
-    from tl_hf.model import build_model
-    from tl_hf.pipeline import plan_run
+    from tl_hf.pipeline import load_model_step, plan_run
 
     base = session.base
     data = prepared_for(session, "none")
     plan = plan_run(base)
-    model = build_model(
-        plan.modality.auto_model,
-        plan.model_path,
-        base.model,
-        data.label_names,
-        plan.checkpoint_config,
-    )
-    plan.modality.adapt_model(model, data.processor)
+    model = load_model_step(base, plan, data)
     result = run_probe(
         model,
         data.features,
