@@ -194,6 +194,10 @@ def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
     assert "recipe default is kept" in choice_sentence(choice)
     chosen, choice = lab.choose_winner(session, summary(0.9375))
     assert chosen["config"].startswith("full") and not choice["kept_reference"]
+    # a reference that was pruned: the best, and the trail says why there was no comparison
+    pruned = [summary(0.9)[0], {"config": reference, "mean": None, "rank": None}]
+    chosen, choice = lab.choose_winner(session, pruned)
+    assert chosen["rank"] == 1 and "pruned or did not finish" in choice_sentence(choice)
     # the plain lab has no reference; a loss objective has no binomial error: the best wins
     assert (
         lab.choose_winner(SimpleNamespace(**{**vars(session), "reference": None}), summary(0.8))[1]

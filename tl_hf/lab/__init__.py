@@ -376,6 +376,9 @@ def choose_winner(session: Session, summary: list[dict]) -> tuple[dict | None, d
         (c for c in summary if c["config"] == session.reference and c["mean"] is not None), None
     )
     accuracy_like = session.greater and any(k in session.lab.objective for k in ("accuracy", "f1"))
+    if best is not None and reference is None and session.reference:
+        # the recipe default was pruned or did not finish: nothing to weigh the best against
+        return best, {"reference": session.reference, "reference_mean": None}
     if best is None or reference is None or reference is best or not accuracy_like:
         return best, None
     rows = len(prepared_for(session, "none").features["validation"])

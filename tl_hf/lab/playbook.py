@@ -225,6 +225,11 @@ def choice_sentence(choice: dict | None) -> str:
     """How `choose_winner` chose, in words ("" when the best simply won)."""
     if not choice:
         return ""
+    if choice["reference_mean"] is None:
+        return (
+            f"the recipe default ({choice['reference']}) was pruned or did not finish, so the "
+            "best is kept without that comparison; "
+        )
     numbers = (
         f"{choice['best']} {choice['best_mean']:.3f} vs the recipe default {choice['reference']} "
         f"{choice['reference_mean']:.3f}, one standard error on {choice['validation_rows']} "
@@ -349,10 +354,10 @@ def _step_unfreeze(
     for name, reason in extra_strategies(diagnosis, probe, per_class, _known_strategies()).items():
         specs += _specs(name, [default_learning_rate(base, name)], seeds, seed)
         why += f"; {name}: {reason}"
-    known = {s.key for s in specs}
-    if reference[0].key not in known:
-        specs += reference
-        why += f"; the recipe default ({reference[0].config}), the reference to beat"
+    # the recipe default runs first: the pruner spares a study's first trials, and the
+    # reference must finish to be weighed against the best (`choose_winner`)
+    specs = reference + [s for s in specs if s.key not in {r.key for r in reference}]
+    why += f"; first the recipe default ({reference[0].config}), the reference to beat"
     rows = _stage(session, specs)
     trail.append(
         {

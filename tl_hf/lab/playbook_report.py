@@ -36,6 +36,7 @@ def _probe_chart(probe: dict) -> str:
         f"Per-layer probe ({probe['pooling']} pooling"
         + (", declared by the checkpoint)" if probe["pooling_declared"] else ")")
     )
+    ax.set_xticks(list(probe["depths"]))  # whole blocks only
     ax.grid(alpha=0.3)
     return _png(fig)
 
