@@ -417,3 +417,15 @@ def test_batchnorm_frozen_for_a_probe_trains_again_when_unfrozen():
     assert not stats_move()
     apply_strategy(model, "full")  # its fine-tuning phase
     assert stats_move()
+
+
+def test_each_modality_declares_its_default_strategy():
+    # docs/defaults.md: text lp_ft (probe on the declared pooling, then LLRD), image/audio llrd
+    assert build_args("text").strategy.strategy == "lp_ft"
+    assert build_args("image").strategy.strategy == "llrd"
+    assert build_args("audio").strategy.strategy == "llrd"
+    assert build_args("text", strategy="full").strategy.strategy == "full"  # a given flag wins
+    # --random_init needs the backbone trained from the start: lp_ft would probe random features
+    assert build_args("text", random_init=True).strategy.strategy == "llrd"
+    # the default strategy's own default rate: LP-FT then LLRD at the text llrd rate
+    assert build_args("text").training.learning_rate == 1e-4
