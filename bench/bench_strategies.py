@@ -46,22 +46,34 @@ def arm(args) -> dict:
     from tl_hf.train import TLTrainer
 
     strategy, seed = args.arm.split(":")
-    trainers = []
-    original = TLTrainer.train
+    import tl_hf.head_loop as head_loop
 
-    def timed_train(self, *a, **k):
-        start = time.perf_counter()
-        out = original(self, *a, **k)
+    trainers = []
+
+    def record(trainer, start: float) -> None:
         state = sum(
             t.numel() * t.element_size()
-            for s in self.optimizer.state.values()
+            for s in trainer.optimizer.state.values()
             for t in s.values()
             if hasattr(t, "numel")
         )
         trainers.append({"seconds": time.perf_counter() - start, "state_bytes": state})
+
+    original, original_head = TLTrainer.train, head_loop.train_head_on_features
+
+    def timed_train(self, *a, **k):
+        start = time.perf_counter()
+        out = original(self, *a, **k)
+        record(self, start)
         return out
 
-    TLTrainer.train = timed_train
+    def timed_head(trainer, *a, **k):  # cached features: the head's tight loop
+        start = time.perf_counter()
+        out = original_head(trainer, *a, **k)
+        record(trainer, start)
+        return out
+
+    TLTrainer.train, head_loop.train_head_on_features = timed_train, timed_head
     out = tempfile.mkdtemp(prefix="tl_hf_bench_strategies_")
     dataset, modality = None, args.modality
     if args.real:
