@@ -269,6 +269,7 @@ def prepared_for(session: Session, name: str):
 
 
 def _run_grid_trial(session: Session, trial, spec):
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     from tl_hf.lab.grid import trial_args
@@ -285,16 +286,23 @@ def _run_grid_trial(session: Session, trial, spec):
             outcome = Outcome("failed", None, {"fail_reason": f"bad combination: {err}"})
         else:
             outcome = run_trial(args, data, trial, lab.objective, lab.prune)
-    for key, value in outcome.attrs.items():
-        trial.set_user_attr(key, value)
     states = {
         "complete": TrialState.COMPLETE,
         "pruned": TrialState.PRUNED,
         "failed": TrialState.FAIL,
     }
-    session.study.tell(
-        trial, outcome.value if outcome.state == "complete" else None, state=states[outcome.state]
-    )
+    try:
+        for key, value in outcome.attrs.items():
+            trial.set_user_attr(key, value)
+        session.study.tell(
+            trial,
+            outcome.value if outcome.state == "complete" else None,
+            state=states[outcome.state],
+        )
+    except UpdateFinishedTrialError:
+        # another worker took this trial as silent (a starved heartbeat) and finished it: its
+        # record stands; this worker's result is dropped instead of crashing the lab
+        _log(f"trial {trial.number} was finished by another worker; this run's result is dropped")
     if not lab.keep_trial_folders:
         clean_trial_folder(folder)
     gc.collect()
