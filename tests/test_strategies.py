@@ -366,7 +366,7 @@ def test_lora_adapts_the_blocks_of_every_modality_and_merges_back(family):
 
     if family == "timm":
         pytest.importorskip("timm")
-    from tl_hf.strategies.lora import merge_lora
+    from tl_hf.strategies.lora import adapter_state_dict, merge_lora, merged_state_dict
 
     model = _family_builders()[family]()
     base_keys = set(model.state_dict())
@@ -381,8 +381,25 @@ def test_lora_adapts_the_blocks_of_every_modality_and_merges_back(family):
     for module in model.modules():  # frozen BatchNorm keeps its running statistics
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             assert not module.training
-    merged = merge_lora(copy.deepcopy(model))
-    assert set(merged.state_dict()) == base_keys  # a plain model of the checkpoint's layout
+    with torch.no_grad():  # B starts at zero: give every adapter a delta to merge
+        for name, param in model.named_parameters():
+            if ".lora_B." in name:
+                param.normal_()
+    merged = merge_lora(copy.deepcopy(model)).state_dict()
+    assert set(merged) == base_keys  # a plain model of the checkpoint's layout
+    # the same weights computed from a state dict alone (what an FSDP/DeepSpeed gather gives)
+    from_state = merged_state_dict(model, model.state_dict())
+    assert set(from_state) == base_keys
+    differ = [k for k in base_keys if not torch.allclose(from_state[k], merged[k], atol=1e-6)]
+    assert not differ
+    # the adapter picked from a state dict is peft's own selection, tensor for tensor
+    from peft import get_peft_model_state_dict
+
+    ours, peft_own = adapter_state_dict(model, model.state_dict()), get_peft_model_state_dict(model)
+    assert set(ours) == set(peft_own) and all(torch.equal(ours[k], peft_own[k]) for k in ours)
+    adapted = model.state_dict()  # the merge changed the adapted layers' base weights
+    base_layers = {k.replace(".base_layer.", "."): k for k in adapted if ".base_layer." in k}
+    assert any(not torch.equal(merged[k], adapted[v]) for k, v in base_layers.items())
 
 
 def test_lora_target_modules_override(tiny_bert):

@@ -201,20 +201,86 @@ def merge_lora(model) -> Any:
     return model
 
 
-def save_adapter(model, directory: str, base_model_name_or_path: str | None = None) -> list[str]:
+def merged_state_dict(model, state: Mapping[str, Any]) -> dict[str, Any]:
+    """The merged model's weights computed from a full state dict of the adapted `model`
+    (`W + scaling * B @ A` for each adapter, the head's trained copy, peft's wrappers gone):
+    the base checkpoint's keys. Works on a state dict gathered from FSDP/DeepSpeed shards,
+    where the model's own parameters are only this rank's pieces, so no module is touched.
+    """
+    import torch.nn.functional as F
+    from peft.tuners.lora import LoraLayer
+
+    merged = dict(state)
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        name = strip_wrappers(name)
+        for adapter, scaling in module.scaling.items():
+            a = merged.pop(f"{name}.lora_A.{adapter}.weight")
+            b = merged.pop(f"{name}.lora_B.{adapter}.weight")
+            key = f"{name}.base_layer.weight"
+            base = merged[key]
+            if base.dim() == 4 and base.shape[2:] != (1, 1):  # a k x k convolution
+                delta = F.conv2d(a.permute(1, 0, 2, 3), b).permute(1, 0, 2, 3)
+            else:  # linear layers and pointwise convolutions
+                delta = (b.flatten(1).float() @ a.flatten(1).float()).reshape(base.shape)
+            if getattr(module, "fan_in_fan_out", False):
+                delta = delta.T
+            merged[key] = (base.float() + delta * scaling).to(base.dtype)
+    renamed = {}
+    for key, value in merged.items():
+        if ".original_module." in key:  # the head before training
+            continue
+        key = re.sub(r"\.modules_to_save\.[^.]+\.", ".", key)
+        renamed[key.replace(".base_layer.", ".")] = value
+    return renamed
+
+
+def adapter_state_dict(model, state: Mapping[str, Any]) -> dict[str, Any]:
+    """The adapter's tensors under peft's saved names (`...query.lora_A.weight`, the head as
+    `classifier.weight`), picked from a full state dict of the model by visiting its LoRA and
+    head wrappers. What `peft.get_peft_model_state_dict` returns, except that module names
+    inside FSDP units (`layer.0._fsdp_wrapped_module.attention...`) are matched without their
+    wrapper prefixes, which peft does not do."""
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    adapter = {}
+    for name, module in model.named_modules():
+        name = strip_wrappers(name)
+        if isinstance(module, LoraLayer):
+            for part in ("lora_A", "lora_B"):
+                adapter[f"{name}.{part}.weight"] = state[f"{name}.{part}.default.weight"]
+        elif isinstance(module, AuxiliaryTrainingWrapper):  # the head's trained copy
+            prefix = f"{name}.modules_to_save.default."
+            adapter.update(
+                {f"{name}.{k[len(prefix) :]}": v for k, v in state.items() if k.startswith(prefix)}
+            )
+    return adapter
+
+
+def save_adapter(
+    model,
+    directory: str,
+    base_model_name_or_path: str | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Write the adapter in peft's format (adapter_config.json, adapter_model.safetensors with
     the LoRA matrices and the head), loadable with `PeftModel.from_pretrained(base, directory)`;
-    bare head parameters go to head_extra.safetensors. Returns the adapter's tensor names."""
+    bare head parameters go to head_extra.safetensors. `state`: a full state dict of the model
+    (gathered from shards); default: the model's own. Returns the adapter's tensor names."""
     import copy
 
-    from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
+    state = dict(state) if state is not None else model.state_dict()
     os.makedirs(directory, exist_ok=True)
-    state = get_peft_model_state_dict(model, adapter_name="default")
-    state = {f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
+    adapter = {
+        f"base_model.model.{k}": v.detach().cpu().contiguous()
+        for k, v in adapter_state_dict(model, state).items()
+    }
     save_file(
-        state, os.path.join(directory, "adapter_model.safetensors"), metadata={"format": "pt"}
+        adapter, os.path.join(directory, "adapter_model.safetensors"), metadata={"format": "pt"}
     )
     config = copy.copy(model.peft_config["default"])
     config.base_model_name_or_path = base_model_name_or_path or config.base_model_name_or_path
@@ -223,10 +289,10 @@ def save_adapter(model, directory: str, base_model_name_or_path: str | None = No
     bare = getattr(model, "tl_hf_lora_bare_head", [])
     if bare:
         save_file(
-            {n: model.get_parameter(n).detach().cpu().contiguous() for n in bare},
+            {n: state[n].detach().cpu().contiguous() for n in bare},
             os.path.join(directory, BARE_HEAD_FILE),
         )
-    return sorted(state)
+    return sorted(adapter)
 
 
 def load_adapter(base_model, directory: str, merge: bool = True):
@@ -260,11 +326,14 @@ def _prepare(model, context) -> None:
 
 
 def _save(trainer, options, output_dir: str) -> None:
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    """Every rank: gather the full weights (FSDP/DeepSpeed shards; a plain model's own state
+    dict otherwise); rank 0 writes the adapter, then the merged model beside the processor."""
+    state = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.args.process_index == 0:
-        save_adapter(model, os.path.join(output_dir, ADAPTER_DIR), model.name_or_path)
-    merge_lora(model)
-    trainer.save_model(output_dir)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        save_adapter(model, os.path.join(output_dir, ADAPTER_DIR), model.name_or_path, state)
+        state = merged_state_dict(model, state)
+    trainer._save(output_dir, state_dict=state)  # rank 0 writes; the others return at once
 
 
 def _check(options, model_args) -> None:
