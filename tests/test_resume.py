@@ -228,6 +228,36 @@ def test_killed_anywhere_then_resumed_matches_uninterrupted(kill_setup):
         assert (out / name).stat().st_mtime <= (out / "all_results.json").stat().st_mtime, name
 
 
+def test_lp_ft_resumed_in_its_fine_tuning_phase_does_not_probe_again(kill_setup):
+    """LP-FT killed while saving its 2nd fine-tuning checkpoint, then resumed: the probe phase
+    is taken from the checkpoint (not trained again: the log says so and the phase history
+    is the recorded one), and the run ends as the uninterrupted LP-FT run did."""
+    model, data, root, _ = kill_setup
+
+    def argv(out):
+        flags = _argv(model, data, out)
+        flags[flags.index("full")] = "lp_ft"
+        return [*flags, "--lp_ft_probe_epochs", "2"]
+
+    _run(argv(root / "lp_ft"))
+    expected = _summary(root / "lp_ft")
+    out = root / "lp_ft_killed"
+    _run(argv(out), "save:2", expect=-signal.SIGKILL)
+    assert not (out / "all_results.json").exists()
+    proc = _run([*argv(out), "--resume"])
+    log = proc.stdout + proc.stderr
+    assert "resume: phase 1 (linear probe) is in checkpoint-" in log, log
+    assert "lp_ft: linear probe for 2 epoch(s)" in log  # the strategy asked for it
+    resumed = _summary(out)
+    _assert_same_run(expected, resumed)
+    (probe,), (probe_expected,) = resumed[1]["phases"], expected[1]["phases"]
+    assert probe["name"] == "linear probe" and len(probe["eval"]) == 2
+    for part, key in (("train", "loss"), ("eval", "eval_loss")):
+        assert [r["step"] for r in probe[part]] == [r["step"] for r in probe_expected[part]]
+        got = [r[key] for r in probe[part]]
+        assert got == pytest.approx([r[key] for r in probe_expected[part]], rel=1e-5)
+
+
 @pytest.mark.parametrize("name,code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_interrupt_prints_one_line_with_resume_command(kill_setup, name, code):
     model, data, root, expected = kill_setup

@@ -351,9 +351,25 @@ def prepare_data(args: RunArgs, plan: Plan, dataset=None) -> Prepared:
 def prepare_model_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_augment) -> list:
     """Step 6a: the strategy's changes to the model before its parameters are chosen (LoRA
     adapters, LP-FT's linear probe). Returns the histories of the phases trained here."""
+    from tl_hf.report.monitor import load_monitor_state
     from tl_hf.strategy import StrategyContext, get_strategy
 
+    # A resumed run's checkpoint holds the whole model as the main phase left it and the
+    # histories of the phases before it: those phases are not trained again.
+    resume_from = plan.training_args.resume_from_checkpoint
+    recorded = list((load_monitor_state(resume_from) or {}).get("phases", [])) if resume_from else []
+
+    calls = []
+
     def train_phase(model, name: str, epochs: int, learning_rate: float) -> dict:
+        done = len(calls)
+        calls.append(name)
+        if done < len(recorded):
+            _log(
+                f"resume: phase {done + 1} ({recorded[done].get('name', name)}) is in "
+                f"{os.path.basename(resume_from)}; not trained again"
+            )
+            return {k: v for k, v in recorded[done].items() if k != "name"} | {"name": name}
         return train_phase_step(model, args, plan, data, batch_augment, name, epochs, learning_rate)
 
     context = StrategyContext(
