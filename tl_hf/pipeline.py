@@ -357,7 +357,9 @@ def prepare_model_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_a
     # A resumed run's checkpoint holds the whole model as the main phase left it and the
     # histories of the phases before it: those phases are not trained again.
     resume_from = plan.training_args.resume_from_checkpoint
-    recorded = list((load_monitor_state(resume_from) or {}).get("phases", [])) if resume_from else []
+    recorded = (
+        list((load_monitor_state(resume_from) or {}).get("phases", [])) if resume_from else []
+    )
 
     calls = []
 
