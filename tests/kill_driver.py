@@ -8,7 +8,8 @@ POINT is one of
 - `data`: while the data step runs (after loading, before preprocessing);
 - `step:N`: at the start of optimizer step N+1 (N steps done), i.e. mid-epoch;
 - `evaluate:N`: inside the N-th evaluation (1-based), while the metrics are computed;
-- `save:N`: inside the N-th checkpoint save, after the weights, before trainer_state.json;
+- `save:N`: inside the N-th checkpoint save, after the weights, before trainer_state.json
+  (with --async_checkpoints, in the writer thread, while training goes on);
 - `final`: after the run config, card and report are written, before the finished marker;
 - `signal:NAME:N` sends SIGINT/SIGTERM to itself at step N instead of a kill (Ctrl-C tests).
 Without TL_HF_KILL_AT it runs the recipe unchanged. With TL_HF_EXIT_DIR each rank writes
@@ -21,6 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tl_hf.async_checkpoint as async_checkpoint  # noqa: E402
 import tl_hf.data as data  # noqa: E402
 import tl_hf.save as save  # noqa: E402
 import tl_hf.train as train  # noqa: E402
@@ -79,6 +81,16 @@ if KIND == "save":
         return _save_opt(self, output_dir)
 
     train.TLTrainer._save_optimizer_and_scheduler = save_opt
+    # --async_checkpoints (the default): the same moment, in the writer thread
+    _write_state = async_checkpoint.write_training_state
+
+    def write_state(output_dir, *args):
+        COUNT["save"] += 1
+        if COUNT["save"] == int(ARG):
+            die()
+        return _write_state(output_dir, *args)
+
+    async_checkpoint.write_training_state = write_state
 
 if KIND == "final":
     _write_json = save.write_json

@@ -248,3 +248,120 @@ def test_speed_flags_are_checked_before_training():
         build_args("text", bf16_weights=True, use_cpu=True)
     with pytest.raises(UserError, match="--eval_batch_scale must be >= 1"):
         build_args("text", eval_batch_scale=0, use_cpu=True)
+
+
+def _full(tiny_bert, csv_file, out, **kwargs):
+    """Full fine-tuning, 4 epochs, every checkpoint kept: the Trainer's own loop and saves."""
+    return _frozen(
+        tiny_bert,
+        csv_file,
+        out,
+        **{"strategy": "full", "learning_rate": 1e-3, "num_train_epochs": 4, **kwargs},
+    )
+
+
+def test_async_checkpoints_write_what_the_trainer_writes(tiny_bert, csv_file, tmp_path):
+    """Background checkpoint writes (the default) and the Trainer's synchronous ones give the
+    same folders, the same files and the same tensors, and the same run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tl_hf.save import checkpoint_problem
+
+    kept = {"save_total_limit": 5, "early_stopping_patience": 0}
+    sync = _full(tiny_bert, csv_file, tmp_path / "sync", async_checkpoints=False, **kept)
+    background = _full(tiny_bert, csv_file, tmp_path / "async", **kept)
+    assert background.args.speed.async_checkpoints and not sync.args.speed.async_checkpoints
+    names = sorted(p.name for p in (tmp_path / "sync").glob("checkpoint-*"))
+    assert len(names) == 4
+    assert sorted(p.name for p in (tmp_path / "async").glob("checkpoint-*")) == names
+    for name in names:
+        a, b = tmp_path / "sync" / name, tmp_path / "async" / name
+        assert sorted(os.listdir(b)) == sorted(os.listdir(a)), name
+        assert checkpoint_problem(str(b), need_monitor=True) is None
+        wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        for file in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            sa = torch.load(a / file, weights_only=False)
+            sb = torch.load(b / file, weights_only=False)
+            assert repr(sa) == repr(sb) or _same_state(sa, sb), (name, file)
+        ta = json.loads((a / "trainer_state.json").read_text())
+        tb = json.loads((b / "trainer_state.json").read_text())
+        assert ta.keys() == tb.keys()
+        for key in ("global_step", "epoch", "best_metric", "best_global_step"):
+            assert ta[key] == tb[key], key
+        assert os.path.basename(ta["best_model_checkpoint"]) == os.path.basename(
+            tb["best_model_checkpoint"]
+        )
+        assert ta["stateful_callbacks"] == tb["stateful_callbacks"]
+    for key in ("eval_loss", "test_loss", "test_accuracy", "best_epoch"):
+        assert background.metrics[key] == pytest.approx(sync.metrics[key], rel=1e-6), key
+
+
+def _same_state(a, b) -> bool:
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_training_goes_on_while_a_checkpoint_is_written(tiny_bert, csv_file, tmp_path, monkeypatch):
+    """With a slow disk (the optimizer file takes 0.6 s to write) and epochs longer than that
+    (0.1 s steps), the next epoch trains during the write, the loop waits for less than one
+    write in all (the synchronous save would wait 4 x 0.6 s), and every checkpoint is whole
+    when the run returns."""
+    import threading
+    import time
+
+    import tl_hf.async_checkpoint as async_checkpoint
+    from tl_hf.save import checkpoint_problem
+    from tl_hf.train import TLTrainer
+
+    writes, steps = [], []
+    write = async_checkpoint.write_training_state
+
+    def slow_write(output_dir, *args):
+        start = time.monotonic()
+        time.sleep(0.6)
+        write(output_dir, *args)
+        writes.append((start, time.monotonic(), threading.current_thread().name))
+
+    training_step = TLTrainer.training_step
+
+    def recorded_step(self, *args, **kwargs):
+        steps.append(time.monotonic())
+        time.sleep(0.1)
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(async_checkpoint, "write_training_state", slow_write)
+    monkeypatch.setattr(TLTrainer, "training_step", recorded_step)
+    out = tmp_path / "slow"
+    _full(tiny_bert, csv_file, out, early_stopping_patience=0, profile=True)
+    assert len(writes) == 4 and all(name.startswith("tl-hf checkpoint") for *_, name in writes)
+    start, end, _ = writes[0]
+    assert any(start < t < end for t in steps)  # epoch 2 trained while checkpoint 1 was written
+    waited = json.loads((out / "timings.json").read_text())["checkpoints"]
+    assert waited < 0.6  # the snapshots, not the writes
+    for folder in out.glob("checkpoint-*"):
+        assert checkpoint_problem(str(folder), need_monitor=True) is None
+
+
+def test_a_failed_background_write_stops_the_run_with_its_reason(
+    tiny_bert, csv_file, tmp_path, monkeypatch
+):
+    import tl_hf.async_checkpoint as async_checkpoint
+
+    def full_disk(output_dir, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(async_checkpoint, "write_training_state", full_disk)
+    with pytest.raises(RuntimeError, match="checkpoint in the background failed.*No space left"):
+        _full(tiny_bert, csv_file, tmp_path / "full")

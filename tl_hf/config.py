@@ -333,6 +333,14 @@ class SpeedArguments:
             "bf16 weights (no float32 master copy) and the saved backbone is bf16; the head stays float32."
         },
     )
+    async_checkpoints: bool = field(
+        default=True,
+        metadata={
+            "help": "Write each checkpoint in a background thread: training waits only for a copy of "
+            "the weights and optimizer state in CPU memory (same files; a checkpoint cut short by a "
+            "kill is skipped by --resume). One process only; false: the Trainer's synchronous save."
+        },
+    )
     eval_batch_scale: int = field(
         default=1,
         metadata={

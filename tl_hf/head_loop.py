@@ -253,6 +253,7 @@ def _resume(trainer, checkpoint: str):
 def _finish(trainer, start_time, num_train_samples, done, TrainOutput, speed_metrics):
     """As `Trainer._finalize_training`: training metrics, the best model back, `on_train_end`."""
     args, state = trainer.args, trainer.state
+    trainer.checkpoint_writer.wait()  # as TLTrainer._finalize_training
     trainer._total_loss_scalar += trainer._tr_loss.item()
     steps = state.global_step - done
     train_loss = trainer._total_loss_scalar / max(steps, 0.001)

@@ -110,6 +110,10 @@ class TLTrainer(Trainer):
         self.batch_augment = batch_augment
         self.timer = timer  # tl_hf.timing.PhaseTimer: evaluation and checkpoint time in training
         self.device_splits: dict[str, Any] = {}  # feature tensors on the device (tl_hf.head_loop)
+        self.async_checkpoints = bool(speed is not None and speed.async_checkpoints)
+        from tl_hf.async_checkpoint import CheckpointWriter
+
+        self.checkpoint_writer = CheckpointWriter()
         super().__init__(*args, **kwargs)
         if speed is not None:
             apply_speed_options(self, speed)
@@ -142,10 +146,33 @@ class TLTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         if self.timer is None:
-            return super()._save_checkpoint(model, trial)
+            return self._checkpoint(model, trial)
         with self.timer.phase("checkpoints"):
             self.timer.inside["checkpoints"] = "train"
-            return super()._save_checkpoint(model, trial)
+            return self._checkpoint(model, trial)
+
+    def _checkpoint(self, model, trial):
+        from tl_hf.async_checkpoint import can_write_async, save_checkpoint_async
+
+        if self.async_checkpoints and can_write_async(self, trial):
+            save_checkpoint_async(self)  # the training thread waits for a snapshot only
+        else:
+            super()._save_checkpoint(model, trial)
+
+    def train(self, *args, **kwargs):
+        try:
+            result = super().train(*args, **kwargs)
+        except BaseException:  # Ctrl-C included: the pending checkpoint is finished first
+            self.checkpoint_writer.wait(raise_error=False)
+            raise
+        self.checkpoint_writer.wait()
+        return result
+
+    def _finalize_training(self, *args, **kwargs):
+        # the best checkpoint may be the one being written; and with save_total_limit 1 the
+        # Trainer deletes the other checkpoint folders next
+        self.checkpoint_writer.wait()
+        return super()._finalize_training(*args, **kwargs)
 
     def get_eval_dataloader(self, eval_dataset=None):
         rows = self._device_rows(eval_dataset if eval_dataset is not None else self.eval_dataset)
