@@ -198,6 +198,13 @@ def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
     pruned = [summary(0.9)[0], {"config": reference, "mean": None, "rank": None}]
     chosen, choice = lab.choose_winner(session, pruned)
     assert chosen["rank"] == 1 and "pruned or did not finish" in choice_sentence(choice)
+    # the recipe default itself is the best: said so
+    first = [{**summary(0.7)[1], "rank": 1}, {**summary(0.7)[0], "rank": 2}]
+    chosen, choice = lab.choose_winner(session, first)
+    assert chosen["config"] == reference
+    assert choice_sentence(choice).startswith(
+        f"the recipe default ({reference}, 0.750) was the best"
+    )
     # the plain lab has no reference; a loss objective has no binomial error: the best wins
     assert (
         lab.choose_winner(SimpleNamespace(**{**vars(session), "reference": None}), summary(0.8))[1]

@@ -387,7 +387,9 @@ def choose_winner(session: Session, summary: list[dict]) -> tuple[dict | None, d
     if best is not None and reference is None and session.reference:
         # the recipe default was pruned or did not finish: nothing to weigh the best against
         return best, {"reference": session.reference, "reference_mean": None}
-    if best is None or reference is None or reference is best or not accuracy_like:
+    if best is not None and reference is best:
+        return best, {"reference": reference["config"], "reference_mean": reference["mean"]}
+    if best is None or reference is None or not accuracy_like:
         return best, None
     rows = len(prepared_for(session, "none").features["validation"])
     p = min(max(reference["mean"], 0.0), 1.0)

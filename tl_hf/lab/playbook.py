@@ -230,6 +230,11 @@ def choice_sentence(choice: dict | None) -> str:
             f"the recipe default ({choice['reference']}) was pruned or did not finish, so the "
             "best is kept without that comparison; "
         )
+    if "best" not in choice:
+        return (
+            f"the recipe default ({choice['reference']}, {choice['reference_mean']:.3f}) was the "
+            "best configuration: nothing tried beat it; "
+        )
     numbers = (
         f"{choice['best']} {choice['best_mean']:.3f} vs the recipe default {choice['reference']} "
         f"{choice['reference_mean']:.3f}, one standard error on {choice['validation_rows']} "
