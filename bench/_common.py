@@ -26,13 +26,25 @@ ENV = {
 }
 
 
+def scratch_dir(prefix: str = "tl_hf_bench_") -> str:
+    """A new temporary folder that is removed when this process exits (run folders, dataset
+    caches: a long bench would otherwise fill /tmp), unless TL_HF_BENCH_KEEP=1 keeps it."""
+    import atexit
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix=prefix)
+    if os.environ.get("TL_HF_BENCH_KEEP") != "1":
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def run_arm(script: str, arm: str, extra: list[str], cache_dir: str | None = None) -> dict:
     """Run `script --arm ARM` in a child; it prints one JSON line starting with RESULT.
 
     `cache_dir` is the datasets cache the child uses; by default a fresh one, so nothing cached
     by an earlier arm or run helps this one."""
     env = {**os.environ, **ENV}
-    env["HF_DATASETS_CACHE"] = cache_dir or tempfile.mkdtemp(prefix="tl_hf_bench_cache_")
+    env["HF_DATASETS_CACHE"] = cache_dir or scratch_dir("tl_hf_bench_cache_")
     proc = subprocess.run(
         [sys.executable, script, "--arm", arm, *extra], capture_output=True, text=True, env=env
     )

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import plain_minilm, quiet, report, run_arm, table  # noqa: E402
+from _common import plain_minilm, quiet, report, run_arm, scratch_dir, table  # noqa: E402
 
 SEED = 42
 
@@ -38,7 +37,7 @@ def arm_tlhf(args, cache: bool, fast_head: bool = True) -> dict:
     result = train_text_classifier(
         dataset=_data(args.per_class),
         model_name_or_path=minilm_path(),
-        output_dir=tempfile.mkdtemp(),
+        output_dir=scratch_dir(),
         strategy="frozen",
         learning_rate=1e-3,
         num_train_epochs=args.epochs,
@@ -74,7 +73,7 @@ def arm_plain(args) -> dict:
     dsd, tokenizer, model = plain_minilm(_data(args.per_class))
     for param in model.bert.parameters():
         param.requires_grad_(False)
-    out = tempfile.mkdtemp()
+    out = scratch_dir()
     training = TrainingArguments(
         output_dir=out,
         learning_rate=1e-3,
@@ -136,7 +135,7 @@ def main() -> None:
         return
     extra = ["--epochs", str(args.epochs), "--per_class", str(args.per_class)]
     plain = run_arm(__file__, "plain", extra)
-    cache_dir = tempfile.mkdtemp(prefix="tl_hf_bench_cache_")
+    cache_dir = scratch_dir(prefix="tl_hf_bench_cache_")
     cached = run_arm(__file__, "cached", extra, cache_dir)
     warm = run_arm(
         __file__, "cached_warm", extra, cache_dir

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import report, run_arm, table  # noqa: E402
+from _common import report, run_arm, scratch_dir, table  # noqa: E402
 from bench_host_syncs import _tiny_minilm_shaped  # noqa: E402
 
 
@@ -30,8 +29,8 @@ def arm(args) -> dict:
     transformers.logging.set_verbosity_error()
     result = train_text_classifier(
         dataset=load_bbc_news(args.per_class, 4, 4),
-        model_name_or_path=_tiny_minilm_shaped(tempfile.mkdtemp()),
-        output_dir=tempfile.mkdtemp(),
+        model_name_or_path=_tiny_minilm_shaped(scratch_dir()),
+        output_dir=scratch_dir(),
         strategy="frozen",
         num_train_epochs=args.epochs,
         per_device_train_batch_size=16,

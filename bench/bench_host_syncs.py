@@ -19,10 +19,9 @@ import collections
 import contextlib
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import report, run_arm, table  # noqa: E402
+from _common import report, run_arm, scratch_dir, table  # noqa: E402
 
 SEED = 42
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
@@ -92,8 +91,8 @@ def arm_tlhf(args, strategy: str, **extra) -> dict:
     pipeline.train_step = counted
     result = pipeline.train_text_classifier(
         dataset=_data(),
-        model_name_or_path=_tiny_minilm_shaped(tempfile.mkdtemp()),
-        output_dir=tempfile.mkdtemp(),
+        model_name_or_path=_tiny_minilm_shaped(scratch_dir()),
+        output_dir=scratch_dir(),
         strategy=strategy,
         max_steps=args.steps,
         per_device_train_batch_size=8,
@@ -114,7 +113,7 @@ def arm_plain(args, frozen: bool) -> dict:
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     set_seed(SEED)
-    path = _tiny_minilm_shaped(tempfile.mkdtemp())
+    path = _tiny_minilm_shaped(scratch_dir())
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -128,7 +127,7 @@ def arm_plain(args, frozen: bool) -> dict:
         for param in model.bert.parameters():
             param.requires_grad_(False)
     training = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
+        output_dir=scratch_dir(),
         max_steps=args.steps,
         per_device_train_batch_size=8,
         eval_strategy="no",

@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import quiet, report, run_arm, table  # noqa: E402
+from _common import quiet, report, run_arm, scratch_dir, table  # noqa: E402
 
 DEFAULT = ("frozen", "full", "llrd", "lora", "lp_ft", "gradual")
 
@@ -74,7 +73,7 @@ def arm(args) -> dict:
         return out
 
     TLTrainer.train, head_loop.train_head_on_features = timed_train, timed_head
-    out = tempfile.mkdtemp(prefix="tl_hf_bench_strategies_")
+    out = scratch_dir(prefix="tl_hf_bench_strategies_")
     dataset, modality = None, args.modality
     if args.real:
         from realdata import REAL_SETS

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import quiet, report, run_arm, table  # noqa: E402
+from _common import quiet, report, run_arm, scratch_dir, table  # noqa: E402
 
 STRATEGIES = ("frozen", "frozen_cached", "full", "llrd")
 
@@ -44,7 +43,7 @@ def arm(args) -> dict:
     apply_strategy(model, strategy)
     heads = head_parameter_names(model)
     training = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
+        output_dir=scratch_dir(),
         max_steps=args.steps,
         per_device_train_batch_size=16,
         learning_rate=get_modality("text").default_learning_rates[strategy],

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import plain_minilm, quiet, report, run_arm, table  # noqa: E402
+from _common import plain_minilm, quiet, report, run_arm, scratch_dir, table  # noqa: E402
 
 SEED = 42
 
@@ -36,7 +35,7 @@ def arm_tlhf(args, **extra) -> dict:
     result = train_text_classifier(
         dataset=_data(args.per_class),
         model_name_or_path=minilm_path(),
-        output_dir=tempfile.mkdtemp(),
+        output_dir=scratch_dir(),
         strategy="full",
         learning_rate=5e-5,
         max_steps=args.steps,
@@ -65,7 +64,7 @@ def arm_plain(args) -> dict:
     start = time.perf_counter()
     set_seed(SEED)
     dsd, tokenizer, model = plain_minilm(_data(args.per_class))
-    out = tempfile.mkdtemp()
+    out = scratch_dir()
     training = TrainingArguments(
         output_dir=out,
         learning_rate=5e-5,

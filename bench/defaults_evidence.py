@@ -28,11 +28,10 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import quiet, report, table  # noqa: E402
+from _common import quiet, report, scratch_dir, table  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "defaults_evidence.jsonl")
 # Flags that describe the data rather than the training: the same for every arm.
@@ -64,7 +63,7 @@ def arm_plain(modality: str, dsd, seed: int) -> dict:
     from tl_hf.config import build_args
     from tl_hf.pipeline import load_model_step, plan_run, prepare_data
 
-    out = tempfile.mkdtemp(prefix="tl_hf_plain_")
+    out = scratch_dir(prefix="tl_hf_plain_")
     args = build_args(
         modality, dsd, output_dir=out, seed=seed, **DATA_FLAGS.get(modality, {}), use_cpu=True
     )
@@ -103,7 +102,7 @@ def arm_default(modality: str, dsd, seed: int, **flags) -> dict:
     result = tl_hf.train_classifier(
         modality,
         dsd,
-        output_dir=tempfile.mkdtemp(prefix="tl_hf_default_"),
+        output_dir=scratch_dir(prefix="tl_hf_default_"),
         seed=seed,
         use_cpu=True,
         disable_tqdm=True,
@@ -146,7 +145,7 @@ def run_playbook_on(modality: str, dsd, minutes: float) -> tuple[dict, float, di
     result = tl_hf.run_playbook(
         modality,
         dsd,
-        output_dir=tempfile.mkdtemp(prefix="tl_hf_playbook_"),
+        output_dir=scratch_dir(prefix="tl_hf_playbook_"),
         seeds=1,
         time_budget_minutes=minutes,
         use_cpu=True,
@@ -170,7 +169,7 @@ def arm_setfit(dsd, seed: int) -> dict:
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
-            output_dir=tempfile.mkdtemp(prefix="tl_hf_setfit_"), report_to="none", seed=seed
+            output_dir=scratch_dir(prefix="tl_hf_setfit_"), report_to="none", seed=seed
         ),
         train_dataset=dsd["train"],
         metric=lambda pred, ref: {"accuracy": float(np.mean(np.asarray(pred) == np.asarray(ref)))},
@@ -328,7 +327,7 @@ def run_arm_all(script: str, name: str, extra: list[str]) -> list[dict]:
 
     from _common import ENV
 
-    env = {**os.environ, **ENV, "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="tl_hf_ev_cache_")}
+    env = {**os.environ, **ENV, "HF_DATASETS_CACHE": scratch_dir(prefix="tl_hf_ev_cache_")}
     proc = subprocess.run(
         [sys.executable, script, "--arm", name, *extra], capture_output=True, text=True, env=env
     )

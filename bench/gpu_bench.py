@@ -43,7 +43,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import plain_minilm, table  # noqa: E402
+from _common import plain_minilm, scratch_dir, table  # noqa: E402
 
 H200_BF16_PEAK = 989.4e12  # dense bf16 FLOP/s of an H100/H200 SXM
 SEED = int(os.environ.get("GPU_BENCH_SEED", "42"))  # `run --seeds` sets it per repeat
@@ -155,7 +155,7 @@ def arm_plain(work: str, model: str, s: dict, frozen: bool = False) -> dict:
             param.requires_grad_(False)
         kwargs.update(learning_rate=1e-3, eval_strategy="epoch", num_train_epochs=s["epochs"])
         kwargs.pop("max_steps")
-    out = tempfile.mkdtemp()
+    out = scratch_dir()
     trainer = Trainer(
         model=net,
         args=TrainingArguments(output_dir=out, **kwargs),
@@ -200,7 +200,7 @@ def arm_tlhf(work: str, model: str, s: dict, mode: str = "tlhf", frozen: bool = 
     result = train_text_classifier(
         dataset=load_bbc(work, s["per_class"]),
         model_name_or_path=os.path.join(work, model),
-        output_dir=tempfile.mkdtemp(),
+        output_dir=scratch_dir(),
         **kwargs,
     )
     with open(os.path.join(result.output_dir, "timings.json")) as f:
@@ -444,7 +444,7 @@ def main() -> None:
         t0 = time.perf_counter()
         cmd = [sys.executable, os.path.abspath(__file__), "arm", name, "--work", args.work]
         # a fresh datasets cache per arm: nothing one arm cached (features) helps another
-        env = {**os.environ, "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="gpu_bench_cache_")}
+        env = {**os.environ, "HF_DATASETS_CACHE": scratch_dir(prefix="gpu_bench_cache_")}
         env["GPU_BENCH_SEED"] = str(seed)
         try:
             proc = subprocess.run(
