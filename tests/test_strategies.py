@@ -205,6 +205,14 @@ def test_lora_run_leaves_merged_model_adapter_and_card(tiny_bert, csv_file, tmp_
         p.numel() for p in result.model.parameters()
     )
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (
+        not (out / ".tl_hf_model.tmp").exists()
+        and not (out / "adapter" / ".tl_hf_model.tmp").exists()
+    )
+    # the returned model is the merged one that was saved: a plain transformers model
+    assert not any(
+        "lora_" in n or "modules_to_save" in n for n, _ in result.model.named_parameters()
+    )
     card = (out / "README.md").read_text()
     assert "LoRA r 2" in card and "PeftModel.from_pretrained" in card and "adapter" in card
     classifier = pipeline("text-classification", model=str(out), device="cpu")

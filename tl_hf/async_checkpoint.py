@@ -38,10 +38,6 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    @property
-    def pending(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def submit(self, write, name: str) -> None:
         """Wait for the previous write, then start `write()` in a thread called `name`."""
         self.wait()

@@ -4,6 +4,7 @@ process only, every file atomically (`tl_hf.atomic`), the finished marker last."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -209,12 +210,27 @@ def write_run_config(path: str, config: dict[str, Any]) -> None:
     atomic.write_yaml(path, jsonable(config))
 
 
+STAGING_DIR = ".tl_hf_model.tmp"
+
+
+@contextlib.contextmanager
+def staged_into(output_dir: str):
+    """A temporary folder inside `output_dir` (made afresh: an interrupted save may have left
+    one) whose files are moved into `output_dir` by atomic renames when the block ends without
+    an error: each file there is then whole or absent. One process writes."""
+    staging = os.path.join(output_dir, STAGING_DIR)
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    yield staging
+    atomic.move_files_into(staging, output_dir)
+
+
 def save_model_atomically(trainer, output_dir: str) -> None:
     """The best model and its processor into `output_dir`, each file whole or absent: saved to
     a temporary folder inside it, then moved in file by file with atomic renames."""
     from accelerate import PartialState
 
-    staging = os.path.join(output_dir, ".tl_hf_model.tmp")
+    staging = os.path.join(output_dir, STAGING_DIR)
     if trainer.args.process_index == 0:  # what an interrupted save left
         shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(staging)  # every rank: FSDP/DeepSpeed gather the weights here

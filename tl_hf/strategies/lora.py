@@ -327,13 +327,25 @@ def _prepare(model, context) -> None:
 
 def _save(trainer, options, output_dir: str) -> None:
     """Every rank: gather the full weights (FSDP/DeepSpeed shards; a plain model's own state
-    dict otherwise); rank 0 writes the adapter, then the merged model beside the processor."""
+    dict otherwise); rank 0 writes the adapter, then the merged model beside the processor,
+    each file whole or absent (`tl_hf.save.staged_into`)."""
+    from accelerate import PartialState
+
+    from tl_hf.save import staged_into
+
     state = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.args.process_index == 0:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        save_adapter(model, os.path.join(output_dir, ADAPTER_DIR), model.name_or_path, state)
-        state = merged_state_dict(model, state)
-    trainer._save(output_dir, state_dict=state)  # rank 0 writes; the others return at once
+        adapter_dir = os.path.join(output_dir, ADAPTER_DIR)
+        os.makedirs(adapter_dir, exist_ok=True)
+        with staged_into(adapter_dir) as staging:
+            save_adapter(model, staging, model.name_or_path, state)
+        with staged_into(output_dir) as staging:
+            trainer._save(staging, state_dict=merged_state_dict(model, state))
+    if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        # the model the run returns is the one saved (sharded weights cannot merge in place)
+        merge_lora(trainer.accelerator.unwrap_model(trainer.model))
+    PartialState().wait_for_everyone()
 
 
 def _check(options, model_args) -> None:
