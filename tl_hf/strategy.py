@@ -199,6 +199,10 @@ class Strategy:
         head_on_frozen_features(options) -> bool: whether the head first learns on the frozen
             backbone's features (then `--pooling auto` gives it the pooling the checkpoint
             declares, `tl_hf.pooling`).
+        card_text(settings, results, lr_by_depth) -> the model card's sentence about the
+            training (`results`: the run's metrics; `lr_by_depth`: (depth, learning rate,
+            parameters) rows of the optimizer's groups); None: the description, `describe`'s
+            details and the learning rate.
     """
 
     name: str
@@ -214,6 +218,7 @@ class Strategy:
     check: Callable[[Any, Any], None] = refuse_trainable_layers
     trains_backbone: bool = True
     head_on_frozen_features: Callable[[Any], bool] = lambda options: False
+    card_text: Callable[[Mapping[str, Any], Mapping[str, Any], list], str] | None = None
 
 
 def register_strategy(strategy: Strategy) -> Strategy:

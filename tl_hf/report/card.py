@@ -132,30 +132,10 @@ def _what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
     lr = cfg.get("learning_rate")
     by_depth = _lr_by_depth(groups)
     top = max((d for d, _, _ in by_depth if isinstance(d, int)), default=None)
-    if strategy == "frozen":
-        layers = cfg.get("trainable_layers") or 0
-        text = (
-            "The pretrained backbone was **frozen**: only the new classification head trained"
-            + (f", together with the top {layers} backbone layers" if layers else "")
-            + f", at learning rate {fmt(lr)}."
-        )
-        if results.get("cached_features"):
-            text += (
-                " The frozen backbone ran once over every split and the head trained on its "
-                "stored outputs."
-            )
-    elif strategy == "llrd":
-        text = (
-            "**Every layer trained**, with layer-wise learning-rate decay: the head at "
-            f"{fmt(lr)}, each layer below it at {cfg.get('llrd_decay')} times the rate of the "
-            "layer above"
-        )
-        if by_depth:
-            text += f", down to {fmt(by_depth[0][1])} for the embeddings (depth 0)"
-        text += "."
-    elif strategy == "full":
-        text = f"**Every layer trained** at the same learning rate, {fmt(lr)}."
-    else:  # any other registered strategy describes itself
+    record = _registered(strategy)
+    if record is not None and record.card_text is not None:
+        text = record.card_text({**cfg, "learning_rate": lr}, results, by_depth)
+    else:  # the strategy's description and details
         text = _registered_description(strategy, cfg) + f" Learning rate {fmt(lr)}."
     lines = [f"- Strategy `{strategy}`: {text}"]
     if by_depth:
@@ -164,7 +144,11 @@ def _what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
             where = (
                 "embeddings"
                 if depth == 0
-                else ("head" if strategy == "frozen" else "final norm and head")
+                else (
+                    "head"
+                    if record is not None and not record.trains_backbone
+                    else "final norm and head"
+                )
                 if depth == top
                 else f"layer {depth}"
             )
@@ -390,14 +374,22 @@ def build_model_card(output_dir: str | os.PathLike, results: dict | None = None)
     return str(path)
 
 
-def _registered_description(strategy: str | None, cfg: dict) -> str:
-    """`Strategy.description` and `.describe(cfg)` of a registered strategy, as one sentence."""
+def _registered(strategy: str | None):
+    """The registered `Strategy` called `strategy`, or None (one registered in the process
+    that trained, not in this one)."""
     from tl_hf.config import UserError
     from tl_hf.strategy import get_strategy
 
     try:
-        record = get_strategy(strategy)
-    except UserError:  # a strategy registered in the process that trained, not in this one
+        return get_strategy(strategy)
+    except UserError:
+        return None
+
+
+def _registered_description(strategy: str | None, cfg: dict) -> str:
+    """`Strategy.description` and `.describe(cfg)` of a registered strategy, as one sentence."""
+    record = _registered(strategy)
+    if record is None:
         return f"the `{strategy}` strategy."
     detail = record.describe(cfg)
     return f"{record.description[0].upper()}{record.description[1:]}" + (

@@ -53,6 +53,44 @@ def _frozen_detail(settings: Mapping[str, Any]) -> str:
     return f"top {k} layers trainable" if k else ""
 
 
+def _frozen_card(settings: Mapping[str, Any], results: Mapping[str, Any], lr_by_depth) -> str:
+    from tl_hf.report.folder import fmt
+
+    layers = settings.get("trainable_layers") or 0
+    text = (
+        "The pretrained backbone was **frozen**: only the new classification head trained"
+        + (f", together with the top {layers} backbone layers" if layers else "")
+        + f", at learning rate {fmt(settings.get('learning_rate'))}."
+    )
+    if results.get("cached_features"):
+        text += (
+            " The frozen backbone ran once over every split and the head trained on its "
+            "stored outputs."
+        )
+    return text
+
+
+def _full_card(settings: Mapping[str, Any], results: Mapping[str, Any], lr_by_depth) -> str:
+    from tl_hf.report.folder import fmt
+
+    return (
+        f"**Every layer trained** at the same learning rate, {fmt(settings.get('learning_rate'))}."
+    )
+
+
+def _llrd_card(settings: Mapping[str, Any], results: Mapping[str, Any], lr_by_depth) -> str:
+    from tl_hf.report.folder import fmt
+
+    text = (
+        "**Every layer trained**, with layer-wise learning-rate decay: the head at "
+        f"{fmt(settings.get('learning_rate'))}, each layer below it at "
+        f"{settings.get('llrd_decay')} times the rate of the layer above"
+    )
+    if lr_by_depth:
+        text += f", down to {fmt(lr_by_depth[0][1])} for the embeddings (depth 0)"
+    return text + "."
+
+
 FROZEN = register_strategy(
     Strategy(
         name="frozen",
@@ -65,10 +103,13 @@ FROZEN = register_strategy(
         check=_frozen_check,
         trains_backbone=False,
         head_on_frozen_features=lambda options: not options.trainable_layers,
+        card_text=_frozen_card,
     )
 )
 
-FULL = register_strategy(Strategy(name="full", description="every parameter at --learning_rate"))
+FULL = register_strategy(
+    Strategy(name="full", description="every parameter at --learning_rate", card_text=_full_card)
+)
 
 LLRD = register_strategy(
     Strategy(
@@ -77,5 +118,6 @@ LLRD = register_strategy(
         param_groups=layerwise_groups,
         default_learning_rate=lambda rates, options: 2 * rates["full"],
         describe=lambda settings: f"LLRD decay {settings.get('llrd_decay')}",
+        card_text=_llrd_card,
     )
 )
