@@ -98,20 +98,6 @@ def test_head_needs_larger_default_step_than_full_fine_tune(modality):
     assert parse_args(modality, ["--strategy", "frozen"]).training.learning_rate == rates["frozen"]
 
 
-def test_modality_run_defaults_then_embedded_ones_then_flags(tmp_path):
-    """Image runs default to 20 epochs on the user's data (docs/defaults.md), the other
-    modalities to the shared 10; the embedded runs keep their short sizes; a flag wins."""
-    data = str(tmp_path / "train.csv")
-    modalities = ("text", "image", "audio")
-    epochs = {m: build_args(m, train_file=data).training.num_train_epochs for m in modalities}
-    assert epochs == {"text": 10, "image": 20, "audio": 10}
-    assert build_args("image").training.num_train_epochs == 4  # the embedded default run
-    assert build_args("image", train_file=data, num_train_epochs=3).training.num_train_epochs == 3
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"train_file: {data}\nnum_train_epochs: 5\n")
-    assert parse_args("image", ["--config", str(cfg)]).training.num_train_epochs == 5
-
-
 def test_api_keywords_match_flags():
     args = build_args(
         "text", strategy="full", learning_rate=1e-4, augment=["deletion"], num_train_epochs=3

@@ -448,15 +448,10 @@ def default_output_dir(modality: str) -> str:
 def _defaults(modality: str, given: set[str]) -> dict[str, Any]:
     from tl_hf.modality import get_modality
 
-    declared = get_modality(modality)
-    defaults = {
-        **TRAINING_DEFAULTS,
-        **declared.run_defaults,
-        "output_dir": default_output_dir(modality),
-    }
+    defaults = {**TRAINING_DEFAULTS, "output_dir": default_output_dir(modality)}
     if not given & set(DATA_KEYS):
         # the embedded default runs are sized to finish in minutes on a 2-core CPU
-        defaults.update(declared.embedded_run_defaults)
+        defaults.update(get_modality(modality).embedded_run_defaults)
     if launched_without_accelerator():
         defaults["use_cpu"] = True
     return defaults

@@ -164,9 +164,6 @@ MODALITY = register_modality(
         example_input='"path/to/image.jpg"',
         default_dataset="embedded:fashion_mnist",
         default_model_hub_id="timm/tf_efficientnet_lite0.in1k",
-        # 20 epochs (10 elsewhere): LLRD on small image sets was still improving at epoch 10
-        # (digits 0.866 -> 0.900, mnist_5k 0.836 -> 0.861 at 20 per class, docs/defaults.md)
-        run_defaults={"num_train_epochs": 20},
         embedded_run_defaults={"image_size": 112, "num_train_epochs": 4},
         augment_module="tl_hf.augment.image",
         # Pixel tensors are large: they are made per batch (with_transform), never stored.
