@@ -25,7 +25,9 @@ Arms (bf16, batch 32, sequence 128; no evaluation or checkpoints during the full
   autocast copies, the top operators;
 - `epochs_{sync,async}`: the text default's loop, MiniLM llrd for 5 epochs with evaluation and
   a checkpoint every epoch and the best one restored, checkpoints written by the Trainer
-  (`--async_checkpoints false`) or in the background: evaluation + checkpoint share of train.
+  (`--async_checkpoints false`) or in the background: evaluation + checkpoint share of train;
+- `fsdp_lora`: `accelerate launch` with accelerate_configs/fsdp_full_shard.yaml on one GPU,
+  the text recipe with `--strategy lora`: the merged model and the adapter are checked (GPU only).
 """
 
 from __future__ import annotations
@@ -216,6 +218,59 @@ def arm_tlhf(work: str, model: str, s: dict, mode: str = "tlhf", frozen: bool = 
     }
 
 
+def arm_fsdp_lora(work: str, s: dict) -> dict:
+    """LoRA under FSDP through the real launcher: `accelerate launch` with
+    accelerate_configs/fsdp_full_shard.yaml on one GPU (FSDP1, full shard, use_orig_params), the
+    text recipe on MiniLM, 2 epochs with evaluation and checkpoints. Checks what the CPU tests
+    cannot (Accelerate refuses FSDP without a GPU): the run finishes, the merged model holds no
+    adapter keys and reloads without peft, the adapter folder is there."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    if not torch.cuda.is_available():
+        raise SystemExit("fsdp_lora needs a GPU (Accelerate refuses FSDP on the CPU)")
+    repo = os.path.dirname(HERE)
+    data = os.path.join(work, "bbc_fsdp")
+    load_bbc(work, s["per_class"]).save_to_disk(data)
+    out = scratch_dir(prefix="gpu_bench_fsdp_")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    cmd += [
+        os.path.join(repo, "accelerate_configs", "fsdp_full_shard.yaml"),
+        "--num_processes",
+        "1",
+    ]
+    cmd += [os.path.join(repo, "recipes", "text_classify.py"), "--model_name_or_path"]
+    cmd += [os.path.join(work, "minilm"), "--dataset_name", data, "--strategy", "lora"]
+    cmd += ["--num_train_epochs", "2", "--bf16", "true", "--max_seq_length", str(s["seq"])]
+    cmd += [
+        "--per_device_train_batch_size",
+        str(s["batch"]),
+        "--output_dir",
+        out,
+        "--seed",
+        str(SEED),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout[-2000:] + done.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"accelerate launch exited {done.returncode}")
+    with open(os.path.join(out, "all_results.json")) as f:
+        m = json.load(f)
+    keys = load_file(os.path.join(out, "model.safetensors"))
+    plain = not any("lora_" in k or "modules_to_save" in k for k in keys)
+    AutoModelForSequenceClassification.from_pretrained(out)  # loads without peft
+    adapter = os.path.isfile(os.path.join(out, "adapter", "adapter_model.safetensors"))
+    print(f"[gpu_bench] fsdp_lora: merged model plain {plain}, adapter written {adapter}")
+    if not (plain and adapter):
+        raise SystemExit("fsdp_lora: the merged model or the adapter is wrong")
+    return {
+        "train_s": m["train_runtime"],
+        "samples_per_s": m["train_samples_per_second"],
+        "test_accuracy": m["test_accuracy"],
+    }
+
+
 def arm_bare(work: str, model: str, s: dict) -> dict:
     """The anchor: padded once, on the device, fused AdamW, the Trainer's schedule and clipping."""
     import torch
@@ -365,6 +420,7 @@ ARMS = {
     "frozen_cached_trainer": lambda w, s: arm_tlhf(w, "bertbase", s, "cached_trainer", True),
     "epochs_sync": lambda w, s: arm_tlhf(w, "minilm", s, "epochs_sync"),
     "epochs_async": lambda w, s: arm_tlhf(w, "minilm", s, "epochs_async"),
+    "fsdp_lora": arm_fsdp_lora,
     "minilm_compile": lambda w, s: arm_tlhf(w, "minilm", s, "compile"),
 }
 
@@ -426,8 +482,8 @@ def main() -> None:
         run_one(args.name, args.work, args.smoke)
         return
     chosen = [a for a in (args.only.split(",") if args.only else ARMS) if a]
-    if args.smoke:
-        chosen = [a for a in chosen if a != "minilm_compile"]  # no compiler toolchain needed here
+    if args.smoke:  # no compiler toolchain needed here; Accelerate refuses FSDP on the CPU
+        chosen = [a for a in chosen if a not in ("minilm_compile", "fsdp_lora")]
     results, start = {}, time.perf_counter()
     passes = [(name, SEED) for name in chosen]
     passes += [

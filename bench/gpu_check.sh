@@ -7,7 +7,7 @@
 #   DRY_RUN=1 bash bench/gpu_check.sh    # HERE, no GPU: the whole flow on the CPU with tiny sizes
 #
 # On the GPU machine (torch, no datasets/evaluate/dill/multiprocess, transformers 5.17) it:
-# 1. installs the carried wheels (datasets 5.2, dill, multiprocess, evaluate 0.4.6, xxhash,
+# 1. installs the carried wheels (datasets 5.2, dill, multiprocess, evaluate 0.4.6, xxhash, peft,
 #    transformers 5.23) with `pip install --no-index --no-deps --target /tmp/site`;
 # 2. restores MiniLM to float32 from the carried bf16 copy and builds a BERT-base-size model
 #    (random weights) from a config;
@@ -57,7 +57,7 @@ fi
 "$PY" - <<'PY'
 import importlib
 for name in ("torch", "transformers", "accelerate", "datasets", "evaluate", "safetensors",
-             "tokenizers", "matplotlib", "yaml", "numpy"):
+             "tokenizers", "matplotlib", "yaml", "numpy", "peft"):
     try:
         module = importlib.import_module(name)
         print(f"[gpu_check] {name} {getattr(module, '__version__', '?')}")

@@ -4,7 +4,8 @@ run may take along.
 
     python bench/gpu_prepare.py [--carry .gpu_carry]
 
-- `wheels/`: datasets 5.2.0, dill, multiprocess, evaluate 0.4.6, xxhash and transformers 5.23.0
+- `wheels/`: datasets 5.2.0, dill, multiprocess, evaluate 0.4.6, xxhash, transformers 5.23.0 and
+  peft
   for CPython 3.12 on manylinux x86_64 (`pip download --no-deps --only-binary=:all:`);
 - `minilm/`: the embedded all-MiniLM-L6-v2 with its weights cast to bfloat16 (the float32 file,
   91 MB, does not fit); `gpu_bench.py restore` casts them back to float32 there (bf16 keeps 8
@@ -34,6 +35,7 @@ WHEELS = [
     "evaluate==0.4.6",
     "xxhash",
     "transformers==5.23.0",
+    "peft==0.21.2",  # the lora strategy (the fsdp_lora arm)
 ]
 LIMIT = 64 * 2**20
 SPLIT = {"train": 250, "validation": 40, "test": 90}  # articles per class
