@@ -165,3 +165,27 @@ def test_import_tl_hf_stays_cheap():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_image_llrd_trains_longer_than_the_other_strategies(tmp_path):
+    """Image runs: llrd defaults to 20 epochs (still improving at 10 on small real sets), the
+    other strategies to the shared 10 (the frozen ones lose with 20, docs/defaults.md); a given
+    value wins; the embedded default run keeps its own size; a lab trial re-derives the epochs
+    for its own strategy from a base run that had llrd's."""
+    from tl_hf.lab.grid import AugmentSet, TrialSpec, trial_args
+
+    data = str(tmp_path / "train.csv")
+
+    def epochs(modality, **kw):
+        return build_args(modality, train_file=data, **kw).training.num_train_epochs
+
+    assert epochs("image") == 20 and epochs("image", strategy="llrd") == 20
+    assert epochs("image", strategy="frozen") == epochs("image", strategy="lp_ft") == 10
+    assert epochs("image", num_train_epochs=10) == 10 and epochs("image", num_train_epochs=3) == 3
+    assert epochs("text") == epochs("audio") == epochs("audio", strategy="llrd") == 10
+    assert build_args("image").training.num_train_epochs == 4  # the embedded default run
+    base = build_args("image", train_file=data)
+    for strategy, expected in (("frozen", 10), ("llrd", 20), ("full", 10)):
+        spec = TrialSpec(strategy, 1e-3, None, None, "none", 0)
+        trial = trial_args(base, spec, AugmentSet(["none"]), str(tmp_path / strategy))
+        assert trial.training.num_train_epochs == expected, strategy

@@ -604,6 +604,12 @@ def finalize_args(
             if chosen.name in rates
             else chosen.default_learning_rate(rates, strategy)
         )
+    shared_epochs = TRAINING_DEFAULTS["num_train_epochs"]
+    if "num_train_epochs" not in explicit and training.num_train_epochs in {
+        shared_epochs,
+        *declared.default_epochs.values(),
+    }:  # a default (the embedded runs' own sizes are other values): the strategy's
+        training.num_train_epochs = declared.default_epochs.get(chosen.name, shared_epochs)
     _check_early_stopping(training, strategy)
     if (
         report is not None

@@ -126,6 +126,8 @@ class Modality:
         default_dataset: how `run_config.yaml` and the card name the embedded data.
         default_model_hub_id: the Hub id the embedded checkpoint was copied from: the
             card's `base_model`, so the Hub links the model tree (None: no embedded one).
+        default_epochs: strategy name -> `--num_train_epochs` when none is given (else the
+            shared default; docs/defaults.md: the evidence).
         embedded_run_defaults: flag defaults used when the embedded model and data run.
         default_strategy: `--strategy` when none is given (docs/defaults.md: the evidence).
         augment_module: the module holding the augmentation catalogue (`tl_hf.augment`).
@@ -164,6 +166,7 @@ class Modality:
     column_flags: tuple[str, ...] = ()
     default_dataset: str | None = None
     default_model_hub_id: str | None = None
+    default_epochs: dict[str, int] = field(default_factory=dict)
     embedded_run_defaults: dict[str, Any] = field(default_factory=dict)
     default_strategy: str = "llrd"
     augment_module: str | None = None
