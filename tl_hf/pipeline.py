@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -361,17 +362,16 @@ def prepare_model_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_a
         list((load_monitor_state(resume_from) or {}).get("phases", [])) if resume_from else []
     )
 
-    calls = []
+    calls = itertools.count()
 
     def train_phase(model, name: str, epochs: int, learning_rate: float) -> dict:
-        done = len(calls)
-        calls.append(name)
+        done = next(calls)
         if done < len(recorded):
             _log(
                 f"resume: phase {done + 1} ({recorded[done].get('name', name)}) is in "
                 f"{os.path.basename(resume_from)}; not trained again"
             )
-            return {k: v for k, v in recorded[done].items() if k != "name"} | {"name": name}
+            return {**recorded[done], "name": name}
         return train_phase_step(model, args, plan, data, batch_augment, name, epochs, learning_rate)
 
     context = StrategyContext(

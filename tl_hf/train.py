@@ -8,6 +8,7 @@ from typing import Any
 
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
+from tl_hf.async_checkpoint import CheckpointWriter
 from tl_hf.strategy import build_param_groups
 
 
@@ -111,8 +112,6 @@ class TLTrainer(Trainer):
         self.timer = timer  # tl_hf.timing.PhaseTimer: evaluation and checkpoint time in training
         self.device_splits: dict[str, Any] = {}  # feature tensors on the device (tl_hf.head_loop)
         self.async_checkpoints = bool(speed is not None and speed.async_checkpoints)
-        from tl_hf.async_checkpoint import CheckpointWriter
-
         self.checkpoint_writer = CheckpointWriter()
         super().__init__(*args, **kwargs)
         if speed is not None:
@@ -160,13 +159,12 @@ class TLTrainer(Trainer):
             super()._save_checkpoint(model, trial)
 
     def train(self, *args, **kwargs):
+        # a normal end waits in _finalize_training; an error or Ctrl-C here
         try:
-            result = super().train(*args, **kwargs)
-        except BaseException:  # Ctrl-C included: the pending checkpoint is finished first
+            return super().train(*args, **kwargs)
+        except BaseException:  # the pending checkpoint is finished first
             self.checkpoint_writer.wait(raise_error=False)
             raise
-        self.checkpoint_writer.wait()
-        return result
 
     def _finalize_training(self, *args, **kwargs):
         # the best checkpoint may be the one being written; and with save_total_limit 1 the

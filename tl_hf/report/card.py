@@ -134,9 +134,9 @@ def _what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
     top = max((d for d, _, _ in by_depth if isinstance(d, int)), default=None)
     record = _registered(strategy)
     if record is not None and record.card_text is not None:
-        text = record.card_text({**cfg, "learning_rate": lr}, results, by_depth)
+        text = record.card_text(cfg, results, by_depth)
     else:  # the strategy's description and details
-        text = _registered_description(strategy, cfg) + f" Learning rate {fmt(lr)}."
+        text = _registered_description(record, strategy, cfg) + f" Learning rate {fmt(lr)}."
     lines = [f"- Strategy `{strategy}`: {text}"]
     if by_depth:
         named = []
@@ -386,9 +386,9 @@ def _registered(strategy: str | None):
         return None
 
 
-def _registered_description(strategy: str | None, cfg: dict) -> str:
-    """`Strategy.description` and `.describe(cfg)` of a registered strategy, as one sentence."""
-    record = _registered(strategy)
+def _registered_description(record, strategy: str | None, cfg: dict) -> str:
+    """`Strategy.description` and `.describe(cfg)` of the registered strategy `record` (None:
+    not registered in this process), as one sentence."""
     if record is None:
         return f"the `{strategy}` strategy."
     detail = record.describe(cfg)

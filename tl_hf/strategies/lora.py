@@ -273,7 +273,7 @@ def save_adapter(
 
     from safetensors.torch import save_file
 
-    state = dict(state) if state is not None else model.state_dict()
+    state = state if state is not None else model.state_dict()
     os.makedirs(directory, exist_ok=True)
     adapter = {
         f"base_model.model.{k}": v.detach().cpu().contiguous()
