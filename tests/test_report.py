@@ -328,6 +328,15 @@ def test_card_and_report_of_an_embedded_default_run_name_no_local_path(tmp_path)
     # what was done, in words: strategy, learning rate per depth, augmentation, stopping
     assert "layer-wise learning-rate decay" in card
     assert "depth 0 (embeddings, 400 parameters): 5.12e-05" in card
+    assert "An image classification model fine-tuned from" in card
+    # a LoRA adapter of the embedded checkpoint loads on that checkpoint's Hub id
+    (root / "adapter").mkdir()
+    (root / "adapter" / "adapter_config.json").write_text("{}")
+    build_model_card(root)
+    assert (
+        'from_pretrained("timm/tf_efficientnet_lite0.in1k", num_labels=3)'
+        in (root / "README.md").read_text()
+    )
     assert "depth 3 (final norm and head, 51 parameters): 0.0001" in card
     assert "`swap`, `deletion:p=0.1`, 1 stored augmented copy" in card
     assert "stopped early at epoch 5; the best epoch, 3" in card

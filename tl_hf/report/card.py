@@ -310,12 +310,14 @@ def build_model_card(output_dir: str | os.PathLike, results: dict | None = None)
         data_where = f"[{dataset}](https://huggingface.co/datasets/{dataset})"
     elif str(dataset).startswith("embedded:"):
         data_where = f"tl-hf's embedded `{str(dataset).removeprefix('embedded:')}` data"
+    elif dataset is None:  # passed in memory
+        data_where = "local data"
     else:
         data_where = f"`{dataset_label}` (local data)"
     lines = [
         f"# {repo}",
         "",
-        f"A {task.replace('-', ' ')} model fine-tuned from {where} on {data_where} with "
+        f"{_article(task)} {task.replace('-', ' ')} model fine-tuned from {where} on {data_where} with "
         f"tl-hf ({strategy} strategy).",
         "",
     ]
@@ -354,7 +356,7 @@ def build_model_card(output_dir: str | os.PathLike, results: dict | None = None)
             + " ".join(run["diagnosis"]["reasons"]),
             "",
         ]
-    lines += _strategy_detail(strategy, cfg, root, len(run["labels"]), repo)[1]
+    lines += _adapter_lines(cfg, root, len(run["labels"]), repo, base_hub or base_name)
     if groups:
         rows = [
             [g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
@@ -397,35 +399,28 @@ def _registered_description(record, strategy: str | None, cfg: dict) -> str:
     )
 
 
-def _strategy_detail(
-    strategy: str | None, cfg: dict, root: Path, num_labels: int, repo: str
-) -> tuple[str, list[str]]:
-    """The strategy's own description of the run (`Strategy.describe`), and card lines for
-    what it saved besides the model (LoRA's adapter folder)."""
-    from tl_hf.config import UserError
-    from tl_hf.strategy import get_strategy
+def _adapter_lines(cfg: dict, root: Path, num_labels: int, repo: str, base: str) -> list[str]:
+    """Card lines for LoRA's adapter folder, when the run saved one: how to load it on the
+    base checkpoint `base` (a Hub id, or the local checkpoint's name)."""
+    if not (root / "adapter" / "adapter_config.json").is_file():
+        return []
+    return [
+        "The LoRA adapter is in `adapter/` (the model above has it merged in, no peft "
+        "needed). To load the adapter on the base checkpoint instead:",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        f"from transformers import {_auto_class(cfg)}",
+        "",
+        f'base = {_auto_class(cfg)}.from_pretrained("{base}", num_labels={num_labels})',
+        f'model = PeftModel.from_pretrained(base, "{repo}", subfolder="adapter")',
+        "```",
+        "",
+    ]
 
-    try:
-        detail = get_strategy(strategy).describe(cfg) if strategy else ""
-    except UserError:  # a strategy registered in the process that trained, not in this one
-        detail = ""
-    lines = []
-    if (root / "adapter" / "adapter_config.json").is_file():
-        lines += [
-            "The LoRA adapter is in `adapter/` (the model above has it merged in, no peft "
-            "needed). To load the adapter on the base checkpoint instead:",
-            "",
-            "```python",
-            "from peft import PeftModel",
-            f"from transformers import {_auto_class(cfg)}",
-            "",
-            f'base = {_auto_class(cfg)}.from_pretrained("{cfg.get("model_name_or_path")}", '
-            f"num_labels={num_labels})",
-            f'model = PeftModel.from_pretrained(base, "{repo}", subfolder="adapter")',
-            "```",
-            "",
-        ]
-    return detail, lines
+
+def _article(word: str) -> str:
+    return "An" if word[:1].lower() in "aeiou" else "A"
 
 
 def _auto_class(cfg: dict) -> str:
