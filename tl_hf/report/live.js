@@ -33,10 +33,11 @@ function status(d){
 }
 function header(d){
   const tr=d.train||[],last=tr[tr.length-1]||{},ev=d.eval||[],[cls,word]=status(d);
+  const lastEv=ev[ev.length-1]||{},at=(lastEv.step||0)>(last.step||0)?lastEv:last;  // the latest record
   const kv=(k,v)=>`<span class="kv">${k} <b>${v}</b></span>`;
   let h=`<span class="badge ${cls}">${word}</span>`;
-  h+=kv('epoch',fmt(d.epoch??last.epoch??0)+(d.num_train_epochs?' / '+fmt(d.num_train_epochs):''));
-  h+=kv('step',(d.step??last.step??0)+(d.max_steps?' / '+d.max_steps:''));
+  h+=kv('epoch',fmt(d.epoch??at.epoch??0)+(d.num_train_epochs?' / '+fmt(d.num_train_epochs):''));
+  h+=kv('step',(d.step??at.step??0)+(d.max_steps?' / '+d.max_steps:''));
   h+=kv('train loss',fmt(last.loss));
   if(ev.length){const m=d.metric_for_best_model||'eval_loss';h+=kv('best epoch',d.best_epoch??'–')+kv('best '+esc(m.replace(/^eval_/,'')),fmt(d.best_metric));}
   if(d.early_stopping_patience)h+=kv('patience left',`${d.patience_left??d.early_stopping_patience} / ${d.early_stopping_patience}`);
