@@ -117,12 +117,14 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
         else:
             parts.append(_result_line(step.get("result")))
     if probe and probe.get("pooling_declared"):
+        from tl_hf.lab.playbook import kept_model
+
+        kept = kept_model(result.winner) if result.winner else ""
         parts.append(
             "<h2>Pooling</h2><p>The checkpoint declares "
-            f"{html.escape(probe['pooling'])} pooling (sentence-transformers); the probe uses it. "
-            "The kept model is a stock transformers classifier, loadable with pipeline(): its head "
-            "reads what the stock class pools (for BERT-like models the first token through the "
-            "pooler), which is why a mean-pooled probe can score above the frozen stock head.</p>"
+            f"{html.escape(probe['pooling'])} pooling (sentence-transformers); the probe uses it."
+            + (f" {html.escape(kept[0].upper() + kept[1:])}." if kept else "")
+            + "</p>"
         )
     parts += [
         "<h2>Every trial</h2>",
