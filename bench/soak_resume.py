@@ -1,6 +1,7 @@
 """Soak: the text recipe on a tiny model, killed with SIGKILL at a random moment and resumed
 with `--resume`, many times over; every resumed run must reach the uninterrupted run's best
-epoch, metrics and history.
+epoch, metrics and history. Every run folder also holds the user's files (the very training
+file the run reads, and notes; `--allow_other_files`): none may be lost or changed.
 
     python bench/soak_resume.py [--runs 20] [--seed 0]
 
@@ -43,7 +44,23 @@ ENV = {
 TOLERANCE = 1e-5
 
 
+USER_NOTES = "my notes: tl-hf must never touch this file\n"
+
+
+def put_user_files(out: Path, data: str) -> dict[str, bytes]:
+    """The user's files in the run folder: the training file the run reads, and notes."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.csv").write_bytes(Path(data).read_bytes())
+    (out / "notes.txt").write_text(USER_NOTES)
+    return {name: (out / name).read_bytes() for name in ("train.csv", "notes.txt")}
+
+
+def user_files_intact(out: Path, files: dict[str, bytes]) -> bool:
+    return all((out / n).is_file() and (out / n).read_bytes() == b for n, b in files.items())
+
+
 def command(model: str, data: str, out: Path) -> list[str]:
+    data = str(out / "train.csv")  # the copy inside the run folder (put_user_files)
     return [
         sys.executable,
         str(REPO / "tests" / "kill_driver.py"),
@@ -75,6 +92,7 @@ def command(model: str, data: str, out: Path) -> list[str]:
         "3",
         "--disable_tqdm",
         "true",
+        "--allow_other_files",
     ]
 
 
@@ -135,6 +153,7 @@ def main() -> None:
 
     start = time.time()
     base = root / "uninterrupted"
+    put_user_files(base, data)
     subprocess.run(command(model, data, base), env=ENV, check=True, capture_output=True)
     wall = time.time() - start
     expected = outcome(base)
@@ -143,10 +162,14 @@ def main() -> None:
         f"uninterrupted: {wall:.1f} s, best epoch {expected['best_epoch']} of "
         f"{expected['stopped_epoch']}, eval_loss {expected['eval_loss']:.6f}"
     )
-    print(f"{'run':>3}  {'kill at':>12}  {'folder held':<24} {'resume':>6}  {'match':<5}  max gap")
-    matched = killed = matched_killed = 0
+    print(
+        f"{'run':>3}  {'kill at':>12}  {'folder held':<24} {'resume':>6}  {'match':<5}  "
+        "user files  max gap"
+    )
+    matched = killed = matched_killed = intact = 0
     for run in range(1, args.runs + 1):
         out = root / f"run{run:02d}"
+        files = put_user_files(out, data)
         env, point = dict(ENV), None
         if run % 2 == 0:  # a chosen point of the run
             point = rng.choice(
@@ -179,6 +202,8 @@ def main() -> None:
                 [*command(model, data, out), "--resume"], env=ENV, capture_output=True, text=True
             )
         resume_s = time.time() - t0
+        kept = user_files_intact(out, files)
+        intact += kept
         if resumed.returncode != 0:
             tail = resumed.stderr.strip().splitlines()[-1:] or ["?"]
             print(f"{run:>3}  {point:>12}  {held:<24} {'FAIL':>6}  -      {tail[0][:80]}")
@@ -189,11 +214,12 @@ def main() -> None:
         note = "" if was_killed else " (finished before the kill came)"
         print(
             f"{run:>3}  {point:>12}  {held:<24} {resume_s:5.1f}s  {'yes' if ok else 'NO':<5}  "
-            f"{gap:.2e}{note}"
+            f"{'intact' if kept else 'LOST':<10}  {gap:.2e}{note}"
         )
     print(
         f"{matched}/{args.runs} runs reached the uninterrupted best epoch, metrics and history; "
         f"{matched_killed}/{killed} of those SIGKILLed mid-run did, after --resume; "
+        f"user files intact in {intact}/{args.runs} folders; "
         f"total {time.time() - start:.0f} s; folders in {root}"
     )
 

@@ -93,17 +93,45 @@ def fake_checkpoint(w, name, truncate=False, tokenizer=True):
     return str(folder)
 
 
+def tl_hf_folder(folder):
+    """`folder` as a run made it: with the manifest of what tl-hf writes there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".tl_hf_manifest.json").write_text('{"other": [], "claimed": []}')
+
+
 def finished_folder(w):
     folder = w.root / "finished"
-    folder.mkdir(exist_ok=True)
+    tl_hf_folder(folder)
     (folder / "all_results.json").write_text("{}")
     return str(folder)
 
 
 def unfinished_folder(w):
     folder = w.root / "unfinished" / "checkpoint-3"
+    tl_hf_folder(folder.parent)
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder.parent)
+
+
+def folder_with(w, name, files: dict[str, str]) -> str:
+    """A folder holding the user's own `files` {name: text}."""
+    folder = w.root / name
+    folder.mkdir(exist_ok=True)
+    for rel, text in files.items():
+        (folder / rel).write_text(text)
+    return str(folder)
+
+
+def busy_folder(w):
+    """A folder whose lock another run holds (here: this process, through its own open of the
+    lock file, which a second flock cannot share)."""
+    from tl_hf.output.ownership import FolderLock
+
+    folder = w.root / "busy"
+    folder.mkdir(exist_ok=True)
+    if not hasattr(w, "busy_lock"):
+        w.busy_lock = FolderLock.acquire(str(folder), log=print)
+    return str(folder)
 
 
 def image_folder(w, name, extra=None):
@@ -445,7 +473,61 @@ CASES = [
         "max-train-samples-0",
         "--max_train_samples 0",
         lambda w: text(w, "--max_train_samples", "0"),
-        "--max_train_samples must be a positive number of rows",
+        "--max_train_samples must be >= 1, got 0",
+    ),
+    (
+        "negative-learning-rate",
+        "--learning_rate -1",
+        lambda w: text(w, "--train_file", w.good, "--learning_rate", "-1"),
+        "--learning_rate must be > 0, got -1.0",
+    ),
+    (
+        "batch-size-0",
+        "--per_device_train_batch_size 0",
+        lambda w: text(w, "--train_file", w.good, "--per_device_train_batch_size", "0"),
+        "--per_device_train_batch_size must be >= 1, got 0",
+    ),
+    (
+        "epochs-0",
+        "--num_train_epochs 0 (no --max_steps)",
+        lambda w: text(w, "--train_file", w.good, "--num_train_epochs", "0"),
+        "--num_train_epochs must be > 0, got 0.0",
+    ),
+    (
+        "warmup-negative",
+        "--warmup_steps -5",
+        lambda w: text(w, "--train_file", w.good, "--warmup_steps", "-5"),
+        "--warmup_steps must be >= 0, got -5.0",
+    ),
+    (
+        "weight-decay-negative",
+        "--weight_decay -0.1",
+        lambda w: text(w, "--train_file", w.good, "--weight_decay", "-0.1"),
+        "--weight_decay must be >= 0, got -0.1",
+    ),
+    (
+        "max-seq-length-0",
+        "--max_seq_length 0",
+        lambda w: text(w, "--train_file", w.good, "--max_seq_length", "0"),
+        "--max_seq_length must be >= 1, got 0",
+    ),
+    (
+        "lora-rank-0",
+        "--strategy lora --lora_r 0",
+        lambda w: text(w, "--train_file", w.good, "--strategy", "lora", "--lora_r", "0"),
+        "--lora_r must be >= 1, got 0",
+    ),
+    (
+        "augment-magnitude",
+        "--augment synonym:p=1.5 (a probability above 1)",
+        lambda w: text(w, "--train_file", w.good, "--augment", "synonym:p=1.5"),
+        "augmentation synonym:p must be in [0, 1], got 1.5",
+    ),
+    (
+        "augment-range-reversed",
+        "--augment with a LOW/HIGH range written HIGH/LOW",
+        lambda w: ("image", [*image_folder(w, "crops")[1], "--augment", "crop:scale=0.9/0.5"]),
+        "augmentation crop:scale is written LOW/HIGH, got 0.9/0.5: swap them",
     ),
     (
         "unknown-augmentation",
@@ -532,6 +614,38 @@ CASES = [
         "--resume on a finished run",
         lambda w: text(w, "--output_dir", finished_folder(w), "--resume"),
         "there is nothing to resume",
+    ),
+    (
+        "output-holds-user-files",
+        "--output_dir holding the user's data and notes",
+        lambda w: text(
+            w,
+            "--train_file",
+            w.good,
+            "--output_dir",
+            folder_with(w, "mine", {"train.csv": "x,y\n", "notes.txt": "mine"}),
+        ),
+        "holds files tl-hf did not write (notes.txt, train.csv): choose an empty folder, or "
+        "pass --allow_other_files",
+    ),
+    (
+        "output-user-file-clash",
+        "--allow_other_files, but the user's README.md is where the card goes",
+        lambda w: text(
+            w,
+            "--train_file",
+            w.good,
+            "--allow_other_files",
+            "--output_dir",
+            folder_with(w, "clash", {"README.md": "my notes"}),
+        ),
+        "holds your README.md, which tl-hf writes too",
+    ),
+    (
+        "output-in-use",
+        "--output_dir another run is writing",
+        lambda w: text(w, "--train_file", w.good, "--output_dir", busy_folder(w)),
+        "is in use by another tl-hf run (pid",
     ),
     (
         "incomplete-checkpoint",
@@ -637,7 +751,7 @@ def test_bad_input_one_line_exit_2(case, world, capsys, monkeypatch):
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(recording))
-    code = main(modality, [*argv, "--num_train_epochs", "1", "--use_cpu"])
+    code = main(modality, ["--num_train_epochs", "1", "--use_cpu", *argv])  # the case's win
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -755,7 +869,12 @@ def render_doc() -> str:
 def _normalised(doc: str) -> str:
     import re
 
-    # temporary folders differ per run
+    # temporary folders, the lock holder's pid, time and command differ per run
+    doc = re.sub(
+        r"\(pid \d+ on this machine, started [^ ]+?: [^)]*\)",
+        "(pid PID on this machine, started TIME: COMMAND)",
+        doc,
+    )
     return re.sub(r"/tmp/[^\s`'):;,]+", "TMP", doc)
 
 

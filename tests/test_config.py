@@ -189,3 +189,86 @@ def test_image_llrd_trains_longer_than_the_other_strategies(tmp_path):
         spec = TrialSpec(strategy, 1e-3, None, None, "none", 0)
         trial = trial_args(base, spec, AugmentSet(["none"]), str(tmp_path / strategy))
         assert trial.training.num_train_epochs == expected, strategy
+
+
+# -- every numeric flag checked before anything loads (tl_hf.ranges), generated from metadata
+
+
+def _flag_types():
+    from transformers import TrainingArguments
+
+    from tl_hf.config import DATACLASSES, ReportArguments
+    from tl_hf.lab.grid import LabArguments
+
+    return (*DATACLASSES, LabArguments, ReportArguments, TrainingArguments)
+
+
+def _outside(spec: str) -> float:
+    """A value just outside the first alternative of `spec` and inside none of the others."""
+    import math
+
+    from tl_hf.ranges import _parts, in_range
+
+    low, low_closed, high, high_closed = _parts(spec)[0]
+    candidates = [low - 1, low, high, high + 1, -1e9]
+    for value in candidates:
+        if not math.isinf(value) and not in_range(value, spec):
+            return int(value) if float(value).is_integer() else value
+    raise AssertionError(f"no value outside {spec}")
+
+
+def test_every_numeric_toolkit_flag_declares_its_range():
+    import dataclasses
+    import typing
+
+    types = _flag_types()[:-1]  # TrainingArguments' ranges are a table (TRAINING_RANGES)
+    missing = []
+    for cls in types:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            args = typing.get_args(hints[f.name]) or (hints[f.name],)
+            inner = {a for t in args for a in (typing.get_args(t) or (t,))}
+            numeric = inner & {int, float} and bool not in inner
+            if numeric and "range" not in f.metadata:
+                missing.append(f"{cls.__name__}.{f.name}")
+    assert missing == [], f"numeric flags without a declared range: {missing}"
+
+
+def _declared():
+    from tl_hf.ranges import declared_ranges
+
+    return declared_ranges(_flag_types())
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, d in _declared().items() if d.get("range") is not None)
+)
+def test_a_number_outside_its_range_is_refused_naming_flag_value_and_range(name):
+    from tl_hf.config import parse_args_with
+    from tl_hf.lab.grid import LabArguments
+    from tl_hf.ranges import describe_range
+
+    declared = _declared()[name]
+    value = _outside(declared["range"])
+    with pytest.raises(UserError) as err:
+        parse_args_with("text", [f"--{name}", str(value)], extra=(LabArguments,))
+    message = str(err.value)
+    flag = declared.get("flag") or f"--{name}"
+    assert message.startswith(f"{flag} must be {describe_range(declared['range'])}, got ")
+    assert str(float(value)) in message or str(value) in message
+
+
+def test_an_empty_lab_grid_is_refused():
+    from tl_hf.config import build_args_with
+    from tl_hf.lab.grid import LabArguments
+
+    for name in ("strategies", "learning_rates", "augment_sets"):
+        with pytest.raises(UserError, match=f"--{name} is empty: give at least one value"):
+            build_args_with("text", extra=(LabArguments,), **{name: []})
+
+
+def test_max_steps_replaces_the_epoch_count():
+    args = parse_args("text", ["--num_train_epochs", "0", "--max_steps", "5"])
+    assert args.training.max_steps == 5
+    with pytest.raises(UserError, match="--max_steps must be -1 or >= 1, got 0"):
+        parse_args("text", ["--max_steps", "0"])

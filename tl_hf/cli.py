@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sys
 
+from tl_hf.errors import UserError
+
 COMMANDS = ("train", "lab", "push", "report", "doctor")
 
 
@@ -66,6 +68,21 @@ def report(argv: list[str]) -> int:
             f"{root} holds no finished run (no all_results.json): give the --output_dir of a "
             "run that finished"
         )
+    from tl_hf.output.ownership import open_output_folder
+
+    # the run's lock (not while a run writes there); only tl-hf's own files are rewritten
+    try:
+        folder = open_output_folder(str(root), allow_other_files=True, what="tl-hf report")
+    except UserError as err:
+        return _error(str(err))
+    try:
+        _rebuild_report(root)
+    finally:
+        folder.release()
+    return 0
+
+
+def _rebuild_report(root) -> None:
     from tl_hf.report import (
         CURVES_FILE,
         build_model_card,
@@ -87,7 +104,6 @@ def report(argv: list[str]) -> int:
         )
     print(write_report_html(root))
     print(build_model_card(root))
-    return 0
 
 
 def doctor(argv: list[str]) -> int:

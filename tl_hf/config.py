@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tl_hf.errors import UserError  # noqa: F401  (re-exported: its historical home)
+from tl_hf.ranges import RANGE_METADATA, check_ranges
+
 AUGMENT_MODES = ("map", "on_the_fly")
 
 # The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
@@ -42,10 +45,6 @@ TRAINING_DEFAULTS = {
 }
 
 DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
-
-
-class UserError(ValueError):
-    """A mistake in the user's input: the message names the problem and the fix."""
 
 
 @dataclass
@@ -126,38 +125,46 @@ class DataArguments:
     validation_split_percentage: float = field(
         default=10.0,
         metadata={
-            "help": "With no validation split, this percentage of train is carved off, stratified."
+            "range": "[0, 100)",
+            "help": "With no validation split, this percentage of train is carved off, stratified.",
         },
     )
     test_split_percentage: float = field(
         default=0.0,
         metadata={
-            "help": "With no test split, this percentage of train is carved off as test (0: none)."
+            "range": "[0, 100)",
+            "help": "With no test split, this percentage of train is carved off as test (0: none).",
         },
     )
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep this many training rows (stratified)."}
+        default=None,
+        metadata={"range": "[1, inf)", "help": "Keep this many training rows (stratified)."},
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep this many validation rows (stratified)."}
+        default=None,
+        metadata={"range": "[1, inf)", "help": "Keep this many validation rows (stratified)."},
     )
     max_test_samples: int | None = field(
-        default=None, metadata={"help": "Keep this many test rows (stratified)."}
+        default=None,
+        metadata={"range": "[1, inf)", "help": "Keep this many test rows (stratified)."},
     )
     max_seq_length: int = field(
-        default=128, metadata={"help": "Text: tokens per example after truncation."}
+        default=128,
+        metadata={"range": "[1, inf)", "help": "Text: tokens per example after truncation."},
     )
     image_size: int | None = field(
         default=None,
         metadata={
+            "range": "[1, inf)",
             "help": "Image: resize to N x N instead of the checkpoint's size (smaller trains faster; "
-            "convolutional and timm models)."
+            "convolutional and timm models).",
         },
     )
     max_duration_seconds: float | None = field(
         default=None,
         metadata={
-            "help": "Audio: crop (random in training, centred in evaluation) and pad to this length."
+            "range": "(0, inf)",
+            "help": "Audio: crop (random in training, centred in evaluation) and pad to this length.",
         },
     )
     skip_bad_files: bool = field(
@@ -167,11 +174,22 @@ class DataArguments:
         },
     )
     preprocessing_num_workers: int | None = field(
-        default=None, metadata={"help": "num_proc for datasets.map."}
+        default=None, metadata={"range": "[1, inf)", "help": "num_proc for datasets.map."}
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Replace a finished or unfinished run already in --output_dir."},
+        metadata={
+            "help": "Replace a finished or unfinished run already in --output_dir: removes the files "
+            "tl-hf wrote there (its manifest lists them), never anything else."
+        },
+    )
+    allow_other_files: bool = field(
+        default=False,
+        metadata={
+            "help": "Write the run into an --output_dir that holds files tl-hf did not write (your "
+            "data, notes): they are left as they are, never changed or deleted. Without it such a "
+            "folder is refused."
+        },
     )
     resume: bool = field(
         default=False,
@@ -198,12 +216,17 @@ class StrategyArguments:
     llrd_decay: float = field(
         default=0.8,
         metadata={
-            "help": "LLRD factor per layer below the top, in (0, 1]: lr * decay ** (L + 1 - depth)."
+            "range": "(0, 1]",
+            "hint": "try 0.8",
+            "help": "LLRD factor per layer below the top, in (0, 1]: lr * decay ** (L + 1 - depth).",
         },
     )
     trainable_layers: int = field(
         default=0,
-        metadata={"help": "With --strategy frozen: also train the top K backbone layers."},
+        metadata={
+            "range": "[0, inf)",
+            "help": "With --strategy frozen: also train the top K backbone layers.",
+        },
     )
     cache_features: bool = field(
         default=True,
@@ -221,12 +244,19 @@ class StrategyArguments:
             "(the usual practice on little data); no effect on other models."
         },
     )
-    lora_r: int = field(default=8, metadata={"help": "lora: rank of the adapters."})
+    lora_r: int = field(
+        default=8,
+        metadata={"range": "[1, inf)", "hint": "try 8", "help": "lora: rank of the adapters."},
+    )
     lora_alpha: float = field(
-        default=16, metadata={"help": "lora: scaling numerator (updates scale by alpha / r)."}
+        default=16,
+        metadata={
+            "range": "(0, inf)",
+            "help": "lora: scaling numerator (updates scale by alpha / r).",
+        },
     )
     lora_dropout: float = field(
-        default=0.1, metadata={"help": "lora: dropout on the adapters' input."}
+        default=0.1, metadata={"range": "[0, 1)", "help": "lora: dropout on the adapters' input."}
     )
     lora_target_modules: list[str] | None = field(
         default=None,
@@ -242,22 +272,32 @@ class StrategyArguments:
     lp_ft_probe_epochs: int = field(
         default=5,
         metadata={
-            "help": "lp_ft: epochs of the linear probe (the head on cached frozen features)."
+            "range": "[1, inf)",
+            "hint": "try 5 (or --strategy full to skip the probe)",
+            "help": "lp_ft: epochs of the linear probe (the head on cached frozen features).",
         },
     )
     unfreeze_every: int = field(
         default=1,
-        metadata={"help": "gradual: epochs between unfreezing one more block from the top."},
+        metadata={
+            "range": "[1, inf)",
+            "help": "gradual: epochs between unfreezing one more block from the top.",
+        },
     )
     early_stopping_patience: int = field(
         default=3,
         metadata={
-            "help": "Stop after this many evaluations without improvement (0: never stop early)."
+            "range": "[0, inf)",
+            "hint": "0 turns early stopping off",
+            "help": "Stop after this many evaluations without improvement (0: never stop early).",
         },
     )
     early_stopping_threshold: float = field(
         default=0.0,
-        metadata={"help": "The smallest change of the metric that counts as an improvement."},
+        metadata={
+            "range": "[0, inf)",
+            "help": "The smallest change of the metric that counts as an improvement.",
+        },
     )
 
 
@@ -272,7 +312,8 @@ class AugmentArguments:
     augment_copies: int = field(
         default=0,
         metadata={
-            "help": "K augmented copies of each training example added through datasets.map."
+            "range": "[0, inf)",
+            "help": "K augmented copies of each training example added through datasets.map.",
         },
     )
     augment_mode: str = field(
@@ -285,7 +326,8 @@ class AugmentArguments:
     augment_preview: int = field(
         default=0,
         metadata={
-            "help": "Write N originals beside their augmented versions to the output folder."
+            "range": "[0, inf)",
+            "help": "Write N originals beside their augmented versions to the output folder.",
         },
     )
 
@@ -295,8 +337,9 @@ class ReportArguments:
     monitor_port: int | None = field(
         default=None,
         metadata={
+            "range": "[1, 65535]",
             "help": "Also serve the output folder (the live report.html) on http://127.0.0.1:PORT "
-            "while training, e.g. for a browser on another machine through an SSH tunnel."
+            "while training, e.g. for a browser on another machine through an SSH tunnel.",
         },
     )
     verbose: bool = field(
@@ -344,8 +387,9 @@ class SpeedArguments:
     eval_batch_scale: int = field(
         default=1,
         metadata={
+            "range": "[1, inf)",
             "help": "Evaluate with --per_device_eval_batch_size times this (no gradients: evaluation "
-            "fits larger batches). 1 keeps the given size."
+            "fits larger batches). 1 keeps the given size.",
         },
     )
 
@@ -379,13 +423,31 @@ class RunArgs:
         return out
 
 
-def _build_parser(modality: str, extra: tuple[type, ...] = ()):
-    from transformers import HfArgumentParser, TrainingArguments
+def _parser_types(extra: tuple[type, ...] = ()) -> tuple[type, ...]:
+    from transformers import TrainingArguments
 
     # ReportArguments last: how a run is watched, after what it trains
-    parser = HfArgumentParser(
-        (*DATACLASSES, *extra, TrainingArguments, ReportArguments), allow_abbrev=False
-    )
+    return (*DATACLASSES, *extra, TrainingArguments, ReportArguments)
+
+
+def _build_parser(modality: str, extra: tuple[type, ...] = ()):
+    import copy
+    import types
+
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            # the toolkit's own metadata (tl_hf.ranges) is not an add_argument keyword
+            if any(k in field.metadata for k in RANGE_METADATA):
+                field = copy.copy(field)
+                field.metadata = types.MappingProxyType(
+                    {k: v for k, v in field.metadata.items() if k not in RANGE_METADATA}
+                )
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    parser = Parser(_parser_types(extra), allow_abbrev=False)
     parser.prog = f"{modality}_classify"
 
     def error(message: str):  # argparse would print the whole usage; one line is enough
@@ -507,6 +569,8 @@ def parse_args_with(modality: str, argv: list[str] | None = None, extra: tuple[t
     _check_keys(config, parser, "the config file")
     given = set(config) | _flag_names(rest)
     parser.set_defaults(**{**_defaults(modality, given), **config})
+    # every number in range before any dataclass (TrainingArguments included) is built
+    check_ranges(vars(parser.parse_known_args(rest)[0]), _parser_types(extra))
     try:
         *parts, unknown = parser.parse_args_into_dataclasses(
             args=rest, look_for_args_file=False, return_remaining_strings=True
@@ -542,6 +606,7 @@ def build_args_with(modality: str, dataset=None, extra: tuple[type, ...] = (), *
         **_defaults(modality, set(kwargs) | ({"dataset_name"} if dataset is not None else set())),
         **kwargs,
     }
+    check_ranges(values, _parser_types(extra))
     try:
         parts = parser.parse_dict(values)
     except (TypeError, ValueError) as err:
@@ -562,13 +627,7 @@ def finalize_args(
         default = "llrd" if model is not None and model.random_init else declared.default_strategy
         strategy = replace(strategy, strategy=default)
     chosen = get_strategy(strategy.strategy)  # likewise, listing the registered strategies
-    if not 0 < strategy.llrd_decay <= 1:
-        raise UserError(f"--llrd_decay must be in (0, 1], got {strategy.llrd_decay}: try 0.8")
-    if strategy.trainable_layers < 0:
-        raise UserError(f"--trainable_layers must be >= 0, got {strategy.trainable_layers}")
     chosen.check(strategy, model)
-    if strategy.early_stopping_patience < 0:
-        raise UserError("--early_stopping_patience must be >= 0 (0 turns early stopping off)")
     if augment.augment_mode not in AUGMENT_MODES:
         raise UserError(
             f"unknown --augment_mode {augment.augment_mode!r}: choose map or on_the_fly"
@@ -583,16 +642,6 @@ def finalize_args(
             "--resume picks the latest complete checkpoint itself: drop it or "
             "--resume_from_checkpoint"
         )
-    if augment.augment_copies < 0:
-        raise UserError("--augment_copies must be >= 0")
-    for name in ("validation_split_percentage", "test_split_percentage"):
-        value = getattr(data, name)
-        if not 0 <= value < 100:
-            raise UserError(f"--{name} must be in [0, 100), got {value}")
-    for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
-        value = getattr(data, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} must be a positive number of rows, got {value}")
     if "dataloader_pin_memory" not in explicit and training.device.type == "cpu":
         training.dataloader_pin_memory = (
             False  # pinning needs an accelerator; torch warns every epoch
@@ -611,14 +660,6 @@ def finalize_args(
     }:  # a default (the embedded runs' own sizes are other values): the strategy's
         training.num_train_epochs = declared.default_epochs.get(chosen.name, shared_epochs)
     _check_early_stopping(training, strategy)
-    if (
-        report is not None
-        and report.monitor_port is not None
-        and not 0 < report.monitor_port < 65536
-    ):
-        raise UserError(f"--monitor_port must be in 1..65535, got {report.monitor_port}")
-    if speed.eval_batch_scale < 1:
-        raise UserError(f"--eval_batch_scale must be >= 1, got {speed.eval_batch_scale}")
     if speed.bf16_weights and not training.bf16:
         raise UserError("--bf16_weights needs --bf16 true (it replaces bf16 autocast)")
     return RunArgs(

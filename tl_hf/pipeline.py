@@ -92,16 +92,9 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
     with timer.phase("imports"):
         from transformers import set_seed
 
-        from tl_hf.console import apply_phase_progress
-        from tl_hf.interrupt import set_stage, start_run
-        from tl_hf.report import format_diagnosis
-        from tl_hf.report.share import model_display_name
-        from tl_hf.report.trackers import (
-            attach_trackers,
-            log_final_to_trackers,
-            prepare_tracker_args,
-        )
-        from tl_hf.train import ProgressCallback, TLTrainer, compute_metrics, find_early_stopping
+        import tl_hf.report.trackers  # noqa: F401  (the heavy imports, timed here)
+        import tl_hf.train  # noqa: F401
+        from tl_hf.interrupt import start_run
 
     # 1. config: everything a user can get wrong is checked before any weights are loaded.
     start_run(
@@ -109,7 +102,28 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
     )  # Ctrl-C / SIGTERM from here on: one line, the resume command
     with timer.phase("plan and checks"):
         plan = plan_run(args)
+        folder = open_output_step(args, plan)  # the lock, the user's files, the resume point
         set_seed(args.training.seed)
+    try:
+        return _run_in_folder(args, plan, folder, timer, dataset, prepared, callbacks)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _run_in_folder(args, plan, folder, timer, dataset, prepared, callbacks) -> RunResult:
+    """Steps 2-9, with the output folder taken (`open_output_step`)."""
+    from tl_hf.console import apply_phase_progress
+    from tl_hf.interrupt import set_stage
+    from tl_hf.report import format_diagnosis
+    from tl_hf.report.share import model_display_name
+    from tl_hf.report.trackers import (
+        attach_trackers,
+        log_final_to_trackers,
+        prepare_tracker_args,
+    )
+    from tl_hf.train import ProgressCallback, TLTrainer, compute_metrics, find_early_stopping
+
     # 2-4. data, augmentation, preprocessing: once, on the main process first (others read the cache).
     set_stage("data preparation")
     with timer.phase("data: load, augment, preprocess"):
@@ -143,7 +157,7 @@ def _run(args: RunArgs, dataset=None, prepared: Prepared | None = None, callback
     training_args.remove_unused_columns &= not (data.keep_raw_columns or cache is not None)
     # 7. train with the early-stopping preset (from the checkpoint being resumed, if any).
     with timer.phase("output folder and trainer"):
-        prepare_output_dir(args, plan, data, groups)
+        prepare_output_dir(args, plan, data, groups, folder)
         preset, _ = build_callbacks(
             args, training_args.output_dir, phases, training_args.resume_from_checkpoint
         )
@@ -257,12 +271,8 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.hub import check_push_ready, detach_hub_settings
     from tl_hf.modality import get_modality
     from tl_hf.model import check_checkpoint, load_checkpoint_config
-    from tl_hf.save import resolve_resume
 
     modality = get_modality(args.modality)
-    resume_from = resolve_resume(args.training, args.data, "output_dir" in args.explicit)
-    if args.data.resume and resume_from is None:
-        _log(f"--resume: no complete checkpoint in {args.training.output_dir}, starting afresh")
     model_path = args.model.model_name_or_path or modality.default_model()
     if not model_path:
         raise UserError(
@@ -281,7 +291,7 @@ def plan_run(args: RunArgs) -> Plan:
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
     training_args = copy.copy(args.training)
-    training_args.resume_from_checkpoint = resume_from
+    training_args.resume_from_checkpoint = None  # open_output_step sets where it resumes from
     # the early-stopping patience counter and best-checkpoint pointer come back with it
     training_args.restore_callback_states_from_checkpoint = True
     hub = detach_hub_settings(training_args)
@@ -290,6 +300,21 @@ def plan_run(args: RunArgs) -> Plan:
     return Plan(
         modality, model_path, checkpoint_config, specs, copies, on_the_fly, hub, training_args
     )
+
+
+def open_output_step(args: RunArgs, plan: Plan):
+    """Step 1b: take the output folder (the main process holds its lock and manifest until the
+    run ends; the user's files in it are checked, `tl_hf.output.ownership`) and find the
+    checkpoint a resumed run continues from. Returns the `OutputFolder` (None on other ranks)."""
+    from tl_hf.save import open_run_folder
+
+    folder, resume_from = open_run_folder(
+        args.training, args.data, "output_dir" in args.explicit, _log
+    )
+    if args.data.resume and resume_from is None:
+        _log(f"--resume: no complete checkpoint in {args.training.output_dir}, starting afresh")
+    plan.training_args.resume_from_checkpoint = resume_from
+    return folder
 
 
 def prepare_data(args: RunArgs, plan: Plan, dataset=None) -> Prepared:
@@ -510,22 +535,25 @@ def cache_features_step(model, args: RunArgs, plan: Plan, data: Prepared, batch_
 
 
 def prepare_output_dir(
-    args: RunArgs, plan: Plan, data: Prepared, groups: list[dict[str, Any]]
+    args: RunArgs, plan: Plan, data: Prepared, groups: list[dict[str, Any]], folder=None
 ) -> None:
-    """Clear a previous finished run from the output folder (main process), write the groups
-    and the augmentation preview, and keep the other ranks out until it is ready.
+    """Remove a previous run's files from the output folder (main process: only what tl-hf
+    wrote, never the user's files or this run's inputs), write the groups and the augmentation
+    preview, and keep the other ranks out until it is ready.
 
-    Every rank ran `check_output_dir` before the `main_process_first` barrier of the data
+    Every rank learnt the folder's state before the `main_process_first` barrier of the data
     step, so none of them saw the folder while the main process clears it here."""
     from accelerate import PartialState
 
     from tl_hf.augment import write_augment_preview
-    from tl_hf.save import clear_output_dir, write_json
+    from tl_hf.save import input_paths, write_json
 
     output_dir = args.training.output_dir
     if args.training.process_index == 0:
-        if plan.training_args.resume_from_checkpoint is None:
-            clear_output_dir(output_dir)
+        if folder is not None:
+            folder.start_writing()  # the manifest, before any other file
+            if plan.training_args.resume_from_checkpoint is None:
+                folder.remove_owned(input_paths(args.data), log=_log)
         os.makedirs(output_dir, exist_ok=True)
         write_json(os.path.join(output_dir, "param_groups.json"), groups)
         if data.augmenter is not None and args.augment.augment_preview > 0:

@@ -12,11 +12,10 @@ import shutil
 from typing import Any
 
 from tl_hf import atomic
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
+from tl_hf.output.names import FINISHED_MARKER, MONITOR_STATE, STAGING_DIR
+from tl_hf.output.ownership import claim, open_output_folder, refuse_overwriting_other
 
-FINISHED_MARKER = "all_results.json"
-# The monitor's state, saved into every checkpoint folder (tl_hf.report.monitor).
-MONITOR_STATE = "tl_hf_monitor.json"  # = tl_hf.report.history.MONITOR_STATE
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -173,16 +172,44 @@ def resolve_resume(training_args, data_args, explicit_output_dir: bool) -> str |
     return given
 
 
-def clear_output_dir(output_dir: str) -> None:
-    """Remove a previous run's files, finished or not (main process only, after all checks
-    passed; never when resuming)."""
-    if os.path.isdir(output_dir) and (
-        os.path.exists(os.path.join(output_dir, FINISHED_MARKER))
-        or holds_unfinished_run(output_dir)
-    ):
-        for entry in os.listdir(output_dir):
-            path = os.path.join(output_dir, entry)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+def input_paths(data_args) -> list[str]:
+    """The run's own input files and folders: never inside what a run removes."""
+    paths = [data_args.train_file, data_args.validation_file, data_args.test_file]
+    if data_args.dataset_name and os.path.exists(data_args.dataset_name):
+        paths.append(data_args.dataset_name)
+    return [p for p in paths if p]
+
+
+def open_run_folder(training_args, data_args, explicit_output_dir: bool, log):
+    """Take the output folder for this run (main process: its lock and manifest, the user's
+    files checked, `tl_hf.output.ownership`), then check what it holds (`check_output_dir`).
+    Returns (the `OutputFolder`, None on other ranks; the checkpoint to resume from or None).
+    Every rank gets the main process's answer, or its error."""
+    from accelerate.utils import broadcast_object_list
+
+    folder, answer = None, [None, None]
+    if training_args.process_index == 0:
+        try:
+            check_writable(training_args.output_dir)
+            folder = open_output_folder(
+                training_args.output_dir,
+                allow_other_files=data_args.allow_other_files,
+                log=log,
+            )
+            try:
+                answer[1] = resolve_resume(training_args, data_args, explicit_output_dir)
+            except BaseException:
+                folder.release()
+                raise
+        except UserError as err:
+            answer[0] = str(err)
+            if training_args.world_size <= 1:
+                raise
+    if training_args.world_size > 1:
+        broadcast_object_list(answer, from_process=0)
+    if answer[0] is not None:
+        raise UserError(answer[0])
+    return folder, answer[1]
 
 
 def jsonable(value: Any) -> Any:
@@ -210,7 +237,13 @@ def write_run_config(path: str, config: dict[str, Any]) -> None:
     atomic.write_yaml(path, jsonable(config))
 
 
-STAGING_DIR = ".tl_hf_model.tmp"
+def _move_in(staging: str, output_dir: str) -> None:
+    """Move a staged save into `output_dir` (claimed in its manifest first, and never over a
+    file of the user's)."""
+    names = os.listdir(staging)
+    refuse_overwriting_other(output_dir, names)
+    claim(output_dir, names)
+    atomic.move_files_into(staging, output_dir)
 
 
 @contextlib.contextmanager
@@ -222,7 +255,7 @@ def staged_into(output_dir: str):
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     yield staging
-    atomic.move_files_into(staging, output_dir)
+    _move_in(staging, output_dir)
 
 
 def save_model_atomically(trainer, output_dir: str) -> None:
@@ -235,5 +268,5 @@ def save_model_atomically(trainer, output_dir: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(staging)  # every rank: FSDP/DeepSpeed gather the weights here
     if trainer.args.process_index == 0:
-        atomic.move_files_into(staging, output_dir)
+        _move_in(staging, output_dir)
     PartialState().wait_for_everyone()

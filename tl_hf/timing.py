@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 
-TIMINGS_FILE = "timings.json"
+from tl_hf.output.names import TIMINGS_FILE  # noqa: F401  (re-exported)
 
 
 def process_age() -> float | None:

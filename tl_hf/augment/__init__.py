@@ -26,6 +26,53 @@ from tl_hf.config import UserError
 
 AugmentFn = Callable[[dict, list], dict]
 
+# Valid values of augmentation parameters, by parameter name, in every modality (a range
+# parameter, written LOW/HIGH, has both ends checked and LOW <= HIGH). Notation: tl_hf.ranges.
+PARAM_RANGES = {
+    "p": "[0, 1]",
+    "char_p": "[0, 1]",
+    "min": "[0, inf)",
+    "max": "[1, inf)",
+    "char_max": "[1, inf)",
+    "top_k": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "num_beams": "[1, inf)",
+    "temperature": "[0, inf)",
+    "max_length": "[1, inf)",
+    "scale": "(0, 1]",
+    "ratio": "(0, inf)",
+    "degrees": "[0, 180]",
+    "brightness": "[0, inf)",
+    "contrast": "[0, inf)",
+    "saturation": "[0, inf)",
+    "factor": "[0, inf)",
+    "hue": "[0, 0.5]",
+    "num_ops": "[1, inf)",
+    "magnitude": "[0, 30]",
+    "alpha": "(0, inf)",
+    "rate": "(0, 10]",
+    "semitones": "[-24, 24]",
+    "fraction": "[-1, 1]",
+    "time_masks": "[0, inf)",
+    "freq_masks": "[0, inf)",
+    "time_width": "[0, inf)",
+    "freq_width": "[0, inf)",
+}
+
+
+def check_param(name: str, key: str, value: Any) -> None:
+    """`UserError` for an augmentation parameter outside `PARAM_RANGES` (or a LOW/HIGH range
+    whose LOW is above its HIGH)."""
+    from tl_hf.ranges import check_value
+
+    where = f"augmentation {name}:{key}"
+    values = value if isinstance(value, tuple) else (value,)
+    if key in PARAM_RANGES:
+        for v in values:
+            check_value(where, v, PARAM_RANGES[key])
+    if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
+        raise UserError(f"{where} is written LOW/HIGH, got {value[0]}/{value[1]}: swap them")
+
 
 @dataclass(frozen=True)
 class AugmentSpec:
@@ -107,6 +154,7 @@ def parse_augment_specs(
                     f"augmentation {name!r} has no parameter {key!r}: valid ones are {valid}"
                 )
             params[key] = _cast(value.strip(), catalogue[name][key], f"augmentation {name}:{key}")
+            check_param(name, key, params[key])
         specs.append(AugmentSpec(name, params))
     return specs
 

@@ -151,21 +151,30 @@ def open_session(base: RunArgs, lab: LabArguments, dataset=None) -> Session:
     """Open (or load) the lab's study; nothing is trained yet."""
     from tl_hf.lab import study as st
     from tl_hf.lab.grid import parse_augment_sets
+    from tl_hf.output.names import LAB_DB
+    from tl_hf.output.ownership import open_output_folder
 
     deadline = time.time() + lab.time_budget_minutes * 60 if lab.time_budget_minutes else None
     lab_dir = os.path.abspath(base.training.output_dir)
     augment_sets = parse_augment_sets(lab.augment_sets)
     greater = not lab.objective.endswith("loss")
-    os.makedirs(lab_dir, exist_ok=True)
-    storage = lab.storage or f"sqlite:///{os.path.join(lab_dir, 'lab.db')}"
-    study = st.open_study(
-        storage,
-        lab.study_name or os.path.basename(lab_dir),
-        "maximize" if greater else "minimize",
-        lab.pruner if lab.prune else "none",
-        lab.heartbeat_seconds,
-        startup_trials=max(2, lab.seeds),
+    # the lab folder owns only what the lab writes (workers share it: no one-writer lock)
+    folder = open_output_folder(
+        lab_dir, allow_other_files=base.data.allow_other_files, lab=True, log=_log
     )
+    storage = lab.storage or f"sqlite:///{os.path.join(lab_dir, LAB_DB)}"
+    try:
+        folder.start_writing()
+        study = st.open_study(
+            storage,
+            lab.study_name or os.path.basename(lab_dir),
+            "maximize" if greater else "minimize",
+            lab.pruner if lab.prune else "none",
+            lab.heartbeat_seconds,
+            startup_trials=max(2, lab.seeds),
+        )
+    finally:
+        folder.release()  # a lab refused before writing anything leaves no trace
     st.reclaim_interrupted(study, grace_seconds=3 * lab.heartbeat_seconds)
     return Session(study, base, lab, augment_sets, lab_dir, greater, dataset, deadline)
 

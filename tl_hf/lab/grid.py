@@ -20,38 +20,55 @@ class LabArguments:
 
     strategies: list[str] = field(
         default_factory=lambda: ["frozen", "llrd", "full"],
-        metadata={"help": "Strategies to compare (any strategy the toolkit knows)."},
+        metadata={
+            "nonempty": True,
+            "help": "Strategies to compare (any strategy the toolkit knows).",
+        },
     )
     learning_rates: list[str] = field(
         default_factory=lambda: ["auto"],
         metadata={
-            "help": "'auto' (per strategy: 1/3, 1 and 3 times its default) or a list of rates."
+            "nonempty": True,
+            "help": "'auto' (per strategy: 1/3, 1 and 3 times its default) or a list of rates.",
         },
     )
     trainable_layers_grid: list[int] = field(
         default_factory=lambda: [0],
         metadata={
-            "help": "Given as --trainable_layers K [K ...]: with frozen, also train the top K blocks."
+            "nonempty": True,
+            "range": "[0, inf)",
+            "flag": "--trainable_layers",
+            "help": "Given as --trainable_layers K [K ...]: with frozen, also train the top K blocks.",
         },
     )
     llrd_decays: list[float] | None = field(
-        default=None, metadata={"help": "LLRD decays to try with llrd (default: --llrd_decay)."}
+        default=None,
+        metadata={
+            "range": "(0, 1]",
+            "help": "LLRD decays to try with llrd (default: --llrd_decay).",
+        },
     )
     augment_sets: list[str] = field(
         default_factory=lambda: ["none"],
         metadata={
+            "nonempty": True,
             "help": "Named augmentation sets: 'none', 'default' (the modality's list), or "
-            "NAME=SPEC+SPEC (e.g. light=hflip+rotate:degrees=15); a bare SPEC names itself."
+            "NAME=SPEC+SPEC (e.g. light=hflip+rotate:degrees=15); a bare SPEC names itself.",
         },
     )
     seeds: int = field(
-        default=3, metadata={"help": "Seeds per configuration (--seed, --seed + 1, ...)."}
+        default=3,
+        metadata={
+            "range": "[1, inf)",
+            "help": "Seeds per configuration (--seed, --seed + 1, ...).",
+        },
     )
     time_budget_minutes: float | None = field(
         default=None,
         metadata={
+            "range": "(0, inf)",
             "help": "No new trial starts after this many minutes; the best configuration "
-            "finished by then is still rerun as the winner, and the report lists the skipped."
+            "finished by then is still rerun as the winner, and the report lists the skipped.",
         },
     )
     storage: str | None = field(
@@ -79,7 +96,8 @@ class LabArguments:
     heartbeat_seconds: float = field(
         default=30.0,
         metadata={
-            "help": "A running trial's heartbeat; one silent for 3 beats is rerun by the next worker."
+            "range": "(0, inf)",
+            "help": "A running trial's heartbeat; one silent for 3 beats is rerun by the next worker.",
         },
     )
     playbook: bool = field(
@@ -240,10 +258,6 @@ def default_learning_rate(base: RunArgs, strategy: str) -> float:
 
 def build_grid(base: RunArgs, lab: LabArguments) -> list[TrialSpec]:
     """Every trial, configurations in the order given, seeds innermost."""
-    if lab.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {lab.seeds}")
-    if not lab.strategies:
-        raise UserError("--strategies is empty: name at least one strategy, e.g. frozen llrd full")
     sets = parse_augment_sets(lab.augment_sets)
     explicit_rates = [r for r in lab.learning_rates if r != "auto"]
     try:
@@ -255,10 +269,6 @@ def build_grid(base: RunArgs, lab: LabArguments) -> list[TrialSpec]:
     if any(r <= 0 for r in rates):
         raise UserError("--learning_rates must be positive")
     decays = lab.llrd_decays or [base.strategy.llrd_decay]
-    if any(not 0 < d <= 1 for d in decays):
-        raise UserError(f"--llrd_decays must be in (0, 1], got {' '.join(map(str, decays))}")
-    if any(k < 0 for k in lab.trainable_layers_grid):
-        raise UserError("--trainable_layers must be >= 0")
     grid = []
     for strategy in dict.fromkeys(lab.strategies):
         ladder = (

@@ -9,14 +9,16 @@ import math
 import os
 from pathlib import Path
 
-HISTORY_FILE = "training_history.json"
-CURVES_FILE = "training_curves.png"
-DIAGNOSIS_FILE = "diagnosis.json"
-REPORT_FILE = "report.html"
-CARD_FILE = "README.md"
-PREVIEW_FILE = "augment_preview.png"
-PREDICTIONS_FILE = "test_predictions.json"
-MONITOR_STATE = "tl_hf_monitor.json"  # the history inside each checkpoint folder
+from tl_hf.output.names import (  # noqa: F401  (re-exported: the report's file names)
+    CARD_FILE,
+    CURVES_FILE,
+    DIAGNOSIS_FILE,
+    HISTORY_FILE,
+    MONITOR_STATE,
+    PREDICTIONS_FILE,
+    PREVIEW_FILE,
+    REPORT_FILE,
+)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

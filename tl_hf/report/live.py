@@ -22,9 +22,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tl_hf.report.history import REPORT_FILE, atomic_write
+from tl_hf.output.names import LIVE_DATA_FILE, REPORT_FILE
+from tl_hf.report.history import atomic_write
 
-LIVE_DATA_FILE = "report.live.js"
 REFRESH_SECONDS = 2.0
 # Per-step series are thinned to about this many points: a 100k-step run keeps a page that
 # loads and redraws in a fraction of a second.

@@ -17,8 +17,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-TENSORBOARD_DIR = "tensorboard"
-TRACKIO_DIR = "trackio"
+from tl_hf.output.names import TENSORBOARD_DIR, TRACKIO_DIR
+
 TRACKIO_PROJECT = "tl-hf"
 # The user's own TRACKIO_DIR, read once before tl-hf sets it (it is an environment variable
 # that trackio reads when imported).

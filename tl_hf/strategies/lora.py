@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tl_hf.config import UserError
+from tl_hf.output.names import ADAPTER_DIR
 from tl_hf.strategy import (
     Strategy,
     head_parameter_names,
@@ -31,7 +32,6 @@ from tl_hf.strategy import (
     strip_wrappers,
 )
 
-ADAPTER_DIR = "adapter"
 BARE_HEAD_FILE = "head_extra.safetensors"
 
 # peft matches a *string* target with re.fullmatch against module names relative to the model

@@ -66,11 +66,6 @@ def _check(options, model_args) -> None:
         raise UserError(
             f"--lp_ft_then must be one of {', '.join(THEN)}, got {options.lp_ft_then!r}"
         )
-    if options.lp_ft_probe_epochs < 1:
-        raise UserError(
-            f"--lp_ft_probe_epochs must be >= 1, got {options.lp_ft_probe_epochs}: try 5 "
-            "(or --strategy full to skip the probe)"
-        )
     refuse_trainable_layers(options)
     if model_args is not None and model_args.random_init:
         raise UserError(
