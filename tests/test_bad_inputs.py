@@ -521,13 +521,13 @@ CASES = [
         "augment-magnitude",
         "--augment synonym:p=1.5 (a probability above 1)",
         lambda w: text(w, "--train_file", w.good, "--augment", "synonym:p=1.5"),
-        "augmentation synonym:p must be in [0, 1], got 1.5",
+        "augmentation synonym:p=1.5 is out of range: p must be in [0, 1]",
     ),
     (
         "augment-range-reversed",
         "--augment with a LOW/HIGH range written HIGH/LOW",
         lambda w: ("image", [*image_folder(w, "crops")[1], "--augment", "crop:scale=0.9/0.5"]),
-        "augmentation crop:scale is written LOW/HIGH, got 0.9/0.5: swap them",
+        "augmentation crop:scale=0.9/0.5: write the range LOW/HIGH",
     ),
     (
         "unknown-augmentation",

@@ -63,15 +63,18 @@ PARAM_RANGES = {
 def check_param(name: str, key: str, value: Any) -> None:
     """`UserError` for an augmentation parameter outside `PARAM_RANGES` (or a LOW/HIGH range
     whose LOW is above its HIGH)."""
-    from tl_hf.ranges import check_value
+    from tl_hf.ranges import describe_range, in_range
 
-    where = f"augmentation {name}:{key}"
     values = value if isinstance(value, tuple) else (value,)
-    if key in PARAM_RANGES:
-        for v in values:
-            check_value(where, v, PARAM_RANGES[key])
+    shown = "/".join(str(v) for v in values)
+    spec = PARAM_RANGES.get(key)
+    if spec and any(isinstance(v, int | float) and not in_range(v, spec) for v in values):
+        raise UserError(
+            f"augmentation {name}:{key}={shown} is out of range: {key} must be "
+            f"{describe_range(spec)}"
+        )
     if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
-        raise UserError(f"{where} is written LOW/HIGH, got {value[0]}/{value[1]}: swap them")
+        raise UserError(f"augmentation {name}:{key}={shown}: write the range LOW/HIGH")
 
 
 @dataclass(frozen=True)

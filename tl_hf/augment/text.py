@@ -24,6 +24,7 @@ import random
 import re
 from typing import Any
 
+from tl_hf.augment import check_param
 from tl_hf.config import UserError
 
 # Parameters shared by the word-level augmenters: `p` is the fraction of the words that
@@ -762,9 +763,8 @@ def build_augmenter(specs, column: str, **context: Any) -> TextAugmenter:
                 f"{', '.join(sorted(AUGMENTATIONS[name]))}"
             )
         full = {**AUGMENTATIONS[name], **params}
-        for key in ("p", "char_p"):
-            if key in full and not 0 <= float(full[key]) <= 1:
-                raise UserError(f"augmentation {name}:{key} must be in [0, 1], got {full[key]}")
+        for key, value in params.items():  # what parse_augment_specs checks, for direct calls
+            check_param(name, key, value)
         if name == "contextual" and full["action"] not in ("substitute", "insert"):
             raise UserError(
                 f"contextual: action must be substitute or insert, got {full['action']!r}"
