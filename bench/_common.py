@@ -69,11 +69,11 @@ def quiet() -> None:
     import datasets
     import transformers
 
-    import tl_hf.data  # noqa: F401
-    import tl_hf.features  # noqa: F401
+    import tl_hf.data.load  # noqa: F401
     import tl_hf.pipeline  # noqa: F401
     import tl_hf.report  # noqa: F401
-    import tl_hf.train  # noqa: F401
+    import tl_hf.training.features  # noqa: F401
+    import tl_hf.training.trainer  # noqa: F401
 
     for name in ("accelerate", "evaluate", "sklearn.metrics", "matplotlib.pyplot", "yaml"):
         __import__(name)

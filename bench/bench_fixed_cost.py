@@ -23,7 +23,7 @@ from _common import report, run_arm, table  # noqa: E402
 
 
 def _process_age() -> float:
-    from tl_hf.timing import process_age
+    from tl_hf.output.timing import process_age
 
     return process_age() or float("nan")
 
@@ -55,7 +55,7 @@ def arm(args) -> dict:
         import json
 
         import tl_hf.config
-        from tl_hf.timing import TIMINGS_FILE
+        from tl_hf.output.timing import TIMINGS_FILE
 
         # an older checkout (the "before" of a comparison) has no --profile
         profile = hasattr(tl_hf.config, "SpeedArguments")

@@ -1,4 +1,4 @@
-"""The cached head's training: the tight loop (`--fast_head true`, tl_hf.head_loop) vs the
+"""The cached head's training: the tight loop (`--fast_head true`, tl_hf.training.head_loop) vs the
 Trainer's loop (`--fast_head false`) on the same cached features, in one process each,
 alternating. Head training time only (`train_runtime`): a linear head on stored features is
 where per-step overhead shows. A tiny BERT with the embedded MiniLM's tokenizer makes the

@@ -42,10 +42,10 @@ def arm(args) -> dict:
     import json
 
     import tl_hf
-    from tl_hf.train import TLTrainer
+    from tl_hf.training.trainer import TLTrainer
 
     strategy, seed = args.arm.split(":")
-    import tl_hf.head_loop as head_loop
+    import tl_hf.training.head_loop as head_loop
 
     trainers = []
 

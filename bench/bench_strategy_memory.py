@@ -25,12 +25,12 @@ def arm(args) -> dict:
 
     from tl_hf.config import DataArguments, ModelArguments
     from tl_hf.embedded.text import load_bbc_news, minilm_path
-    from tl_hf.features import build_feature_cache, feature_collator
+    from tl_hf.modalities.text import preprocess
     from tl_hf.modality import get_modality
-    from tl_hf.model import build_model
-    from tl_hf.strategy import apply_strategy, head_parameter_names
-    from tl_hf.text import preprocess
-    from tl_hf.train import TLTrainer
+    from tl_hf.model.checkpoint import build_model
+    from tl_hf.strategy import apply_strategy, head_parameter_names, strategy_settings
+    from tl_hf.training.features import build_feature_cache, feature_collator
+    from tl_hf.training.trainer import TLTrainer
 
     strategy = args.arm.replace("_cached", "")
     dsd = load_bbc_news(args.per_class, 2, 2)
@@ -65,7 +65,7 @@ def arm(args) -> dict:
         train_dataset=features["train"],
         data_collator=collator,
         strategy=strategy,
-        llrd_decay=0.8,
+        options=strategy_settings(strategy, llrd_decay=0.8),
     )
     trainer.train()
     optimizer = trainer.optimizer

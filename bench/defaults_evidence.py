@@ -68,9 +68,9 @@ def arm_plain(modality: str, dsd, seed: int) -> dict:
         modality, dsd, output_dir=out, seed=seed, **DATA_FLAGS.get(modality, {}), use_cpu=True
     )
     plan = plan_run(args)
-    data = prepare_data(args, plan, dsd)
+    data = prepare_data(plan, dsd)
     set_seed(seed)
-    model = load_model_step(args, plan, data)
+    model = load_model_step(plan, data)
     training = TrainingArguments(
         output_dir=out,
         learning_rate=5e-5,
@@ -163,7 +163,7 @@ def arm_setfit(dsd, seed: int) -> dict:
     import numpy as np
     from setfit import SetFitModel, Trainer, TrainingArguments
 
-    from tl_hf.text import default_model
+    from tl_hf.modalities.text import default_model
 
     model = SetFitModel.from_pretrained(default_model())
     trainer = Trainer(

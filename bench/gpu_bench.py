@@ -434,7 +434,7 @@ def run_one(name: str, work: str, smoke: bool) -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     result = ARMS[name](work, sizes(smoke))
-    from tl_hf.timing import process_age
+    from tl_hf.output.timing import process_age
 
     result["wall_s"] = process_age() or float("nan")
     import torch

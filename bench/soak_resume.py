@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from conftest import make_tiny_bert, sentiment_rows, write_csv  # noqa: E402
 
-from tl_hf.save import latest_complete_checkpoint  # noqa: E402
+from tl_hf.output.save import latest_complete_checkpoint  # noqa: E402
 
 ENV = {
     **os.environ,

@@ -15,7 +15,7 @@ sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )  # run from a checkout
 
-from tl_hf.recipe import main  # noqa: E402
+from tl_hf.cli.recipe import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("audio"))

@@ -18,11 +18,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tl_hf.output.save as save  # noqa: E402
 import tl_hf.report as report  # noqa: E402
 import tl_hf.report.history as history  # noqa: E402
-import tl_hf.save as save  # noqa: E402
-import tl_hf.train as train  # noqa: E402
-from tl_hf.recipe import main  # noqa: E402
+import tl_hf.training.metrics as metrics  # noqa: E402
+import tl_hf.training.trainer as train  # noqa: E402
+from tl_hf.cli.recipe import main  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
 
@@ -49,7 +50,7 @@ recording(report, "write_diagnosis", lambda out, *a, **k: os.path.join(out, repo
 recording(report, "build_model_card", lambda out, *a, **k: os.path.join(out, "README.md"))
 recording(report, "write_report_html", lambda out, *a, **k: os.path.join(out, "report.html"))
 
-_compute_metrics = train.compute_metrics
+_compute_metrics = metrics.compute_metrics
 
 
 def compute_metrics(eval_pred):
@@ -57,7 +58,7 @@ def compute_metrics(eval_pred):
     return _compute_metrics(eval_pred)
 
 
-train.compute_metrics = compute_metrics
+metrics.compute_metrics = compute_metrics
 
 _create_optimizer = train.TLTrainer.create_optimizer
 _training_step = train.TLTrainer.training_step

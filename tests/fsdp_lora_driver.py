@@ -25,13 +25,13 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from conftest import sentiment_rows  # noqa: E402
 
-from tl_hf.config import StrategyArguments  # noqa: E402
 from tl_hf.strategies.lora import merged_state_dict, save_adapter  # noqa: E402
 from tl_hf.strategy import (  # noqa: E402
     StrategyContext,
     apply_strategy,
     build_param_groups,
     get_strategy,
+    strategy_settings,  # noqa: E402
     strip_wrappers,
 )
 
@@ -49,7 +49,7 @@ def main(model_dir: str, out: str) -> None:
     rank = dist.get_rank()
     torch.manual_seed(0)  # the same adapters on every rank (LoRA's A starts random)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-    options = StrategyArguments(strategy="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    options = strategy_settings("lora", lora_r=4, lora_alpha=8, lora_dropout=0.0)
     get_strategy("lora").prepare_model(model, StrategyContext(options, {"full": 5e-5}, print))
     declared = apply_strategy(model, "lora", options=options)
     wrapped = FSDP(

@@ -22,11 +22,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tl_hf.async_checkpoint as async_checkpoint  # noqa: E402
-import tl_hf.data as data  # noqa: E402
-import tl_hf.save as save  # noqa: E402
-import tl_hf.train as train  # noqa: E402
-from tl_hf.recipe import main  # noqa: E402
+import tl_hf.data.load as data  # noqa: E402
+import tl_hf.output.save as save  # noqa: E402
+import tl_hf.training.async_checkpoint as async_checkpoint  # noqa: E402
+import tl_hf.training.metrics as metrics  # noqa: E402
+import tl_hf.training.trainer as train  # noqa: E402
+from tl_hf.cli.recipe import main  # noqa: E402
+from tl_hf.output.names import FINISHED_MARKER  # noqa: E402
 
 POINT = os.environ.get("TL_HF_KILL_AT", "")
 KIND, _, ARG = POINT.partition(":")
@@ -61,15 +63,15 @@ if KIND in ("step", "signal"):
     train.TLTrainer.training_step = step
 
 if KIND == "evaluate":
-    _metrics = train.compute_metrics
+    _metrics = metrics.compute_metrics
 
-    def metrics(eval_pred):
+    def compute_then_die(eval_pred):
         COUNT["evaluate"] += 1
         if COUNT["evaluate"] == int(ARG):
             die()
         return _metrics(eval_pred)
 
-    train.compute_metrics = metrics
+    metrics.compute_metrics = compute_then_die
 
 if KIND == "save":
     _save_opt = train.TLTrainer._save_optimizer_and_scheduler
@@ -96,7 +98,7 @@ if KIND == "final":
     _write_json = save.write_json
 
     def write_json(path, data_):
-        if os.path.basename(path) == save.FINISHED_MARKER:
+        if os.path.basename(path) == FINISHED_MARKER:
             die()
         return _write_json(path, data_)
 

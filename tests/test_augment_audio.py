@@ -85,7 +85,7 @@ def test_background_noise_and_mix_change_signal_keep_length():
 
 
 def test_missing_background_folder_is_a_user_error(tmp_path):
-    from tl_hf.config import UserError
+    from tl_hf.errors import UserError
 
     with pytest.raises(UserError, match="does not exist"):
         aa.build_augmenter(

@@ -7,7 +7,7 @@ import pytest
 
 from tl_hf.augment import AugmentSpec, OnTheFly, apply_augment_copies, parse_augment_specs
 from tl_hf.augment import image as aug
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 
 pytest.importorskip("torchvision")
 

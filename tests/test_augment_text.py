@@ -10,7 +10,7 @@ import math
 import pytest
 
 from tl_hf.augment import apply_augment_copies, parse_augment_specs
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 
 SENTENCES = [
     "The company said profits rose sharply in the third quarter beating forecasts by analysts",

@@ -26,7 +26,7 @@ from conftest import REPO, make_tiny_bert, sentiment_rows, write_csv
 from test_recipe_audio import make_audio_folder, tiny_wav2vec2  # noqa: F401 - a fixture
 from test_recipe_image import make_image_folder, make_tiny_resnet
 
-from tl_hf.recipe import main
+from tl_hf.cli.recipe import main
 
 DOC = Path(REPO) / "docs" / "errors.md"
 
@@ -819,7 +819,7 @@ def test_disk_full_while_saving(world, tmp_path):
     """A file-size limit below the checkpoint's size: the first checkpoint cannot be written.
     One line, exit 2, no finished marker, no temporary files, nothing that passes for a
     complete checkpoint."""
-    from tl_hf.save import latest_complete_checkpoint
+    from tl_hf.output.folder import latest_complete_checkpoint
 
     out = tmp_path / "full"
     weights = os.path.getsize(os.path.join(world.bert, "model.safetensors"))

@@ -91,7 +91,7 @@ def test_report_rebuilds_report_card_curves_and_diagnosis(tmp_path, capsys):
 
 
 def test_doctor_names_what_is_missing_and_the_fix(monkeypatch, capsys):
-    from tl_hf import doctor
+    from tl_hf.cli import doctor
 
     real = doctor.is_present
     monkeypatch.setattr(

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tl_hf.config import UserError, build_args, parse_args
+from tl_hf.config import build_args, parse_args
+from tl_hf.errors import UserError
 from tl_hf.modality import get_modality
 
 DEFAULT_LEARNING_RATES = {
@@ -134,7 +135,7 @@ def test_early_stopping_needs_matching_save_strategy():
 
 def test_run_config_round_trips(tmp_path):
     """run_config.yaml written from the resolved arguments reproduces them through --config."""
-    from tl_hf.save import write_run_config
+    from tl_hf.output.save import write_run_config
 
     args = parse_args(
         "text",

@@ -48,7 +48,7 @@ def transformers_log():
 
 
 def build(path, verbose=False):
-    from tl_hf.model import build_model
+    from tl_hf.model.checkpoint import build_model
 
     return build_model(
         "AutoModelForSequenceClassification",

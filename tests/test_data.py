@@ -7,9 +7,10 @@ import json
 import pytest
 from conftest import sentiment_rows, write_csv
 
-from tl_hf.config import DataArguments, UserError
-from tl_hf.data import load_classification_data
-from tl_hf.text import MODALITY as text_modality
+from tl_hf.config import DataArguments
+from tl_hf.data.load import load_classification_data
+from tl_hf.errors import UserError
+from tl_hf.modalities.text import MODALITY as text_modality
 
 
 def load(data_args=None, dataset=None, seed=0):

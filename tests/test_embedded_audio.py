@@ -67,7 +67,7 @@ def test_converted_whisper_transcribes(tmp_path):
 
 
 def test_ctranslate2_mapping_fails_loudly_on_unknown_variables():
-    from tl_hf.config import UserError
+    from tl_hf.errors import UserError
 
     variables = {
         "encoder/conv1/weight": np.zeros((2, 2, 3), np.float32),

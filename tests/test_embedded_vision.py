@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tl_hf.config import UserError
 from tl_hf.embedded import vision
+from tl_hf.errors import UserError
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(vision.FASHION_MNIST_DIR), reason="Debian dataset-fashion-mnist not installed"
@@ -111,7 +111,7 @@ def test_truncated_conversion_is_converted_again(tmp_path, monkeypatch):
     header says (killed mid-copy, disk full) is converted again, not loaded."""
     import torch
 
-    from tl_hf.atomic import safetensors_complete
+    from tl_hf.output.atomic import safetensors_complete
 
     conversions = []
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import sentiment_rows, write_csv
 
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 
 
 def _pad_collator(pad_id):
@@ -86,8 +86,8 @@ def test_replayed_head_scores_as_full_model(family, tmp_path, monkeypatch):
     import datasets
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from tl_hf.features import build_feature_cache, feature_collator
     from tl_hf.strategy import apply_strategy, head_parameter_names
+    from tl_hf.training.features import build_feature_cache, feature_collator
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_replayed_head_scores_as_full_model(family, tmp_path, monkeypatch):
 
 
 def test_head_inside_backbone_is_refused_by_name():
-    from tl_hf.features import CannotCache, find_backbone
+    from tl_hf.training.features import CannotCache, find_backbone
 
     model, _ = _tiny("bert")
     with pytest.raises(CannotCache, match="BertForSequenceClassification"):
@@ -186,13 +186,13 @@ def test_rerun_reuses_cache_and_output_loads_in_pipeline(
     assert second.metrics["cached_features"] is True
 
     monkeypatch.setattr(modeling_bert.BertModel, "forward", original)
-    import tl_hf.text
-    from tl_hf.data import load_classification_data
+    import tl_hf.modalities.text
+    from tl_hf.data.load import load_classification_data
 
     saved = json.loads((tmp_path / "b" / "test_predictions.json").read_text())
     results = json.loads((tmp_path / "b" / "all_results.json").read_text())
     test = load_classification_data(
-        second.args.data, tl_hf.text, second.args.training.seed, None, None
+        second.args.data, tl_hf.modalities.text, second.args.training.seed, None, None
     )["test"]
     clf = pipeline("text-classification", model=str(tmp_path / "b"), device="cpu")
     names = saved["label_names"]
@@ -233,8 +233,8 @@ def _fixed_shape_check(model, dsd, tmp_path, monkeypatch, expected_reduction):
     import datasets
     from transformers import TrainingArguments
 
-    from tl_hf.features import build_feature_cache, feature_collator
     from tl_hf.strategy import apply_strategy, head_parameter_names
+    from tl_hf.training.features import build_feature_cache, feature_collator
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
     apply_strategy(model, "frozen")
@@ -370,7 +370,7 @@ def test_cached_features_run_resumes_to_the_same_result(tiny_bert, csv_file, tmp
     same metrics and history."""
     import shutil
 
-    from tl_hf.save import list_checkpoints
+    from tl_hf.output.folder import list_checkpoints
 
     out = tmp_path / "a"
     first = _run(tiny_bert, csv_file, out, early_stopping_patience=0)

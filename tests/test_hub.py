@@ -65,7 +65,7 @@ def _assert_no_token(hub, root, logs, capfd):
 def test_push_uploads_final_files_and_model_loads(hub, run_dir, tmp_path, logs, capfd):
     from transformers import pipeline
 
-    from tl_hf.hub import push_output_dir, select_push_files
+    from tl_hf.output.hub import push_output_dir, select_push_files
 
     url = push_output_dir(run_dir, "tester/tiny-bert", private=True)
     assert url.startswith(f"{hub.url}/tester/tiny-bert/commit/")
@@ -105,7 +105,7 @@ def test_push_uploads_final_files_and_model_loads(hub, run_dir, tmp_path, logs, 
 
 
 def test_push_retries_a_500_on_commit(monkeypatch, run_dir, logs, capfd):
-    from tl_hf.hub import push_output_dir
+    from tl_hf.output.hub import push_output_dir
 
     with fake_hub(fail_commits=1) as server:
         point_hub_at(server, monkeypatch, TOKEN)
@@ -119,7 +119,7 @@ def test_push_retries_a_500_on_commit(monkeypatch, run_dir, logs, capfd):
 def test_push_permanent_failure_keeps_local_output_and_says_how_to_retry(
     monkeypatch, run_dir, logs, capfd
 ):
-    from tl_hf.hub import PushError, push_output_dir
+    from tl_hf.output.hub import PushError, push_output_dir
 
     before = _snapshot(run_dir)
     with fake_hub(fail_commits=100, fail_status=503) as server:
@@ -130,14 +130,14 @@ def test_push_permanent_failure_keeps_local_output_and_says_how_to_retry(
         assert server.files("tester/broken") == {}
     message = str(err.value)
     assert "local output" in message and "intact" in message
-    assert f"python -m tl_hf.push {run_dir} --hub_model_id tester/broken" in message
+    assert f"python -m tl_hf.cli.push {run_dir} --hub_model_id tester/broken" in message
     assert TOKEN not in message
     assert _snapshot(run_dir) == before
     _assert_no_token(server, run_dir, logs, capfd)
 
 
 def test_push_does_not_retry_a_refusal(monkeypatch, run_dir):
-    from tl_hf.hub import PushError, push_output_dir
+    from tl_hf.output.hub import PushError, push_output_dir
 
     with fake_hub(fail_commits=100, fail_status=403) as server:
         point_hub_at(server, monkeypatch, TOKEN)
@@ -147,8 +147,8 @@ def test_push_does_not_retry_a_refusal(monkeypatch, run_dir):
 
 
 def test_push_refuses_a_file_that_holds_the_token(hub, tmp_path):
-    from tl_hf.config import UserError
-    from tl_hf.hub import push_output_dir
+    from tl_hf.errors import UserError
+    from tl_hf.output.hub import push_output_dir
 
     root = make_run_folder(tmp_path / "leaky")
     (root / "run_config.yaml").write_text(f"hub_token: {TOKEN}\n")
@@ -161,8 +161,8 @@ def test_push_refuses_a_file_that_holds_the_token(hub, tmp_path):
 def test_push_user_errors(monkeypatch, tmp_path, run_dir):
     from huggingface_hub import constants
 
-    from tl_hf.config import UserError
-    from tl_hf.hub import push_output_dir
+    from tl_hf.errors import UserError
+    from tl_hf.output.hub import push_output_dir
 
     with pytest.raises(UserError, match="does not exist"):
         push_output_dir(tmp_path / "missing", "tester/x")
@@ -175,7 +175,7 @@ def test_push_user_errors(monkeypatch, tmp_path, run_dir):
 
 
 def test_cli_pushes_an_existing_folder(hub, run_dir, capsys):
-    from tl_hf.push import main
+    from tl_hf.cli.push import main
 
     assert main([str(run_dir), "--hub_model_id", "tester/cli-model", "--private"]) == 0
     assert capsys.readouterr().out.strip().startswith(f"{hub.url}/tester/cli-model/commit/")
@@ -188,7 +188,14 @@ def test_cli_pushes_an_existing_folder(hub, run_dir, capsys):
 
 def test_cli_missing_folder_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tl_hf.push", str(tmp_path / "nope"), "--hub_model_id", "tester/x"],
+        [
+            sys.executable,
+            "-m",
+            "tl_hf.cli.push",
+            str(tmp_path / "nope"),
+            "--hub_model_id",
+            "tester/x",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -204,7 +211,7 @@ def test_detach_hub_settings_keeps_the_token_out_of_training_args_bin(tmp_path):
     import torch
     from transformers import TrainingArguments
 
-    from tl_hf.hub import detach_hub_settings
+    from tl_hf.output.hub import detach_hub_settings
 
     training = TrainingArguments(
         output_dir=str(tmp_path / "my-run"),

@@ -39,7 +39,7 @@ def data_csv(tmp_path_factory):
 def lab_run(tiny_bert, data_csv, tmp_path_factory):
     """frozen (0 and 5 layers: 5 exceeds the 2 blocks) and full at a good and a hopeless
     learning rate, 2 seeds each; the feature extraction for the cache is counted."""
-    import tl_hf.features as features
+    import tl_hf.training.features as features
     from tl_hf.lab import run_lab
 
     calls = Counter()
@@ -51,7 +51,7 @@ def lab_run(tiny_bert, data_csv, tmp_path_factory):
 
     features._run_rows = counting
     per_trial = []
-    import tl_hf.lab.runner as runner
+    import tl_hf.lab.trials as runner
 
     run_trial = runner.run_trial
 
@@ -229,7 +229,7 @@ def test_time_budget_skips_and_rerun_finishes(tiny_bert, data_csv, tmp_path):
 def test_time_budget_still_keeps_the_best_finished_as_winner(
     tiny_bert, data_csv, tmp_path, monkeypatch
 ):
-    import tl_hf.lab as lab_module
+    import tl_hf.lab.trials as trials_module
     from tl_hf.lab import run_lab
 
     kwargs = dict(
@@ -243,14 +243,14 @@ def test_time_budget_still_keeps_the_best_finished_as_winner(
         use_cpu=True,
         validation_split_percentage=25,
     )
-    original = lab_module._run_grid_trial
+    original = trials_module.run_grid_trial
 
     def one_then_out_of_time(session, trial, spec):
         outcome = original(session, trial, spec)
         session.deadline = 0.0  # the budget is spent once the first trial finished
         return outcome
 
-    monkeypatch.setattr(lab_module, "_run_grid_trial", one_then_out_of_time)
+    monkeypatch.setattr(trials_module, "run_grid_trial", one_then_out_of_time)
     first = run_lab("text", time_budget_minutes=60, **kwargs)
     assert len(first.skipped) == 1 and first.winner["within_budget_only"]
     finished = next(r for r in first.rows if r["state"] == "complete")
@@ -398,7 +398,7 @@ def test_two_workers_split_the_trials(tiny_bert, data_csv, tmp_path):
 def test_the_last_evaluation_is_never_pruned():
     from types import SimpleNamespace
 
-    from tl_hf.lab.runner import ReportToOptuna
+    from tl_hf.lab.trials import ReportToOptuna
 
     class Trial:  # a trial the pruner would stop at every evaluation
         def __init__(self):

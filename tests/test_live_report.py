@@ -52,7 +52,7 @@ def test_live_page_is_self_contained_and_final_marker_reloads(tmp_path):
 
 
 def test_monitor_port_serves_the_folder_on_loopback(tmp_path):
-    from tl_hf.config import UserError
+    from tl_hf.errors import UserError
     from tl_hf.report.live import serve_output_dir
 
     (tmp_path / "report.html").write_text("<p>live</p>")

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, write_csv
 
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 from tl_hf.modality import BUILTIN, Modality, get_modality, modality_names
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -63,7 +63,7 @@ def test_toy_modality_from_outside_trains_end_to_end(tabular_checkpoint, tmp_pat
     from transformers import AutoModelForSequenceClassification
 
     import tests.toy_tabular  # noqa: F401  (registers the modality)
-    from tl_hf.recipe import main
+    from tl_hf.cli.recipe import main
 
     assert "tabular" in modality_names()
     data = write_csv(tmp_path / "rows.csv", tabular_rows(120))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, sentiment_rows, write_csv
 
+from tl_hf.cli.recipe import main
 from tl_hf.errors import UserError
 from tl_hf.output import names as N
 from tl_hf.output.ownership import (
@@ -25,7 +26,6 @@ from tl_hf.output.ownership import (
     other_entries,
     owned_entries,
 )
-from tl_hf.recipe import main
 
 ENV = {**os.environ, "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 

@@ -178,7 +178,9 @@ def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
         greater=True, lab=SimpleNamespace(objective="eval_accuracy"), reference=reference
     )
     monkeypatch.setattr(
-        lab, "prepared_for", lambda s, name: SimpleNamespace(features={"validation": [0] * 16})
+        lab.winner,
+        "prepared_for",
+        lambda s, name: SimpleNamespace(features={"validation": [0] * 16}),
     )
 
     def summary(best_mean):

@@ -1,4 +1,4 @@
-"""The checkpoint's declared mean pooling, expressed in stock classes (tl_hf.pooling)."""
+"""The checkpoint's declared mean pooling, expressed in stock classes (tl_hf.model.pooling)."""
 
 import json
 import shutil
@@ -38,7 +38,7 @@ def _layer_norm_of_mean(hidden, mask, eps):
 def test_appended_block_computes_the_masked_mean(tiny_bert):
     import torch
 
-    from tl_hf.pooling import POOLER_SCALE, append_mean_pooling
+    from tl_hf.model.pooling import POOLER_SCALE, append_mean_pooling
 
     model, _, batch = _batch(tiny_bert)
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_pooled_model_saves_as_a_stock_class(tiny_bert, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    from tl_hf.pooling import append_mean_pooling
+    from tl_hf.model.pooling import append_mean_pooling
 
     model, tokenizer, batch = _batch(tiny_bert)
     append_mean_pooling(model)
@@ -84,8 +84,8 @@ def test_pooled_model_saves_as_a_stock_class(tiny_bert, tmp_path):
 def test_resolve_pooling_rules(tiny_bert, sentence_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification, DistilBertConfig
 
-    from tl_hf.config import UserError
-    from tl_hf.pooling import resolve_pooling
+    from tl_hf.errors import UserError
+    from tl_hf.model.pooling import resolve_pooling
 
     def fresh(path):
         return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)

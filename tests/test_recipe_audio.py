@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from tl_hf.recipe import main
+from tl_hf.cli.recipe import main
 
 LAUNCH = [
     os.path.join(os.path.dirname(sys.executable), "accelerate"),
@@ -237,7 +237,7 @@ def test_in_memory_arrays_resampled(tiny_wav2vec2, tmp_path):
     from datasets import Dataset
 
     import tl_hf
-    from tl_hf.audio import Preprocess
+    from tl_hf.modalities.audio import Preprocess
 
     rows = [
         {"audio": {"array": tone(f, 0.5, 8000), "sampling_rate": 8000}, "label": name}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from tl_hf.recipe import main
+from tl_hf.cli.recipe import main
 
 LAUNCH = [
     os.path.join(os.path.dirname(sys.executable), "accelerate"),
@@ -218,16 +218,16 @@ def test_csv_with_relative_image_paths_and_mixup(tiny_resnet, tmp_path):
 
 def _corrupt_after_first_epoch(monkeypatch, path):
     """Replace `path` by garbage when the first epoch ends (between epochs 1 and 2)."""
-    import tl_hf.train
+    import tl_hf.training.callbacks
 
-    original = tl_hf.train.ProgressCallback.on_epoch_end
+    original = tl_hf.training.callbacks.ProgressCallback.on_epoch_end
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if round(state.epoch) == 1:
             path.write_bytes(b"this is no longer an image")
         return original(self, args, state, control, **kwargs)
 
-    monkeypatch.setattr(tl_hf.train.ProgressCallback, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(tl_hf.training.callbacks.ProgressCallback, "on_epoch_end", on_epoch_end)
 
 
 @pytest.mark.parametrize("skip", [False, True])

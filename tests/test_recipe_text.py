@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO, sentiment_rows, write_csv
 
-from tl_hf.recipe import main
+from tl_hf.cli.recipe import main
 
 ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
 LAUNCH = [

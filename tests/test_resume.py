@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, sentiment_rows, write_csv
 
-from tl_hf import atomic
-from tl_hf.config import UserError
-from tl_hf.save import (
+from tl_hf.errors import UserError
+from tl_hf.output import atomic
+from tl_hf.output.folder import (
     MONITOR_STATE,
     check_output_dir,
     checkpoint_problem,

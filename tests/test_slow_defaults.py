@@ -6,7 +6,7 @@ import json
 import pytest
 from transformers import pipeline
 
-from tl_hf.recipe import main
+from tl_hf.cli.recipe import main
 
 
 @pytest.mark.slow

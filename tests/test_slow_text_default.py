@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tl_hf.recipe import main
+from tl_hf.cli.recipe import main
 
 
 @pytest.mark.slow

@@ -154,11 +154,11 @@ def test_monitor_does_not_redraw_an_unchanged_picture(tmp_path):
 def test_numpy_metrics_match_the_shipped_modules_and_sklearn():
     import evaluate
     import numpy as np
+    from metrics import metric_path
     from sklearn.metrics import precision_recall_fscore_support
     from transformers import EvalPrediction
 
-    from tl_hf.metrics import metric_path
-    from tl_hf.train import compute_metrics, per_class_report
+    from tl_hf.training.metrics import compute_metrics, per_class_report
 
     rng = np.random.default_rng(0)
     f1_module = evaluate.load(metric_path("f1"))
@@ -237,12 +237,15 @@ def test_bf16_weights_cast_the_backbone_once_and_keep_the_head_float32(
     dtypes = {n: p.dtype for n, p in result.model.named_parameters()}
     assert dtypes["classifier.weight"] == torch.float32
     assert dtypes["bert.encoder.layer.0.attention.self.query.weight"] == torch.bfloat16
-    assert result.args.training.per_device_eval_batch_size == 4 * 32
+    # recorded as given: run_config.yaml reproduces the run, the scale applies once more
+    assert result.args.training.per_device_eval_batch_size == 32
+    assert result.args.speed.eval_batch_scale == 4
     assert result.metrics["train_loss"] == result.metrics["train_loss"]  # trained, not NaN
 
 
 def test_speed_flags_are_checked_before_training():
-    from tl_hf.config import UserError, build_args
+    from tl_hf.config import build_args
+    from tl_hf.errors import UserError
 
     with pytest.raises(UserError, match="--bf16_weights needs --bf16"):
         build_args("text", bf16_weights=True, use_cpu=True)
@@ -266,7 +269,7 @@ def test_async_checkpoints_write_what_the_trainer_writes(tiny_bert, csv_file, tm
     import torch
     from safetensors.torch import load_file
 
-    from tl_hf.save import checkpoint_problem
+    from tl_hf.output.folder import checkpoint_problem
 
     kept = {"save_total_limit": 5, "early_stopping_patience": 0}
     sync = _full(tiny_bert, csv_file, tmp_path / "sync", async_checkpoints=False, **kept)
@@ -321,9 +324,9 @@ def test_training_goes_on_while_a_checkpoint_is_written(tiny_bert, csv_file, tmp
     import threading
     import time
 
-    import tl_hf.async_checkpoint as async_checkpoint
-    from tl_hf.save import checkpoint_problem
-    from tl_hf.train import TLTrainer
+    import tl_hf.training.async_checkpoint as async_checkpoint
+    from tl_hf.output.folder import checkpoint_problem
+    from tl_hf.training.trainer import TLTrainer
 
     writes, steps = [], []
     write = async_checkpoint.write_training_state
@@ -357,7 +360,7 @@ def test_training_goes_on_while_a_checkpoint_is_written(tiny_bert, csv_file, tmp
 def test_a_failed_background_write_stops_the_run_with_its_reason(
     tiny_bert, csv_file, tmp_path, monkeypatch
 ):
-    import tl_hf.async_checkpoint as async_checkpoint
+    import tl_hf.training.async_checkpoint as async_checkpoint
 
     def full_disk(output_dir, *args):
         raise OSError(28, "No space left on device")

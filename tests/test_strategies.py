@@ -9,13 +9,15 @@ import pytest
 import torch
 from conftest import sentiment_rows, write_csv
 
-from tl_hf.config import StrategyArguments, UserError, build_args
+from tl_hf.config import build_args
+from tl_hf.errors import UserError
 from tl_hf.strategy import (
     StrategyContext,
     apply_strategy,
     get_strategy,
     parameter_depths,
     strategy_names,
+    strategy_settings,
 )
 
 RATES = {"frozen": 1e-2, "full": 5e-5, "llrd": 1e-4}  # the text modality's table
@@ -56,7 +58,7 @@ def _tokenized(path, n=24):
 def _trainer(model, path, tmp_path, name, options, **extra):
     import transformers as tf
 
-    from tl_hf.train import TLTrainer
+    from tl_hf.training.trainer import TLTrainer
 
     data, tokenizer = _tokenized(path)
     args = tf.TrainingArguments(
@@ -75,7 +77,7 @@ def _trainer(model, path, tmp_path, name, options, **extra):
         train_dataset=data,
         data_collator=tf.DataCollatorWithPadding(tokenizer),
         strategy=name,
-        strategy_options=options,
+        options=options,
         callbacks=get_strategy(name).callbacks(options),
     )
 
@@ -124,7 +126,7 @@ def test_each_strategy_trains_only_what_it_declares(name, tiny_bert, tmp_path):
 
     model = _load(tiny_bert)
     strategy = get_strategy(name)
-    options = StrategyArguments(strategy=name, llrd_decay=0.5)
+    options = strategy_settings(name, llrd_decay=0.5)
     strategy.prepare_model(model, StrategyContext(options, RATES, lambda m: None, _no_phase))
     declared = apply_strategy(model, name, options=options)
     params = dict(model.named_parameters())
@@ -156,7 +158,7 @@ def test_lora_merged_and_adapter_on_base_give_the_trained_logits(tiny_bert, tmp_
 
     model = _load(tiny_bert)
     lora = get_strategy("lora")
-    options = StrategyArguments(strategy="lora", lora_r=4, lora_alpha=8, lora_dropout=0.1)
+    options = strategy_settings("lora", lora_r=4, lora_alpha=8, lora_dropout=0.1)
     lora.prepare_model(model, StrategyContext(options, RATES, lambda m: None))
     apply_strategy(model, "lora", options=options)
     trainer = _trainer(model, tiny_bert, tmp_path, "lora", options, max_steps=6)
@@ -221,11 +223,11 @@ def test_lora_run_leaves_merged_model_adapter_and_card(tiny_bert, csv_file, tmp_
 
 def test_lp_ft_fine_tunes_from_the_probed_head(tiny_bert, csv_file, tmp_path, monkeypatch):
     import tl_hf
-    import tl_hf.model
-    from tl_hf.train import TLTrainer
+    import tl_hf.model.checkpoint
+    from tl_hf.training.trainer import TLTrainer
 
     calls, built = [], []
-    original, build_model = TLTrainer.train, tl_hf.model.build_model
+    original, build_model = TLTrainer.train, tl_hf.model.checkpoint.build_model
 
     def building(*args, **kwargs):
         model = build_model(*args, **kwargs)
@@ -233,7 +235,7 @@ def test_lp_ft_fine_tunes_from_the_probed_head(tiny_bert, csv_file, tmp_path, mo
         built.append((model, model.bert.embeddings.word_embeddings.weight))
         return model
 
-    monkeypatch.setattr(tl_hf.model, "build_model", building)
+    monkeypatch.setattr(tl_hf.model.checkpoint, "build_model", building)
 
     def recording_train(self, *args, **kwargs):
         model, word_embeddings = built[0]
@@ -241,7 +243,7 @@ def test_lp_ft_fine_tunes_from_the_probed_head(tiny_bert, csv_file, tmp_path, mo
         word = lambda: word_embeddings.detach().clone()  # noqa: E731
         start = (head(), word())
         result = original(self, *args, **kwargs)
-        calls.append({"strategy": self.strategy, "start": start, "end": (head(), word())})
+        calls.append({"strategy": self.strategy.name, "start": start, "end": (head(), word())})
         return result
 
     monkeypatch.setattr(TLTrainer, "train", recording_train)
@@ -277,7 +279,7 @@ def test_gradual_unfreezing_switches_groups_on_at_the_right_epochs(tiny_bert, tm
     from tl_hf.report import MonitorCallback
 
     model = _load(tiny_bert)
-    options = StrategyArguments(strategy="gradual", unfreeze_every=1, llrd_decay=0.5)
+    options = strategy_settings("gradual", unfreeze_every=1, llrd_decay=0.5)
     apply_strategy(model, "gradual", options=options)
     depths = parameter_depths(model)  # 2 blocks: depths 0..3
     snapshots = []
@@ -311,7 +313,7 @@ def test_toy_strategy_from_outside_runs_end_to_end(tiny_bert, csv_file, tmp_path
     from safetensors.torch import load_file
 
     import tests.toy_strategy  # noqa: F401  (registers the strategy)
-    from tl_hf.recipe import main
+    from tl_hf.cli.recipe import main
 
     out = tmp_path / "out"
     code = main(
@@ -378,7 +380,7 @@ def test_lora_adapts_the_blocks_of_every_modality_and_merges_back(family):
 
     model = _family_builders()[family]()
     base_keys = set(model.state_dict())
-    options = StrategyArguments(strategy="lora", lora_r=2)
+    options = strategy_settings("lora", lora_r=2)
     get_strategy("lora").prepare_model(model, StrategyContext(options, RATES, lambda m: None))
     trainable = apply_strategy(model, "lora", options=options)
     depths = parameter_depths(model)  # every parameter, adapters included, is placed
@@ -413,7 +415,7 @@ def test_lora_adapts_the_blocks_of_every_modality_and_merges_back(family):
 def test_lora_target_modules_override(tiny_bert):
     def adapted(targets):
         model = _load(tiny_bert)
-        options = StrategyArguments(strategy="lora", lora_target_modules=targets)
+        options = strategy_settings("lora", lora_target_modules=targets)
         get_strategy("lora").prepare_model(model, StrategyContext(options, RATES, lambda m: None))
         return sorted(n.rsplit(".", 1)[0] for n, _ in model.named_modules() if n.endswith("lora_A"))
 
@@ -459,12 +461,13 @@ def test_each_modality_declares_its_default_strategy():
 def test_a_strategy_writes_its_own_card_sentence(monkeypatch):
     """`card_text` replaces the default sentence (description + details + rate) in the card,
     and reads the run's settings, results and learning rates by depth."""
-    import tl_hf.strategy as strategy_module
+    import tl_hf.strategies.base as strategy_module
     from tl_hf.report.card import _what_was_done
     from tl_hf.strategy import Strategy, register_strategy
 
     # registered for this test only
-    monkeypatch.setattr(strategy_module, "_REGISTRY", dict(strategy_module._REGISTRY))
+    registry = strategy_module.STRATEGIES
+    monkeypatch.setattr(registry, "_records", dict(registry._records))
 
     seen = {}
 

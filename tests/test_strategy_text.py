@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers as tf
 
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 from tl_hf.strategy import (
     apply_strategy,
     build_param_groups,
@@ -134,7 +134,7 @@ def test_frozen_with_top_layers():
 def test_new_pooler_from_loading_info_counts_as_head(tmp_path):
     """A checkpoint without a pooler: the freshly initialised pooler is head, not backbone."""
     from tl_hf.config import ModelArguments
-    from tl_hf.model import build_model
+    from tl_hf.model.checkpoint import build_model
 
     base = tf.BertModel(
         tf.BertConfig(**{k: v for k, v in SMALL.items() if k != "num_labels"}),
@@ -168,7 +168,7 @@ def test_unplaced_parameter_fails_loudly():
 def test_trainer_optimizer_holds_exactly_trainable_parameters(tmp_path):
     from datasets import Dataset
 
-    from tl_hf.train import TLTrainer
+    from tl_hf.training.trainer import TLTrainer
 
     model = tiny("bert")
     apply_strategy(model, "frozen")
@@ -193,7 +193,7 @@ def test_trainer_optimizer_holds_exactly_trainable_parameters(tmp_path):
 
 def test_random_init_baseline_ignores_pretrained_weights(tiny_bert, tmp_path):
     from tl_hf.config import ModelArguments, build_args
-    from tl_hf.model import build_model, load_checkpoint_config
+    from tl_hf.model.checkpoint import build_model, load_checkpoint_config
 
     pretrained = build_model(
         "AutoModelForSequenceClassification", tiny_bert, ModelArguments(), ["a", "b"]

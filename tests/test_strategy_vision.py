@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 from tl_hf.strategy import (
     apply_strategy,
     build_param_groups,

@@ -117,7 +117,7 @@ def test_accuracy_metric_is_maximised(tiny_bert, tmp_path):
 def test_compute_metrics_from_logits():
     from transformers import EvalPrediction
 
-    from tl_hf.train import compute_metrics, per_class_report
+    from tl_hf.training.metrics import compute_metrics, per_class_report
 
     logits = np.array([[2.0, 0.1], [0.2, 1.0], [3.0, 0.0], [0.0, 1.0]])
     labels = np.array([0, 1, 1, 1])

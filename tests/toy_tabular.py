@@ -20,7 +20,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 from tl_hf.modality import Modality, register_modality
 from tl_hf.strategy import FAMILIES, Family
 

@@ -7,9 +7,9 @@
     result.metrics["test_accuracy"], result.model
 """
 
-from tl_hf.config import UserError
-from tl_hf.modality import Modality, get_modality, register_modality
-from tl_hf.strategy import Strategy, get_strategy, register_strategy
+from tl_hf.errors import UserError
+from tl_hf.modalities.base import Modality, get_modality, register_modality
+from tl_hf.strategies.base import Strategy, get_strategy, register_strategy
 
 __version__ = "0.1.0"
 __all__ = [

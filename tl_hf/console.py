@@ -9,8 +9,6 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from transformers import TrainerCallback
-
 
 def is_main_process() -> bool:
     from accelerate import PartialState
@@ -18,10 +16,11 @@ def is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def say(message: str) -> None:
-    """One `[tl-hf]` line on the main process."""
+def say(message: str, who: str = "tl-hf") -> None:
+    """One `[tl-hf]` line on the main process (`who`: the lab's and the playbook's own lines
+    say `[tl-hf lab]`, `[tl-hf playbook]`). The one logging path of tl-hf."""
     if is_main_process():
-        print(f"[tl-hf] {message}", flush=True)
+        print(f"[{who}] {message}", flush=True)
 
 
 def phase_bar(name: str, total: int | None, unit: str = "it", initial: int = 0):
@@ -125,81 +124,3 @@ def release_load_report(
         f"loaded {type(model).__name__} from {model_name}: new head initialised "
         f"({len(new)} tensors: {shown}; --verbose shows the full load report)"
     )
-
-
-def _evaluation_line(metrics: dict, epoch) -> str:
-    shown = [
-        f"{k.removeprefix('eval_')} {v:.4g}"
-        for k, v in metrics.items()
-        if isinstance(v, float)
-        and k.startswith("eval_")
-        and not k.endswith(("runtime", "per_second"))
-    ]
-    return f"[tl-hf] epoch {epoch:g} validation: " + "  ".join(shown)
-
-
-class PhaseProgressCallback(TrainerCallback):
-    """Replaces the Trainer's `ProgressCallback`: one `training` bar (the latest loss beside
-    it, one line per evaluation, no nested evaluation bars), then one `evaluation` bar for
-    everything evaluated after training (closed by `close_evaluation`)."""
-
-    def __init__(self):
-        self.training_bar = None
-        self.evaluation_bar = None
-        self._loaders: set[int] = set()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.training_bar = phase_bar("training", state.max_steps, unit="step")
-        self._step = state.global_step
-        if self.training_bar is not None:
-            self.training_bar.update(self._step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.training_bar is not None:
-            self.training_bar.update(state.global_step - self._step)
-            self._step = state.global_step
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.training_bar is not None and logs and "loss" in logs:
-            self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self.training_bar is not None and metrics:
-            self.training_bar.write(_evaluation_line(metrics, state.epoch or 0))
-
-    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-        if not state.is_world_process_zero or self.training_bar is not None:
-            return  # evaluations during training: their result line is enough
-        if eval_dataloader is not None and id(eval_dataloader) not in self._loaders:
-            self._loaders.add(id(eval_dataloader))
-            if self.evaluation_bar is None:
-                self.evaluation_bar = phase_bar("evaluation", len(eval_dataloader), "batch")
-            else:  # the test split after the validation split: the same bar grows
-                self.evaluation_bar.total += len(eval_dataloader)
-                self.evaluation_bar.refresh()
-        if self.evaluation_bar is None:
-            return
-        self.evaluation_bar.update(1)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.training_bar is not None:
-            self.training_bar.close()
-            self.training_bar = None
-
-    def close_evaluation(self) -> None:
-        if self.evaluation_bar is not None:
-            self.evaluation_bar.close()
-            self.evaluation_bar = None
-
-
-def apply_phase_progress(trainer, verbose: bool) -> PhaseProgressCallback | None:
-    """Swap the Trainer's progress bars for the phase bars (not with `verbose`)."""
-    from transformers.trainer_callback import ProgressCallback
-
-    if verbose or trainer.args.disable_tqdm:
-        return None
-    trainer.remove_callback(ProgressCallback)
-    callback = PhaseProgressCallback()
-    trainer.add_callback(callback)
-    return callback

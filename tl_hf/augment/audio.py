@@ -27,8 +27,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tl_hf.augment import soft_cross_entropy  # noqa: F401  (mixup's loss; re-exported)
-from tl_hf.config import UserError
+from tl_hf.augment.base import soft_cross_entropy  # noqa: F401  (mixup's loss; re-exported)
+from tl_hf.errors import UserError
 
 AUGMENTATIONS: dict[str, dict[str, Any]] = {
     # rate > 1 is faster (shorter); leave_length_unchanged pads/crops back to the input length
@@ -56,6 +56,8 @@ AUGMENTATIONS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_AUGMENT = ["time_stretch", "pitch_shift", "noise", "shift", "gain"]
+# Applied to collated batches (build_batch_mixer, build_feature_masker), not per example.
+BATCH_LEVEL = ("mixup", "specaugment")
 WAVEFORM = ("time_stretch", "pitch_shift", "noise", "background_noise", "shift", "gain", "mix")
 
 
@@ -401,7 +403,7 @@ def write_preview(
     import numpy as np
     import soundfile as sf
 
-    from tl_hf.atomic import atomic_path
+    from tl_hf.output.atomic import atomic_path
 
     output_dir = os.path.join(output_dir, "augment_preview")  # many files: a folder of their own
     os.makedirs(output_dir, exist_ok=True)

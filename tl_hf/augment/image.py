@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tl_hf.augment import AugmentSpec
-from tl_hf.config import UserError
+from tl_hf.augment.base import AugmentSpec
+from tl_hf.errors import UserError
 
 # name -> {parameter: default}. Tuples are ranges, written LOW/HIGH on the command line
 # (e.g. `crop:scale=0.5/1.0`).
@@ -301,7 +301,7 @@ def write_preview(originals: Any, augmented: Any, column: str, output_dir: str) 
             if scale > 1:
                 image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
             canvas.paste(image, (pad + j * (cell + pad), header + pad + i * (cell + pad)))
-    from tl_hf.atomic import atomic_path
+    from tl_hf.output.atomic import atomic_path
 
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "augment_preview.png")

@@ -24,8 +24,8 @@ import random
 import re
 from typing import Any
 
-from tl_hf.augment import check_param
-from tl_hf.config import UserError
+from tl_hf.augment.base import check_param
+from tl_hf.errors import UserError
 
 # Parameters shared by the word-level augmenters: `p` is the fraction of the words that
 # change, at least `min` and at most `max` per sentence (nlpaug's aug_p/aug_min/aug_max).
@@ -789,7 +789,7 @@ def write_preview(
     os.makedirs(output_dir, exist_ok=True)
     txt = os.path.join(output_dir, "augment_preview.txt")
     jsonl = os.path.join(output_dir, "augment_preview.jsonl")
-    from tl_hf.atomic import write_text
+    from tl_hf.output.atomic import write_text
 
     lines, records = [], []
     for i, (orig, aug) in enumerate(zip(originals, augmented, strict=False)):

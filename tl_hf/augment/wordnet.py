@@ -122,7 +122,7 @@ def build_wordnet_folder(target: Path, source: Path = DEBIAN_WORDNET) -> None:
     """Write `target/corpora/wordnet` from the Debian WordNet files, atomically: the files
     go to a temporary folder beside it that is renamed into place, so a concurrent or
     interrupted build never leaves a half-written corpus that nltk would read."""
-    from tl_hf.config import UserError
+    from tl_hf.errors import UserError
 
     missing = [name for name in WORDNET_FILES if not (source / name).is_file()]
     if missing:

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tl_hf.atomic import safetensors_complete
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
+from tl_hf.output.atomic import safetensors_complete
 
 SAMPLING_RATE = 16000
 CONVERTER_VERSION = 1

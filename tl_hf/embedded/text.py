@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
 
 
 def _package_dir(name: str, pip_name: str) -> str:

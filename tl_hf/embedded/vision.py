@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tl_hf.atomic import safetensors_complete
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
+from tl_hf.output.atomic import safetensors_complete
 
 ARCHITECTURE = "tf_efficientnet_lite0"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

@@ -2,7 +2,7 @@
 
 import sys
 
-from tl_hf.lab import main
+from tl_hf.lab.api import main
 
 if __name__ == "__main__":
     sys.exit(main())

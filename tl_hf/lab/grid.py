@@ -8,7 +8,8 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
-from tl_hf.config import RunArgs, UserError
+from tl_hf.config import RunArgs
+from tl_hf.errors import UserError
 
 LR_LADDER = (1 / 3, 1.0, 3.0)  # `--learning_rates auto`: around each strategy's default
 PRUNERS = ("median", "successive_halving", "none")
@@ -18,6 +19,10 @@ PRUNERS = ("median", "successive_halving", "none")
 class LabArguments:
     """The lab's own flags (every recipe flag works beside them)."""
 
+    modality: str = field(
+        default="text",
+        metadata={"help": "text, image, audio or a registered modality: which recipe trains."},
+    )
     strategies: list[str] = field(
         default_factory=lambda: ["frozen", "llrd", "full"],
         metadata={
@@ -144,6 +149,11 @@ class TrialSpec:
         return {**dataclasses.asdict(self), "key": self.key, "config": self.config}
 
 
+def config_augment_set(config: str) -> str:
+    """The augmentation set named in a configuration (`TrialSpec.config`, which ends with it)."""
+    return config.rsplit("aug=", 1)[-1]
+
+
 @dataclass(frozen=True)
 class AugmentSet:
     """One named augmentation set: `--augment` items (None: the modality's default list;
@@ -195,19 +205,15 @@ def parse_augment_sets(items: list[str]) -> dict[str, AugmentSet]:
 
 def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: str) -> RunArgs:
     """The arguments of one trial: the base run's, with the trial's strategy, rate, layers,
-    decay, augmentation, seed and output folder (validated like a recipe's)."""
-    from tl_hf.config import finalize_args
+    decay, augmentation, seed and output folder (resolved and checked like a recipe's)."""
+    from tl_hf.config import resolve_args
 
     training = copy.copy(base.training)
-    training.output_dir, training.seed, training.learning_rate = (
-        output_dir,
-        spec.seed,
-        spec.learning_rate,
-    )
+    training.output_dir, training.seed = output_dir, spec.seed
+    training.learning_rate = spec.learning_rate
     if "disable_tqdm" not in base.explicit:
         training.disable_tqdm = True  # one progress line per trial instead of a bar per epoch
-    strategy = dataclasses.replace(
-        base.strategy,
+    strategy = base.strategy.replace(
         strategy=spec.strategy,
         trainable_layers=spec.trainable_layers or 0,
         llrd_decay=spec.llrd_decay if spec.llrd_decay is not None else base.strategy.llrd_decay,
@@ -224,36 +230,23 @@ def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: 
     explicit = base.explicit | {"learning_rate", "output_dir", "seed", "strategy"}
     if wanted_augment:
         explicit |= {"augment", "augment_mode"}
-    return finalize_args(
-        base.modality,
-        base.model,
-        base.data,
-        strategy,
-        augment_args,
-        base.speed,
-        training,
-        base.report,
-        explicit=explicit,
+    return resolve_args(
+        dataclasses.replace(
+            base, strategy=strategy, augment=augment_args, training=training, explicit=explicit
+        )
     )
 
 
 def default_learning_rate(base: RunArgs, strategy: str) -> float:
     """The learning rate a recipe run would use for `strategy` (its default)."""
-    from tl_hf.config import finalize_args
+    from tl_hf.config import default_learning_rate as recipe_default
+    from tl_hf.config import options_for
+    from tl_hf.modalities.base import get_modality
+    from tl_hf.strategies.base import get_strategy
 
-    training = copy.copy(base.training)
-    args = finalize_args(
-        base.modality,
-        base.model,
-        base.data,
-        dataclasses.replace(base.strategy, strategy=strategy, trainable_layers=0),
-        base.augment,
-        base.speed,
-        training,
-        base.report,
-        explicit=(base.explicit - {"learning_rate"}) | {"strategy"},
-    )
-    return args.training.learning_rate
+    record = get_strategy(strategy)
+    options = options_for(base, record, trainable_layers=0)
+    return recipe_default(get_modality(base.modality), record, options)
 
 
 def build_grid(base: RunArgs, lab: LabArguments) -> list[TrialSpec]:

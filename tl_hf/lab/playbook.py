@@ -21,7 +21,9 @@ from collections import Counter
 from typing import Any
 
 from tl_hf.config import RunArgs
+from tl_hf.console import say
 from tl_hf.lab.grid import LR_LADDER, LabArguments, TrialSpec, default_learning_rate
+from tl_hf.lab.playbook_report import choice_sentence, kept_model  # noqa: F401  (the trail's words)
 from tl_hf.lab.study import final_trials
 
 
@@ -49,7 +51,7 @@ def extra_strategies(
     - `lp_ft` when the probe finds the task's information at the top block (good features:
       Kumar et al. 2022 show fine-tuning from a probed head keeps them), or when the checkpoint
       declares a pooling other than the first token (its probe reads that pooling,
-      `tl_hf.pooling`);
+      `tl_hf.model.pooling`);
     - `gradual` when the baseline underfits on little data (< 100 rows per class: ULMFiT's
       gradual unfreezing guards what little data can teach against forgetting);
     - `lora` when the baseline is healthy or overfits (few trainable parameters regularise)."""
@@ -75,14 +77,13 @@ def extra_strategies(
 
 
 def _known_strategies() -> set[str]:
-    import tl_hf.strategy as strategy
+    from tl_hf.strategies.base import strategy_names
 
-    names = getattr(strategy, "strategy_names", None)
-    return set(names()) if names else {"frozen", "full", "llrd"}
+    return set(strategy_names())
 
 
 def _log(message: str) -> None:
-    print(f"[tl-hf playbook] {message}", flush=True)
+    say(message, who="tl-hf playbook")
 
 
 def _specs(
@@ -97,8 +98,8 @@ def _specs(
 
 def _stage(session, specs) -> list[dict]:
     """Run a stage's trials; return their rows (this stage only)."""
-    from tl_hf.lab import run_specs
-    from tl_hf.lab.report import trial_rows
+    from tl_hf.lab.page import trial_rows
+    from tl_hf.lab.session import run_specs
 
     run_specs(session, specs)
     keys = {s.key for s in specs}
@@ -137,14 +138,14 @@ def _best(summary: list[dict], configs: set[str] | None = None) -> dict | None:
 
 def _probe(session) -> dict[str, Any]:
     """Step 2 on the baseline's data: the base model, frozen, one pass with hidden states."""
-    from tl_hf.lab import prepared_for
+    from tl_hf.lab.data import prepared_for
     from tl_hf.lab.probe import run_probe
     from tl_hf.pipeline import load_model_step, plan_run
 
     base = session.base
     data = prepared_for(session, "none")
     plan = plan_run(base)
-    model = load_model_step(base, plan, data)
+    model = load_model_step(plan, data)
     result = run_probe(
         model,
         data.features,
@@ -167,8 +168,8 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
     """The five steps (module docstring) on one study; returns the lab's `LabResult`."""
     import dataclasses
 
-    from tl_hf.lab import finish, open_session, run_specs
     from tl_hf.lab.playbook_report import write_playbook
+    from tl_hf.lab.session import finish, open_session, run_specs
 
     augment_sets = ["none", *lab.augment_sets, "default@copies=2", "default@on_the_fly"]
     lab = dataclasses.replace(lab, augment_sets=list(dict.fromkeys(augment_sets)))
@@ -221,41 +222,6 @@ def _reference_specs(session) -> list[TrialSpec]:
     )
 
 
-def choice_sentence(choice: dict | None) -> str:
-    """How `choose_winner` chose, in words ("" when the best simply won)."""
-    if not choice:
-        return ""
-    if choice["reference_mean"] is None:
-        return (
-            f"the recipe default ({choice['reference']}) was pruned or did not finish, so the "
-            "best is kept without that comparison; "
-        )
-    if "best" not in choice:
-        return (
-            f"the recipe default ({choice['reference']}, {choice['reference_mean']:.3f}) was the "
-            "best configuration: nothing tried beat it; "
-        )
-    numbers = (
-        f"{choice['best']} {choice['best_mean']:.3f} vs the recipe default {choice['reference']} "
-        f"{choice['reference_mean']:.3f}, one standard error on {choice['validation_rows']} "
-        f"validation rows {choice['margin']:.3f}"
-    )
-    if choice["kept_reference"]:
-        return f"the recipe default is kept: the best beats it by no more than the validation split can resolve ({numbers}); "
-    return f"the best beats the recipe default by more than one standard error ({numbers}); "
-
-
-def kept_model(winner: dict) -> str:
-    """Which model the winner's folder keeps, as for pooling (`tl_hf.pooling`)."""
-    if winner.get("pooling") == "mean":
-        return (
-            "the kept model reads the masked mean of the tokens (the pooling the checkpoint "
-            "declares) through a pooling block appended to its encoder: a stock transformers "
-            "class that pipeline() loads"
-        )
-    return "the kept model is the stock transformers class, its head on the first token"
-
-
 def _skipped(trail: list, step: str, why: str) -> list:
     trail.append({"step": step, "ran": False, "why": why})
     return []
@@ -263,7 +229,7 @@ def _skipped(trail: list, step: str, why: str) -> list:
 
 def _step_baseline(session, trail: list) -> tuple[list[TrialSpec], dict]:
     """1. The frozen backbone with a new head (cached features), and its diagnosis."""
-    from tl_hf.lab.report import summarize
+    from tl_hf.lab.page import summarize
 
     base = session.base
     specs = _specs(
@@ -324,8 +290,8 @@ def _step_unfreeze(
 ) -> list[TrialSpec]:
     """3. Full and LLRD at a ladder of rates, the probe's proposal, the strategies argued for,
     and the recipe's own default (the reference)."""
-    from tl_hf.lab import prepared_for
-    from tl_hf.lab.report import summarize
+    from tl_hf.lab.data import prepared_for
+    from tl_hf.lab.page import summarize
 
     if session.out_of_time():
         return _skipped(trail, "3. unfreeze", "the time budget ran out")
@@ -378,7 +344,7 @@ def _step_unfreeze(
 
 def _step_augment(session, trail: list) -> list[TrialSpec]:
     """4. Augmentation (2 stored copies vs on the fly) on the best so far, if it overfits."""
-    from tl_hf.lab.report import summarize, trial_rows
+    from tl_hf.lab.page import summarize, trial_rows
 
     rows = trial_rows(final_trials(session.study))
     best = _best(summarize(rows, session.greater))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import os
-from typing import Any
 
 from tl_hf.report.folder import fmt
 
@@ -17,7 +16,7 @@ def _probe_chart(probe: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tl_hf.lab.report import _png
+    from tl_hf.lab.page import _png
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.plot(probe["depths"], probe["accuracy"], "o-", color="tab:purple")
@@ -70,9 +69,9 @@ def card_section(trail: list[dict], winner: dict | None, objective: str) -> str:
 
 def write_playbook(session, result, trail: list[dict], probe: dict | None) -> str:
     """Write playbook.json and playbook_report.html; add the trail to the winner's card."""
-    from tl_hf.atomic import write_text
-    from tl_hf.lab.report import _charts, _table, write_page
-    from tl_hf.save import write_json
+    from tl_hf.lab.page import _charts, _table, write_page
+    from tl_hf.output.atomic import write_text
+    from tl_hf.output.save import write_json
 
     lab_dir, objective = session.lab_dir, session.lab.objective
     write_json(
@@ -117,8 +116,6 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
         else:
             parts.append(_result_line(step.get("result")))
     if probe and probe.get("pooling_declared"):
-        from tl_hf.lab.playbook import kept_model
-
         kept = kept_model(result.winner) if result.winner else ""
         parts.append(
             "<h2>Pooling</h2><p>The checkpoint declares "
@@ -159,6 +156,36 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
     return path
 
 
-def summarize_trail(trail: list[dict[str, Any]]) -> list[str]:
-    """One line per step (the console)."""
-    return [f"{s['step']}: {'ran' if s['ran'] else 'skipped'}: {s['why']}" for s in trail]
+def choice_sentence(choice: dict | None) -> str:
+    """How `choose_winner` chose, in words ("" when the best simply won)."""
+    if not choice:
+        return ""
+    if choice["reference_mean"] is None:
+        return (
+            f"the recipe default ({choice['reference']}) was pruned or did not finish, so the "
+            "best is kept without that comparison; "
+        )
+    if "best" not in choice:
+        return (
+            f"the recipe default ({choice['reference']}, {choice['reference_mean']:.3f}) was the "
+            "best configuration: nothing tried beat it; "
+        )
+    numbers = (
+        f"{choice['best']} {choice['best_mean']:.3f} vs the recipe default {choice['reference']} "
+        f"{choice['reference_mean']:.3f}, one standard error on {choice['validation_rows']} "
+        f"validation rows {choice['margin']:.3f}"
+    )
+    if choice["kept_reference"]:
+        return f"the recipe default is kept: the best beats it by no more than the validation split can resolve ({numbers}); "
+    return f"the best beats the recipe default by more than one standard error ({numbers}); "
+
+
+def kept_model(winner: dict) -> str:
+    """Which model the winner's folder keeps, as for pooling (`tl_hf.model.pooling`)."""
+    if winner.get("pooling") == "mean":
+        return (
+            "the kept model reads the masked mean of the tokens (the pooling the checkpoint "
+            "declares) through a pooling block appended to its encoder: a stock transformers "
+            "class that pipeline() loads"
+        )
+    return "the kept model is the stock transformers class, its head on the first token"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tl_hf.pooling import declared_pooling  # noqa: F401  (re-exported for the probe's callers)
+from tl_hf.model.pooling import declared_pooling  # noqa: F401  (re-exported for the probe's callers)
 
 NEAR_BEST = 0.01  # depths within one point of the best probe count as "the information is here"
 TARGET_RATIO = 0.25  # LLRD: the block where the information peaks trains at 1/4 of the top rate
@@ -131,7 +131,7 @@ def run_probe(
 ) -> ProbeResult:
     """Probe every block of `model` (the classifier, its new head unused) on the preprocessed
     `features` (train and validation splits)."""
-    from tl_hf.strategy import num_blocks
+    from tl_hf.model.depth import num_blocks
 
     declared = declared_pooling(model_path)
     with_mask = (

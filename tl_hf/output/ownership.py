@@ -65,12 +65,16 @@ def read_manifest(folder: str) -> dict | None:
     return data
 
 
-def _legacy_owned(entries: set[str], lab: bool) -> set[str]:
+def _legacy_owned(folder: str, entries: set[str], lab: bool) -> set[str]:
     """In a folder an older tl-hf wrote (no manifest, but files only tl-hf writes: a plain
-    Trainer's folder also has all_results.json and checkpoints, and is not adopted): the
+    Trainer's folder also has all_results.json and checkpoints, and is not adopted; tl-hf's
+    checkpoints hold its history, `tl_hf_monitor.json`): the
     entries that carry tl-hf's names, model files included."""
     marks = {N.HISTORY_FILE, N.PARAM_GROUPS_FILE, N.RUN_CONFIG_FILE, N.LAB_DB, N.LAB_RESULTS_JSON}
-    if not entries & marks:
+    checkpoints = [e for e in entries if N.is_tl_hf_name(e) and e.startswith("checkpoint-")]
+    if not entries & marks and not any(
+        os.path.isfile(os.path.join(folder, c, N.MONITOR_STATE)) for c in checkpoints
+    ):
         return set()
     return {e for e in entries if N.is_tl_hf_name(e, lab=True) or e in N.MODEL_FILES}
 
@@ -80,7 +84,7 @@ def owned_entries(folder: str, lab: bool = False) -> set[str]:
     entries = _listing(folder)
     manifest = read_manifest(folder)
     if manifest is None:
-        return _legacy_owned(entries, lab)
+        return _legacy_owned(folder, entries, lab)
     other, claimed = set(manifest["other"]), set(manifest["claimed"])
     return {
         e
@@ -112,7 +116,7 @@ def _folder_mutex(folder: str):
 
 
 def _write_manifest(folder: str, manifest: dict) -> None:
-    from tl_hf.atomic import write_json
+    from tl_hf.output.atomic import write_json
 
     write_json(os.path.join(folder, N.MANIFEST), manifest)
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tl_hf.atomic import write_text
+from tl_hf.output.atomic import write_text
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
 from tl_hf.report.history import CARD_FILE, CURVES_FILE
 from tl_hf.report.share import embedded_hub_id, shareable, shareable_name
@@ -90,8 +90,8 @@ def md_table(rows: list[list[Any]], header: list[str]) -> str:
 
 def _task_and_example(modality_name: str) -> tuple[str, str]:
     """The `pipeline()` task and the usage example of a modality (read from its declaration)."""
-    from tl_hf.config import UserError
-    from tl_hf.modality import get_modality
+    from tl_hf.errors import UserError
+    from tl_hf.modalities.base import get_modality
 
     try:
         modality = get_modality(modality_name)
@@ -191,7 +191,7 @@ def _pooling_line(cfg: dict, root) -> list[str]:
     """What the head reads, when it is not simply the stock class's first token."""
     import json
 
-    from tl_hf.pooling import declared_pooling
+    from tl_hf.model.pooling import declared_pooling
 
     try:
         with open(root / "config.json") as f:
@@ -379,8 +379,8 @@ def build_model_card(output_dir: str | os.PathLike, results: dict | None = None)
 def _registered(strategy: str | None):
     """The registered `Strategy` called `strategy`, or None (one registered in the process
     that trained, not in this one)."""
-    from tl_hf.config import UserError
-    from tl_hf.strategy import get_strategy
+    from tl_hf.errors import UserError
+    from tl_hf.strategies.base import get_strategy
 
     try:
         return get_strategy(strategy)
@@ -424,8 +424,8 @@ def _article(word: str) -> str:
 
 
 def _auto_class(cfg: dict) -> str:
-    from tl_hf.config import UserError
-    from tl_hf.modality import get_modality
+    from tl_hf.errors import UserError
+    from tl_hf.modalities.base import get_modality
 
     try:
         return get_modality(cfg.get("modality") or "text").auto_model

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tl_hf.report import history as _history
+import tl_hf.report.history as _history
 from tl_hf.report.history import (
     best_eval,
     epoch_int,

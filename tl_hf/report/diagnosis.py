@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tl_hf.atomic import write_text
+from tl_hf.output.atomic import write_text
 from tl_hf.report.history import DIAGNOSIS_FILE, epoch_int, mean_loss_per_epoch
 
 # Thresholds of `diagnose` (see its docstring).
@@ -23,8 +23,8 @@ EARLY_BEST_FRACTION = 0.5
 
 def _trains_backbone(strategy: str | None) -> bool:
     """What the strategy's record declares (an unknown name: assume it trains the backbone)."""
-    from tl_hf.config import UserError
-    from tl_hf.strategy import get_strategy
+    from tl_hf.errors import UserError
+    from tl_hf.strategies.base import get_strategy
 
     if strategy is None:
         return True

@@ -23,7 +23,7 @@ from tl_hf.output.names import (  # noqa: F401  (re-exported: the report's file 
 
 def atomic_write(path: Path, data: bytes) -> None:
     # A reader watching the run (an image viewer, a notebook) never sees a half-written file.
-    from tl_hf.atomic import write_bytes
+    from tl_hf.output.atomic import write_bytes
 
     write_bytes(path, data)
 

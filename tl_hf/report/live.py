@@ -159,7 +159,7 @@ def serve_output_dir(output_dir: str | os.PathLike, port: int):
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from tl_hf.config import UserError
+    from tl_hf.errors import UserError
 
     class QuietHandler(SimpleHTTPRequestHandler):
         def log_message(self, format, *args):  # one line per poll would flood the console

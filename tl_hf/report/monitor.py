@@ -15,7 +15,7 @@ from typing import Any
 # not import this module.
 from transformers import TrainerCallback
 
-from tl_hf.report import history as _history
+import tl_hf.report.history as _history
 from tl_hf.report.curves import write_training_curves
 from tl_hf.report.history import (
     CURVES_FILE,

@@ -38,8 +38,8 @@ def shareable(value: Any) -> Any:
 def embedded_hub_id(modality_name: str | None) -> str | None:
     """The Hub id the modality's embedded default checkpoint was copied from (None when the
     modality is unknown here or has no embedded checkpoint)."""
-    from tl_hf.config import UserError
-    from tl_hf.modality import get_modality
+    from tl_hf.errors import UserError
+    from tl_hf.modalities.base import get_modality
 
     try:
         return get_modality(modality_name or "text").default_model_hub_id
@@ -72,10 +72,12 @@ def _flag_values(key: str, value: Any) -> list[str]:
     return [f"--{key}", str(value)]
 
 
-def reproduce_command(modality: str, config: dict[str, Any], explicit: set[str]) -> str:
-    """The `tl-hf train` command line that reruns a run: the flags the user set, with the
-    values that ran (paths named as in `shareable`)."""
-    words = ["tl-hf", "train", modality]
+def reproduce_command(
+    modality: str, config: dict[str, Any], explicit: set[str], launcher: list[str] | None = None
+) -> str:
+    """The command line that reruns a run: `launcher` (default `tl-hf train MODALITY`), then the
+    flags the user set, with the values that ran (paths named as in `shareable`)."""
+    words = list(launcher or ["tl-hf", "train", modality])
     for key in sorted(explicit):
         if key in config:
             words += _flag_values(key, shareable(config[key]))

@@ -5,15 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tl_hf.config import UserError
-from tl_hf.strategy import (
-    Strategy,
-    head_parameter_names,
-    layerwise_groups,
-    num_blocks,
-    parameter_depths,
-    register_strategy,
-)
+from tl_hf.errors import UserError
+from tl_hf.model.depth import head_parameter_names, num_blocks, parameter_depths
+from tl_hf.strategies.base import Strategy, register_strategy
+from tl_hf.strategies.groups import layerwise_groups
 
 
 def frozen_trainable(model, options) -> set[str]:

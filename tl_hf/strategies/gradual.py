@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from tl_hf.config import UserError
-from tl_hf.strategy import Strategy, layerwise_groups, refuse_trainable_layers, register_strategy
+from tl_hf.strategies.base import Strategy, refuse_trainable_layers, register_strategy
+from tl_hf.strategies.groups import layerwise_groups
 
 
 def unlocked_from(epoch: int, top: int, every: int) -> int:
@@ -108,10 +109,17 @@ def build_gradual_unfreezing(every: int):
     return _callback_class()(every)
 
 
-def _check(options, model_args) -> None:
-    if options.unfreeze_every < 1:
-        raise UserError(f"--unfreeze_every must be >= 1 epoch, got {options.unfreeze_every}")
-    refuse_trainable_layers(options)
+@dataclass
+class GradualArguments:
+    """`--strategy gradual`'s own flags."""
+
+    unfreeze_every: int = field(
+        default=1,
+        metadata={
+            "range": "[1, inf)",
+            "help": "gradual: epochs between unfreezing one more block from the top.",
+        },
+    )
 
 
 def _describe(settings: Mapping[str, Any]) -> str:
@@ -128,8 +136,9 @@ GRADUAL = register_strategy(
         "epochs, at layerwise learning rates",
         param_groups=layerwise_groups,
         callbacks=lambda options: [build_gradual_unfreezing(options.unfreeze_every)],
+        flags=GradualArguments,
         default_learning_rate=lambda rates, options: rates.get("llrd", 2 * rates["full"]),
         describe=_describe,
-        check=_check,
+        check=refuse_trainable_layers,
     )
 )

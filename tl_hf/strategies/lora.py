@@ -18,21 +18,43 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from tl_hf.config import UserError
+from tl_hf.errors import UserError
+from tl_hf.model.depth import head_parameter_names, num_blocks, parameter_depths, strip_wrappers
 from tl_hf.output.names import ADAPTER_DIR
-from tl_hf.strategy import (
-    Strategy,
-    head_parameter_names,
-    num_blocks,
-    parameter_depths,
-    refuse_trainable_layers,
-    register_strategy,
-    strip_wrappers,
-)
+from tl_hf.strategies.base import Strategy, refuse_trainable_layers, register_strategy
 
 BARE_HEAD_FILE = "head_extra.safetensors"
+
+
+@dataclass
+class LoraArguments:
+    """`--strategy lora`'s own flags."""
+
+    lora_r: int = field(
+        default=8,
+        metadata={"range": "[1, inf)", "hint": "try 8", "help": "lora: rank of the adapters."},
+    )
+    lora_alpha: float = field(
+        default=16,
+        metadata={
+            "range": "(0, inf)",
+            "help": "lora: scaling numerator (updates scale by alpha / r).",
+        },
+    )
+    lora_dropout: float = field(
+        default=0.1, metadata={"range": "[0, 1)", "help": "lora: dropout on the adapters' input."}
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "lora: module names (or one regex) that get adapters. Default: the attention "
+            "and MLP projections of the blocks, found per family."
+        },
+    )
+
 
 # peft matches a *string* target with re.fullmatch against module names relative to the model
 # (e.g. "bert.encoder.layer.0.attention.self.query"). Anchoring on the block path keeps out
@@ -267,7 +289,8 @@ def save_adapter(
 ) -> list[str]:
     """Write the adapter in peft's format (adapter_config.json, adapter_model.safetensors with
     the LoRA matrices and the head), loadable with `PeftModel.from_pretrained(base, directory)`;
-    bare head parameters go to head_extra.safetensors. `state`: a full state dict of the model
+    bare head parameters (outside any module peft can copy) go to head_extra.safetensors, to
+    copy onto the base model before loading the adapter. `state`: a full state dict of the model
     (gathered from shards); default: the model's own. Returns the adapter's tensor names."""
     import copy
 
@@ -295,22 +318,6 @@ def save_adapter(
     return sorted(adapter)
 
 
-def load_adapter(base_model, directory: str, merge: bool = True):
-    """The base checkpoint (with a fresh head of the same size) plus an adapter folder: the
-    trained model (merged into a plain model unless `merge=False`)."""
-    import torch
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
-    extra = os.path.join(directory, BARE_HEAD_FILE)
-    if os.path.isfile(extra):
-        with torch.no_grad():
-            for name, value in load_file(extra).items():
-                base_model.get_parameter(name).copy_(value)
-    model = PeftModel.from_pretrained(base_model, directory)
-    return model.merge_and_unload() if merge else model
-
-
 def _prepare(model, context) -> None:
     options = context.options
     targets = _user_targets(options.lora_target_modules) if options.lora_target_modules else None
@@ -328,10 +335,10 @@ def _prepare(model, context) -> None:
 def _save(trainer, options, output_dir: str) -> None:
     """Every rank: gather the full weights (FSDP/DeepSpeed shards; a plain model's own state
     dict otherwise); rank 0 writes the adapter, then the merged model beside the processor,
-    each file whole or absent (`tl_hf.save.staged_into`)."""
+    each file whole or absent (`tl_hf.output.save.staged_into`)."""
     from accelerate import PartialState
 
-    from tl_hf.save import staged_into
+    from tl_hf.output.save import staged_into
 
     state = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.args.process_index == 0:
@@ -355,10 +362,6 @@ def _check(options, model_args) -> None:
             "--random_init with --strategy lora would adapt random, frozen weights: "
             "use --strategy full"
         )
-    if options.lora_r < 1:
-        raise UserError(f"--lora_r must be >= 1, got {options.lora_r}: try 8")
-    if not 0 <= options.lora_dropout < 1:
-        raise UserError(f"--lora_dropout must be in [0, 1), got {options.lora_dropout}")
     try:
         import peft  # noqa: F401
     except ImportError as err:
@@ -388,5 +391,6 @@ LORA = register_strategy(
         default_learning_rate=lambda rates, options: 40 * rates["full"],
         describe=_describe,
         check=_check,
+        flags=LoraArguments,
     )
 )

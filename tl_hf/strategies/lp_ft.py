@@ -15,22 +15,41 @@ count the fine-tuning phase only.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from tl_hf.config import UserError
-from tl_hf.strategy import Strategy, get_strategy, refuse_trainable_layers, register_strategy
+from tl_hf.errors import UserError
+from tl_hf.strategies.base import Strategy, get_strategy, refuse_trainable_layers, register_strategy
 
 THEN = ("full", "llrd")
 PHASE_NAME = "linear probe"
 
 
+@dataclass
+class LpFtArguments:
+    """`--strategy lp_ft`'s own flags."""
+
+    lp_ft_then: str = field(
+        default="llrd",
+        metadata={
+            "help": "lp_ft: the fine-tuning phase's strategy, full or llrd.",
+            "choices": list(THEN),
+        },
+    )
+    lp_ft_probe_epochs: int = field(
+        default=5,
+        metadata={
+            "range": "[1, inf)",
+            "hint": "try 5 (or --strategy full to skip the probe)",
+            "help": "lp_ft: epochs of the linear probe (the head on cached frozen features).",
+        },
+    )
+
+
 def _then(options):
     """The fine-tuning phase's strategy and the options it reads."""
-    return get_strategy(options.lp_ft_then), dataclasses.replace(
-        options, strategy=options.lp_ft_then
-    )
+    return get_strategy(options.lp_ft_then), options.replace(strategy=options.lp_ft_then)
 
 
 def _prepare(model, context) -> None:
@@ -98,5 +117,6 @@ LP_FT = register_strategy(
         describe=_describe,
         check=_check,
         head_on_frozen_features=lambda options: True,
+        flags=LpFtArguments,
     )
 )

@@ -1,0 +1,127 @@
+"""`tl-hf`, the command installed with the package (also `python -m tl_hf`, so
+`accelerate launch -m tl_hf train text ...` works):
+
+    tl-hf train text|image|audio [flags]     fine-tune (the recipes; --help lists the flags)
+    tl-hf lab [flags]                        run a lab study of trials
+    tl-hf push OUTPUT_DIR --hub_model_id ID  push a finished run to the Hub
+    tl-hf report OUTPUT_DIR                  rebuild report.html and the card of a finished run
+    tl-hf doctor                             what is installed, what the embedded defaults need
+
+Exit status: 0 on success, 2 with one line for a usage or input error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tl_hf.errors import UserError
+
+COMMANDS = ("train", "lab", "push", "report", "doctor")
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def train(argv: list[str]) -> int:
+    """`tl-hf train MODALITY [flags]`: the recipe of that modality."""
+    from tl_hf.cli.recipe import main as recipe_main
+
+    if not argv or argv[0].startswith("-"):
+        from tl_hf.modalities.base import modality_names
+
+        return _error(f"tl-hf train needs a modality first: one of {', '.join(modality_names())}")
+    return recipe_main(argv[0], argv[1:])
+
+
+def lab(argv: list[str]) -> int:
+    """`tl-hf lab [flags]`: `tl_hf.lab.main`, imported only when asked for."""
+    try:
+        from tl_hf.lab import main as lab_main
+    except ImportError:
+        return _error("the lab (tl_hf.lab) is not part of this tl-hf installation: update tl-hf")
+    return lab_main(argv)
+
+
+def push(argv: list[str]) -> int:
+    """`tl-hf push OUTPUT_DIR --hub_model_id ID`: `tl_hf.cli.push`."""
+    from tl_hf.cli.push import main as push_main
+
+    return push_main(argv, prog="tl-hf push")
+
+
+def report(argv: list[str]) -> int:
+    """`tl-hf report OUTPUT_DIR`: rebuild the curves, diagnosis, report.html and README.md
+    from the files a finished run left (an older tl-hf's folder included)."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="tl-hf report", description=report.__doc__.splitlines()[0]
+    )
+    parser.add_argument("output_dir", help="the --output_dir of a finished run")
+    args = parser.parse_args(argv)
+    root = Path(args.output_dir)
+    if not (root / "all_results.json").is_file():
+        return _error(
+            f"{root} holds no finished run (no all_results.json): give the --output_dir of a "
+            "run that finished"
+        )
+    from tl_hf.output.ownership import open_output_folder
+
+    # the run's lock (not while a run writes there); only tl-hf's own files are rewritten
+    try:
+        folder = open_output_folder(str(root), allow_other_files=True, what="tl-hf report")
+    except UserError as err:
+        return _error(str(err))
+    try:
+        _rebuild_report(root)
+    finally:
+        folder.release()
+    return 0
+
+
+def _rebuild_report(root) -> None:
+    from tl_hf.report import (
+        CURVES_FILE,
+        build_model_card,
+        diagnose,
+        load_history,
+        write_diagnosis,
+        write_report_html,
+        write_training_curves,
+    )
+    from tl_hf.report.folder import read_json, read_yaml
+
+    history = load_history(root)
+    if history:
+        write_training_curves(history, root / CURVES_FILE)
+        config = read_yaml(root / "run_config.yaml")
+        num_labels = len((read_json(root / "config.json", {}) or {}).get("id2label") or {}) or None
+        write_diagnosis(
+            root, diagnose(history, strategy=config.get("strategy"), num_labels=num_labels)
+        )
+    print(write_report_html(root))
+    print(build_model_card(root))
+
+
+def doctor(argv: list[str]) -> int:
+    """`tl-hf doctor`: see `tl_hf.cli.doctor`."""
+    from tl_hf.cli.doctor import main as doctor_main
+
+    return doctor_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch `tl-hf COMMAND ...`; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
+    return {"train": train, "lab": lab, "push": push, "report": report, "doctor": doctor}[command](
+        rest
+    )

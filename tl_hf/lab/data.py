@@ -1,0 +1,36 @@
+"""The data of a lab session: loaded, augmented and preprocessed once per augmentation set (at
+the base seed) and shared by every trial of that set; trials never see the test split."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+def prepared_for(session, name: str):
+    """The data of augmentation set `name` (`tl_hf.pipeline.Prepared`), prepared on first use."""
+    from tl_hf.lab.grid import TrialSpec, trial_args
+    from tl_hf.pipeline import plan_run, prepare_data
+
+    base = session.base
+    if name not in session.prepared:
+        spec = TrialSpec(
+            base.strategy.strategy,
+            base.training.learning_rate,
+            None,
+            None,
+            name,
+            base.training.seed,
+        )
+        folder = os.path.join(session.lab_dir, "trials", "_data")
+        args = trial_args(base, spec, session.augment_sets[name], folder)
+        session.prepared[name] = prepare_data(plan_run(args), session.dataset)
+    return session.prepared[name]
+
+
+def without_test(prepared):
+    """The prepared data minus its test split: only the winner is ever scored on test."""
+    from datasets import DatasetDict
+
+    features = DatasetDict({k: v for k, v in prepared.features.items() if k != "test"})
+    return dataclasses.replace(prepared, features=features)

@@ -1,0 +1,140 @@
+"""Step 1 of the flow: what a run will do, resolved from its arguments before anything heavy is
+loaded (`plan_run`), and the output folder taken (`open_output_step`). The `Modality` and
+`Strategy` records are looked up here, once; every later step takes them from the `Plan`."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from tl_hf.config import RunArgs
+from tl_hf.errors import UserError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, derived from its arguments before anything heavy is loaded; never
+    changed afterwards (the Trainer gets its own copy of `training_args`, `trainer_arguments`).
+
+    Attributes:
+        args: the run's arguments, as resolved (`tl_hf.config.resolve_args`).
+        modality, strategy: the records (`tl_hf.modality.Modality`, `tl_hf.strategy.Strategy`).
+        model_path: the checkpoint's local folder or Hub id (the embedded default's folder).
+        checkpoint_config: its `config.json`, read once.
+        display_name: how the console and report name the checkpoint (no local paths).
+        specs, copies, on_the_fly: the augmentations; stored copies per example (map mode).
+        batch_level: whether some of them apply to collated batches (mixup, cutmix, SpecAugment).
+        cache: (whether the backbone's features are cached, why not when they are not).
+        hub: the Hub settings, taken out of the Trainer's arguments (pushed once, at the end).
+        training_args: `TrainingArguments` for the Trainer, without the Hub settings.
+    """
+
+    args: RunArgs
+    modality: Any
+    strategy: Any
+    model_path: str
+    checkpoint_config: Any
+    display_name: str
+    specs: tuple
+    copies: int
+    on_the_fly: bool
+    batch_level: bool
+    cache: tuple[bool, str]
+    hub: Any
+    training_args: Any
+
+    @property
+    def options(self):
+        """The strategy's settings (`StrategyArguments` joined with its own flags)."""
+        return self.args.strategy
+
+
+def plan_run(args: RunArgs) -> Plan:
+    """Check the checkpoint, the augmentations, the feature-cache request and the Hub settings,
+    and look up the records; nothing heavy is loaded."""
+    from tl_hf.augment.base import batch_level, resolve_augment_specs
+    from tl_hf.modalities.base import get_modality
+    from tl_hf.model.checkpoint import check_checkpoint, load_checkpoint_config
+    from tl_hf.output.hub import check_push_ready, detach_hub_settings
+    from tl_hf.report.share import model_display_name
+    from tl_hf.strategies.base import get_strategy
+    from tl_hf.training.features import cache_plan
+
+    modality, strategy = get_modality(args.modality), get_strategy(args.strategy.strategy)
+    model_path = args.model.model_name_or_path or modality.default_model()
+    if not model_path:
+        raise UserError(
+            f"the {modality.name} modality has no embedded checkpoint: pass --model_name_or_path"
+        )
+    checkpoint_config = load_checkpoint_config(model_path, args.model)
+    check_checkpoint(model_path, checkpoint_config, modality.auto_model, modality.name)
+    specs = resolve_augment_specs(modality, args.augment, args.explicit)
+    on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
+    copies = args.augment.augment_copies
+    if specs and not on_the_fly and copies == 0:
+        copies = 1  # --augment given in map mode without a count: one augmented copy
+    batched = bool(batch_level(modality, specs))
+    # an impossible --cache_features true fails here, before any loading
+    explicit = "cache_features" in args.explicit
+    cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
+    # We push once at the end (best model, card, report): the Trainer must neither push every
+    # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
+    training_args = copy.copy(args.training)
+    training_args.resume_from_checkpoint = None  # where a resumed run starts: open_output_step
+    # the early-stopping patience counter and best-checkpoint pointer come back with it
+    training_args.restore_callback_states_from_checkpoint = True
+    hub = detach_hub_settings(training_args)
+    if hub.push:
+        hub = dataclasses.replace(hub, token=check_push_ready(hub.repo_id, hub.token))
+    return Plan(
+        args=args,
+        modality=modality,
+        strategy=strategy,
+        model_path=model_path,
+        checkpoint_config=checkpoint_config,
+        display_name=model_display_name(args.model.model_name_or_path, args.modality),
+        specs=tuple(specs),
+        copies=copies,
+        on_the_fly=on_the_fly,
+        batch_level=batched,
+        cache=cache,
+        hub=hub,
+        training_args=training_args,
+    )
+
+
+def trainer_arguments(plan: Plan, **changes: Any):
+    """A new copy of the plan's `TrainingArguments` for one Trainer, with `changes` (checked
+    again by `TrainingArguments`, as any other combination)."""
+    if changes:
+        return dataclasses.replace(plan.training_args, **changes)
+    return copy.copy(plan.training_args)
+
+
+@dataclass
+class OutputStep:
+    """The output folder, taken (`tl_hf.output.ownership.OutputFolder`; None on other ranks),
+    and the checkpoint a resumed run continues from (None: from the start)."""
+
+    folder: Any
+    resume_from: str | None
+
+    def release(self) -> None:
+        if self.folder is not None:
+            self.folder.release()
+
+
+def open_output_step(plan: Plan, log) -> OutputStep:
+    """Take the output folder (the main process holds its lock until the run ends; the user's
+    files in it are checked) and find the checkpoint a resumed run continues from."""
+    from tl_hf.output.folder import open_run_folder
+
+    args = plan.args
+    folder, resume_from = open_run_folder(
+        args.training, args.output, "output_dir" in args.explicit, log
+    )
+    if args.output.resume and resume_from is None:
+        log(f"--resume: no complete checkpoint in {args.training.output_dir}, starting afresh")
+    return OutputStep(folder, resume_from)

@@ -1,0 +1,60 @@
+"""Where tl-hf reaches inside `transformers.Trainer`: every private member it overrides or uses,
+in one place, with why no public hook does the job. `tl-hf doctor` and the test suite check
+that the installed transformers still has each of them (`missing_private_members`), so a
+version that renames one fails with its name instead of deep inside a run.
+
+Public hooks cover the rest: callbacks (early stopping, the monitor, progress, unfreezing),
+`compute_loss` (batch-level augmentation), `create_optimizer` (the strategy's groups, built
+after Accelerate/FSDP/DeepSpeed wrapped the model), `get_eval_dataloader` /
+`get_test_dataloader` (cached features already on the device).
+"""
+
+from __future__ import annotations
+
+# member -> (who relies on it, why no public hook will do)
+PRIVATE_MEMBERS: dict[str, tuple[str, str]] = {
+    "_save_checkpoint": (
+        "TLTrainer (override)",
+        "the checkpoint's writing moves to a background thread (--async_checkpoints) and its "
+        "time is counted apart (--profile); on_save runs after the files are written",
+    ),
+    "_finalize_training": (
+        "TLTrainer (override)",
+        "the pending checkpoint must be whole before the best one is loaded back and the "
+        "others rotated away, which happens before on_train_end",
+    ),
+    "_run_epoch": (
+        "TLTrainer (override)",
+        "a run resumed from the evaluation that stopped it early has nothing left to train; "
+        "the Trainer clears should_training_stop at on_train_begin and would run a step",
+    ),
+    "_save": (
+        "async checkpoints, lora's save",
+        "writes weights, config, processor and arguments from a given state dict (a CPU "
+        "snapshot; the merged LoRA weights)",
+    ),
+    "_get_output_dir": ("async checkpoints", "where the Trainer puts checkpoint-N folders"),
+    "_save_scaler": ("async checkpoints", "the grad scaler's state, as the Trainer saves it"),
+    "_save_rng_state": ("async checkpoints", "the RNG states, as the Trainer saves them"),
+    "_maybe_log_save_evaluate": (
+        "head_loop",
+        "logging, evaluation, early stopping and checkpoints on the Trainer's own schedule",
+    ),
+    "_train_batch_size": ("head_loop", "the batch size the Trainer would use"),
+    "_memory_tracker": ("head_loop", "the training metrics' memory figures"),
+    "_load_from_checkpoint": ("head_loop (resume)", "the weights of the resumed checkpoint"),
+    "_load_callback_state": ("head_loop (resume)", "early stopping's patience counter"),
+    "_load_optimizer_and_scheduler": ("head_loop (resume)", "optimizer and schedule state"),
+    "_load_rng_state": ("head_loop (resume)", "the RNG states"),
+    "_load_best_model": ("head_loop (end)", "the best checkpoint back, as train() does"),
+}
+# Attributes the Trainer sets in train() (not on the class): head_loop sets and reads them the
+# way train() does, so the Trainer's logging computes the same loss.
+TRAIN_STATE_ATTRIBUTES = ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")
+
+
+def missing_private_members() -> list[str]:
+    """The members of `PRIVATE_MEMBERS` the installed `transformers.Trainer` lacks."""
+    from transformers import Trainer
+
+    return sorted(name for name in PRIVATE_MEMBERS if not hasattr(Trainer, name))
