@@ -10,7 +10,9 @@ keyword arguments, checked before anything heavy is loaded (re-exports only).
 
 from tl_hf.config.arguments import (
     AUGMENT_MODES,
+    DATA_KEYS,
     DATACLASSES,
+    TRAINING_DEFAULTS,
     AugmentArguments,
     DataArguments,
     EarlyStoppingArguments,
@@ -21,8 +23,6 @@ from tl_hf.config.arguments import (
     SpeedArguments,
 )
 from tl_hf.config.parse import (
-    DATA_KEYS,
-    TRAINING_DEFAULTS,
     build_args,
     build_args_with,
     default_output_dir,

@@ -15,6 +15,34 @@ from tl_hf.strategies.base import StrategyArguments
 
 AUGMENT_MODES = ("map", "on_the_fly")
 
+# The early-stopping preset: evaluate and save every epoch, keep the best
+# checkpoint and restore it. save_total_limit=2 keeps the best and the latest on disk (with 1,
+# Trainer deletes the latest at the end when it is not the best).
+TRAINING_DEFAULTS = {
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "eval_loss",
+    "save_total_limit": 2,
+    "num_train_epochs": 10,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "logging_strategy": "steps",
+    "logging_steps": 10,
+    "report_to": "none",
+    "save_only_model": False,
+    # DDP: frozen parameters (requires_grad=False) are outside DDP's gradient reduction
+    # already, and every trainable parameter of a classifier is used in its forward pass, so
+    # the search for unused parameters (the Trainer's default for PreTrainedModel) is only an
+    # extra autograd traversal per step; DDP names this flag if a model ever needs it.
+    "ddp_find_unused_parameters": False,
+}
+
+# Flags that name the user's own data or checkpoint: without them the embedded default runs.
+DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
+
 
 @dataclass
 class ModelArguments:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tl_hf.config.arguments import (
+    DATA_KEYS,
     DATACLASSES,
+    TRAINING_DEFAULTS,
     AugmentArguments,
     DataArguments,
     EarlyStoppingArguments,
@@ -29,34 +31,6 @@ from tl_hf.config.arguments import (
 from tl_hf.errors import UserError
 from tl_hf.ranges import RANGE_METADATA, check_ranges
 from tl_hf.strategies.base import STRATEGIES, StrategyArguments
-
-# The early-stopping preset (DESIGN.md): evaluate and save every epoch, keep the best
-# checkpoint and restore it. save_total_limit=2 keeps the best and the latest on disk (with 1,
-# Trainer deletes the latest at the end when it is not the best).
-TRAINING_DEFAULTS = {
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "load_best_model_at_end": True,
-    "metric_for_best_model": "eval_loss",
-    "save_total_limit": 2,
-    "num_train_epochs": 10,
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 32,
-    "warmup_steps": 0.1,
-    "weight_decay": 0.01,
-    "logging_strategy": "steps",
-    "logging_steps": 10,
-    "report_to": "none",
-    "save_only_model": False,
-    # DDP: frozen parameters (requires_grad=False) are outside DDP's gradient reduction
-    # already, and every trainable parameter of a classifier is used in its forward pass, so
-    # the search for unused parameters (the Trainer's default for PreTrainedModel) is only an
-    # extra autograd traversal per step; DDP names this flag if a model ever needs it.
-    "ddp_find_unused_parameters": False,
-}
-
-# Flags that name the user's own data or checkpoint: without them the embedded default runs.
-DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
 
 
 def plugin_flag_types() -> tuple[type, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tl_hf.config.arguments import EarlyStoppingArguments, RunArgs
+from tl_hf.config.arguments import TRAINING_DEFAULTS, EarlyStoppingArguments, RunArgs
 from tl_hf.errors import UserError
 from tl_hf.registry import Settings, settings_of
 
@@ -34,8 +34,6 @@ def default_learning_rate(modality, strategy, options) -> float:
 
 def default_epochs(modality, strategy) -> float:
     """`--num_train_epochs` when not given: the modality's for this strategy, else the shared."""
-    from tl_hf.config.parse import TRAINING_DEFAULTS
-
     return modality.default_epochs.get(strategy.name, TRAINING_DEFAULTS["num_train_epochs"])
 
 
@@ -61,7 +59,6 @@ def resolve_args(args: RunArgs) -> RunArgs:
     """Fill in the strategy, learning rate and epochs the user left to the modality and the
     strategy, join each plugin's own flags to its shared ones (`args.data`, `args.strategy`),
     and check combinations. `args.training` is changed in place (it is the run's own copy)."""
-    from tl_hf.config.parse import TRAINING_DEFAULTS
     from tl_hf.modalities.base import get_modality
     from tl_hf.strategies.base import get_strategy
 

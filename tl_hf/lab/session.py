@@ -18,8 +18,8 @@ from typing import Any
 
 from tl_hf.config import RunArgs
 from tl_hf.console import say
-from tl_hf.lab import trials
-from tl_hf.lab import winner as winners
+import tl_hf.lab.trials as trials
+import tl_hf.lab.winner as winners
 from tl_hf.lab.grid import LabArguments, TrialSpec
 from tl_hf.lab.study import final_trials
 

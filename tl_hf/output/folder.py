@@ -9,8 +9,8 @@ import json
 import os
 import re
 
+import tl_hf.output.atomic as atomic
 from tl_hf.errors import UserError
-from tl_hf.output import atomic
 from tl_hf.output.names import FINISHED_MARKER, HISTORY_FILE, MONITOR_STATE
 from tl_hf.output.ownership import open_output_folder
 

@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import tl_hf.output.names as N
 from tl_hf.errors import UserError
-from tl_hf.output import names as N
 
 STALE_SECONDS = 600
 REFRESH_SECONDS = 60

@@ -9,7 +9,7 @@ import os
 import shutil
 from typing import Any
 
-from tl_hf.output import atomic
+import tl_hf.output.atomic as atomic
 from tl_hf.output.names import STAGING_DIR
 from tl_hf.output.ownership import claim, refuse_overwriting_other
 

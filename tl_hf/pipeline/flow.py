@@ -57,7 +57,11 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
 
     timer = PhaseTimer()  # where the time goes (--profile prints it)
     with _step(timer, "imports"):
-        from tl_hf.pipeline import finish, phases, plan, steps, trainer
+        import tl_hf.pipeline.finish as finish
+        import tl_hf.pipeline.phases as phases
+        import tl_hf.pipeline.plan as plan
+        import tl_hf.pipeline.steps as steps
+        import tl_hf.pipeline.trainer as trainer
     # one progress bar per phase; --verbose shows the libraries' own bars and messages
     with quiet_libraries(args.report.verbose):
         start_run(args.training.output_dir)  # Ctrl-C / SIGTERM from here: one line, resume command

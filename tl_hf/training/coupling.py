@@ -11,6 +11,8 @@ after Accelerate/FSDP/DeepSpeed wrapped the model), `get_eval_dataloader` /
 
 from __future__ import annotations
 
+import re
+
 # member -> (who relies on it, why no public hook will do)
 PRIVATE_MEMBERS: dict[str, tuple[str, str]] = {
     "_save_checkpoint": (
@@ -40,21 +42,32 @@ PRIVATE_MEMBERS: dict[str, tuple[str, str]] = {
         "head_loop",
         "logging, evaluation, early stopping and checkpoints on the Trainer's own schedule",
     ),
-    "_train_batch_size": ("head_loop", "the batch size the Trainer would use"),
-    "_memory_tracker": ("head_loop", "the training metrics' memory figures"),
     "_load_from_checkpoint": ("head_loop (resume)", "the weights of the resumed checkpoint"),
     "_load_callback_state": ("head_loop (resume)", "early stopping's patience counter"),
     "_load_optimizer_and_scheduler": ("head_loop (resume)", "optimizer and schedule state"),
     "_load_rng_state": ("head_loop (resume)", "the RNG states"),
     "_load_best_model": ("head_loop (end)", "the best checkpoint back, as train() does"),
 }
-# Attributes the Trainer sets in train() (not on the class): head_loop sets and reads them the
-# way train() does, so the Trainer's logging computes the same loss.
-TRAIN_STATE_ATTRIBUTES = ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")
+# Attributes the Trainer sets on itself (in __init__ or train(), not on the class), which
+# head_loop reads or sets the way train() does: the batch size, the memory figures of the
+# training metrics, and the running loss the Trainer's logging averages.
+INSTANCE_ATTRIBUTES = (
+    "_train_batch_size",
+    "_memory_tracker",
+    "_tr_loss",
+    "_total_loss_scalar",
+    "_globalstep_last_logged",
+)
 
 
 def missing_private_members() -> list[str]:
-    """The members of `PRIVATE_MEMBERS` the installed `transformers.Trainer` lacks."""
+    """The members of `PRIVATE_MEMBERS` and `INSTANCE_ATTRIBUTES` the installed
+    `transformers.Trainer` lacks (instance attributes: no `self.NAME =` in its source)."""
+    import inspect
+
     from transformers import Trainer
 
-    return sorted(name for name in PRIVATE_MEMBERS if not hasattr(Trainer, name))
+    source = inspect.getsource(inspect.getmodule(Trainer))
+    missing = [name for name in PRIVATE_MEMBERS if not hasattr(Trainer, name)]
+    missing += [n for n in INSTANCE_ATTRIBUTES if not re.search(rf"self\.{n}\s*[:=]", source)]
+    return sorted(missing)
