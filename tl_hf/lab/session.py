@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tl_hf.config import RunArgs
-from tl_hf.console import say
 import tl_hf.lab.trials as trials
 import tl_hf.lab.winner as winners
+from tl_hf.config import RunArgs
+from tl_hf.console import say
 from tl_hf.lab.grid import LabArguments, TrialSpec
 from tl_hf.lab.study import final_trials
 
