@@ -16,10 +16,11 @@ def is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def say(message: str, who: str = "tl-hf") -> None:
+def say(message: str, who: str = "tl-hf", every_rank: bool = False) -> None:
     """One `[tl-hf]` line on the main process (`who`: the lab's and the playbook's own lines
-    say `[tl-hf lab]`, `[tl-hf playbook]`). The one logging path of tl-hf."""
-    if is_main_process():
+    say `[tl-hf lab]`, `[tl-hf playbook]`; `every_rank`: a line only this rank knows, such as
+    a file it skipped). The one logging path of tl-hf."""
+    if every_rank or is_main_process():
         print(f"[{who}] {message}", flush=True)
 
 

@@ -1,8 +1,10 @@
 """`tl-hf doctor`: what is installed (with versions) and what the embedded defaults and the
 optional features need, each missing piece with the command that fixes it.
 
-Nothing is imported: versions come from package metadata, Debian pieces from the files and
-programs they install. Exit status 0 when everything the defaults need is there, 1 if not.
+Versions come from package metadata (and are checked against the ranges tl-hf was tested
+with), Debian pieces from the files and programs they install; transformers is imported once,
+to check the private `Trainer` members tl-hf relies on. Exit status 0 when everything the
+defaults need is there, 1 if not (a version outside the tested range is a warning).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ STACK = (
     ("torchcodec", "audio decoding (extra: audio)"),
     ("tensorboard", "--report_to tensorboard (extra: trackers)"),
     ("trackio", "--report_to trackio (extra: trackers)"),
+    ("optuna", "the lab and the playbook (extra: lab)"),
+    ("peft", "--strategy lora (extra: lora)"),
 )
 PIP_NO_DEPS = "pip install --no-deps"
 APT = "sudo apt-get install -y"
@@ -112,14 +116,53 @@ def is_present(need: Need) -> bool:
     return shutil.which(need.probe) is not None
 
 
+def tested_ranges() -> dict[str, str]:
+    """distribution -> the version range tl-hf was tested with (its package metadata:
+    pyproject.toml's dependencies and extras)."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    ranges: dict[str, str] = {}
+    for line in requires("tl-hf") or []:
+        requirement = Requirement(line)
+        if str(requirement.specifier):
+            ranges.setdefault(
+                requirement.name.lower().replace("_", "-"), str(requirement.specifier)
+            )
+    return ranges
+
+
+def outside_tested_range(name: str, found: str | None, ranges: dict[str, str]) -> str | None:
+    """The tested range when the installed version `found` of `name` is outside it."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    spec = ranges.get(name.lower().replace("_", "-"))
+    if not found or not spec:
+        return None
+    try:
+        return None if Version(found) in SpecifierSet(spec) else spec
+    except InvalidVersion:
+        return None
+
+
 def report_lines() -> tuple[list[str], int]:
     """The doctor's lines, and how many needs are missing."""
     lines = [f"Python {sys.version.split()[0]} ({sys.executable})", "", "Installed:"]
+    ranges, untested = tested_ranges(), []
     for name, purpose in STACK:
         found = installed_version(name)
         lines.append(
             f"  {'ok' if found else '--':2}  {name:<18} {found or 'not installed':<14} {purpose}"
         )
+        spec = outside_tested_range(name, found, ranges)
+        if spec:
+            untested.append(f"  WARNING  {name} {found} is outside the tested range {spec}")
+    if untested:
+        lines += ["", "Versions tl-hf was not tested with (constraints.txt pins the tested ones):"]
+        lines += untested
+    lines += _coupling_lines()
     lines += ["", "What the embedded defaults and features need:"]
     missing = 0
     for need in NEEDS:
@@ -137,6 +180,23 @@ def report_lines() -> tuple[list[str], int]:
         else f"{missing} missing: run the fix lines above (or scripts/setup.sh).",
     ]
     return lines, missing
+
+
+def _coupling_lines() -> list[str]:
+    """A warning when the installed transformers lacks a private Trainer member tl-hf uses."""
+    try:
+        from tl_hf.training.coupling import missing_private_members
+
+        missing = missing_private_members()
+    except ImportError:
+        return []
+    if not missing:
+        return []
+    return [
+        "",
+        f"  WARNING  transformers.Trainer lacks {', '.join(missing)}, which tl-hf relies on "
+        "(tl_hf/training/coupling.py): install the transformers version of constraints.txt",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,26 +156,45 @@ def normalise_splits(raw):
     return DatasetDict(out)
 
 
+def find_column(
+    columns: list[str],
+    features,
+    requested: str | None,
+    feature_type,
+    candidates: tuple[str, ...],
+    kind: str,
+    what: str,
+    exclude: tuple[str, ...] = (),
+) -> str:
+    """A column found once, the same way for labels and media: the one named by
+    `--{kind}_column` (`requested`), else the only column of `feature_type` (`ClassLabel`,
+    `Image`, `Audio`), else the first usual name among `candidates` (case-insensitive; not in
+    `exclude`). `what` names its content in the error ("the labels")."""
+    if requested:
+        if requested not in columns:
+            raise UserError(
+                f"{kind} column {requested!r} not found; columns are: {', '.join(columns)}"
+            )
+        return requested
+    typed = [c for c in columns if isinstance(features[c], feature_type)]
+    if len(typed) == 1:
+        return typed[0]
+    lowered = {c.lower(): c for c in columns if c not in exclude}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    raise UserError(
+        f"cannot tell which column holds {what}; columns are: {', '.join(columns)}: "
+        f"pass --{kind}_column"
+    )
+
+
 def find_label_column(columns: list[str], features, requested: str | None) -> str:
     """The label column: the one named, else a ClassLabel column, else a usual name."""
     from datasets import ClassLabel
 
-    if requested:
-        if requested not in columns:
-            raise UserError(
-                f"label column {requested!r} not found; columns are: {', '.join(columns)}"
-            )
-        return requested
-    class_labels = [c for c in columns if isinstance(features[c], ClassLabel)]
-    if len(class_labels) == 1:
-        return class_labels[0]
-    lowered = {c.lower(): c for c in columns}
-    for name in LABEL_CANDIDATES:
-        if name in lowered:
-            return lowered[name]
-    raise UserError(
-        f"cannot tell which column holds the labels; columns are: {', '.join(columns)}: "
-        "pass --label_column"
+    return find_column(
+        columns, features, requested, ClassLabel, LABEL_CANDIDATES, "label", "the labels"
     )
 
 

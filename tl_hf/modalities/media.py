@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from tl_hf.data.load import SPLIT_ALIASES
+from tl_hf.console import say
+from tl_hf.data.load import SPLIT_ALIASES, find_column
 from tl_hf.errors import UserError
 
 
@@ -26,22 +27,8 @@ def find_media_column(
 ) -> str:
     """The media column: the one named by `--{kind}_column`, else the only column of
     `feature_type` (`Image`, `Audio`), else the first usual name among `candidates`."""
-    if requested:
-        if requested not in columns:
-            raise UserError(
-                f"{kind} column {requested!r} not found; columns are: {', '.join(columns)}"
-            )
-        return requested
-    typed = [c for c in columns if isinstance(features[c], feature_type)]
-    if len(typed) == 1:
-        return typed[0]
-    lowered = {c.lower(): c for c in columns if c != label}
-    for name in candidates:
-        if name in lowered:
-            return lowered[name]
-    raise UserError(
-        f"cannot tell which column holds the {kind}; columns are: {', '.join(columns)}: "
-        f"pass --{kind}_column"
+    return find_column(
+        columns, features, requested, feature_type, candidates, kind, f"the {kind}", (label,)
     )
 
 
@@ -91,10 +78,7 @@ def check_media_files(dsd, column: str, feature, can_read, skip_bad_files: bool,
                 f"{' ...' if len(bad) > 3 else ''}): fix or remove them, or pass --skip_bad_files"
             )
         if bad:
-            print(
-                f"[tl-hf] skipped {len(bad)} unreadable {kind} file(s) in the {split} split",
-                flush=True,
-            )
+            say(f"skipped {len(bad)} unreadable {kind} file(s) in the {split} split")
             drop = {i for i, _, _ in bad}
             raw = raw.select([i for i in range(len(raw)) if i not in drop])
         out[split] = raw.cast_column(column, feature)
@@ -206,10 +190,10 @@ class DecodeGuard:
         for name, why in bad:
             if name not in self.skipped:
                 self.skipped[name] = why
-                print(
-                    f"[tl-hf] skipped {os.path.basename(str(name))}: no longer decodes ({why}); "
+                say(
+                    f"skipped {os.path.basename(str(name))}: no longer decodes ({why}); "
                     f"{len(self.skipped)} file(s) skipped so far",
-                    flush=True,
+                    every_rank=True,  # this rank's data loader met it
                 )
         return self.preprocess({k: [v[i] for i in good] for k, v in batch.items()})
 

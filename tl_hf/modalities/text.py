@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tl_hf.console import say
 from tl_hf.errors import UserError
 from tl_hf.modalities.base import Modality, register_modality
 
@@ -161,10 +162,9 @@ def build_processor(model_path: str, args, config=None):
     )
     tokenizer.model_max_length = limit
     if args.data.max_seq_length > limit:
-        print(
-            f"[tl-hf] note: --max_seq_length {args.data.max_seq_length} is above the model's "
-            f"limit of {limit} tokens: texts are truncated to {limit}",
-            flush=True,
+        say(
+            f"note: --max_seq_length {args.data.max_seq_length} is above the model's "
+            f"limit of {limit} tokens: texts are truncated to {limit}"
         )
     return tokenizer
 

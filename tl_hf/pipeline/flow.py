@@ -57,6 +57,8 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
 
     timer = PhaseTimer()  # where the time goes (--profile prints it)
     with _step(timer, "imports"):
+        from transformers import set_seed
+
         import tl_hf.pipeline.finish as finish
         import tl_hf.pipeline.phases as phases
         import tl_hf.pipeline.plan as plan
@@ -68,6 +70,7 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
         with _step(timer, "plan and checks"):  # everything a user can get wrong, nothing loaded
             p = plan.plan_run(args)
             output = plan.open_output_step(p, say)
+            set_seed(args.training.seed)  # the new head's initialisation, LoRA's adapters
         try:
             with _step(timer, "data: load, augment, preprocess", "data preparation"):
                 data = prepared if prepared is not None else steps.prepare_data(p, dataset)

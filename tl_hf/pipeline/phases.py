@@ -78,6 +78,7 @@ def train_phase_step(
             learning_rate=learning_rate,
             save_strategy="no",
             load_best_model_at_end=False,
+            disable_tqdm=plan.training_args.disable_tqdm,  # as the run shows its progress
         )
         trainer.train()
     if features.cache is not None:

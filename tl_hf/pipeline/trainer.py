@@ -30,13 +30,14 @@ def build_trainer(
     columns transforms and cached features read are kept, evaluation batches are
     `--eval_batch_scale` times larger."""
     from tl_hf.training import metrics
+    from tl_hf.training.callbacks import apply_phase_progress
     from tl_hf.training.trainer import TLTrainer
 
     speed = plan.args.speed
     training = training or trainer_arguments(plan, **training_changes)
     training.remove_unused_columns &= not (data.keep_raw_columns or features.cache is not None)
     training.per_device_eval_batch_size *= speed.eval_batch_scale
-    return TLTrainer(
+    trainer = TLTrainer(
         model=model,
         args=training,
         train_dataset=features.splits["train"],
@@ -51,6 +52,9 @@ def build_trainer(
         timer=timer,
         speed=speed,
     )
+    # the console's phase bars (or one line per evaluation) instead of the Trainer's output
+    apply_phase_progress(trainer, plan.args.report.verbose)
+    return trainer
 
 
 def build_callbacks(plan: Plan, phases: list, resume_from: str | None) -> list:
@@ -96,11 +100,10 @@ def setup_trainer(model, plan: Plan, data, features, callbacks, timer, output):
     """The main training's Trainer: `callbacks` (the run's, the caller's), then the one that
     keeps the interrupt line current; resumed from `output.resume_from`; the batch-level
     augmentation; its trackers attached (--report_to tensorboard/trackio: in the folder, the
-    learning rate of every group) and the console's phase bars in place of the Trainer's
-    progress bars."""
+    learning rate of every group)."""
     from tl_hf.pipeline.steps import batch_augment_step
     from tl_hf.report.trackers import attach_trackers, prepare_tracker_args
-    from tl_hf.training.callbacks import ProgressCallback, apply_phase_progress
+    from tl_hf.training.callbacks import ProgressCallback
 
     training = trainer_arguments(plan)
     training.resume_from_checkpoint = output.resume_from
@@ -116,5 +119,4 @@ def setup_trainer(model, plan: Plan, data, features, callbacks, timer, output):
         training=training,
     )
     attach_trackers(trainer)
-    apply_phase_progress(trainer, plan.args.report.verbose)
     return trainer

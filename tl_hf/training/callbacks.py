@@ -93,17 +93,22 @@ def _evaluation_line(metrics: dict, epoch) -> str:
 
 
 class PhaseProgressCallback(TrainerCallback):
-    """Replaces the Trainer's `ProgressCallback`: one `training` bar (the latest loss beside
-    it, one line per evaluation, no nested evaluation bars), then one `evaluation` bar for
-    everything evaluated after training (closed by `close_evaluation`)."""
+    """Replaces the Trainer's progress output (`ProgressCallback`'s bars, or with
+    `--disable_tqdm` `PrinterCallback`'s raw log dicts): one `training` bar (the latest loss
+    beside it, one line per evaluation, no nested evaluation bars), then one `evaluation` bar
+    for everything evaluated after training (closed by `close_evaluation`). With `bars=False`
+    (the lab's trials): the evaluation lines only."""
 
-    def __init__(self):
+    def __init__(self, bars: bool = True):
+        self.bars = bars
         self.training_bar = None
         self.evaluation_bar = None
         self._loaders: set[int] = set()
+        self._training = False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        self._training = True
+        if state.is_world_process_zero and self.bars:
             self.training_bar = phase_bar("training", state.max_steps, unit="step")
         self._step = state.global_step
         if self.training_bar is not None:
@@ -121,9 +126,11 @@ class PhaseProgressCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.training_bar is not None and metrics:
             self.training_bar.write(_evaluation_line(metrics, state.epoch or 0))
+        elif not self.bars and metrics and state.is_world_process_zero and self._training:
+            print(_evaluation_line(metrics, state.epoch or 0), flush=True)
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-        if not state.is_world_process_zero or self.training_bar is not None:
+        if not state.is_world_process_zero or self.training_bar is not None or not self.bars:
             return  # evaluations during training: their result line is enough
         if eval_dataloader is not None and id(eval_dataloader) not in self._loaders:
             self._loaders.add(id(eval_dataloader))
@@ -137,6 +144,7 @@ class PhaseProgressCallback(TrainerCallback):
         self.evaluation_bar.update(1)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
         if self.training_bar is not None:
             self.training_bar.close()
             self.training_bar = None
@@ -148,13 +156,16 @@ class PhaseProgressCallback(TrainerCallback):
 
 
 def apply_phase_progress(trainer, verbose: bool) -> PhaseProgressCallback | None:
-    """Swap the Trainer's progress bars for the phase bars (not with `verbose`)."""
-    from transformers.trainer_callback import ProgressCallback
+    """Swap the Trainer's progress output for the phase bars, or, with `--disable_tqdm`, for
+    one line per evaluation instead of raw log dicts (not with `verbose`)."""
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as TrainerProgress
 
-    if verbose or trainer.args.disable_tqdm:
+    if verbose:
         return None
-    trainer.remove_callback(ProgressCallback)
-    callback = PhaseProgressCallback()
+    quiet = trainer.args.disable_tqdm
+    trainer.remove_callback(PrinterCallback if quiet else TrainerProgress)
+    callback = PhaseProgressCallback(bars=not quiet)
     trainer.add_callback(callback)
     return callback
 
