@@ -462,7 +462,7 @@ def test_a_strategy_writes_its_own_card_sentence(monkeypatch):
     """`card_text` replaces the default sentence (description + details + rate) in the card,
     and reads the run's settings, results and learning rates by depth."""
     import tl_hf.strategies.base as strategy_module
-    from tl_hf.report.card import _what_was_done
+    from tl_hf.report.card_sections import what_was_done
     from tl_hf.strategy import Strategy, register_strategy
 
     # registered for this test only
@@ -478,12 +478,12 @@ def test_a_strategy_writes_its_own_card_sentence(monkeypatch):
     register_strategy(Strategy(name="toy_card", description="a toy", card_text=card_text))
     groups = [{"depth": 0, "lr": 1e-5, "num_params": 7}, {"depth": 1, "lr": 1e-4, "num_params": 3}]
     cfg = {"strategy": "toy_card", "learning_rate": 1e-4}
-    lines = _what_was_done(cfg, {"strategy": "toy_card", "cached_features": False}, groups)
+    lines = what_was_done(cfg, {"strategy": "toy_card", "cached_features": False}, groups)
     assert lines[0] == "- Strategy `toy_card`: Only the top 2 depths moved, at 0.0001."
     assert (
         seen["rows"] == [(0, 1e-5, 7), (1, 1e-4, 3)] and seen["results"]["strategy"] == "toy_card"
     )
     # without card_text: the description and the rate
     register_strategy(Strategy(name="toy_plain", description="a plain toy"))
-    plain = _what_was_done({**cfg, "strategy": "toy_plain"}, {"strategy": "toy_plain"}, groups)
+    plain = what_was_done({**cfg, "strategy": "toy_plain"}, {"strategy": "toy_plain"}, groups)
     assert plain[0] == "- Strategy `toy_plain`: A plain toy. Learning rate 0.0001."

@@ -520,8 +520,8 @@ def _whole_word_ids(path: str, tokenizer) -> Any:
 
 
 def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> list[str]:
-    import torch
-
+    """`contextual`: words masked, then filled (substituted or inserted) by a masked language
+    model, one seed per row."""
     if params["action"] not in ("substitute", "insert"):
         raise UserError(
             f"contextual: action must be substitute or insert, got {params['action']!r}"
@@ -533,66 +533,88 @@ def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> l
         )
     allowed = _whole_word_ids(params["model"], tokenizer)
     insert = params["action"] == "insert"
-    plans = []  # per row: tokens, the places to fill, the masked text
-    for text, seed in zip(texts, seeds, strict=False):
-        rng = random.Random(seed)
-        tokens = _TOKEN.findall(text)
-        words = [i for i, t in enumerate(tokens) if _WORD.fullmatch(t.strip(".,;:!?\"'()"))]
-        n = _aug_count(len(words), params["p"], params["min"], params["max"])
-        if insert:
-            places = sorted(rng.sample(range(len(tokens) + 1), k=min(n, len(tokens) + 1)))
-            masked = list(tokens)
-            for shift, place in enumerate(places):
-                masked.insert(place + shift, tokenizer.mask_token)
-            places = [place + shift for shift, place in enumerate(places)]
-        else:
-            places = sorted(rng.sample(words, k=n))
-            masked = [tokenizer.mask_token if i in places else t for i, t in enumerate(tokens)]
-        plans.append((masked, places, " ".join(masked)))
+    # per row: tokens, the places to fill, the masked text
+    plans = [
+        _mask_plan(text, seed, tokenizer.mask_token, insert, params)
+        for text, seed in zip(texts, seeds, strict=False)
+    ]
     out = list(texts)
     bs = max(1, int(params["batch_size"]))
     for start in range(0, len(texts), bs):
         rows = range(start, min(start + bs, len(texts)))
         todo = [r for r in rows if plans[r][1]]
-        if not todo:
-            continue
-        enc = tokenizer(
-            [plans[r][2] for r in todo], return_tensors="pt", padding=True, truncation=True
-        ).to(params["device"])
-        with torch.no_grad():
-            logits = model(**enc).logits.float().cpu()
-        is_mask = (enc["input_ids"] == tokenizer.mask_token_id).cpu()
-        for j, r in enumerate(todo):
-            masked, places, _ = plans[r]
-            generator = torch.Generator().manual_seed(seeds[r] ^ 0x5DEECE66)
-            filled = list(masked)
-            words = _TOKEN.findall(texts[r])
-            # Truncation may have cut some masks: those places keep their word (or vanish).
-            for place, position in zip(
-                places, is_mask[j].nonzero().flatten().tolist(), strict=False
-            ):
-                scores = logits[j, position].masked_fill(~allowed, float("-inf"))
-                if not insert:  # a substitute must differ from the word it replaces
-                    old = tokenizer(words[place], add_special_tokens=False)["input_ids"]
-                    if len(old) == 1:
-                        scores[old[0]] = float("-inf")
-                top = torch.topk(scores, k=min(int(params["top_k"]), int(allowed.sum())))
-                probs = torch.softmax(top.values, dim=0)
-                if not torch.isfinite(probs).all():
-                    continue
-                choice = top.indices[torch.multinomial(probs, 1, generator=generator)].item()
-                word = tokenizer.convert_tokens_to_string(
-                    tokenizer.convert_ids_to_tokens([choice])
-                ).strip()
-                filled[place] = word if insert else _swap_core(words[place], word)
-            if insert:  # masks the model did not fill (cut by truncation) go away
-                filled = [t for t in filled if t != tokenizer.mask_token]
-            else:  # ... or keep their original word
-                filled = [
-                    words[i] if t == tokenizer.mask_token else t for i, t in enumerate(filled)
-                ]
-            out[r] = " ".join(filled)
+        if todo:
+            _fill_batch(texts, seeds, plans, todo, out, tokenizer, model, allowed, params)
     return out
+
+
+def _mask_plan(
+    text: str, seed: int, mask_token: str, insert: bool, params: dict[str, Any]
+) -> tuple[list[str], list[int], str]:
+    """Where a row's masks go (drawn from its seed): the masked tokens, the places to fill,
+    the masked text."""
+    rng = random.Random(seed)
+    tokens = _TOKEN.findall(text)
+    words = [i for i, t in enumerate(tokens) if _WORD.fullmatch(t.strip(".,;:!?\"'()"))]
+    n = _aug_count(len(words), params["p"], params["min"], params["max"])
+    if insert:
+        places = sorted(rng.sample(range(len(tokens) + 1), k=min(n, len(tokens) + 1)))
+        masked = list(tokens)
+        for shift, place in enumerate(places):
+            masked.insert(place + shift, mask_token)
+        places = [place + shift for shift, place in enumerate(places)]
+    else:
+        places = sorted(rng.sample(words, k=n))
+        masked = [mask_token if i in places else t for i, t in enumerate(tokens)]
+    return masked, places, " ".join(masked)
+
+
+def _fill_batch(texts, seeds, plans, todo, out, tokenizer, model, allowed, params) -> None:
+    """Run the masked LM once over the masked texts of the rows `todo` and write each row's
+    filled text to `out`."""
+    import torch
+
+    enc = tokenizer(
+        [plans[r][2] for r in todo], return_tensors="pt", padding=True, truncation=True
+    ).to(params["device"])
+    with torch.no_grad():
+        logits = model(**enc).logits.float().cpu()
+    is_mask = (enc["input_ids"] == tokenizer.mask_token_id).cpu()
+    insert = params["action"] == "insert"
+    for j, r in enumerate(todo):
+        masked, places, _ = plans[r]
+        generator = torch.Generator().manual_seed(seeds[r] ^ 0x5DEECE66)
+        filled = list(masked)
+        words = _TOKEN.findall(texts[r])
+        # Truncation may have cut some masks: those places keep their word (or vanish).
+        for place, position in zip(places, is_mask[j].nonzero().flatten().tolist(), strict=False):
+            old_word = None if insert else words[place]
+            word = _draw_word(logits[j, position], old_word, tokenizer, allowed, params, generator)
+            if word is not None:
+                filled[place] = word if insert else _swap_core(words[place], word)
+        if insert:  # masks the model did not fill (cut by truncation) go away
+            filled = [t for t in filled if t != tokenizer.mask_token]
+        else:  # ... or keep their original word
+            filled = [words[i] if t == tokenizer.mask_token else t for i, t in enumerate(filled)]
+        out[r] = " ".join(filled)
+
+
+def _draw_word(scores, old_word, tokenizer, allowed, params, generator) -> str | None:
+    """A whole word drawn from the model's top-k at one mask (None when no word is finite);
+    `old_word`: the word a substitute replaces (None for an insertion)."""
+    import torch
+
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if old_word is not None:  # a substitute must differ from the word it replaces
+        old = tokenizer(old_word, add_special_tokens=False)["input_ids"]
+        if len(old) == 1:
+            scores[old[0]] = float("-inf")
+    top = torch.topk(scores, k=min(int(params["top_k"]), int(allowed.sum())))
+    probs = torch.softmax(top.values, dim=0)
+    if not torch.isfinite(probs).all():
+        return None
+    choice = top.indices[torch.multinomial(probs, 1, generator=generator)].item()
+    return tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens([choice])).strip()
 
 
 def _swap_core(original: str, word: str) -> str:

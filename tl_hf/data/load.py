@@ -224,12 +224,51 @@ def encode_labels(dsd):
     """
     from datasets import ClassLabel, DatasetDict
 
-    train_feature = dsd["train"].features["label"]
+    names, index = _label_names(dsd["train"])
+    target = ClassLabel(names=names)
+    out = {}
+    for split, ds in dsd.items():
+        feature = ds.features["label"]
+        if isinstance(feature, ClassLabel):
+            remap = _remap_names(split, feature.names, names)
+            if remap is not None:
+                # the lambdas stay in this function, at these columns: their qualified name and
+                # positions are part of the map's fingerprint, which names the cache files
+                ds = _map_labels(
+                    ds,
+                    split,
+                    target,
+                    lambda b, r=remap: {"label": [r[v] for v in b["label"]]},
+                )
+            out[split] = ds.cast_column("label", target)
+            continue
+        values = ds["label"]
+        unseen = sorted({str(v) for v in values if v not in index})
+        if unseen:
+            raise UserError(
+                f"{split} labels unseen in training: {', '.join(unseen[:10])}"
+                + (" ..." if len(unseen) > 10 else "")
+            )
+        out[split] = _map_labels(
+            ds,
+            split,
+            target,
+            lambda b, i=index: {"label": [i[v] for v in b["label"]]},
+        )
+    return DatasetDict(out)
+
+
+def _label_names(train) -> tuple[list[str], dict[Any, int] | None]:
+    """The class names the training split defines, and the index of each raw label value
+    (None when the split already holds a `ClassLabel`)."""
+    from datasets import ClassLabel
+
+    train_feature = train.features["label"]
     if isinstance(train_feature, ClassLabel):
         names = list(train_feature.names)
         index = None
     else:
-        values = dsd["train"]["label"]
+        values = train["label"]
         if any(v is None for v in values):
             raise UserError(
                 f"{sum(v is None for v in values)} training rows have no label: drop or fill them"
@@ -253,42 +292,25 @@ def encode_labels(dsd):
             f"the training data has a single class ({names[0] if names else 'none'}): "
             "a classifier needs at least two"
         )
-    target = ClassLabel(names=names)
-    out = {}
-    for split, ds in dsd.items():
-        feature = ds.features["label"]
-        if isinstance(feature, ClassLabel):
-            if list(feature.names) != names:
-                extra = sorted(set(feature.names) - set(names))
-                if extra and split != "train":
-                    raise UserError(f"{split} labels unseen in training: {', '.join(extra)}")
-                remap = {i: names.index(n) for i, n in enumerate(feature.names) if n in names}
-                features = ds.features.copy()
-                features["label"] = target
-                ds = ds.map(
-                    lambda b, r=remap: {"label": [r[v] for v in b["label"]]},
-                    batched=True,
-                    features=features,
-                    desc=f"Encoding {split} labels",
-                )
-            out[split] = ds.cast_column("label", target)
-            continue
-        values = ds["label"]
-        unseen = sorted({str(v) for v in values if v not in index})
-        if unseen:
-            raise UserError(
-                f"{split} labels unseen in training: {', '.join(unseen[:10])}"
-                + (" ..." if len(unseen) > 10 else "")
-            )
-        features = ds.features.copy()
-        features["label"] = target
-        out[split] = ds.map(
-            lambda b, i=index: {"label": [i[v] for v in b["label"]]},
-            batched=True,
-            features=features,
-            desc=f"Encoding {split} labels",
-        )
-    return DatasetDict(out)
+    return names, index
+
+
+def _remap_names(split: str, split_names, names: list[str]) -> dict[int, int] | None:
+    """How a split's own `ClassLabel` ids map onto the training names (None: they are the same
+    names); a class training never saw is an error outside training."""
+    if list(split_names) == names:
+        return None
+    extra = sorted(set(split_names) - set(names))
+    if extra and split != "train":
+        raise UserError(f"{split} labels unseen in training: {', '.join(extra)}")
+    return {i: names.index(n) for i, n in enumerate(split_names) if n in names}
+
+
+def _map_labels(ds, split: str, target, encode):
+    """`ds` with its labels encoded by `encode` (a batched map) as the `ClassLabel` `target`."""
+    features = ds.features.copy()
+    features["label"] = target
+    return ds.map(encode, batched=True, features=features, desc=f"Encoding {split} labels")
 
 
 def _check_splittable(ds, fraction: float, what: str, flag: str) -> None:

@@ -202,6 +202,63 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _summary_table(summary: list[dict], objective: str, not_run: bool = True) -> str:
+    """The configurations, ranked: mean and std of `objective` and the trials' states (the
+    column of trials not run only with `not_run`)."""
+    keys = ["rank", "config", "mean", "std", "complete", "pruned", "failed"]
+    header = ["rank", "configuration", f"mean {objective}", "std", "complete", "pruned", "failed"]
+    if not_run:
+        keys.append("pending")
+        header.append("not run")
+    return _table([[c[k] for k in keys] for c in summary], header)
+
+
+def _test_metrics(metrics: dict[str, Any]) -> str:
+    """The winner's test metrics (the test split is evaluated once, for the winner only)."""
+    return "<p>Test split, evaluated once, for the winner only:</p>" + _table(
+        [[k, v] for k, v in metrics.items()], ["metric", "value"]
+    )
+
+
+def _winner_parts(winner: dict, objective: str) -> list[str]:
+    """The winner: its validation score, test metrics, folder and the command that reruns it."""
+    parts = [
+        "<h2>Winner (chosen on validation)</h2>",
+        f"<p><b>{html.escape(winner['config'])}</b>: validation {objective} "
+        f"{fmt(winner['mean'])} +- {fmt(winner['std'])} over {winner['complete']} seed(s).</p>",
+    ]
+    if winner.get("test_metrics"):
+        parts.append(_test_metrics(winner["test_metrics"]))
+    if winner.get("folder"):
+        parts.append(f"<p>Complete run folder: <code>{html.escape(winner['folder'])}</code></p>")
+    parts.append(f"<p>Reproduce it:</p><pre>{html.escape(winner['command'])}</pre>")
+    return parts
+
+
+_TRIAL_COLUMNS = (
+    ("number", "#"),
+    ("config", "configuration"),
+    ("seed", "seed"),
+    ("state", "state"),
+    ("objective_value", None),  # headed by the objective's name
+    ("best_epoch", "best epoch"),
+    ("stopped_epoch", "stopped"),
+    ("pruned_at_epoch", "pruned at"),
+    ("train_time_s", "train s"),
+    ("trainable_params", "trainable params"),
+    ("peak_memory_mb", "peak MB"),
+    ("fail_reason", "reason"),
+)
+
+
+def _trials_table(rows: list[dict], objective: str) -> str:
+    """Every trial: its configuration, seed, state, score, epochs, cost."""
+    return _table(
+        [[r[key] for key, _ in _TRIAL_COLUMNS] for r in rows],
+        [head or objective for _, head in _TRIAL_COLUMNS],
+    )
+
+
 def write_lab_report(
     lab_dir: str,
     rows: list[dict],
@@ -216,89 +273,16 @@ def write_lab_report(
         f"<h1>{html.escape(title)}</h1>",
         _charts(rows, summary, objective),
         "<h2>Configurations</h2>",
-        _table(
-            [
-                [
-                    c["rank"],
-                    c["config"],
-                    c["mean"],
-                    c["std"],
-                    c["complete"],
-                    c["pruned"],
-                    c["failed"],
-                    c["pending"],
-                ]
-                for c in summary
-            ],
-            [
-                "rank",
-                "configuration",
-                f"mean {objective}",
-                "std",
-                "complete",
-                "pruned",
-                "failed",
-                "not run",
-            ],
-        ),
+        _summary_table(summary, objective),
     ]
     if winner:
-        parts += [
-            "<h2>Winner (chosen on validation)</h2>",
-            f"<p><b>{html.escape(winner['config'])}</b>: validation {objective} "
-            f"{fmt(winner['mean'])} +- {fmt(winner['std'])} over {winner['complete']} seed(s).</p>",
-        ]
-        if winner.get("test_metrics"):
-            parts.append(
-                "<p>Test split, evaluated once, for the winner only:</p>"
-                + _table([[k, v] for k, v in winner["test_metrics"].items()], ["metric", "value"])
-            )
-        if winner.get("folder"):
-            parts.append(
-                f"<p>Complete run folder: <code>{html.escape(winner['folder'])}</code></p>"
-            )
-        parts.append(f"<p>Reproduce it:</p><pre>{html.escape(winner['command'])}</pre>")
+        parts += _winner_parts(winner, objective)
     if skipped:
         parts += [
             f"<h2>Not run ({len(skipped)}): the time budget ran out</h2>",
             "<ul>" + "".join(f"<li>{html.escape(k)}</li>" for k in skipped) + "</ul>",
         ]
-    parts += [
-        "<h2>Trials</h2>",
-        _table(
-            [
-                [
-                    r["number"],
-                    r["config"],
-                    r["seed"],
-                    r["state"],
-                    r["objective_value"],
-                    r["best_epoch"],
-                    r["stopped_epoch"],
-                    r["pruned_at_epoch"],
-                    r["train_time_s"],
-                    r["trainable_params"],
-                    r["peak_memory_mb"],
-                    r["fail_reason"],
-                ]
-                for r in rows
-            ],
-            [
-                "#",
-                "configuration",
-                "seed",
-                "state",
-                objective,
-                "best epoch",
-                "stopped",
-                "pruned at",
-                "train s",
-                "trainable params",
-                "peak MB",
-                "reason",
-            ],
-        ),
-    ]
+    parts += ["<h2>Trials</h2>", _trials_table(rows, objective)]
     path = os.path.join(lab_dir, "lab_report.html")
     write_page(path, title, "".join(parts))
     return path

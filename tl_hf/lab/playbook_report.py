@@ -69,8 +69,7 @@ def card_section(trail: list[dict], winner: dict | None, objective: str) -> str:
 
 def write_playbook(session, result, trail: list[dict], probe: dict | None) -> str:
     """Write playbook.json and playbook_report.html; add the trail to the winner's card."""
-    from tl_hf.lab.page import _charts, _table, write_page
-    from tl_hf.output.atomic import write_text
+    from tl_hf.lab.page import _charts, _summary_table, write_page
     from tl_hf.output.save import write_json
 
     lab_dir, objective = session.lab_dir, session.lab.objective
@@ -84,76 +83,77 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
         f"{html.escape(objective)} only.</p>",
     ]
     for step in trail:
-        parts.append(
-            f"<h2>{html.escape(step['step'])} ({'ran' if step['ran'] else 'skipped'})</h2>"
-            f"<p>{html.escape(step['why'])}</p>"
-        )
-        diagnosis = step.get("diagnosis")
-        if diagnosis:
-            parts.append(
-                f"<p>Diagnosis: <b>{html.escape(diagnosis['verdict'])}</b></p><ul>"
-                + "".join(f"<li>{html.escape(r)}</li>" for r in diagnosis.get("reasons", []))
-                + "</ul>"
-            )
-        if step.get("probe"):
-            p = step["probe"]
-            parts.append(_probe_chart(p))
-            parts.append(
-                _table(
-                    [[d, a] for d, a in zip(p["depths"], p["accuracy"], strict=True)],
-                    ["depth", "probe accuracy"],
-                )
-            )
-        if step["step"].startswith("5") and step.get("result"):
-            w = step["result"]
-            parts.append(_result_line(w))
-            if w.get("test_metrics"):
-                parts.append(
-                    "<p>Test split, evaluated once, for the winner only:</p>"
-                    + _table([[k, v] for k, v in w["test_metrics"].items()], ["metric", "value"])
-                )
-            parts.append(f"<p>The final recipe:</p><pre>{html.escape(w['command'])}</pre>")
-        else:
-            parts.append(_result_line(step.get("result")))
+        parts += _step_parts(step)
     if probe and probe.get("pooling_declared"):
-        kept = kept_model(result.winner) if result.winner else ""
-        parts.append(
-            "<h2>Pooling</h2><p>The checkpoint declares "
-            f"{html.escape(probe['pooling'])} pooling (sentence-transformers); the probe uses it."
-            + (f" {html.escape(kept[0].upper() + kept[1:])}." if kept else "")
-            + "</p>"
-        )
+        parts.append(_pooling_part(probe, result.winner))
     parts += [
         "<h2>Every trial</h2>",
         _charts(result.rows, result.summary, objective),
-        _table(
-            [
-                [
-                    c["rank"],
-                    c["config"],
-                    c["mean"],
-                    c["std"],
-                    c["complete"],
-                    c["pruned"],
-                    c["failed"],
-                ]
-                for c in result.summary
-            ],
-            ["rank", "configuration", f"mean {objective}", "std", "complete", "pruned", "failed"],
-        ),
+        _summary_table(result.summary, objective, not_run=False),
     ]
     path = os.path.join(lab_dir, "playbook_report.html")
     write_page(path, "tl-hf playbook", "".join(parts))
     if result.winner and os.path.isfile(os.path.join(result.winner["folder"], "README.md")):
-        card = os.path.join(result.winner["folder"], "README.md")
-        with open(card, encoding="utf-8") as f:
-            text = f.read()
-        marker = "## How this model was chosen (tl-hf playbook)"
-        text = (
-            text.split(marker)[0].rstrip() + "\n\n" + card_section(trail, result.winner, objective)
-        )
-        write_text(card, text)
+        _add_to_card(os.path.join(result.winner["folder"], "README.md"), trail, result, objective)
     return path
+
+
+def _step_parts(step: dict) -> list[str]:
+    """One step of the trail: why it ran or was skipped, its diagnosis, probe and result (the
+    last step's with the winner's test metrics and the final recipe)."""
+    from tl_hf.lab.page import _table, _test_metrics
+
+    parts = [
+        f"<h2>{html.escape(step['step'])} ({'ran' if step['ran'] else 'skipped'})</h2>"
+        f"<p>{html.escape(step['why'])}</p>"
+    ]
+    diagnosis = step.get("diagnosis")
+    if diagnosis:
+        parts.append(
+            f"<p>Diagnosis: <b>{html.escape(diagnosis['verdict'])}</b></p><ul>"
+            + "".join(f"<li>{html.escape(r)}</li>" for r in diagnosis.get("reasons", []))
+            + "</ul>"
+        )
+    if step.get("probe"):
+        p = step["probe"]
+        parts.append(_probe_chart(p))
+        parts.append(
+            _table(
+                [[d, a] for d, a in zip(p["depths"], p["accuracy"], strict=True)],
+                ["depth", "probe accuracy"],
+            )
+        )
+    if step["step"].startswith("5") and step.get("result"):
+        w = step["result"]
+        parts.append(_result_line(w))
+        if w.get("test_metrics"):
+            parts.append(_test_metrics(w["test_metrics"]))
+        parts.append(f"<p>The final recipe:</p><pre>{html.escape(w['command'])}</pre>")
+    else:
+        parts.append(_result_line(step.get("result")))
+    return parts
+
+
+def _pooling_part(probe: dict, winner: dict | None) -> str:
+    """The pooling the checkpoint declares, which the probe used, and what the kept model reads."""
+    kept = kept_model(winner) if winner else ""
+    return (
+        "<h2>Pooling</h2><p>The checkpoint declares "
+        f"{html.escape(probe['pooling'])} pooling (sentence-transformers); the probe uses it."
+        + (f" {html.escape(kept[0].upper() + kept[1:])}." if kept else "")
+        + "</p>"
+    )
+
+
+def _add_to_card(card: str, trail: list[dict], result, objective: str) -> None:
+    """Put the trail in the winner's model card, in place of an earlier trail."""
+    from tl_hf.output.atomic import write_text
+
+    with open(card, encoding="utf-8") as f:
+        text = f.read()
+    marker = "## How this model was chosen (tl-hf playbook)"
+    text = text.split(marker)[0].rstrip() + "\n\n" + card_section(trail, result.winner, objective)
+    write_text(card, text)
 
 
 def choice_sentence(choice: dict | None) -> str:

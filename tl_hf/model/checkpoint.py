@@ -102,6 +102,23 @@ def build_model(
     import transformers
 
     auto_class = getattr(transformers, auto_class_name)
+    kwargs = _label_kwargs(label_names, config)
+    if model_args.random_init:  # the from-scratch baseline: same architecture, no weights
+        if config is None:
+            raise UserError("--random_init needs the checkpoint's config")
+        model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
+        model.tl_hf_new_parameters = {n for n, _ in model.named_parameters()}
+    else:
+        model = _from_pretrained(
+            auto_class_name, model_path, model_args, kwargs, verbose, display_name
+        )
+    model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
+    return model
+
+
+def _label_kwargs(label_names: list[str], config) -> dict:
+    """What gives the model a head for `label_names`: the label maps as keyword arguments, or,
+    with a `config`, that config with the maps written into it."""
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in id2label.items()}
     kwargs = {"num_labels": len(label_names), "id2label": id2label, "label2id": label2id}
@@ -111,18 +128,20 @@ def build_model(
         if hasattr(config, "label_names"):  # timm wrapper configs save these instead of id2label
             config.label_names = list(label_names)
         kwargs = {"config": config}
-    if (
-        model_args.random_init
-    ):  # the from-scratch baseline: same architecture, no pretrained weights
-        if config is None:
-            raise UserError("--random_init needs the checkpoint's config")
-        model = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
-        model.tl_hf_new_parameters = {n for n, _ in model.named_parameters()}
-        model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
-        return model
+    return kwargs
+
+
+def _from_pretrained(
+    auto_class_name: str, model_path: str, model_args, kwargs: dict, verbose, display_name
+):
+    """The pretrained weights with the new head; `tl_hf_new_parameters` records what the
+    checkpoint did not provide, and the load report is condensed (see `build_model`)."""
+    import transformers
+
     from tl_hf.console import condensed_load_report, release_load_report
     from tl_hf.report.share import shareable_name
 
+    auto_class = getattr(transformers, auto_class_name)
     try:
         with condensed_load_report(verbose) as held:
             model, info = auto_class.from_pretrained(
@@ -146,7 +165,6 @@ def build_model(
     release_load_report(
         held, bool(info.get("unexpected_keys")), model.tl_hf_new_parameters, name, model
     )
-    model.tl_hf_fixed_parameters = fixed_parameter_names(auto_class, model.config)
     return model
 
 

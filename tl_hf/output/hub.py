@@ -208,9 +208,33 @@ def push_output_dir(
             inside a file to push.
         PushError: The Hub refused or kept failing; nothing local was changed.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import HfApi
 
     root = Path(output_dir)
+    names = _files_to_push(root)
+    token = check_push_ready(repo_id, token)
+    _check_no_token(root, names, token)
+
+    api = HfApi(token=token)
+    retry = retry_command(root, repo_id, private)
+    for attempt in range(1, max_attempts + 1):
+        try:
+            return _commit(api, root, names, repo_id, private, revision, commit_message)
+        except Exception as err:  # noqa: BLE001 - sorted into transient and final below
+            message = redact(f"{type(err).__name__}: {err}", token)
+            if attempt < max_attempts and is_transient(err):
+                _wait_before_retry(attempt, max_attempts, base_delay, message)
+                continue
+            tries = f"after {attempt} attempt(s)" if is_transient(err) else "(not retried)"
+            raise PushError(
+                f"pushing {root} to {repo_id} failed {tries}: {message.splitlines()[0]}. "
+                f"The local output in {root} is intact; retry with: {retry}"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _files_to_push(root: Path) -> list[str]:
+    """The files `push_output_dir` uploads; refuses a folder that is not a finished run's."""
     if not root.is_dir():
         raise UserError(
             f"output folder {root} does not exist: give the --output_dir of a finished run"
@@ -220,46 +244,41 @@ def push_output_dir(
         raise UserError(
             f"{root} holds no config.json: it is not the output folder of a finished run"
         )
-    token = check_push_ready(repo_id, token)
-    _check_no_token(root, names, token)
+    return names
 
-    api = HfApi(token=token)
-    retry = retry_command(root, repo_id, private)
-    for attempt in range(1, max_attempts + 1):
-        try:
-            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            # create_commit, not upload_folder: in huggingface_hub 2.x upload_folder runs a
-            # pipelined uploader that retries every commit internally (6 tries, up to ~23 s of
-            # waiting), hiding failures from the policy here. One commit of the selected
-            # files is also atomic: the repo never holds half a run.
-            operations = [
-                CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name))
-                for name in names
-            ]
-            commit = api.create_commit(
-                repo_id=url.repo_id,
-                operations=operations,
-                revision=revision,
-                commit_message=commit_message,
-            )
-            logger.info("pushed %d files from %s to %s", len(names), root, url.repo_id)
-            return str(commit.commit_url)
-        except Exception as err:  # noqa: BLE001 - sorted into transient and final below
-            message = redact(f"{type(err).__name__}: {err}", token)
-            if attempt < max_attempts and is_transient(err):
-                delay = base_delay * 2 ** (attempt - 1)
-                logger.warning(
-                    "push attempt %d/%d failed (%s); retrying in %.1f s",
-                    attempt,
-                    max_attempts,
-                    message.splitlines()[0],
-                    delay,
-                )
-                time.sleep(delay)
-                continue
-            tries = f"after {attempt} attempt(s)" if is_transient(err) else "(not retried)"
-            raise PushError(
-                f"pushing {root} to {repo_id} failed {tries}: {message.splitlines()[0]}. "
-                f"The local output in {root} is intact; retry with: {retry}"
-            ) from None
-    raise AssertionError("unreachable")
+
+def _commit(
+    api, root: Path, names: list[str], repo_id: str, private, revision, commit_message: str
+) -> str:
+    """One try: create the repo if needed and commit `names` to it; returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd
+
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    # create_commit, not upload_folder: in huggingface_hub 2.x upload_folder runs a
+    # pipelined uploader that retries every commit internally (6 tries, up to ~23 s of
+    # waiting), hiding failures from the policy here. One commit of the selected
+    # files is also atomic: the repo never holds half a run.
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name)) for name in names
+    ]
+    commit = api.create_commit(
+        repo_id=url.repo_id,
+        operations=operations,
+        revision=revision,
+        commit_message=commit_message,
+    )
+    logger.info("pushed %d files from %s to %s", len(names), root, url.repo_id)
+    return str(commit.commit_url)
+
+
+def _wait_before_retry(attempt: int, max_attempts: int, base_delay: float, message: str) -> None:
+    """Log the failed attempt (token already redacted) and wait, doubling the delay each time."""
+    delay = base_delay * 2 ** (attempt - 1)
+    logger.warning(
+        "push attempt %d/%d failed (%s); retrying in %.1f s",
+        attempt,
+        max_attempts,
+        message.splitlines()[0],
+        delay,
+    )
+    time.sleep(delay)

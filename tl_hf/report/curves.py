@@ -41,7 +41,29 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
     )
     fig, axes = plt.subplots(2 if has_lr else 1, 1, figsize=(8, 7 if has_lr else 4), squeeze=False)
     ax = axes[0][0]
-    train = history.get("train", [])
+    _plot_main_losses(ax, history.get("train", []), evals)
+    phases = _shifted_phases(history)
+    _plot_phase_losses(ax, phases)
+    marks = _mark_best_and_stop(ax, history, evals)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Training and validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if has_lr:
+        _plot_learning_rates(axes[1][0], history, phases)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    _history.atomic_write(Path(path), buffer.getvalue())
+    return marks
+
+
+def _plot_main_losses(ax, train: list[dict], evals: list[dict]) -> None:
+    """The main training's losses: per logging step, epoch means, validation."""
     if train:
         ax.plot(
             [r["epoch"] for r in train],
@@ -67,7 +89,10 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
             color="tab:orange",
             label="validation loss",
         )
-    phases = _shifted_phases(history)
+
+
+def _plot_phase_losses(ax, phases: list[dict]) -> None:
+    """The losses of the phases before the main training, and where the main training starts."""
     for phase in phases:
         label = phase["name"]
         if phase["train"]:
@@ -90,6 +115,11 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
             fontsize=8,
             color="grey",
         )
+
+
+def _mark_best_and_stop(ax, history: dict, evals: list[dict]) -> dict[str, Any]:
+    """Mark the best epoch (the restored checkpoint) and the early-stopping point; returns
+    what was marked."""
     marks: dict[str, Any] = {"best_epoch": history.get("best_epoch"), "stop_epoch": None}
     best = best_eval(history)
     if best is not None:
@@ -110,41 +140,31 @@ def write_training_curves(history: dict, path: str | os.PathLike) -> dict[str, A
         patience = history.get("early_stopping_patience")
         label = "early stopping triggered" + (f" (patience {patience})" if patience else "")
         ax.plot([last["epoch"]], [last["eval_loss"]], "X", color="tab:red", ms=12, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("Training and validation loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if has_lr:
-        ax = axes[1][0]
-        rows = [
-            *(
-                {**r, "lr": {f"{p['name']}: {k}": v for k, v in r["lr"].items()}}
-                for p in phases
-                for r in p["learning_rates"]
-            ),
-            *history["learning_rates"],
-        ]
-        names = list(dict.fromkeys(name for r in rows for name in r["lr"]))
-        for name in names:
-            points = [(r["epoch"], r["lr"][name]) for r in rows if r["lr"].get(name, 0) > 0]
-            if points:
-                ax.plot(*zip(*points, strict=True), lw=1.2, label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("learning rate")
-        ax.set_title("Learning rate per parameter group")
-        ax.grid(alpha=0.3, which="both")
-        if names:
-            ax.legend(fontsize=6, ncol=2 if len(names) > 6 else 1)
-    fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    _history.atomic_write(Path(path), buffer.getvalue())
     return marks
+
+
+def _plot_learning_rates(ax, history: dict, phases: list[dict]) -> None:
+    """The lower panel: every parameter group's learning rate, the phases' first."""
+    rows = [
+        *(
+            {**r, "lr": {f"{p['name']}: {k}": v for k, v in r["lr"].items()}}
+            for p in phases
+            for r in p["learning_rates"]
+        ),
+        *history["learning_rates"],
+    ]
+    names = list(dict.fromkeys(name for r in rows for name in r["lr"]))
+    for name in names:
+        points = [(r["epoch"], r["lr"][name]) for r in rows if r["lr"].get(name, 0) > 0]
+        if points:
+            ax.plot(*zip(*points, strict=True), lw=1.2, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning rate per parameter group")
+    ax.grid(alpha=0.3, which="both")
+    if names:
+        ax.legend(fontsize=6, ncol=2 if len(names) > 6 else 1)
 
 
 def _shifted_phases(history: dict) -> list[dict]:

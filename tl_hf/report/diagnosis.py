@@ -97,16 +97,31 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
         `{"verdict", "reasons": [str], "next_steps": [str], "signals": {...}}`.
     """
     evals = [e for e in history.get("eval", []) if e.get("eval_loss") is not None]
-    train = history.get("train", [])
     num_labels = num_labels or history.get("num_labels")
+    val = [e["eval_loss"] for e in evals]
+    signals = _signals(history, evals, val, num_labels)
+    reasons_under = _underfit_reasons(signals, num_labels)
+    reasons_over, still_falling = _overfit_reasons(signals, val)
+    signals["still_falling"] = still_falling
+    verdict, reasons = _verdict(reasons_under, reasons_over, still_falling, history, val)
+    return {
+        "verdict": verdict,
+        "reasons": reasons,
+        "next_steps": _next_steps(verdict, strategy, still_falling),
+        "signals": signals,
+    }
+
+
+def _signals(history: dict, evals: list[dict], val: list[float], num_labels) -> dict[str, Any]:
+    """The numbers `diagnose` reads (`still_falling` is added once the trend is read)."""
+    train = history.get("train", [])
     chance = math.log(num_labels) if num_labels and num_labels > 1 else None
     means = mean_loss_per_epoch(train) if train else {}
     train_final = means[max(means)] if means else None
-    val = [e["eval_loss"] for e in evals]
     val_best = min(val) if val else None
     val_final = val[-1] if val else None
     best_i = val.index(val_best) if val else None
-    signals: dict[str, Any] = {
+    return {
         "train_loss_final": train_final,
         "val_loss_best": val_best,
         "val_loss_final": val_final,
@@ -115,64 +130,81 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
         "best_loss_epoch": epoch_int(evals[best_i]["epoch"]) if evals else None,
         "early_stopped": bool(history.get("early_stopped")),
     }
-    reasons_under, reasons_over = [], []
-    train_high = (
+
+
+def _underfit_reasons(signals: dict[str, Any], num_labels) -> list[str]:
+    """Rule 1: the training loss is high (empty when it is not)."""
+    train_final, chance = signals["train_loss_final"], signals["chance_loss"]
+    if (
         train_final is not None
         and chance is not None
         and (train_final > UNDERFIT_CHANCE_FRACTION * chance)
-    )
-    if train_high:
-        reasons_under.append(
+    ):
+        return [
             f"final training loss {train_final:.3f} is above {UNDERFIT_CHANCE_FRACTION:g} x chance "
             f"(log {num_labels} = {chance:.3f}): the model does not fit its training data"
+        ]
+    return []
+
+
+def _overfit_reasons(signals: dict[str, Any], val: list[float]) -> tuple[list[str], bool]:
+    """Rule 2's reasons (validation rose, generalisation gap, best epoch early) and whether
+    the validation loss was still falling; both need two evaluations or more."""
+    reasons_over: list[str] = []
+    if len(val) < 2:
+        return reasons_over, False
+    train_final, val_best, val_final = (
+        signals["train_loss_final"],
+        signals["val_loss_best"],
+        signals["val_loss_final"],
+    )
+    best_i = val.index(val_best)
+    rose = val_final > (1 + OVERFIT_RISE) * val_best
+    if rose:
+        reasons_over.append(
+            f"validation loss rose from {val_best:.3f} (epoch {signals['best_loss_epoch']}) to "
+            f"{val_final:.3f} at the end (more than {OVERFIT_RISE:.0%})"
         )
-    still_falling = False
-    if len(evals) >= 2:
-        rose = val_final > (1 + OVERFIT_RISE) * val_best
-        if rose:
-            reasons_over.append(
-                f"validation loss rose from {val_best:.3f} (epoch {signals['best_loss_epoch']}) to "
-                f"{val_final:.3f} at the end (more than {OVERFIT_RISE:.0%})"
-            )
-        if (
-            train_final is not None
-            and train_final < OVERFIT_GAP_RATIO * val_final
-            and (val_final - train_final > OVERFIT_GAP_MIN)
-        ):
-            reasons_over.append(
-                f"training loss {train_final:.3f} is less than {OVERFIT_GAP_RATIO:g} x validation loss "
-                f"{val_final:.3f}: a large generalisation gap"
-            )
-        if reasons_over and len(evals) >= 3 and best_i + 1 <= EARLY_BEST_FRACTION * len(evals):
-            reasons_over.append(
-                f"the best epoch ({signals['best_loss_epoch']}) fell in the first half of "
-                f"the {len(evals)} epochs run"
-            )
-        still_falling = best_i == len(val) - 1 and val[-1] < (1 - STILL_FALLING) * val[-2]
-    signals["still_falling"] = still_falling
-    if train_high:
-        verdict, reasons = "underfitting", reasons_under
-    elif reasons_over:
-        verdict, reasons = "overfitting", reasons_over
-    elif still_falling and not history.get("early_stopped"):
-        verdict = "underfitting"
-        reasons = [
+    if (
+        train_final is not None
+        and train_final < OVERFIT_GAP_RATIO * val_final
+        and (val_final - train_final > OVERFIT_GAP_MIN)
+    ):
+        reasons_over.append(
+            f"training loss {train_final:.3f} is less than {OVERFIT_GAP_RATIO:g} x validation loss "
+            f"{val_final:.3f}: a large generalisation gap"
+        )
+    if reasons_over and len(val) >= 3 and best_i + 1 <= EARLY_BEST_FRACTION * len(val):
+        reasons_over.append(
+            f"the best epoch ({signals['best_loss_epoch']}) fell in the first half of "
+            f"the {len(val)} epochs run"
+        )
+    still_falling = best_i == len(val) - 1 and val[-1] < (1 - STILL_FALLING) * val[-2]
+    return reasons_over, still_falling
+
+
+def _verdict(
+    reasons_under: list[str],
+    reasons_over: list[str],
+    still_falling: bool,
+    history: dict,
+    val: list[float],
+) -> tuple[str, list[str]]:
+    """Rules 1 to 4 of `diagnose`, in order: the verdict and its reasons."""
+    if reasons_under:
+        return "underfitting", reasons_under
+    if reasons_over:
+        return "overfitting", reasons_over
+    if still_falling and not history.get("early_stopped"):
+        return "underfitting", [
             f"validation loss was still falling at the last epoch ({val[-2]:.3f} -> {val[-1]:.3f}): "
             "training ended before the model converged"
         ]
-    else:
-        verdict = "healthy"
-        reasons = [
-            "training loss is well below chance and validation loss levelled off without rising"
-        ]
-        if len(evals) < 2:
-            reasons = ["fewer than two evaluations: too few to read a trend"]
-    return {
-        "verdict": verdict,
-        "reasons": reasons,
-        "next_steps": _next_steps(verdict, strategy, still_falling),
-        "signals": signals,
-    }
+    if len(val) < 2:
+        return "healthy", ["fewer than two evaluations: too few to read a trend"]
+    return "healthy", [
+        "training loss is well below chance and validation loss levelled off without rising"
+    ]
 
 
 def write_diagnosis(output_dir: str | os.PathLike, diagnosis: dict) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hf.report.card import base_model_of
+from tl_hf.report.card_sections import GROUP_HEADER, group_rows
 from tl_hf.report.diagnosis import diagnose
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
 from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE, atomic_write
@@ -81,7 +82,23 @@ def write_report_html(output_dir: str | os.PathLike, results: dict | None = None
         if base_name
         else (f"tl-hf report: {root.resolve().name}")
     )
-    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts = [f"<h1>{html.escape(title)}</h1>", *_summary_parts(run, results, cfg)]
+    parts += _curve_parts(root, run)
+    parts += _diagnosis_parts(run, cfg)
+    parts += _result_parts(run, results)
+    parts += _setup_parts(root, run, cfg)
+    style = PAGE_STYLE + (
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+        "text-align:left;font-size:90%}img{max-width:100%}"
+    )
+    path = root / REPORT_FILE
+    atomic_write(path, page(title, "".join(parts), style).encode())
+    mark_final(root)  # a live page still open in a browser reloads into this one
+    return str(path)
+
+
+def _summary_parts(run: dict, results: dict, cfg: dict) -> list[str]:
+    """The run at a glance: modality, data, strategy, labels, epochs, stopping."""
     summary = [
         ["modality", cfg.get("modality")],
         ["dataset", cfg.get("dataset_name")],
@@ -93,8 +110,12 @@ def write_report_html(output_dir: str | os.PathLike, results: dict | None = None
         ["patience", results.get("early_stopping_patience", cfg.get("early_stopping_patience"))],
     ]
     summary = [r for r in summary if r[1] not in (None, "")]
-    if summary:
-        parts.append(html_table(summary, ["", ""]))
+    return [html_table(summary, ["", ""])] if summary else []
+
+
+def _curve_parts(root: Path, run: dict) -> list[str]:
+    """The training curves: the live monitor's charts, and the PNG folded away."""
+    parts = []
     if run["history"]:
         # the live monitor, frozen: same interactive charts, data inline, no polling
         parts += [
@@ -104,15 +125,27 @@ def write_report_html(output_dir: str | os.PathLike, results: dict | None = None
     if (root / CURVES_FILE).is_file():
         image = img_tag((root / CURVES_FILE).read_bytes(), "training curves")
         parts.append(f"<details><summary>Training curves as an image</summary>{image}</details>")
+    return parts
+
+
+def _diagnosis_parts(run: dict, cfg: dict) -> list[str]:
+    """The diagnosis (read now from the history when the folder holds none) and next steps."""
     diagnosis = run["diagnosis"]
     if diagnosis is None and run["history"]:
         diagnosis = diagnose(run["history"], strategy=cfg.get("strategy"))
-    if diagnosis:
-        parts.append(f"<h2>Diagnosis: {html.escape(diagnosis['verdict'])}</h2><ul>")
-        parts += [f"<li>{html.escape(r)}</li>" for r in diagnosis["reasons"]]
-        parts.append("</ul><p>Next steps:</p><ul>")
-        parts += [f"<li>{html.escape(s)}</li>" for s in diagnosis["next_steps"]]
-        parts.append("</ul>")
+    if not diagnosis:
+        return []
+    parts = [f"<h2>Diagnosis: {html.escape(diagnosis['verdict'])}</h2><ul>"]
+    parts += [f"<li>{html.escape(r)}</li>" for r in diagnosis["reasons"]]
+    parts.append("</ul><p>Next steps:</p><ul>")
+    parts += [f"<li>{html.escape(s)}</li>" for s in diagnosis["next_steps"]]
+    parts.append("</ul>")
+    return parts
+
+
+def _result_parts(run: dict, results: dict) -> list[str]:
+    """Final metrics, per-class test metrics and the test confusion matrix."""
+    parts = []
     if results:
         parts += ["<h2>Final metrics</h2>", html_table(metric_rows(results), ["metric", "value"])]
     per_class = per_class_rows(results)
@@ -123,14 +156,16 @@ def write_report_html(output_dir: str | os.PathLike, results: dict | None = None
         names = predictions.get("label_names") or run["labels"]
         matrix = confusion_matrix(predictions["labels"], predictions["predictions"], len(names))
         parts += ["<h2>Confusion matrix (test)</h2>", confusion_table(matrix, names)]
+    return parts
+
+
+def _setup_parts(root: Path, run: dict, cfg: dict) -> list[str]:
+    """How the run was set up: parameter groups, augmentation preview, configuration."""
+    parts = []
     if run["groups"]:
-        rows = [
-            [g.get("name"), g.get("depth"), g.get("num_params"), g.get("lr"), g.get("weight_decay")]
-            for g in run["groups"]
-        ]
         parts += [
             "<h2>Parameter groups</h2>",
-            html_table(rows, ["group", "depth", "parameters", "lr", "weight decay"]),
+            html_table(group_rows(run["groups"]), GROUP_HEADER),
         ]
     if (root / PREVIEW_FILE).is_file():
         parts += [
@@ -142,11 +177,4 @@ def write_report_html(output_dir: str | os.PathLike, results: dict | None = None
             "<h2>Run configuration</h2>",
             html_table([[k, v] for k, v in sorted(cfg.items())], ["argument", "value"]),
         ]
-    style = PAGE_STYLE + (
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-        "text-align:left;font-size:90%}img{max-width:100%}"
-    )
-    path = root / REPORT_FILE
-    atomic_write(path, page(title, "".join(parts), style).encode())
-    mark_final(root)  # a live page still open in a browser reloads into this one
-    return str(path)
+    return parts

@@ -38,8 +38,46 @@ def unlocked_from(epoch: int, top: int, every: int) -> int:
     return max(0, top - epoch // every)
 
 
-def _callback_class():
+def _lock_below_depth(callback, state, optimizer, scheduler) -> None:
+    """Lock the groups below the unfreezing depth of `state.epoch`: their parameters join
+    `callback.locked` (a gradient hook on every parameter, added once, zeroes theirs) and their
+    learning rate shows 0; an unlocked group shows the scheduler's rate."""
+    if optimizer is None:
+        return
+    groups = optimizer.param_groups
+    top = max(g.get("depth", 0) for g in groups)
+    epoch = math.floor((state.epoch or 0) + 1e-6)
+    callback.lowest = unlocked_from(epoch, top, callback.every)
+    callback.locked = {
+        id(p) for g in groups if g.get("depth", top) < callback.lowest for p in g["params"]
+    }
+    for group in groups:
+        for param in group["params"]:
+            if id(param) not in callback.hooked:
+                callback.hooked.add(id(param))
+                param.register_hook(_zero_when_locked(callback, param))
+    # the scheduler's rates (what it last computed, not what was written here)
+    rates = scheduler.get_last_lr() if scheduler is not None else None
+    for i, group in enumerate(groups):
+        if group.get("depth", top) < callback.lowest:
+            group["lr"] = 0.0
+        elif rates is not None:
+            group["lr"] = rates[i]  # a group switched on trains from its first step
+
+
+def _zero_when_locked(callback, param):
+    """The gradient hook of `param`: zeros while `callback` holds it back."""
     import torch
+
+    key = id(param)
+
+    def zero_when_locked(grad):
+        return torch.zeros_like(grad) if key in callback.locked else grad
+
+    return zero_when_locked
+
+
+def _callback_class():
     from transformers import TrainerCallback
 
     class GradualUnfreezing(TrainerCallback):
@@ -51,39 +89,8 @@ def _callback_class():
             self.hooked: set[int] = set()
             self.lowest: int | None = None  # lowest unlocked depth (for tests and logs)
 
-        def _update(self, state, optimizer, scheduler) -> None:
-            if optimizer is None:
-                return
-            groups = optimizer.param_groups
-            top = max(g.get("depth", 0) for g in groups)
-            epoch = math.floor((state.epoch or 0) + 1e-6)
-            self.lowest = unlocked_from(epoch, top, self.every)
-            self.locked = {
-                id(p) for g in groups if g.get("depth", top) < self.lowest for p in g["params"]
-            }
-            for group in groups:
-                for param in group["params"]:
-                    if id(param) not in self.hooked:
-                        self.hooked.add(id(param))
-                        param.register_hook(self._hook(param))
-            # the scheduler's rates (what it last computed, not what was written here)
-            rates = scheduler.get_last_lr() if scheduler is not None else None
-            for i, group in enumerate(groups):
-                if group.get("depth", top) < self.lowest:
-                    group["lr"] = 0.0
-                elif rates is not None:
-                    group["lr"] = rates[i]  # a group switched on trains from its first step
-
-        def _hook(self, param):
-            key = id(param)
-
-            def zero_when_locked(grad):
-                return torch.zeros_like(grad) if key in self.locked else grad
-
-            return zero_when_locked
-
         def on_step_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
-            self._update(state, optimizer, lr_scheduler)
+            _lock_below_depth(self, state, optimizer, lr_scheduler)
 
         def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
             if optimizer is None:
@@ -96,7 +103,7 @@ def _callback_class():
         def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
             # after the scheduler's step (which rewrote every group's lr), before the monitor
             # records the rates: locked groups show 0
-            self._update(state, optimizer, lr_scheduler)
+            _lock_below_depth(self, state, optimizer, lr_scheduler)
 
         def on_train_end(self, args, state, control, **kwargs):
             self.locked = set()  # the hooks stay on the parameters, inert

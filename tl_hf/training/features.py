@@ -32,18 +32,23 @@ At the end `restore()` puts the backbone back: the saved model is a normal full 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from tl_hf.errors import UserError
-from tl_hf.output.atomic import write_json
+from tl_hf.training.feature_files import (
+    cache_path,
+    cache_verified,
+    discard_unverified,
+    feature_fingerprint,
+    hash_backbone,
+    read_output_class,
+    sidecar_path,
+    split_files,
+    write_sidecar,
+)
 
-# Bumped when what is stored changes, so old cache files are never read as new ones.
-CACHE_VERSION = "1"
 COLUMN_PREFIX = "tl_hf_feature_"
 REDUCTIONS = ("first_token", "full")
 CHECK_ROWS = 4  # rows scored by both paths before a reduction is trusted
@@ -150,28 +155,6 @@ def _reduce(outputs, reduction: str) -> dict[str, Any]:
             value = value[:, :1]
         kept[key] = value.detach()
     return kept
-
-
-def hash_backbone(module) -> str:
-    """A hash of the backbone's weights (names, shapes, dtypes and bytes): the checkpoint's identity
-    whatever it was loaded from (Hub revision, local folder edited in place)."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return h.hexdigest()
-
-
-def feature_fingerprint(
-    split_fingerprint: str, backbone_hash: str, model_class: str, reduction: str
-) -> str:
-    """The fingerprint of a cached split: the preprocessed split's, the backbone's weights, the
-    model class (which decides the backbone's output), the reduction and the cache version."""
-    key = f"{CACHE_VERSION}|{split_fingerprint}|{backbone_hash}|{model_class}|{reduction}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -297,42 +280,13 @@ def build_feature_cache(
     dtype = next(backbone.parameters()).dtype
     replay = _replay_class()(None, dtype)
     backbone_hash = hash_backbone(backbone)
-    model_class = type(model).__name__
     was_training = model.training
     model.eval()
     model.to(getattr(training_args, "device", torch.device("cpu")))
     try:
-        # A reduction already cached for every split was checked when it was written: reuse it
-        # without running the backbone at all.
-        def stored(ds, r):
-            fp = feature_fingerprint(ds._fingerprint, backbone_hash, model_class, r)
-            return cache_verified(_cache_file(ds, fp), _sidecar(ds, fp))
-
-        reduction = next(
-            (r for r in REDUCTIONS if all(stored(ds, r) for ds in features.values())), None
-        )
-        if reduction is not None:
-            cache = FeatureCache(model, name, backbone, replay, reduction, [])
-            ds = features["train"]
-            replay.output_cls = _read_output_class(
-                _sidecar(
-                    ds, feature_fingerprint(ds._fingerprint, backbone_hash, model_class, reduction)
-                )
-            )
-        else:
-            rows = [features["train"][i] for i in range(min(CHECK_ROWS, len(features["train"])))]
-            reasons = []
-            for reduction in REDUCTIONS:
-                cache = FeatureCache(model, name, backbone, replay, reduction, [])
-                problem = _check_reduction(cache, collator, rows)
-                if problem is None:
-                    break
-                reasons.append(f"{reduction}: {problem}")
-            else:
-                raise CannotCache(
-                    f"no stored form of {model_class}'s backbone output reproduces its "
-                    f"logits ({'; '.join(reasons)})"
-                )
+        cache = _stored_cache(model, name, backbone, replay, features, backbone_hash)
+        if cache is None:
+            cache = _checked_cache(model, name, backbone, replay, features, collator)
         cached = {}
         with training_args.main_process_first(desc="feature cache"):
             for split, ds in features.items():
@@ -352,46 +306,44 @@ def build_feature_cache(
     cache.attach()
     log(
         f"cached features: backbone {type(backbone).__name__} ({name}), stored {', '.join(cache.columns)} "
-        f"({reduction}); the backbone runs once, the head trains on the stored features"
+        f"({cache.reduction}); the backbone runs once, the head trains on the stored features"
     )
     return cache
 
 
-def _cache_file(ds, fingerprint: str) -> str:
-    """Where `datasets.map` keeps a split's features (beside the split's own cache files)."""
-    import datasets
+def _stored_cache(model, name, backbone, replay, features, backbone_hash) -> FeatureCache | None:
+    """The cache under a reduction already stored for every split (None: there is none). It was
+    checked when it was written: reuse it without running the backbone at all."""
+    model_class = type(model).__name__
 
-    if ds.cache_files:
-        return ds._get_cache_file_path(fingerprint)
-    return os.path.join(
-        str(datasets.config.HF_DATASETS_CACHE), "tl_hf_features", f"features-{fingerprint}.arrow"
+    def stored(r):
+        splits = features.values()
+        return all(cache_verified(*split_files(ds, backbone_hash, model_class, r)) for ds in splits)
+
+    reduction = next((r for r in REDUCTIONS if stored(r)), None)
+    if reduction is None:
+        return None
+    cache = FeatureCache(model, name, backbone, replay, reduction, [])
+    sidecar = split_files(features["train"], backbone_hash, model_class, reduction)[1]
+    replay.output_cls = read_output_class(sidecar)
+    return cache
+
+
+def _checked_cache(model, name, backbone, replay, features, collator) -> FeatureCache:
+    """The cache under the first reduction whose replay reproduces the model's logits on a few
+    training rows; raises `CannotCache` with every reduction's reason when none does."""
+    rows = [features["train"][i] for i in range(min(CHECK_ROWS, len(features["train"])))]
+    reasons = []
+    for reduction in REDUCTIONS:
+        cache = FeatureCache(model, name, backbone, replay, reduction, [])
+        problem = _check_reduction(cache, collator, rows)
+        if problem is None:
+            return cache
+        reasons.append(f"{reduction}: {problem}")
+    raise CannotCache(
+        f"no stored form of {type(model).__name__}'s backbone output reproduces its "
+        f"logits ({'; '.join(reasons)})"
     )
-
-
-def _sidecar(ds, fingerprint: str) -> str:
-    """A small JSON file beside a split's cache naming the backbone's output class, so a rerun can
-    replay the cache without running the backbone once."""
-    return os.path.splitext(_cache_file(ds, fingerprint))[0] + ".tl_hf.json"
-
-
-def cache_verified(cache_file: str, sidecar: str) -> bool:
-    """True when a split's feature cache is whole: its sidecar records the arrow file's size
-    and the file on disk has it (a kill or a full disk can leave a truncated arrow file,
-    which `datasets` would otherwise load, or fail on, as if it were the cache)."""
-    try:
-        with open(sidecar) as f:
-            expected = json.load(f).get("bytes")
-        return expected is not None and os.path.getsize(cache_file) == expected
-    except (OSError, ValueError):
-        return False
-
-
-def _read_output_class(path: str):
-    import importlib
-
-    with open(path) as f:
-        module, name = json.load(f)["output_class"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
 
 
 def _cache_split(
@@ -404,15 +356,11 @@ def _cache_split(
         ds._fingerprint, backbone_hash, type(cache.model).__name__, cache.reduction
     )
     # an in-memory dataset gets a cache file of its own, so reruns find it
-    cache_file = None if ds.cache_files else _cache_file(ds, fingerprint)
+    cache_file = None if ds.cache_files else cache_path(ds, fingerprint)
     if cache_file is not None:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-    expected_file, sidecar = _cache_file(ds, fingerprint), _sidecar(ds, fingerprint)
-    if os.path.exists(expected_file) and not cache_verified(expected_file, sidecar):
-        # truncated or unrecorded: rebuild it rather than let `datasets.map` load it
-        for path in (expected_file, sidecar):
-            with contextlib.suppress(OSError):
-                os.remove(path)
+    sidecar = sidecar_path(ds, fingerprint)
+    discard_unverified(cache_path(ds, fingerprint), sidecar)
     model, backbone, reduction = cache.model, cache.backbone, cache.reduction
 
     def extract(batch):
@@ -439,16 +387,7 @@ def _cache_split(
             desc="Caching backbone features",
         )
     written = out.cache_files[0]["filename"] if out.cache_files else cache_file
-    if written and not cache_verified(written, sidecar):
-        cls = cache.replay.output_cls
-        write_json(  # atomic: another rank never reads half a file
-            sidecar,
-            {
-                "output_class": f"{cls.__module__}.{cls.__qualname__}",
-                "reduction": cache.reduction,
-                "bytes": os.path.getsize(written),
-            },
-        )
+    write_sidecar(sidecar, written, cache.replay.output_cls, cache.reduction)
     return out
 
 

@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -130,8 +131,6 @@ def train_head_on_features(trainer, splits: dict[str, Any]):
         A `TrainOutput`, as `trainer.train()` returns it.
     """
     import torch
-    from transformers import TrainerState
-    from transformers.trainer_callback import ExportableState
     from transformers.trainer_utils import TrainOutput, speed_metrics
 
     args, handler = trainer.args, trainer.callback_handler
@@ -139,8 +138,42 @@ def train_head_on_features(trainer, splits: dict[str, Any]):
     tensors = {name: split_tensors(ds, device) for name, ds in splits.items()}
     trainer.device_splits = {name: (splits[name], t) for name, t in tensors.items()}
     train = tensors["train"]
-    num_rows = len(train["labels"])
-    batch_size = trainer._train_batch_size
+    schedule = _schedule(args, len(train["labels"]), trainer._train_batch_size)
+    loop = _start(trainer, schedule, train)
+    done = loop.state.global_step
+    first_epoch, skip = divmod(done, schedule.steps_per_epoch)
+
+    # what `_maybe_log_save_evaluate` and `log` read: the loss summed on the device since the
+    # last log (read once per logging step, not per step), flops (none: features, not tokens)
+    loop.tr_loss = torch.zeros((), device=device)
+    trainer._tr_loss, trainer._total_loss_scalar = loop.tr_loss, 0.0
+    trainer._globalstep_last_logged = done
+    trainer.current_flos = 0
+    loop.params = [p for group in loop.optimizer.param_groups for p in group["params"]]
+    loop.start_time = time.time()
+    loop.model.zero_grad(set_to_none=True)
+    trainer.control = handler.on_train_begin(args, loop.state, trainer.control)
+    _run_epochs(loop, first_epoch, skip)
+    return _finish(
+        trainer, loop.start_time, schedule.num_train_samples, done, TrainOutput, speed_metrics
+    )
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The length of the training, as the Trainer counts it."""
+
+    num_rows: int
+    batch_size: int
+    steps_per_epoch: int
+    max_steps: int
+    num_epochs: int
+    num_train_samples: float
+
+
+def _schedule(args, num_rows: int, batch_size: int) -> _Schedule:
+    """Steps per epoch, steps and epochs in all, training samples (`--max_steps` wins over
+    `--num_train_epochs`)."""
     steps_per_epoch = max(1, math.ceil(num_rows / batch_size))
     if args.max_steps > 0:
         max_steps = args.max_steps
@@ -150,7 +183,38 @@ def train_head_on_features(trainer, splits: dict[str, Any]):
         max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
         num_epochs = math.ceil(args.num_train_epochs)
         num_train_samples = args.num_train_epochs * num_rows
+    return _Schedule(
+        num_rows, batch_size, steps_per_epoch, max_steps, num_epochs, num_train_samples
+    )
 
+
+@dataclass
+class _Loop:
+    """What every step of the tight loop reads, and the last gradient norm and learning rate
+    (what `_maybe_log_save_evaluate` logs)."""
+
+    trainer: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    state: Any
+    train: dict[str, Any]  # the training split's tensors on the device
+    schedule: _Schedule
+    params: list[Any] = field(default_factory=list)  # what gradient clipping measures
+    tr_loss: Any = None
+    start_time: float = 0.0
+    grad_norm: Any = None
+    learning_rate: float | None = None
+
+
+def _start(trainer, schedule: _Schedule, train: dict[str, Any]) -> _Loop:
+    """As the start of `Trainer._inner_training_loop`: the model prepared, the optimizer and
+    schedule built, a fresh (or resumed) `TrainerState`."""
+    from transformers import TrainerState
+    from transformers.trainer_callback import ExportableState
+
+    args, handler = trainer.args, trainer.callback_handler
+    max_steps = schedule.max_steps
     trainer.is_in_train = True
     trainer._memory_tracker.start()
     model = trainer.accelerator.prepare_model(trainer.model)  # one process: autocast, placement
@@ -162,77 +226,87 @@ def train_head_on_features(trainer, splits: dict[str, Any]):
             cb for cb in handler.callbacks + [trainer.control] if isinstance(cb, ExportableState)
         ]
     )
-    state.train_batch_size = batch_size
+    state.train_batch_size = schedule.batch_size
     state.compute_steps(args, max_steps)
     resume = args.resume_from_checkpoint
     if resume:
         state = _resume(trainer, resume)
-    state.init_training_references(trainer, max_steps, num_epochs, None)
+    state.init_training_references(trainer, max_steps, schedule.num_epochs, None)
     trainer.state = state
     for attr in ("model", "optimizer", "lr_scheduler"):
         setattr(handler, attr, getattr(trainer, attr))
-    done = state.global_step
-    first_epoch, skip = divmod(done, steps_per_epoch)
+    return _Loop(trainer, model, optimizer, scheduler, state, train, schedule)
 
-    # what `_maybe_log_save_evaluate` and `log` read: the loss summed on the device since the
-    # last log (read once per logging step, not per step), flops (none: features, not tokens)
-    tr_loss = torch.zeros((), device=device)
-    trainer._tr_loss, trainer._total_loss_scalar = tr_loss, 0.0
-    trainer._globalstep_last_logged = done
-    trainer.current_flos = 0
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    start_time = time.time()
-    model.zero_grad(set_to_none=True)
-    trainer.control = handler.on_train_begin(args, state, trainer.control)
-    grad_norm = learning_rate = None
-    for epoch in range(first_epoch, num_epochs):
+
+def _run_epochs(loop: _Loop, first_epoch: int, skip: int) -> None:
+    """The epochs, from `first_epoch` (a resumed run skips the `skip` steps it already ran),
+    with the Trainer's callback events, logging and evaluation at the end of each."""
+    trainer, state = loop.trainer, loop.state
+    args, handler = trainer.args, trainer.callback_handler
+    for epoch in range(first_epoch, loop.schedule.num_epochs):
         trainer.control = handler.on_epoch_begin(args, state, trainer.control)
         seed = args.data_seed if args.data_seed is not None else args.seed
-        order = _order(num_rows, seed, epoch, device)
-        for step in range(skip, steps_per_epoch):
-            trainer.control = handler.on_step_begin(args, state, trainer.control)
-            if not model.training:  # evaluation leaves the model (and a schedule-free
-                model.train()  # optimizer) in eval mode
-                if callable(getattr(optimizer, "train", None)):
-                    optimizer.train()
-            index = order[step * batch_size : (step + 1) * batch_size]
-            loss = model(**{k: v.index_select(0, index) for k, v in train.items()}).loss
-            loss.backward()
-            tr_loss += loss.detach()
-            if args.max_grad_norm > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-            trainer.control = handler.on_pre_optimizer_step(args, state, trainer.control)
-            optimizer.step()
-            trainer.control = handler.on_optimizer_step(args, state, trainer.control)
-            learning_rate = scheduler.get_last_lr()[0]
-            scheduler.step()
-            model.zero_grad(set_to_none=True)
-            state.global_step += 1
-            state.epoch = epoch + (step + 1) / steps_per_epoch
-            trainer.control = handler.on_step_end(args, state, trainer.control)
-            trainer._maybe_log_save_evaluate(
-                tr_loss,
-                grad_norm,
-                model,
-                None,
-                epoch,
-                None,
-                start_time,
-                learning_rate=learning_rate,
-            )
-            if trainer.control.should_epoch_stop or trainer.control.should_training_stop:
-                break
-            if state.global_step >= max_steps:
-                trainer.control.should_training_stop = True
+        order = _order(loop.schedule.num_rows, seed, epoch, args.device)
+        for step in range(skip, loop.schedule.steps_per_epoch):
+            if _train_step(loop, epoch, step, order):
                 break
         skip = 0
         trainer.control = handler.on_epoch_end(args, state, trainer.control)
-        trainer._maybe_log_save_evaluate(
-            tr_loss, grad_norm, model, None, epoch, None, start_time, learning_rate=learning_rate
-        )
+        _log_save_evaluate(loop, epoch)
         if trainer.control.should_training_stop:
             break
-    return _finish(trainer, start_time, num_train_samples, done, TrainOutput, speed_metrics)
+
+
+def _train_step(loop: _Loop, epoch: int, step: int, order) -> bool:
+    """One optimizer step on the batch `order` puts at `step`, with the Trainer's callback
+    events, logging and evaluation; True when the epoch ends here."""
+    import torch
+
+    trainer, model, optimizer, state = loop.trainer, loop.model, loop.optimizer, loop.state
+    args, handler = trainer.args, trainer.callback_handler
+    trainer.control = handler.on_step_begin(args, state, trainer.control)
+    if not model.training:  # evaluation leaves the model (and a schedule-free
+        model.train()  # optimizer) in eval mode
+        if callable(getattr(optimizer, "train", None)):
+            optimizer.train()
+    batch_size = loop.schedule.batch_size
+    index = order[step * batch_size : (step + 1) * batch_size]
+    loss = model(**{k: v.index_select(0, index) for k, v in loop.train.items()}).loss
+    loss.backward()
+    loop.tr_loss += loss.detach()
+    if args.max_grad_norm > 0:
+        loop.grad_norm = torch.nn.utils.clip_grad_norm_(loop.params, args.max_grad_norm)
+    trainer.control = handler.on_pre_optimizer_step(args, state, trainer.control)
+    optimizer.step()
+    trainer.control = handler.on_optimizer_step(args, state, trainer.control)
+    loop.learning_rate = loop.scheduler.get_last_lr()[0]
+    loop.scheduler.step()
+    model.zero_grad(set_to_none=True)
+    state.global_step += 1
+    state.epoch = epoch + (step + 1) / loop.schedule.steps_per_epoch
+    trainer.control = handler.on_step_end(args, state, trainer.control)
+    _log_save_evaluate(loop, epoch)
+    if trainer.control.should_epoch_stop or trainer.control.should_training_stop:
+        return True
+    if state.global_step >= loop.schedule.max_steps:
+        trainer.control.should_training_stop = True
+        return True
+    return False
+
+
+def _log_save_evaluate(loop: _Loop, epoch: int) -> None:
+    """`Trainer._maybe_log_save_evaluate` on the loop's loss, gradient norm and learning rate:
+    logs, evaluates and saves a checkpoint when each is due."""
+    loop.trainer._maybe_log_save_evaluate(
+        loop.tr_loss,
+        loop.grad_norm,
+        loop.model,
+        None,
+        epoch,
+        None,
+        loop.start_time,
+        learning_rate=loop.learning_rate,
+    )
 
 
 def _resume(trainer, checkpoint: str):
