@@ -18,13 +18,21 @@ comes from its own seed only, so results do not depend on batch boundaries or `n
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
 from typing import Any
 
 from tl_hf.augment.base import check_param
+from tl_hf.augment.text_models import backtranslate, contextual_fill
+from tl_hf.augment.words import (
+    FIRST_WORDS_RE,
+    STOPWORDS,
+    TOKEN_RE,
+    WORD_RE,
+    aug_count,
+    match_case,
+)
 from tl_hf.errors import UserError
 
 # Parameters shared by the word-level augmenters: `p` is the fraction of the words that
@@ -63,165 +71,6 @@ AUGMENTATIONS: dict[str, dict[str, Any]] = {
 # deletion or swap: deleting "not" or moving it flips a sentiment label, and both lowered test
 # accuracy on every real set measured (docs/defaults.md); ask for them with --augment.
 DEFAULT_AUGMENT = ["synonym"]
-
-# Function words are never replaced, inserted from or chosen as synonyms (EDA's practice):
-# changing them rarely yields a paraphrase.
-STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "herself",
-        "him",
-        "himself",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "myself",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "ourselves",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "themselves",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "yourself",
-        "yourselves",
-    ]
-)
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
-_TOKEN = re.compile(r"\S+")
-# The first `_WORD` inside each whitespace-separated token: `_WORD.search(token)` per token.
-_FIRST_WORDS = re.compile(r"(?<!\S)[^A-Za-z\s]*([A-Za-z][A-Za-z'-]*)")
-
-
-def _aug_count(n_words: int, p: float, lo: int, hi: int) -> int:
-    """How many words to change: ceil(p * n) clamped to [lo, hi] (nlpaug's rule), never
-    more than there are."""
-    if n_words == 0:
-        return 0
-    cnt = math.ceil(p * n_words)
-    if lo and cnt < lo:
-        cnt = lo
-    if hi and cnt > hi:
-        cnt = hi
-    return min(cnt, n_words)
-
-
-def _match_case(original: str, new: str) -> str:
-    if original.isupper() and len(original) > 1:
-        return new.upper()
-    if original[:1].isupper():
-        return new[:1].upper() + new[1:]
-    return new
-
 
 # ---------------------------------------------------------------------------- WordNet ops
 _SYN_CACHE: dict[tuple[str, str | None], tuple[str, ...]] = {}
@@ -265,16 +114,16 @@ def wordnet_synonyms(word: str, pos: str | None = None) -> tuple[str, ...]:
 def _synonym(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     from tl_hf.augment.wordnet import pos_tag
 
-    tokens = _TOKEN.findall(text)
+    tokens = TOKEN_RE.findall(text)
     # Tag words without their punctuation so the tagger sees "profits", not "profits,".
-    cores = [_WORD.search(t) for t in tokens]
+    cores = [WORD_RE.search(t) for t in tokens]
     tags = pos_tag([c.group(0) if c else t for c, t in zip(cores, tokens, strict=False)])
     eligible = []  # (token index, word match, WordNet part of speech)
     for i, (core, (_, tag)) in enumerate(zip(cores, tags, strict=False)):
         pos = _PTB_TO_WORDNET.get(tag[:1])
         if core is not None and pos is not None and core.group(0).lower() not in STOPWORDS:
             eligible.append((i, core, pos))
-    n = _aug_count(sum(1 for c in cores if c), params["p"], params["min"], params["max"])
+    n = aug_count(sum(1 for c in cores if c), params["p"], params["min"], params["max"])
     # Words in random order, the first n that have synonyms: the same draw as sampling n
     # among the words with synonyms, but WordNet is asked about a few words, not all.
     for i, core, pos in rng.sample(eligible, k=len(eligible)):
@@ -282,17 +131,17 @@ def _synonym(text: str, rng: random.Random, params: dict[str, Any]) -> str:
             break
         synonyms = wordnet_synonyms(core.group(0), pos)
         if synonyms:
-            new = _match_case(core.group(0), rng.choice(synonyms))
+            new = match_case(core.group(0), rng.choice(synonyms))
             tokens[i] = tokens[i][: core.start()] + new + tokens[i][core.end() :]
             n -= 1
     return " ".join(tokens)
 
 
 def _insertion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
-    tokens = _TOKEN.findall(text)
-    words = _FIRST_WORDS.findall(text)  # the word inside each token, in one C-level pass
+    tokens = TOKEN_RE.findall(text)
+    words = FIRST_WORDS_RE.findall(text)  # the word inside each token, in one C-level pass
     pool = [w for w in words if w.lower() not in STOPWORDS]
-    n = _aug_count(len(words), params["p"], params["min"], params["max"])
+    n = aug_count(len(words), params["p"], params["min"], params["max"])
     for _ in range(n):
         # A uniform draw among the words with synonyms, by rejection: words found to have
         # none leave the pool, so WordNet is asked only about the words drawn. (Draws with
@@ -314,11 +163,11 @@ def _insertion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
 def _deletion(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     # Written here rather than nlpaug's RandomWordAug(action="delete"): when that deletes the
     # first two words it puts the second one back (re-capitalised), missing the count.
-    tokens = _TOKEN.findall(text)
+    tokens = TOKEN_RE.findall(text)
     words = [i for i, t in enumerate(tokens) if any(c.isalnum() for c in t)]
     if len(words) < 2:
         return text
-    n = min(_aug_count(len(words), params["p"], params["min"], params["max"]), len(words) - 1)
+    n = min(aug_count(len(words), params["p"], params["min"], params["max"]), len(words) - 1)
     gone = set(rng.sample(words, k=n))
     kept = [t for i, t in enumerate(tokens) if i not in gone]
     if 0 in gone and tokens[0][:1].isupper() and kept[0][:1].islower():
@@ -330,10 +179,10 @@ def _swap(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     # Written here rather than nlpaug's RandomWordAug(action="swap"): same rule (a chosen
     # word trades places with a neighbour), about 5x faster on news sentences (nlpaug's
     # per-token change log dominates), which the 20,000 sentences/s target needs.
-    tokens = _TOKEN.findall(text)
+    tokens = TOKEN_RE.findall(text)
     if len(tokens) < 2:
         return text
-    for _ in range(_aug_count(len(tokens), params["p"], params["min"], params["max"])):
+    for _ in range(aug_count(len(tokens), params["p"], params["min"], params["max"])):
         i = rng.randrange(len(tokens))
         j = i + 1 if i == 0 else i - 1 if i == len(tokens) - 1 else i + rng.choice((-1, 1))
         tokens[i], tokens[j] = tokens[j], tokens[i]
@@ -430,12 +279,12 @@ def _char_noise(name: str, text: str, rng: random.Random, params: dict[str, Any]
     table = _table(name)
     shortest = _MIN_CHARS[name]
     parts = _ALNUM_SPLIT.split(text)  # odd indices: the words; even: what lies between
-    n = _aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
+    n = aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
     for i in _pick(parts, n, rng, lambda w: len(w) >= shortest and any(c in table for c in w)):
         chars = list(parts[i])
         places = [j for j, c in enumerate(chars) if c in table]
         for _ in range(
-            min(_aug_count(len(chars), params["char_p"], 1, params["char_max"]), len(places))
+            min(aug_count(len(chars), params["char_p"], 1, params["char_max"]), len(places))
         ):
             k = int(rng.random() * len(places))  # a place not drawn before
             j = places[k]
@@ -458,246 +307,16 @@ def _ocr(text: str, rng: random.Random, params: dict[str, Any]) -> str:
 def _spelling(text: str, rng: random.Random, params: dict[str, Any]) -> str:
     table = _table("spelling")
     parts = _WORD_SPLIT.split(text)
-    n = _aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
+    n = aug_count(len(parts) // 2, params["p"], params["min"], params["max"])
     # A word is looked up as written, else in lower case (then the case is carried over).
     for i in _pick(parts, n, rng, lambda w: w in table or w.lower() in table):
         word = parts[i]
         options = table.get(word) or table[word.lower()]
         new = options[int(rng.random() * len(options))]
-        parts[i] = new if word in table else _match_case(word, new)
+        parts[i] = new if word in table else match_case(word, new)
     return "".join(parts)
 
 
-# ---------------------------------------------------------------------------- model ops
-_MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-
-
-def _load(kind: str, path: str, device: str):
-    """Load a tokenizer and model once per process (keyed by path), so the augmenter only
-    carries the path and stays cheap to pickle into `datasets.map` workers."""
-    key = (kind, path, device)
-    if key not in _MODELS:
-        from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-        cls = AutoModelForMaskedLM if kind == "mlm" else AutoModelForSeq2SeqLM
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = cls.from_pretrained(path).to(device).eval()
-        except (OSError, ValueError) as err:
-            what = "a masked language model" if kind == "mlm" else "a seq2seq translation model"
-            raise UserError(
-                f"cannot load {what} from {path!r} ({type(err).__name__}: {str(err).splitlines()[0]}): "
-                "give a local folder or a Hub id reachable from here"
-            ) from err
-        _MODELS[key] = (tokenizer, model)
-    return _MODELS[key]
-
-
-_WHOLE_WORDS: dict[str, Any] = {}
-
-
-def _whole_word_ids(path: str, tokenizer) -> Any:
-    """A boolean mask over the vocabulary: tokens that are whole alphabetic words (no
-    word-piece continuations, no special tokens), the only ones worth writing back."""
-    if path not in _WHOLE_WORDS:
-        import torch
-
-        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        # BPE/sentencepiece vocabularies mark word starts; WordPiece marks continuations.
-        starts = ("Ġ", "▁")
-        marked = any(t.startswith(starts) for t in vocab if t)
-        special = set(tokenizer.all_special_ids)
-        ok = []
-        for i, tok in enumerate(vocab):
-            good = bool(tok) and i not in special and not tok.startswith("##")
-            if good and marked:
-                good = tok.startswith(starts)
-            if good:
-                good = tokenizer.convert_tokens_to_string([tok]).strip().isalpha()
-            ok.append(good)
-        _WHOLE_WORDS[path] = torch.tensor(ok)
-    return _WHOLE_WORDS[path]
-
-
-def _contextual(texts: list[str], seeds: list[int], params: dict[str, Any]) -> list[str]:
-    """`contextual`: words masked, then filled (substituted or inserted) by a masked language
-    model, one seed per row."""
-    if params["action"] not in ("substitute", "insert"):
-        raise UserError(
-            f"contextual: action must be substitute or insert, got {params['action']!r}"
-        )
-    tokenizer, model = _load("mlm", params["model"], params["device"])
-    if tokenizer.mask_token is None:
-        raise UserError(
-            f"contextual: {params['model']!r} has no mask token: give a masked language model"
-        )
-    allowed = _whole_word_ids(params["model"], tokenizer)
-    insert = params["action"] == "insert"
-    # per row: tokens, the places to fill, the masked text
-    plans = [
-        _mask_plan(text, seed, tokenizer.mask_token, insert, params)
-        for text, seed in zip(texts, seeds, strict=False)
-    ]
-    out = list(texts)
-    bs = max(1, int(params["batch_size"]))
-    for start in range(0, len(texts), bs):
-        rows = range(start, min(start + bs, len(texts)))
-        todo = [r for r in rows if plans[r][1]]
-        if todo:
-            _fill_batch(texts, seeds, plans, todo, out, tokenizer, model, allowed, params)
-    return out
-
-
-def _mask_plan(
-    text: str, seed: int, mask_token: str, insert: bool, params: dict[str, Any]
-) -> tuple[list[str], list[int], str]:
-    """Where a row's masks go (drawn from its seed): the masked tokens, the places to fill,
-    the masked text."""
-    rng = random.Random(seed)
-    tokens = _TOKEN.findall(text)
-    words = [i for i, t in enumerate(tokens) if _WORD.fullmatch(t.strip(".,;:!?\"'()"))]
-    n = _aug_count(len(words), params["p"], params["min"], params["max"])
-    if insert:
-        places = sorted(rng.sample(range(len(tokens) + 1), k=min(n, len(tokens) + 1)))
-        masked = list(tokens)
-        for shift, place in enumerate(places):
-            masked.insert(place + shift, mask_token)
-        places = [place + shift for shift, place in enumerate(places)]
-    else:
-        places = sorted(rng.sample(words, k=n))
-        masked = [mask_token if i in places else t for i, t in enumerate(tokens)]
-    return masked, places, " ".join(masked)
-
-
-def _fill_batch(texts, seeds, plans, todo, out, tokenizer, model, allowed, params) -> None:
-    """Run the masked LM once over the masked texts of the rows `todo` and write each row's
-    filled text to `out`."""
-    import torch
-
-    enc = tokenizer(
-        [plans[r][2] for r in todo], return_tensors="pt", padding=True, truncation=True
-    ).to(params["device"])
-    with torch.no_grad():
-        logits = model(**enc).logits.float().cpu()
-    is_mask = (enc["input_ids"] == tokenizer.mask_token_id).cpu()
-    insert = params["action"] == "insert"
-    for j, r in enumerate(todo):
-        masked, places, _ = plans[r]
-        generator = torch.Generator().manual_seed(seeds[r] ^ 0x5DEECE66)
-        filled = list(masked)
-        words = _TOKEN.findall(texts[r])
-        # Truncation may have cut some masks: those places keep their word (or vanish).
-        for place, position in zip(places, is_mask[j].nonzero().flatten().tolist(), strict=False):
-            old_word = None if insert else words[place]
-            word = _draw_word(logits[j, position], old_word, tokenizer, allowed, params, generator)
-            if word is not None:
-                filled[place] = word if insert else _swap_core(words[place], word)
-        if insert:  # masks the model did not fill (cut by truncation) go away
-            filled = [t for t in filled if t != tokenizer.mask_token]
-        else:  # ... or keep their original word
-            filled = [words[i] if t == tokenizer.mask_token else t for i, t in enumerate(filled)]
-        out[r] = " ".join(filled)
-
-
-def _draw_word(scores, old_word, tokenizer, allowed, params, generator) -> str | None:
-    """A whole word drawn from the model's top-k at one mask (None when no word is finite);
-    `old_word`: the word a substitute replaces (None for an insertion)."""
-    import torch
-
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    if old_word is not None:  # a substitute must differ from the word it replaces
-        old = tokenizer(old_word, add_special_tokens=False)["input_ids"]
-        if len(old) == 1:
-            scores[old[0]] = float("-inf")
-    top = torch.topk(scores, k=min(int(params["top_k"]), int(allowed.sum())))
-    probs = torch.softmax(top.values, dim=0)
-    if not torch.isfinite(probs).all():
-        return None
-    choice = top.indices[torch.multinomial(probs, 1, generator=generator)].item()
-    return tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens([choice])).strip()
-
-
-def _swap_core(original: str, word: str) -> str:
-    """Put `word` in place of the word inside `original`, keeping its punctuation and case."""
-    core = _WORD.search(original)
-    if core is None:
-        return word
-    return original[: core.start()] + _match_case(core.group(0), word) + original[core.end() :]
-
-
-class _GumbelSampler:
-    """A logits processor that turns greedy/beam search into sampling with per-row
-    generators: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T), and
-    each row's noise comes from its own seed, so a row translates the same way whatever
-    batch it lands in."""
-
-    def __init__(self, seeds: list[int], temperature: float, top_k: int, num_beams: int):
-        import torch
-
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-        self.temperature = temperature
-        self.top_k = top_k
-        self.num_beams = num_beams
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        scores = scores.float() / self.temperature
-        if self.top_k and self.top_k < scores.shape[-1]:
-            kth = torch.topk(scores, self.top_k, dim=-1).values[..., -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        uniform = torch.stack(
-            [
-                torch.rand(scores.shape[-1], generator=self.generators[row // self.num_beams])
-                for row in range(scores.shape[0])
-            ]
-        ).to(scores.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-10)))
-        return scores + gumbel
-
-
-def _translate(texts: list[str], seeds: list[int], path: str, params: dict[str, Any]) -> list[str]:
-    import torch
-    from transformers import LogitsProcessorList
-
-    tokenizer, model = _load("seq2seq", path, params["device"])
-    out = []
-    bs = max(1, int(params["batch_size"]))
-    beams = max(1, int(params["num_beams"]))
-    for start in range(0, len(texts), bs):
-        chunk = texts[start : start + bs]
-        enc = tokenizer(
-            chunk,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=int(params["max_length"]),
-        ).to(params["device"])
-        processors = LogitsProcessorList()
-        if params["temperature"] > 0:
-            processors.append(
-                _GumbelSampler(
-                    seeds[start : start + bs], params["temperature"], int(params["top_k"]), beams
-                )
-            )
-        with torch.no_grad():
-            generated = model.generate(
-                **enc,
-                do_sample=False,
-                num_beams=beams,
-                max_length=int(params["max_length"]),
-                logits_processor=processors,
-            )
-        out.extend(t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True))
-    return out
-
-
-def _backtranslation(texts: list[str], seeds: list[int], params: dict[str, Any]) -> list[str]:
-    pivot = _translate(texts, seeds, params["forward"], params)
-    return _translate(pivot, [s ^ 0x2545F491 for s in seeds], params["backward"], params)
-
-
-# ---------------------------------------------------------------------------- the callable
 _ROW_OPS = {
     "synonym": _synonym,
     "insertion": _insertion,
@@ -707,7 +326,7 @@ _ROW_OPS = {
     "keyboard": _keyboard,
     "ocr": _ocr,
 }
-_BATCH_OPS = {"contextual": _contextual, "backtranslation": _backtranslation}
+_BATCH_OPS = {"contextual": contextual_fill, "backtranslation": backtranslate}
 
 
 class TextAugmenter:

@@ -14,6 +14,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+import tl_hf.pipeline.finish as finish
+import tl_hf.pipeline.phases as phases
+import tl_hf.pipeline.plan as plan
+import tl_hf.pipeline.steps as steps
+import tl_hf.pipeline.trainer as trainer
 from tl_hf.config import RunArgs, build_args
 from tl_hf.errors import UserError
 
@@ -58,12 +63,6 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
     timer = PhaseTimer()  # where the time goes (--profile prints it)
     with _step(timer, "imports"):
         from transformers import set_seed
-
-        import tl_hf.pipeline.finish as finish
-        import tl_hf.pipeline.phases as phases
-        import tl_hf.pipeline.plan as plan
-        import tl_hf.pipeline.steps as steps
-        import tl_hf.pipeline.trainer as trainer
     # one progress bar per phase; --verbose shows the libraries' own bars and messages
     with quiet_libraries(args.report.verbose):
         start_run(args.training.output_dir)  # Ctrl-C / SIGTERM from here: one line, resume command
