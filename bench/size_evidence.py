@@ -31,11 +31,24 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import quiet, report, scratch_dir, table  # noqa: E402
-from defaults_evidence import DATA_FLAGS, _load, run_arm_all  # noqa: E402
+from defaults_evidence import DATA_FLAGS, VALIDATION_PER_CLASS, run_arm_all  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "size_evidence.jsonl")
 RULES = ("loss", "accuracy", "acc/loss-stop", "loss/acc-stop", "scaled loss", "last")
 PATIENCES = (3, 5)
+
+
+TEST_PER_CLASS = 100  # every epoch is scored on it: the bench's cost grows with it
+
+
+def _load(name: str, per_class: int, seed: int):
+    """Seed `seed`'s draw of set `name`: `per_class` training rows per class, validation as
+    the defaults evidence draws it, TEST_PER_CLASS test rows per class."""
+    from realdata import REAL_SETS
+
+    modality, loader = REAL_SETS[name][:2]
+    validation = VALIDATION_PER_CLASS.get(per_class, max(8, per_class // 2))
+    return modality, loader(per_class, validation, TEST_PER_CLASS, seed)
 
 
 def _nll(logits, labels, temperature: float = 1.0) -> float:

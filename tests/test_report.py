@@ -191,6 +191,27 @@ def test_diagnose_healthy_and_still_falling():
     assert any("epochs" in s for s in result["next_steps"])
 
 
+def test_a_rising_loss_with_rising_accuracy_is_not_overfitting():
+    """Issue 24: the fine-tuned model grows confident, the validation loss rises, the
+    validation accuracy improves: not overfitting, and the diagnosis says which signal it read."""
+    from tl_hf.report import diagnose
+
+    history = synthetic_history([0.40, 0.48, 0.55, 0.62], [0.30, 0.25, 0.22, 0.20])
+    for record, accuracy in zip(history["eval"], [0.73, 0.76, 0.77, 0.78], strict=True):
+        record["eval_accuracy"] = accuracy
+    result = diagnose(history)
+    assert result["verdict"] != "overfitting", result
+    assert result["signals"]["overfit_signal"] is None
+    assert any("more confident, not worse" in r for r in result["reasons"])
+    # the same losses while accuracy falls from its best: overfitting, read on both signals
+    for record, accuracy in zip(history["eval"], [0.73, 0.78, 0.74, 0.70], strict=True):
+        record["eval_accuracy"] = accuracy
+    result = diagnose(history)
+    assert result["verdict"] == "overfitting"
+    assert result["signals"]["overfit_signal"] == "validation loss"
+    assert any("accuracy fell from its best 0.780 to 0.700" in r for r in result["reasons"])
+
+
 def test_write_diagnosis(tmp_path):
     from tl_hf.report import diagnose, write_diagnosis
 

@@ -19,6 +19,7 @@ OVERFIT_GAP_RATIO = 0.5
 OVERFIT_GAP_MIN = 0.1
 STILL_FALLING = 0.01
 EARLY_BEST_FRACTION = 0.5
+ACCURACY_FALL = 0.02  # a fall of validation accuracy that is more than a row or two's noise
 
 
 def _trains_backbone(strategy: str | None) -> bool:
@@ -70,8 +71,15 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
     - train loss high: `train > 0.5 * chance` (the model removed less than half of the
       chance-level loss on its own training data);
     - validation rose: `val_final > (1 + 0.10) * val_best` after the best epoch;
+    - validation accuracy fell: the final accuracy is more than 0.02 below its best (when the
+      history records accuracy);
     - generalisation gap: `train < 0.5 * val_final` and `val_final - train > 0.1`;
-    - best epoch early: the best epoch fell in the first half of the epochs run (3+ evals);
+    - best epoch early: the best epoch fell in the first half of the epochs run (3+ evals).
+    The two loss-based overfitting signals (validation rose, generalisation gap) are not
+    counted when the validation accuracy held up (at the end no lower than at the lowest loss,
+    within 0.02 of its best): a fine-tuned model growing confident raises its validation loss
+    without getting worse; the reasons say so. `signals["overfit_signal"]` names what an
+    overfitting verdict rests on.
     - still falling: the last validation loss is the best and more than 1% below the one
       before (training ended before the model converged).
 
@@ -101,9 +109,10 @@ def diagnose(history: dict, strategy: str | None = None, num_labels: int | None 
     val = [e["eval_loss"] for e in evals]
     signals = _signals(history, evals, val, num_labels)
     reasons_under = _underfit_reasons(signals, num_labels)
-    reasons_over, still_falling = _overfit_reasons(signals, val)
+    reasons_over, still_falling = _overfit_reasons(signals, val, evals)
     signals["still_falling"] = still_falling
-    verdict, reasons = _verdict(reasons_under, reasons_over, still_falling, history, val)
+    notes = signals.get("notes", [])
+    verdict, reasons = _verdict(reasons_under, reasons_over, still_falling, history, val, notes)
     return {
         "verdict": verdict,
         "reasons": reasons,
@@ -147,10 +156,23 @@ def _underfit_reasons(signals: dict[str, Any], num_labels) -> list[str]:
     return []
 
 
-def _overfit_reasons(signals: dict[str, Any], val: list[float]) -> tuple[list[str], bool]:
-    """Rule 2's reasons (validation rose, generalisation gap, best epoch early) and whether
-    the validation loss was still falling; both need two evaluations or more."""
+def _accuracy_trend(evals: list[dict], best_i: int) -> tuple[float, float, float] | None:
+    """(validation accuracy at the lowest loss, its best, its last), when the history has it."""
+    accuracy = [e.get("eval_accuracy") for e in evals]
+    if any(a is None for a in accuracy):
+        return None
+    return accuracy[best_i], max(accuracy), accuracy[-1]
+
+
+def _overfit_reasons(
+    signals: dict[str, Any], val: list[float], evals: list[dict]
+) -> tuple[list[str], bool]:
+    """Rule 2's reasons (validation loss rose while accuracy did not improve, validation
+    accuracy fell, generalisation gap, best epoch early) and whether the validation loss was
+    still falling; both need two evaluations or more. Notes why a rising loss was not read as
+    overfitting go in `signals["notes"]`."""
     reasons_over: list[str] = []
+    signals["overfit_signal"] = None
     if len(val) < 2:
         return reasons_over, False
     train_final, val_best, val_final = (
@@ -159,21 +181,45 @@ def _overfit_reasons(signals: dict[str, Any], val: list[float]) -> tuple[list[st
         signals["val_loss_final"],
     )
     best_i = val.index(val_best)
-    rose = val_final > (1 + OVERFIT_RISE) * val_best
-    if rose:
-        reasons_over.append(
-            f"validation loss rose from {val_best:.3f} (epoch {signals['best_loss_epoch']}) to "
-            f"{val_final:.3f} at the end (more than {OVERFIT_RISE:.0%})"
+    trend = _accuracy_trend(evals, best_i)
+    # the validation accuracy held up (no lower than at the lowest loss, near its best): the
+    # loss-based signals then show a model growing confident, not a worse one
+    held = trend is not None and trend[2] >= trend[0] and trend[1] - trend[2] <= ACCURACY_FALL
+    loss_signals = []
+    if val_final > (1 + OVERFIT_RISE) * val_best:
+        loss_signals.append(
+            (
+                "validation loss",
+                f"validation loss rose from {val_best:.3f} (epoch {signals['best_loss_epoch']}) "
+                f"to {val_final:.3f} at the end (more than {OVERFIT_RISE:.0%})",
+            )
         )
     if (
         train_final is not None
         and train_final < OVERFIT_GAP_RATIO * val_final
         and (val_final - train_final > OVERFIT_GAP_MIN)
     ):
-        reasons_over.append(
-            f"training loss {train_final:.3f} is less than {OVERFIT_GAP_RATIO:g} x validation loss "
-            f"{val_final:.3f}: a large generalisation gap"
+        loss_signals.append(
+            (
+                "generalisation gap",
+                f"training loss {train_final:.3f} is less than {OVERFIT_GAP_RATIO:g} x "
+                f"validation loss {val_final:.3f}: a large generalisation gap",
+            )
         )
+    if held and loss_signals:
+        signals["notes"] = [
+            f"{'; '.join(text for _, text in loss_signals)}; but validation accuracy went from "
+            f"{trend[0]:.3f} to {trend[2]:.3f}: the model grew more confident, not worse, so "
+            "this is not read as overfitting"
+        ]
+    elif loss_signals:
+        reasons_over += [text for _, text in loss_signals]
+        signals["overfit_signal"] = loss_signals[0][0]
+    if trend is not None and trend[1] - trend[2] > ACCURACY_FALL:
+        reasons_over.append(
+            f"validation accuracy fell from its best {trend[1]:.3f} to {trend[2]:.3f} at the end"
+        )
+        signals["overfit_signal"] = signals["overfit_signal"] or "validation accuracy"
     if reasons_over and len(val) >= 3 and best_i + 1 <= EARLY_BEST_FRACTION * len(val):
         reasons_over.append(
             f"the best epoch ({signals['best_loss_epoch']}) fell in the first half of "
@@ -189,12 +235,15 @@ def _verdict(
     still_falling: bool,
     history: dict,
     val: list[float],
+    notes: list[str] = (),
 ) -> tuple[str, list[str]]:
-    """Rules 1 to 4 of `diagnose`, in order: the verdict and its reasons."""
+    """Rules 1 to 4 of `diagnose`, in order: the verdict and its reasons (`notes`: signals
+    read but not counted, said beside the reasons)."""
+    notes = list(notes)
     if reasons_under:
         return "underfitting", reasons_under
     if reasons_over:
-        return "overfitting", reasons_over
+        return "overfitting", reasons_over + notes
     if still_falling and not history.get("early_stopped"):
         return "underfitting", [
             f"validation loss was still falling at the last epoch ({val[-2]:.3f} -> {val[-1]:.3f}): "
@@ -202,6 +251,8 @@ def _verdict(
         ]
     if len(val) < 2:
         return "healthy", ["fewer than two evaluations: too few to read a trend"]
+    if notes:
+        return "healthy", notes
     return "healthy", [
         "training loss is well below chance and validation loss levelled off without rising"
     ]
