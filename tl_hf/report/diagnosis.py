@@ -164,27 +164,13 @@ def _accuracy_trend(evals: list[dict], best_i: int) -> tuple[float, float, float
     return accuracy[best_i], max(accuracy), accuracy[-1]
 
 
-def _overfit_reasons(
-    signals: dict[str, Any], val: list[float], evals: list[dict]
-) -> tuple[list[str], bool]:
-    """Rule 2's reasons (validation loss rose while accuracy did not improve, validation
-    accuracy fell, generalisation gap, best epoch early) and whether the validation loss was
-    still falling; both need two evaluations or more. Notes why a rising loss was not read as
-    overfitting go in `signals["notes"]`."""
-    reasons_over: list[str] = []
-    signals["overfit_signal"] = None
-    if len(val) < 2:
-        return reasons_over, False
+def _loss_signals(signals: dict[str, Any]) -> list[tuple[str, str]]:
+    """The loss-based overfitting signals that fire: (name, sentence) pairs."""
     train_final, val_best, val_final = (
         signals["train_loss_final"],
         signals["val_loss_best"],
         signals["val_loss_final"],
     )
-    best_i = val.index(val_best)
-    trend = _accuracy_trend(evals, best_i)
-    # the validation accuracy held up (no lower than at the lowest loss, near its best): the
-    # loss-based signals then show a model growing confident, not a worse one
-    held = trend is not None and trend[2] >= trend[0] and trend[1] - trend[2] <= ACCURACY_FALL
     loss_signals = []
     if val_final > (1 + OVERFIT_RISE) * val_best:
         loss_signals.append(
@@ -206,6 +192,26 @@ def _overfit_reasons(
                 f"validation loss {val_final:.3f}: a large generalisation gap",
             )
         )
+    return loss_signals
+
+
+def _overfit_reasons(
+    signals: dict[str, Any], val: list[float], evals: list[dict]
+) -> tuple[list[str], bool]:
+    """Rule 2's reasons (validation loss rose while accuracy did not improve, validation
+    accuracy fell, generalisation gap, best epoch early) and whether the validation loss was
+    still falling; both need two evaluations or more. Notes why a rising loss was not read as
+    overfitting go in `signals["notes"]`."""
+    reasons_over: list[str] = []
+    signals["overfit_signal"] = None
+    if len(val) < 2:
+        return reasons_over, False
+    best_i = val.index(signals["val_loss_best"])
+    trend = _accuracy_trend(evals, best_i)
+    # the validation accuracy held up (no lower than at the lowest loss, near its best): the
+    # loss-based signals then show a model growing confident, not a worse one
+    held = trend is not None and trend[2] >= trend[0] and trend[1] - trend[2] <= ACCURACY_FALL
+    loss_signals = _loss_signals(signals)
     if held and loss_signals:
         signals["notes"] = [
             f"{'; '.join(text for _, text in loss_signals)}; but validation accuracy went from "
