@@ -258,8 +258,12 @@ def test_outputs_written_once_by_the_main_process(runs, modality):
         "report.html",
     ):
         assert writes[name] == 1, (name, writes)
-    # the same files as the one-process run, written as often
-    assert writes == Counter(r["file"] for r in probes1[0] if r["probe"] == "write")
+    # the same files as the one-process run, written as often; the curves are redrawn within
+    # a time budget (report/monitor.py: draw_budget), so how often depends on the clock
+    one = Counter(r["file"] for r in probes1[0] if r["probe"] == "write")
+    curves = "training_curves.png"
+    assert writes.pop(curves, 0) >= 1 and one.pop(curves, 0) >= 1
+    assert writes == one
     history = json.loads((tmp / "two" / "training_history.json").read_text())
     steps = [e["step"] for e in history["eval"]]
     assert steps == sorted(set(steps)) and len(steps) == 3

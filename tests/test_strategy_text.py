@@ -195,19 +195,28 @@ def test_random_init_baseline_ignores_pretrained_weights(tiny_bert, tmp_path):
     from tl_hf.config import ModelArguments, build_args
     from tl_hf.model.checkpoint import build_model, load_checkpoint_config
 
+    # a checkpoint whose weights no initialiser draws (the tiny model's own random weights
+    # could be drawn again from a reseeded generator)
+    marked = tmp_path / "marked"
     pretrained = build_model(
         "AutoModelForSequenceClassification", tiny_bert, ModelArguments(), ["a", "b"]
     )
+    with torch.no_grad():
+        pretrained.bert.embeddings.word_embeddings.weight.fill_(0.125)
+    pretrained.save_pretrained(marked)
     args = ModelArguments(random_init=True)
+    loaded = build_model(
+        "AutoModelForSequenceClassification", str(marked), ModelArguments(), ["a", "b"]
+    )
     scratch = build_model(
         "AutoModelForSequenceClassification",
-        tiny_bert,
+        str(marked),
         args,
         ["a", "b"],
-        load_checkpoint_config(tiny_bert, args),
+        load_checkpoint_config(str(marked), args),
     )
-    same = pretrained.bert.embeddings.word_embeddings.weight
-    assert not torch.equal(same, scratch.bert.embeddings.word_embeddings.weight)
+    assert torch.all(loaded.bert.embeddings.word_embeddings.weight == 0.125)
+    assert not torch.any(scratch.bert.embeddings.word_embeddings.weight == 0.125)
     assert scratch.config.id2label == {0: "a", 1: "b"}
     with pytest.raises(UserError, match="--random_init with --strategy frozen"):
         build_args("text", random_init=True, strategy="frozen")
