@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -51,22 +50,15 @@ def _load(name: str, per_class: int, seed: int):
     return modality, loader(per_class, validation, TEST_PER_CLASS, seed)
 
 
-def _nll(logits, labels, temperature: float = 1.0) -> float:
+def _losses(logits, labels) -> tuple[float, float]:
+    """The loss, and the loss after temperature scaling, as tl-hf's evaluations compute them."""
     import numpy as np
 
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(-1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), np.asarray(labels)].mean())
+    from tl_hf.training.metrics import fit_temperature, soft_nll
 
-
-def scaled_nll(logits, labels) -> float:
-    """The validation loss after temperature scaling: the NLL at the temperature (a log grid,
-    then refined) that minimises it on these logits."""
-    grid = [math.exp(x / 20) for x in range(-60, 61)]
-    best = min(grid, key=lambda t: _nll(logits, labels, t))
-    fine = [best * math.exp(x / 200) for x in range(-10, 11)]
-    return min(_nll(logits, labels, t) for t in fine)
+    z = np.asarray(logits, dtype=np.float64)
+    targets = np.eye(z.shape[-1])[np.asarray(labels)]
+    return soft_nll(z, targets), soft_nll(z / fit_temperature(z, targets), targets)
 
 
 class EveryEpochScores:
@@ -106,10 +98,11 @@ class EveryEpochScores:
                 record = {"epoch": round(state.epoch or 0, 3)}
                 for name in ("validation", "test"):
                     logits, labels = outer._score(model, outer.splits[name])
-                    record[f"{name}_loss"] = _nll(logits, labels)
+                    loss, scaled = _losses(logits, labels)
+                    record[f"{name}_loss"] = loss
                     record[f"{name}_accuracy"] = float((logits.argmax(-1) == labels).mean())
                     if name == "validation":
-                        record["validation_scaled_loss"] = scaled_nll(logits, labels)
+                        record["validation_scaled_loss"] = scaled
                 outer.records.append(record)
 
         return Scores()

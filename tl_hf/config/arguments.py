@@ -16,13 +16,16 @@ from tl_hf.strategies.base import StrategyArguments
 AUGMENT_MODES = ("map", "on_the_fly")
 
 # The early-stopping preset: evaluate and save every epoch, keep the best
-# checkpoint and restore it. save_total_limit=2 keeps the best and the latest on disk (with 1,
+# checkpoint and restore it. Best = the lowest validation loss after temperature scaling, and
+# patience counts on it too (docs/defaults.md, "The best checkpoint": the raw loss rises as a
+# fine-tuned model grows confident while its accuracy still climbs; accuracy alone ties on
+# small validation splits). save_total_limit=2 keeps the best and the latest on disk (with 1,
 # Trainer deletes the latest at the end when it is not the best).
 TRAINING_DEFAULTS = {
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
     "load_best_model_at_end": True,
-    "metric_for_best_model": "eval_loss",
+    "metric_for_best_model": "eval_scaled_loss",  # lower is better: Trainer infers it (".*loss")
     "save_total_limit": 2,
     "num_train_epochs": 10,
     "per_device_train_batch_size": 16,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hf.report.folder import PER_CLASS_HEADER, fmt, metric_rows, per_class_rows
-from tl_hf.report.history import CURVES_FILE
+from tl_hf.report.history import CURVES_FILE, metric_key
 
 _TIMING_SUFFIXES = ("_runtime", "_per_second", "_flos")
 GROUP_HEADER = ["group", "depth", "parameters", "lr", "weight decay"]
@@ -161,8 +161,15 @@ def what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
             if results.get("early_stopped")
             else f"ran all epochs (to epoch {results.get('stopped_epoch')})"
         )
+        metric = results.get("metric_for_best_model", "eval_loss")
+        meaning = (
+            " (the validation loss after temperature scaling: a model growing confident does "
+            "not raise it while its predictions improve)"
+            if metric_key(metric) == "eval_scaled_loss"
+            else ""
+        )
         lines.append(
-            f"- Early stopping on `{results.get('metric_for_best_model', 'eval_loss')}` with "
+            f"- Early stopping on `{metric}`{meaning} with "
             f"patience {patience}: training {stop}; the best epoch, {results.get('best_epoch')}, "
             "is the checkpoint saved here."
         )

@@ -89,6 +89,16 @@ def _plot_main_losses(ax, train: list[dict], evals: list[dict]) -> None:
             color="tab:orange",
             label="validation loss",
         )
+    scaled = [e for e in evals if "eval_scaled_loss" in e]
+    if scaled:
+        ax.plot(
+            [e["epoch"] for e in scaled],
+            [e["eval_scaled_loss"] for e in scaled],
+            "s--",
+            color="tab:orange",
+            alpha=0.6,
+            label="validation loss after temperature scaling",
+        )
 
 
 def _plot_phase_losses(ax, phases: list[dict]) -> None:

@@ -1,7 +1,12 @@
-"""The metrics of every evaluation: accuracy, macro-F1 and the cross-entropy loss from the
-gathered logits, and the per-class report of the test split."""
+"""The metrics of every evaluation: accuracy, macro-F1, the cross-entropy loss and the loss
+after temperature scaling (the best-checkpoint rule, docs/defaults.md) from the gathered
+logits, and the per-class report of the test split."""
 
 from __future__ import annotations
+
+# The temperatures temperature scaling searches (1/20 .. 20): the range bench/size_evidence.py
+# replayed the rule on.
+TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -25,22 +30,59 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     logits = np.asarray(logits, dtype=np.float64)
     predictions = logits.argmax(-1)
     labels = np.asarray(labels)
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    if (
-        labels.ndim > 1
-    ):  # soft labels (mixup): soft cross-entropy, scored against the dominant class
-        loss = -(labels * log_probs).sum(-1).mean()
-        labels = labels.argmax(-1)
+    if labels.ndim > 1:  # soft labels (mixup): soft cross-entropy, scored against the dominant class
+        targets, labels = labels.astype(np.float64), labels.argmax(-1)
     else:
-        loss = -np.take_along_axis(log_probs, labels[:, None].astype(np.int64), -1).mean()
+        targets = np.eye(logits.shape[-1])[labels.astype(np.int64)]
+    temperature = fit_temperature(logits, targets)
     present = np.union1d(labels, predictions).astype(np.int64)
     _, _, f1, _ = _per_class_counts(predictions, labels, present)
     return {
-        "loss": float(loss),
+        "loss": soft_nll(logits, targets),
         "accuracy": float((predictions == labels).mean()),
         "f1": float(f1.mean()),
+        "scaled_loss": soft_nll(logits / temperature, targets),
     }
+
+
+def soft_nll(logits, targets) -> float:
+    """Mean cross-entropy of `logits` against per-example target distributions."""
+    import numpy as np
+
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return float(-(targets * log_probs).sum(-1).mean())
+
+
+def fit_temperature(logits, targets, steps: int = 40) -> float:
+    """The temperature T (within TEMPERATURE_RANGE) that minimises the cross-entropy of
+    logits / T against `targets` (one row per example, a distribution over the classes).
+
+    The loss is convex in b = 1/T (a log-sum-exp minus a linear term), and its derivative
+    mean(E_softmax(b z)[z] - E_target[z]) increases with b: bisection on its sign (in log b)
+    finds the minimum, or the end of the range it lies beyond (a split the model separates
+    perfectly keeps lowering the loss as T falls).
+    """
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64)
+    target_mean = (targets * z).sum(-1)
+
+    def slope(b: float) -> float:
+        shifted = b * z - (b * z).max(-1, keepdims=True)
+        p = np.exp(shifted)
+        p /= p.sum(-1, keepdims=True)
+        return float(((p * z).sum(-1) - target_mean).mean())
+
+    lo, hi = np.log(1 / TEMPERATURE_RANGE[1]), np.log(1 / TEMPERATURE_RANGE[0])
+    if slope(np.exp(lo)) >= 0:
+        return TEMPERATURE_RANGE[1]
+    if slope(np.exp(hi)) <= 0:
+        return TEMPERATURE_RANGE[0]
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if slope(np.exp(mid)) < 0 else (lo, mid)
+    return float(1 / np.exp((lo + hi) / 2))
 
 
 def _per_class_counts(predictions, labels, classes):
