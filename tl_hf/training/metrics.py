@@ -30,7 +30,8 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     logits = np.asarray(logits, dtype=np.float64)
     predictions = logits.argmax(-1)
     labels = np.asarray(labels)
-    if labels.ndim > 1:  # soft labels (mixup): soft cross-entropy, scored against the dominant class
+    # soft labels (mixup): soft cross-entropy, scored against the dominant class
+    if labels.ndim > 1:
         targets, labels = labels.astype(np.float64), labels.argmax(-1)
     else:
         targets = np.eye(logits.shape[-1])[labels.astype(np.int64)]
