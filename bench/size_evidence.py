@@ -251,9 +251,9 @@ def main() -> None:
             for result in run_arm_all(__file__, f"{item}:{strategy}", extra):
                 with open(args.out, "a") as f:
                     f.write(json.dumps(result) + "\n")
-                best = replay(result["records"], "accuracy", 3)["test_accuracy"]
+                best = replay(result["records"], "scaled loss", 3)["test_accuracy"]
                 print(
-                    f"{item} {result['arm']} seed {result['seed']}: accuracy rule "
+                    f"{item} {result['arm']} seed {result['seed']}: scaled-loss rule "
                     f"{best:.3f} ({result['seconds']:.0f} s)",
                     flush=True,
                 )

@@ -81,24 +81,20 @@ def _plot_main_losses(ax, train: list[dict], evals: list[dict]) -> None:
             color="tab:blue",
             label="train loss (epoch mean)",
         )
-    if evals:
-        ax.plot(
-            [e["epoch"] for e in evals],
-            [e["eval_loss"] for e in evals],
-            "s-",
-            color="tab:orange",
-            label="validation loss",
-        )
-    scaled = [e for e in evals if "eval_scaled_loss" in e]
-    if scaled:
-        ax.plot(
-            [e["epoch"] for e in scaled],
-            [e["eval_scaled_loss"] for e in scaled],
-            "s--",
-            color="tab:orange",
-            alpha=0.6,
-            label="validation loss after temperature scaling",
-        )
+    for key, style, alpha, label in (
+        ("eval_loss", "s-", 1.0, "validation loss"),
+        ("eval_scaled_loss", "s--", 0.6, "validation loss after temperature scaling"),
+    ):
+        rows = [e for e in evals if key in e]
+        if rows:
+            ax.plot(
+                [e["epoch"] for e in rows],
+                [e[key] for e in rows],
+                style,
+                color="tab:orange",
+                alpha=alpha,
+                label=label,
+            )
 
 
 def _plot_phase_losses(ax, phases: list[dict]) -> None:
@@ -132,13 +128,15 @@ def _mark_best_and_stop(ax, history: dict, evals: list[dict]) -> dict[str, Any]:
     what was marked."""
     marks: dict[str, Any] = {"best_epoch": history.get("best_epoch"), "stop_epoch": None}
     best = best_eval(history)
+    metric = history.get("metric_for_best_model", "eval_loss")
+    # the marks sit on the curve the rule follows when it is drawn here (a loss), else on the loss
+    drawn = metric_key(metric) if metric_key(metric) in ("eval_loss", "eval_scaled_loss") else None
     if best is not None:
         ax.axvline(best["epoch"], color="tab:green", ls="--", lw=1.2)
-        metric = history.get("metric_for_best_model", "eval_loss")
         ax.annotate(
             f"best epoch {marks['best_epoch']}: restored checkpoint\n({metric} = {best[metric_key(metric)]:.4g})",
-            xy=(best["epoch"], best.get("eval_loss", best[metric_key(metric)])),
-            xytext=(8, 20),
+            xy=(best["epoch"], best.get(drawn or "eval_loss", best[metric_key(metric)])),
+            xytext=(8, -30),
             textcoords="offset points",
             color="tab:green",
             fontsize=8,
@@ -149,7 +147,8 @@ def _mark_best_and_stop(ax, history: dict, evals: list[dict]) -> dict[str, Any]:
         marks["stop_epoch"] = epoch_int(last["epoch"])
         patience = history.get("early_stopping_patience")
         label = "early stopping triggered" + (f" (patience {patience})" if patience else "")
-        ax.plot([last["epoch"]], [last["eval_loss"]], "X", color="tab:red", ms=12, label=label)
+        y = last.get(drawn or "eval_loss", last["eval_loss"])
+        ax.plot([last["epoch"]], [y], "X", color="tab:red", ms=12, label=label)
     return marks
 
 
