@@ -106,8 +106,7 @@ def arm_default(modality: str, dsd, seed: int, **flags) -> dict:
         seed=seed,
         use_cpu=True,
         disable_tqdm=True,
-        **DATA_FLAGS.get(modality, {}),
-        **flags,
+        **{**DATA_FLAGS.get(modality, {}), **flags},  # flags may override the data's own
     )
     return {
         "test_accuracy": result.metrics["test_accuracy"],

@@ -211,14 +211,19 @@ def print_table(path: str, patience: int) -> None:
             if line.strip():
                 r = json.loads(line)
                 rows.setdefault((r["set"], r["per_class"], r["arm"]), []).append(r)
-    out = []
+    out, means = [], {rule: [] for rule in RULES}
     for (name, per_class, arm_name), runs in sorted(rows.items()):
         cells = [name, per_class, arm_name, f"{statistics.mean(r['seconds'] for r in runs):.0f} s"]
         for rule in RULES:
             acc = [replay(r["records"], rule, patience)["test_accuracy"] for r in runs]
             std = statistics.stdev(acc) if len(acc) > 1 else 0.0
             cells.append(f"{statistics.mean(acc):.3f} +- {std:.3f}")
+            means[rule].append(statistics.mean(acc))
         out.append(cells)
+    # every row counts once: the mean over rows, and the rule's worst row against the loss rule
+    out.append(["all rows", "", "mean", ""] + [f"{statistics.mean(means[r]):.4f}" for r in RULES])
+    worst = [min(a - b for a, b in zip(means[r], means["loss"])) for r in RULES]
+    out.append(["all rows", "", "worst vs loss", ""] + [f"{w:+.3f}" for w in worst])
     print(f"patience {patience}")
     print(table(out, ["set", "per class", "arm", "time", *RULES]))
 
