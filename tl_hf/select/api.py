@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tl_hf.errors import UserError
+from tl_hf.output.names import SELECTION_FILE
 from tl_hf.select.rank import RULE, Score
 
-SELECTION_FILE = "selection.json"
+__all__ = ["SELECTION_FILE", "Selection", "select_checkpoint", "select_with_args"]
 
 
 @dataclass
