@@ -44,18 +44,22 @@ class Selection:
 
     def to_dict(self) -> dict[str, Any]:
         """What `selection.json` holds."""
-        from tl_hf.report.share import shareable
+        from tl_hf.report.share import shareable, shareable_name
 
+        def named(name: str) -> str:  # as the card names checkpoints: no local path
+            return str(shareable_name(name)).removeprefix("./")
+
+        candidates = [{**s.as_dict(), "name": named(s.name)} for s in self.scores]
         return shareable(
             {
                 "tool": "tl-hf select",
                 "modality": self.modality,
-                "chosen": self.chosen,
+                "chosen": named(self.chosen),
                 "rule": self.rule,
                 "train_rows": self.train_rows,
                 "validation_rows": self.validation_rows,
                 "seconds": round(self.seconds, 3),
-                "candidates": [s.as_dict() for s in self.scores],
+                "candidates": candidates,
             }
         )
 
