@@ -237,3 +237,40 @@ def test_the_recipe_trains_the_pick_and_records_the_ranking(candidates, tmp_path
     assert again.model.candidates == [blind, carrier] and again.model.model_name_or_path is None
     with pytest.raises(Exception, match="not both"):
         parse_args("text", ["--candidates", blind, carrier, "--model_name_or_path", carrier])
+
+
+def test_image_candidates_of_different_widths(tmp_path, capsys):
+    from test_recipe_image import make_image_folder, make_tiny_resnet
+
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    narrow = make_tiny_resnet(tmp_path / "narrow")
+    wide = tmp_path / "wide"
+    make_tiny_resnet(wide)
+    config = json.loads((wide / "config.json").read_text())
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    ResNetForImageClassification(
+        ResNetConfig(**{**config, "hidden_sizes": [8, 48]})
+    ).save_pretrained(wide)
+    out = tmp_path / "select"
+    argv = ["select", "image", "--candidates", narrow, str(wide), "--dataset_name", data]
+    assert _cli([*argv, "--output_dir", str(out), "--validation_split_percentage", "30"]) == 0
+    saved = json.loads((out / "selection.json").read_text())
+    dims = {c["name"]: c["feature_dim"] for c in saved["candidates"]}
+    assert dims == {"narrow": 16, "wide": 48}  # each read through its own pooled output
+    assert all("pooler_output" in c["features"] for c in saved["candidates"])
+    printed = capsys.readouterr().out
+    assert printed.count("probe accuracy") == 2 and "<- chosen" in printed
+
+
+def test_backbone_hash_reads_0_d_buffers():
+    """BatchNorm's `num_batches_tracked` is a 0-d int64 buffer: the feature cache's backbone
+    hash must read it (it raised before, so no BatchNorm model could cache features)."""
+    import torch
+
+    from tl_hf.training.feature_files import hash_backbone
+
+    norm = torch.nn.BatchNorm1d(4)
+    before = hash_backbone(norm)
+    norm.num_batches_tracked += 1
+    assert hash_backbone(norm) != before
