@@ -102,9 +102,10 @@ def select_with_args(args, dataset=None) -> Selection:
     frozen = get_strategy("frozen")
     options = options_for(args, frozen, trainable_layers=0, cache_features=True)
     training = args.training
-    dsd = load_classification_data(
-        args.data, modality, training.seed, dataset, args.model.cache_dir
-    )
+    with training.main_process_first(desc="selection data"):  # ranks share the dataset cache
+        dsd = load_classification_data(
+            args.data, modality, training.seed, dataset, args.model.cache_dir
+        )
     n_train, n_val = len(dsd["train"]), len(dsd["validation"])
     say(
         f"selection: {len(candidates)} candidates on {n_train} training and {n_val} validation "
