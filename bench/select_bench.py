@@ -10,7 +10,8 @@ test accuracy (mean +- std over seeds), the pick, Kendall's tau of each score ag
 accuracy, and the selection's time against one fine-tune of the pick (its first, cold seed).
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=. python bench/select_bench.py \
-        [--per_class 16] [--test_per_class 30] [--seeds 1] [--epochs 5]
+        [--set fashion_mnist|digits|mnist_5k] [--per_class 16] [--test_per_class 30] [--seeds 1] \
+        [--epochs 5]
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ DATA_SEED = 42
 
 
 def _data(args):
-    from tl_hf.embedded.vision import load_fashion_mnist
-
+    """The labelled set: Fashion-MNIST (embedded) or an image set of bench/realdata.py."""
     validation = max(args.per_class // 2, 2)
-    return load_fashion_mnist(args.per_class, validation, args.test_per_class, seed=DATA_SEED)
+    if args.set == "fashion_mnist":
+        from tl_hf.embedded.vision import load_fashion_mnist
+
+        loader = load_fashion_mnist
+    else:
+        from realdata import REAL_SETS
+
+        loader = REAL_SETS[args.set][1]
+    return loader(args.per_class, validation, args.test_per_class, seed=DATA_SEED)
 
 
 def arm_select(args) -> dict:
@@ -95,6 +103,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--arm")
+    parser.add_argument("--set", default="fashion_mnist", help="or digits, mnist_5k (realdata.py)")
     parser.add_argument("--per_class", type=int, default=16)
     parser.add_argument("--test_per_class", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=1)
@@ -106,7 +115,7 @@ def main() -> None:
         report(result)
         return
     extra = ["--per_class", str(args.per_class), "--seeds", str(args.seeds)]
-    extra += ["--test_per_class", str(args.test_per_class)]
+    extra += ["--test_per_class", str(args.test_per_class), "--set", args.set]
     extra += ["--epochs", str(args.epochs)]
     script = os.path.abspath(__file__)
     chosen = run_arm(script, "select", extra)
@@ -145,7 +154,7 @@ def summarise(chosen: dict, trained: dict, args) -> str:
     tau_logme = kendall_tau([by_name[n]["logme"] for n in CANDIDATES], truth)
     pick_seconds = trained[pick]["runs"][0]["seconds"]
     lines = [
-        f"Fashion-MNIST, {args.per_class} training images per class, "
+        f"{args.set}, {args.per_class} training images per class, "
         f"{selection['validation_rows']} validation rows, {10 * args.test_per_class} test rows; "
         f"frozen fine-tune, {args.epochs} epochs, {args.seeds} seeds",
         table(rows, header),
