@@ -133,6 +133,19 @@ def _cached_vectors(model, features, collator, training_args, bar):
     return out, f"{source} (feature cache)"
 
 
+def _cacheable(model) -> bool:
+    """Whether the backbone is one child module the feature cache can store (checked before
+    the pass starts, so a timm model's bar does not start twice)."""
+    from tl_hf.model.depth import head_parameter_names
+    from tl_hf.training.features import CannotCache, find_backbone
+
+    try:
+        find_backbone(model, head_parameter_names(model))
+    except CannotCache:
+        return False
+    return True
+
+
 def _classifier_layer(model, num_labels: int):
     """The last linear layer with one output per label: the head's classifier."""
     import torch.nn as nn
@@ -267,6 +280,8 @@ def extract_candidate(candidate: Candidate, args, modality, dsd, options) -> Can
     rows = sum(len(features[s]) for s in SPLITS)
     with phase(f"features {candidate.display_name}", rows, "row") as bar:
         try:
+            if not _cacheable(model):
+                raise CannotCache("the head sits inside the backbone module")
             vectors, source = _cached_vectors(model, features, collator, training, bar)
         except CannotCache:
             bar.reset()
