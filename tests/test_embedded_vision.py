@@ -115,11 +115,11 @@ def test_truncated_conversion_is_converted_again(tmp_path, monkeypatch):
 
     conversions = []
 
-    def convert(state):
+    def convert(state, architecture=vision.ARCHITECTURE):
         conversions.append(1)
         return {"w": torch.ones(256)}
 
-    monkeypatch.setattr(vision, "_original_state_dict", dict)
+    monkeypatch.setattr(vision, "_original_state_dict", lambda variant=0: {})
     monkeypatch.setattr(vision, "convert_efficientnet_lite0_state_dict", convert)
     folder = vision.efficientnet_lite0_folder(str(tmp_path))
     weights = os.path.join(folder, "model.safetensors")

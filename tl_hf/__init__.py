@@ -22,6 +22,7 @@ __all__ = [
     "register_strategy",
     "run_lab",
     "run_playbook",
+    "select_checkpoint",
     "train_classifier",
     "train_text_classifier",
     "train_image_classifier",
@@ -30,6 +31,10 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name == "select_checkpoint":
+        from tl_hf.select import select_checkpoint
+
+        return select_checkpoint
     if name in ("run_lab", "run_playbook"):
         import tl_hf.lab
 

@@ -2,6 +2,7 @@
 `accelerate launch -m tl_hf train text ...` works):
 
     tl-hf train text|image|audio [flags]     fine-tune (the recipes; --help lists the flags)
+    tl-hf select MODALITY --candidates A B   rank candidate checkpoints on your data
     tl-hf lab [flags]                        run a lab study of trials
     tl-hf push OUTPUT_DIR --hub_model_id ID  push a finished run to the Hub
     tl-hf report OUTPUT_DIR                  rebuild report.html and the card of a finished run
@@ -16,7 +17,7 @@ import sys
 
 from tl_hf.errors import UserError
 
-COMMANDS = ("train", "lab", "push", "report", "doctor")
+COMMANDS = ("train", "select", "lab", "push", "report", "doctor")
 
 
 def _error(message: str) -> int:
@@ -33,6 +34,13 @@ def train(argv: list[str]) -> int:
 
         return _error(f"tl-hf train needs a modality first: one of {', '.join(modality_names())}")
     return recipe_main(argv[0], argv[1:])
+
+
+def select(argv: list[str]) -> int:
+    """`tl-hf select MODALITY --candidates A B [flags]`: `tl_hf.cli.select`."""
+    from tl_hf.cli.select import main as select_main
+
+    return select_main(argv)
 
 
 def lab(argv: list[str]) -> int:
@@ -122,6 +130,5 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
-    return {"train": train, "lab": lab, "push": push, "report": report, "doctor": doctor}[command](
-        rest
-    )
+    handlers = {"train": train, "select": select, "lab": lab, "push": push, "report": report}
+    return {**handlers, "doctor": doctor}[command](rest)

@@ -44,7 +44,7 @@ TRAINING_DEFAULTS = {
 }
 
 # Flags that name the user's own data or checkpoint: without them the embedded default runs.
-DATA_KEYS = ("model_name_or_path", "dataset_name", "train_file")
+DATA_KEYS = ("model_name_or_path", "candidates", "dataset_name", "train_file")
 
 
 @dataclass
@@ -54,6 +54,15 @@ class ModelArguments:
         metadata={
             "help": "Hub id or local folder of the pretrained checkpoint. "
             "Default: the modality's embedded offline checkpoint."
+        },
+    )
+    candidates: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Two or more checkpoints (folders, Hub ids, `embedded`) to choose from: each is "
+            "ranked on frozen features of the training and validation rows (linear-probe "
+            "accuracy, LogME, size, speed; docs/select.md), then the chosen one trains. "
+            "Instead of --model_name_or_path; selection.json and the card record the ranking."
         },
     )
     model_revision: str = field(

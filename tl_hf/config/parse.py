@@ -197,6 +197,8 @@ def parse_args_with(
     config, rest = _pull_config(argv)
     written_for = config.pop("modality", modality)  # run_config.yaml records it
     config.pop("command", None)  # ... and the command line that reproduces it
+    if config.pop("selection", None) is not None and config.get("candidates"):
+        config.pop("model_name_or_path", None)  # ... and the ranking's pick: it ranks again
     if written_for != modality:
         raise UserError(f"the config file is for the {written_for} recipe, not the {modality} one")
     _check_keys(config, parser, "the config file")

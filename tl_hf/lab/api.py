@@ -95,6 +95,11 @@ def run_lab_with_args(base: RunArgs, lab: LabArguments, dataset=None) -> LabResu
     from) and `lab` (the grid, storage and budget), or the playbook with `lab.playbook`."""
     from tl_hf.lab.grid import build_grid
 
+    if base.model.candidates:
+        raise UserError(
+            "--candidates: the lab does not rank checkpoints yet; run `tl-hf select` first and "
+            "give the chosen one as --model_name_or_path"
+        )
     if lab.playbook:
         from tl_hf.lab.playbook import run_playbook_with_args
 

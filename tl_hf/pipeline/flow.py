@@ -66,6 +66,12 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
     # one progress bar per phase; --verbose shows the libraries' own bars and messages
     with quiet_libraries(args.report.verbose):
         start_run(args.training.output_dir)  # Ctrl-C / SIGTERM from here: one line, resume command
+        selection = None
+        if args.model.candidates:  # --candidates: rank them, then train the chosen one
+            if prepared is not None:
+                raise UserError("--candidates cannot use prepared data: each candidate has its own")
+            with _step(timer, "checkpoint selection", "checkpoint selection"):
+                args, selection = steps.select_step(args, dataset)
         with _step(timer, "plan and checks"):  # everything a user can get wrong, nothing loaded
             p = plan.plan_run(args)
             output = plan.open_output_step(p, say)
@@ -83,6 +89,7 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
                 features = steps.cache_features_step(model, p, data)
             with _step(timer, "output folder and trainer"):
                 steps.prepare_output_dir(p, data, groups, output)
+                steps.write_selection_step(selection, p)
                 own = trainer.build_callbacks(p, trained_phases, output.resume_from)
                 t = trainer.setup_trainer(
                     model, p, data, features, [*own, *callbacks], timer, output

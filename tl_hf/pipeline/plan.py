@@ -63,7 +63,10 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.training.features import cache_plan
 
     modality, strategy = get_modality(args.modality), get_strategy(args.strategy.strategy)
-    model_path = args.model.model_name_or_path or modality.default_model()
+    from tl_hf.embedded.ladder import ladder_folder
+
+    name = args.model.model_name_or_path
+    model_path = (ladder_folder(name) or name) if name else modality.default_model()
     if not model_path:
         raise UserError(
             f"the {modality.name} modality has no embedded checkpoint: pass --model_name_or_path"

@@ -38,6 +38,29 @@ class Features:
     collator: Any
 
 
+def select_step(args, dataset=None):
+    """Step 0, with `--candidates`: rank the candidates on frozen features of the data
+    (`tl_hf.select`) and run on the chosen one. Returns (the arguments with the chosen
+    checkpoint as `model_name_or_path`, the `Selection`)."""
+    import dataclasses
+
+    from tl_hf.select import select_with_args
+
+    selection = select_with_args(args, dataset)
+    say(f"training the chosen checkpoint: {selection.chosen}")
+    model = dataclasses.replace(args.model, model_name_or_path=selection.chosen_path)
+    return dataclasses.replace(args, model=model), selection
+
+
+def write_selection_step(selection, plan: Plan) -> None:
+    """`selection.json` in the output folder (main process), which `run_config.yaml` and the
+    card read."""
+    from tl_hf.select.api import write_selection
+
+    if selection is not None and plan.args.training.process_index == 0:
+        write_selection(selection, plan.args.training.output_dir)
+
+
 def prepare_data(plan: Plan, dataset=None) -> Prepared:
     """Steps 2-4: load and validate the data, add augmented copies (map mode) or the
     on-the-fly transform, and preprocess every split."""

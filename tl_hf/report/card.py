@@ -10,6 +10,7 @@ from tl_hf.report.card_sections import (
     CardFacts,
     how_to_reproduce,
     intro_lines,
+    selection_lines,
     training_lines,
     usage_and_results_lines,
     versions,
@@ -123,6 +124,7 @@ def build_model_card(output_dir: str | os.PathLike, results: dict | None = None)
     facts = _read_facts(Path(output_dir), results)
     data = _card_data(facts)
     lines = [*intro_lines(facts), *usage_and_results_lines(facts), *training_lines(facts)]
+    lines += selection_lines(facts.cfg)
     lines += how_to_reproduce(facts.cfg, facts.modality, facts.base_hub)
     lines += ["## Framework versions", "", *[f"- {p} {v}" for p, v in versions()], ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

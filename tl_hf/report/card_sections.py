@@ -350,3 +350,48 @@ def versions() -> list[list[str]]:
         except PackageNotFoundError:
             continue
     return rows
+
+
+def selection_summary(selection: dict) -> dict[str, Any]:
+    """The part of `selection.json` that `run_config.yaml` keeps: the pick, the rule, the ranking."""
+    keys = ("name", "rank", "probe_accuracy", "logme", "parameters", "ms_per_example")
+    return {
+        "chosen": selection.get("chosen"),
+        "rule": selection.get("rule"),
+        "validation_rows": selection.get("validation_rows"),
+        "ranking": [
+            {k: c.get(k) for k in keys}
+            for c in sorted(selection.get("candidates", []), key=lambda c: c.get("rank", 0))
+        ],
+    }
+
+
+def selection_lines(cfg: dict) -> list[str]:
+    """The card's "Checkpoint selection" section: the candidates considered and why this one
+    (empty when the run was given one checkpoint)."""
+    selection = cfg.get("selection")
+    if not selection or not selection.get("ranking"):
+        return []
+    rows = [
+        [
+            r.get("rank"),
+            f"`{r.get('name')}`",
+            r.get("probe_accuracy"),
+            r.get("logme"),
+            f"{(r.get('parameters') or 0) / 1e6:.2f}M",
+            r.get("ms_per_example"),
+        ]
+        for r in selection["ranking"]
+    ]
+    header = ["rank", "candidate", "probe accuracy", "LogME", "parameters", "ms/example"]
+    return [
+        "## Checkpoint selection",
+        "",
+        f"This model was trained from `{selection.get('chosen')}`, chosen among "
+        f"{len(rows)} candidates ranked on frozen features of the training and validation rows "
+        f"({selection.get('validation_rows')} validation rows; the test split was not used).",
+        f"Rule: {selection.get('rule')}.",
+        "",
+        md_table(rows, header),
+        "",
+    ]

@@ -24,7 +24,8 @@ def hash_backbone(module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # reshape: a 0-d buffer (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return h.hexdigest()
 
 
