@@ -5,6 +5,8 @@
     tl-hf lab [flags]                        run a lab study of trials
     tl-hf push OUTPUT_DIR --hub_model_id ID  push a finished run to the Hub
     tl-hf report OUTPUT_DIR                  rebuild report.html and the card of a finished run
+    tl-hf predict OUTPUT_DIR --input FILE|FOLDER    predictions.csv for new inputs
+    tl-hf evaluate OUTPUT_DIR --input LABELLED      eval_<name>/ (metrics.json + report.html)
     tl-hf doctor                             what is installed, what the embedded defaults need
 
 Exit status: 0 on success, 2 with one line for a usage or input error.
@@ -16,7 +18,7 @@ import sys
 
 from tl_hf.errors import UserError
 
-COMMANDS = ("train", "lab", "push", "report", "doctor")
+COMMANDS = ("train", "lab", "push", "report", "predict", "evaluate", "doctor")
 
 
 def _error(message: str) -> int:
@@ -106,6 +108,25 @@ def _rebuild_report(root) -> None:
     print(build_model_card(root))
 
 
+def _infer(command: str, argv: list[str]) -> int:
+    """`tl-hf predict|evaluate ...`: `tl_hf.infer`, a user error as one line (exit 2)."""
+    import importlib
+
+    module = importlib.import_module(f"tl_hf.infer.{command}")
+    try:
+        return getattr(module, command)(argv)
+    except UserError as err:
+        return _error(str(err))
+
+
+def predict(argv: list[str]) -> int:
+    return _infer("predict", argv)
+
+
+def evaluate(argv: list[str]) -> int:
+    return _infer("evaluate", argv)
+
+
 def doctor(argv: list[str]) -> int:
     """`tl-hf doctor`: see `tl_hf.cli.doctor`."""
     from tl_hf.cli.doctor import main as doctor_main
@@ -122,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
-    return {"train": train, "lab": lab, "push": push, "report": report, "doctor": doctor}[command](
-        rest
-    )
+    commands = {
+        "train": train,
+        "lab": lab,
+        "push": push,
+        "report": report,
+        "predict": predict,
+        "evaluate": evaluate,
+        "doctor": doctor,
+    }
+    return commands[command](rest)
