@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hf.errors import UserError
+from tl_hf.infer.loaded import RunSettings
 
 FILE_KINDS = {
     ".csv": "csv",
@@ -155,20 +156,8 @@ def _find_columns(features, settings, modality, want_label: bool, requested_labe
         override = {flag: None}
         if modality.input_column == "text":
             override["text_pair_column"] = None
-    lookup = _Settings(settings, override)
+    lookup = RunSettings(settings._values, **override)
     return modality.find_input_columns(columns, features, label or "", lookup), label
-
-
-class _Settings:
-    """The run's settings with some flags replaced."""
-
-    def __init__(self, settings, override: dict[str, Any]):
-        self._settings, self._override = settings, override
-
-    def __getattr__(self, name):
-        if name in self._override:
-            return self._override[name]
-        return getattr(self._settings, name, None)
 
 
 def open_input(path_text: str, modality, settings, want_label: bool = False, label_column=None):

@@ -14,6 +14,19 @@ from tl_hf.errors import UserError
 from tl_hf.output.names import CALIBRATION_FILE, FINISHED_MARKER, RUN_CONFIG_FILE
 
 
+class RunSettings:
+    """The run's flags (`run_config.yaml`) as attributes, as the modality's functions read
+    `data_args`; a flag the file does not hold (an older tl-hf's run) reads as None."""
+
+    def __init__(self, config: dict[str, Any], **override: Any):
+        self._values = {**config, **override}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._values.get(name)
+
+
 @dataclass
 class LoadedRun:
     """What every inference command needs from a run folder."""
@@ -103,7 +116,7 @@ def load_run(output_dir: str | os.PathLike, device: str | None = None) -> Loaded
     config = read_run_config(root)
     modality = get_modality(config["modality"])
     torch_device = pick_device(device)
-    settings = SimpleNamespace(**config)
+    settings = RunSettings(config)
     args = SimpleNamespace(
         model=SimpleNamespace(
             model_revision=None,
