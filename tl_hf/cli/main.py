@@ -7,6 +7,7 @@
     tl-hf report OUTPUT_DIR                  rebuild report.html and the card of a finished run
     tl-hf predict OUTPUT_DIR --input FILE|FOLDER    predictions.csv for new inputs
     tl-hf evaluate OUTPUT_DIR --input LABELLED      eval_<name>/ (metrics.json + report.html)
+    tl-hf serve OUTPUT_DIR [--port 8000]            an HTTP endpoint on 127.0.0.1
     tl-hf doctor                             what is installed, what the embedded defaults need
 
 Exit status: 0 on success, 2 with one line for a usage or input error.
@@ -18,7 +19,7 @@ import sys
 
 from tl_hf.errors import UserError
 
-COMMANDS = ("train", "lab", "push", "report", "predict", "evaluate", "doctor")
+COMMANDS = ("train", "lab", "push", "report", "predict", "evaluate", "serve", "doctor")
 
 
 def _error(message: str) -> int:
@@ -127,6 +128,10 @@ def evaluate(argv: list[str]) -> int:
     return _infer("evaluate", argv)
 
 
+def serve(argv: list[str]) -> int:
+    return _infer("serve", argv)
+
+
 def doctor(argv: list[str]) -> int:
     """`tl-hf doctor`: see `tl_hf.cli.doctor`."""
     from tl_hf.cli.doctor import main as doctor_main
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": report,
         "predict": predict,
         "evaluate": evaluate,
+        "serve": serve,
         "doctor": doctor,
     }
     return commands[command](rest)

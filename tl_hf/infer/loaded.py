@@ -97,6 +97,20 @@ def pick_device(requested: str | None):
     return device
 
 
+def flag_defaults(modality) -> dict[str, Any]:
+    """The defaults of the modality's own flags (`--max_seq_length`...), for a run config
+    that does not record them."""
+    import dataclasses
+
+    if modality.flags is None:
+        return {}
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(modality.flags)
+        if f.default is not dataclasses.MISSING
+    }
+
+
 def read_temperature(root: Path) -> float:
     from tl_hf.report.folder import read_json
 
@@ -116,7 +130,7 @@ def load_run(output_dir: str | os.PathLike, device: str | None = None) -> Loaded
     config = read_run_config(root)
     modality = get_modality(config["modality"])
     torch_device = pick_device(device)
-    settings = RunSettings(config)
+    settings = RunSettings({**flag_defaults(modality), **config})
     args = SimpleNamespace(
         model=SimpleNamespace(
             model_revision=None,
