@@ -8,6 +8,7 @@
     tl-hf predict OUTPUT_DIR --input FILE|FOLDER    predictions.csv for new inputs
     tl-hf evaluate OUTPUT_DIR --input LABELLED      eval_<name>/ (metrics.json + report.html)
     tl-hf serve OUTPUT_DIR [--port 8000]            an HTTP endpoint on 127.0.0.1
+    tl-hf export OUTPUT_DIR --onnx                  OUTPUT_DIR/onnx/, checked with onnxruntime
     tl-hf doctor                             what is installed, what the embedded defaults need
 
 Exit status: 0 on success, 2 with one line for a usage or input error.
@@ -19,7 +20,7 @@ import sys
 
 from tl_hf.errors import UserError
 
-COMMANDS = ("train", "lab", "push", "report", "predict", "evaluate", "serve", "doctor")
+COMMANDS = ("train", "lab", "push", "report", "predict", "evaluate", "serve", "export", "doctor")
 
 
 def _error(message: str) -> int:
@@ -132,6 +133,10 @@ def serve(argv: list[str]) -> int:
     return _infer("serve", argv)
 
 
+def export(argv: list[str]) -> int:
+    return _infer("export", argv)
+
+
 def doctor(argv: list[str]) -> int:
     """`tl-hf doctor`: see `tl_hf.cli.doctor`."""
     from tl_hf.cli.doctor import main as doctor_main
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": predict,
         "evaluate": evaluate,
         "serve": serve,
+        "export": export,
         "doctor": doctor,
     }
     return commands[command](rest)
