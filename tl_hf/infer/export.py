@@ -193,13 +193,7 @@ def copy_beside(run: LoadedRun, target: Path) -> None:
         shutil.copyfile(run.root / CALIBRATION_FILE, target / CALIBRATION_FILE)
 
 
-def export(argv: list[str]) -> int:
-    """Export a finished run to ONNX, checked against PyTorch (see the module docstring)."""
-    from tl_hf.console import say
-    from tl_hf.infer.loaded import load_run
-    from tl_hf.output.atomic import write_json
-    from tl_hf.output.ownership import claim, open_output_folder
-
+def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tl-hf export", description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="the --output_dir of a finished run")
     parser.add_argument("--onnx", action="store_true", required=True, help="export to ONNX")
@@ -214,52 +208,65 @@ def export(argv: list[str]) -> int:
         raise UserError(
             "tl-hf export needs onnx, onnxscript and onnxruntime: pip install 'tl-hf[export]'"
         ) from err
-    run = load_run(args.output_dir, "cpu")
-    checks = _check_inputs(run, args.input, args.check_rows)
+    if args.check_rows < 1:
+        raise UserError(f"--check_rows {args.check_rows} must be 1 or more")
+    return args
+
+
+def write_export(run: LoadedRun, target: Path, checks: list[dict[str, list]], checked_on: str):
+    """Export, check and write the folder under a temporary name, then rename it to `target`
+    (a previous export there is replaced); nothing is kept when the check fails."""
+    import torch
+
+    from tl_hf.output.atomic import write_json
+
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        export_onnx(run, staging / MODEL_FILE, model_inputs(run, checks[0]))
+        figures = compare(run, staging / MODEL_FILE, checks)
+        copy_beside(run, staging)
+        record = {
+            "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+            "opset": OPSET,
+            "model_class": type(run.model).__name__,
+            "checked_on": checked_on,
+            **figures,
+        }
+        write_json(staging / "export.json", record)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return figures
+
+
+def export(argv: list[str]) -> int:
+    """Export a finished run to ONNX, checked against PyTorch (see the module docstring)."""
+    from tl_hf.console import say
+    from tl_hf.infer.loaded import load_run
+    from tl_hf.output.ownership import claim, open_output_folder
+
+    args = _parse(argv)
     root = Path(args.output_dir)
     inside = args.output is None
     target = root / EXPORT_DIR if inside else Path(args.output)
-    if (
-        not inside
-        and target.exists()
-        and any(target.iterdir())
-        and not (target / "export.json").is_file()
-    ):
+    theirs = not inside and target.is_dir() and any(target.iterdir())
+    if theirs and not (target / "export.json").is_file():
         raise UserError(
             f"--output {target} holds files tl-hf did not write: choose an empty or new folder"
         )
-    folder = (
-        open_output_folder(
+    run = load_run(root, "cpu")
+    checks = _check_inputs(run, args.input, args.check_rows)
+    folder = None
+    if inside:  # the run's lock; a user's own `onnx` entry is refused
+        folder = open_output_folder(
             str(root), allow_other_files=True, would_write=[EXPORT_DIR], what="tl-hf export"
         )
-        if inside
-        else None
-    )
     try:
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            export_onnx(run, staging / MODEL_FILE, model_inputs(run, checks[0]))
-            figures = compare(run, staging / MODEL_FILE, checks)
-            copy_beside(run, staging)
-            import torch
-
-            write_json(
-                staging / "export.json",
-                {
-                    "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-                    "opset": OPSET,
-                    "model_class": type(run.model).__name__,
-                    "checked_on": args.input or "built examples",
-                    **figures,
-                },
-            )
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        figures = write_export(run, target, checks, args.input or "built examples")
         if inside:
             claim(str(root), [EXPORT_DIR])
     finally:
