@@ -8,7 +8,8 @@
 2. Expected calibration error before/after temperature scaling on the text run's validation
    and test splits (calibration.json).
 3. ONNX (onnxruntime) vs PyTorch latency per example at batch size 1 on CPU, per default.
-4. `tl-hf serve` on the text run: requests/s and p99 latency at 8 concurrent clients.
+4. Peak RSS of a `tl-hf predict` process on 1k and 10k short texts (`--memory_rows`).
+5. `tl-hf serve` on the text run: requests/s and p99 latency at 8 concurrent clients.
 
     OMP_NUM_THREADS=1 python bench/predict_bench.py [--rows 256] [--clips 32] [--trials 3]
 
@@ -199,6 +200,41 @@ def onnx_latency(run_dir: str, repeats: int) -> dict:
     return {"pytorch_ms": torch_ms, "onnx_ms": onnx_ms, "speedup": torch_ms / onnx_ms}
 
 
+MEASURE = """
+import resource, sys
+from tl_hf.cli.main import main
+code = main(sys.argv[1:])
+print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+sys.exit(code)
+"""
+
+
+def predict_memory(run_dir: str, folder: str, sizes: list[int]) -> dict:
+    """Peak RSS of a `tl-hf predict` process on `sizes` rows of short texts (memory flat in
+    the input's size: the rows stream in batches)."""
+    import subprocess
+
+    from bench._common import ENV
+
+    out = {}
+    for n in sizes:
+        path = os.path.join(folder, f"short_{n}.csv")
+        with open(path, "w") as f:
+            f.write(
+                "text\n"
+                + "".join(f"headline number {i} about markets and sport\n" for i in range(n))
+            )
+        target = os.path.join(folder, f"short_{n}_predictions.csv")
+        command = [sys.executable, "-c", MEASURE, "predict", run_dir, "--input", path]
+        command += ["--output", target, "--device", "cpu", "--batch_size", "64"]
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **ENV})
+        assert done.returncode == 0, done.stderr[-2000:]
+        peak = float(done.stdout.split("PEAK_RSS_MB")[-1].split()[0])
+        out[n] = {"peak_rss_mb": peak, "seconds": time.perf_counter() - start}
+    return out
+
+
 def serve_load(run_dir: str, clients: int, per_client: int, texts: list[str]) -> dict:
     import socket
     import threading
@@ -256,6 +292,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=256, help="texts and images scored")
     parser.add_argument("--clips", type=int, default=32, help="audio clips scored")
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats")
+    parser.add_argument("--memory_rows", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--trials", type=int, default=3, help="alternated passes per arm")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -299,6 +336,8 @@ def main() -> None:
             json.dumps(figures[f"onnx_{name}"]),
             flush=True,
         )
+    figures["predict_memory_text"] = predict_memory(text_run, folder, args.memory_rows)
+    print("memory", json.dumps(figures["predict_memory_text"]), flush=True)
     figures["serve_text"] = serve_load(text_run, 8, 16, arms["text"][2][1])
     print(json.dumps(figures, indent=2))
     if args.json:
