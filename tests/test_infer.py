@@ -168,10 +168,13 @@ def test_predict_bad_rows_exit_2_before_output_or_are_skipped(text_run, tmp_path
     mine.write_text("a,b\n1,2\n")
     assert cli(["predict", out, "--input", data, "--output", str(mine)]) == 2
     assert mine.read_text() == "a,b\n1,2\n"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"sentence\n" + b"good movie\n" * 300 + b"caf\xe9 film\n")
     for argv, message in [
         (["--input", str(tmp_path / "none.csv")], "does not exist"),
         (["--input", data, "--batch_size", "0"], "--batch_size 0"),
         (["--input", str(tmp_path)], "reads data files only"),
+        (["--input", str(latin)], "is not UTF-8 text"),
     ]:
         capsys.readouterr()
         assert cli(["predict", out, *argv, "--output", str(tmp_path / "x.csv")]) == 2

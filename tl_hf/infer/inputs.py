@@ -47,7 +47,19 @@ class InputSource:
 def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, newline="", encoding="utf-8") as f:
-        yield from csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(f, delimiter=delimiter, strict=True)
+        try:
+            yield from reader
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"{path} is not UTF-8 text (near line {reader.line_num + 1}): save it as UTF-8, "
+                f"e.g. iconv -f latin1 -t utf-8 {path.name}"
+            ) from err
+        except csv.Error as err:
+            raise UserError(
+                f"{path} is not valid CSV near line {reader.line_num} ({err}): an unbalanced "
+                'quote? Quote fields that hold commas, double quotes inside them ("")'
+            ) from err
 
 
 def _json_rows(path: Path) -> Iterator[dict[str, Any]]:

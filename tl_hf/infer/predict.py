@@ -61,30 +61,36 @@ def _row_problem(run: LoadedRun, row: dict[str, list]) -> str | None:
     return None
 
 
+def _good_rows(run, start, inputs, skipped: Skipped, skip_bad: bool, where: str) -> list[int]:
+    """The rows of a batch that score, found one by one (the batch as a whole did not): a bad
+    row stops the command with one line, or is recorded in `skipped`."""
+    good = []
+    for i in range(len(next(iter(inputs.values())))):
+        problem = _row_problem(run, {k: [v[i]] for k, v in inputs.items()})
+        if problem is None:
+            good.append(i)
+            continue
+        if not skip_bad:
+            cell = describe(next(iter(inputs.values()))[i])[:60]
+            raise UserError(
+                f"row {start + i} of {where} ({cell!r}) cannot be read ({problem}): fix or "
+                "remove it, or pass --skip_bad_files to leave it out"
+            )
+        skipped.rows.append((start + i, problem))
+    return good
+
+
 def _score_batch(run, start, batch, calibrated, skipped: Skipped, skip_bad: bool, where: str):
     inputs = {k: v for k, v in batch.items() if k != "label"}
     keep = list(range(len(batch["label"])))
-    if any(_bad_value(v) for values in inputs.values() for v in values):
-        keep = [i for i in keep if not any(_bad_value(v[i]) for v in inputs.values())]
-    try:
-        if len(keep) < len(batch["label"]):
-            raise ValueError("a bad row")
-        logits = run.logits(inputs)
-    except Exception:  # find the rows that fail, one by one
-        good = []
-        for i in range(len(batch["label"])):
-            problem = _row_problem(run, {k: [v[i]] for k, v in inputs.items()})
-            if problem is None:
-                good.append(i)
-                continue
-            cell = describe(next(iter(inputs.values()))[i])[:60]
-            if not skip_bad:
-                raise UserError(
-                    f"row {start + i} of {where} ({cell!r}) cannot be read ({problem}): fix or "
-                    "remove it, or pass --skip_bad_files to leave it out"
-                ) from None
-            skipped.rows.append((start + i, problem))
-        keep = good
+    logits = None
+    if not any(_bad_value(v) for values in inputs.values() for v in values):
+        try:
+            logits = run.logits(inputs)
+        except Exception:  # an unreadable file somewhere in the batch: found row by row below
+            logits = None
+    if logits is None:
+        keep = _good_rows(run, start, inputs, skipped, skip_bad, where)
         if not keep:
             return None
         logits = run.logits({k: [v[i] for i in keep] for k, v in inputs.items()})
