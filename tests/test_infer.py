@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import yaml
-from conftest import make_tiny_bert, sentiment_rows, write_csv
+from conftest import NEGATIVE, POSITIVE, make_tiny_bert, sentiment_rows, write_csv
 
 from tl_hf.cli.main import main as cli
 
@@ -29,6 +29,18 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+def mixed_rows(n):
+    """Rows with a positive and a negative word each, labelled alternately: the model gets
+    some of them wrong, so the metrics compared are not all 1."""
+    return [
+        {
+            "sentence": f"{POSITIVE[i % 5]} {NEGATIVE[(i * 2) % 5]} movie",
+            "sentiment": ["pos", "neg"][i % 2],
+        }
+        for i in range(n)
+    ]
+
+
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
     from tl_hf.cli.recipe import main
@@ -38,7 +50,7 @@ def text_run(tmp_path_factory):
     files = {
         "train": write_csv(root / "train.csv", rows[:80]),
         "validation": write_csv(root / "val.csv", rows[80:110]),
-        "test": write_csv(root / "test.csv", rows[110:]),
+        "test": write_csv(root / "test.csv", rows[110:] + mixed_rows(10)),
     }
     out = str(root / "run")
     argv = [
@@ -69,12 +81,13 @@ def test_evaluate_equals_the_runs_own_test_metrics(text_run, capsys):
     assert cli(["evaluate", out, "--input", files["test"]]) == 0
     results = _json(os.path.join(out, "all_results.json"))
     metrics = _json(os.path.join(out, "eval_test", "metrics.json"))
-    assert metrics["samples"] == results["test_samples"] == 30
+    assert metrics["samples"] == results["test_samples"] == 40
+    assert 0.5 < results["test_accuracy"] < 1  # mixed rows: some errors to agree on
     assert metrics["accuracy"] == results["test_accuracy"]
     assert metrics["f1"] == results["test_f1"]
     assert abs(metrics["loss"] - results["test_loss"]) < 1e-5
     assert metrics["per_class"] == results["test_per_class"]
-    assert sum(map(sum, metrics["confusion_matrix"])) == 30
+    assert sum(map(sum, metrics["confusion_matrix"])) == 40
     page = _text(os.path.join(out, "eval_test", "report.html"))
     assert "Confusion matrix" in page and "Per class" in page
     manifest = _json(os.path.join(out, ".tl_hf_manifest.json"))
@@ -100,7 +113,7 @@ def test_predict_csv_matches_the_model_and_temperature(text_run, tmp_path, capsy
     target = str(tmp_path / "p.csv")
     assert cli(["predict", out, "--input", files["test"], "--output", target, "--top_k", "2"]) == 0
     got = _read(target)
-    assert len(got) == 30 and list(got[0]) == [
+    assert len(got) == 40 and list(got[0]) == [
         "row",
         "input",
         "label",
@@ -112,7 +125,7 @@ def test_predict_csv_matches_the_model_and_temperature(text_run, tmp_path, capsy
     temperature = calibration["temperature"]
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    texts = [r["sentence"] for r in rows[110:]]
+    texts = [r["sentence"] for r in _read(files["test"])]
     with torch.no_grad():
         logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
     probs = (logits / temperature).softmax(-1)
