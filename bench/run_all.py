@@ -52,6 +52,8 @@ BENCHES = {
     "strategies": ("bench_strategies.py", [], None),
     "fixed_cost": ("bench_fixed_cost.py", ["--steps", "5", "--repeats", "2"], None),
     "host_syncs": ("bench_host_syncs.py", ["--steps", "30"], None),
+    # after training (issue 29): trains the text default, about 6 minutes: full suite only
+    "predict": ("predict_bench.py", [], None),
 }
 
 

@@ -6,6 +6,10 @@
     tl-hf lab [flags]                        run a lab study of trials
     tl-hf push OUTPUT_DIR --hub_model_id ID  push a finished run to the Hub
     tl-hf report OUTPUT_DIR                  rebuild report.html and the card of a finished run
+    tl-hf predict OUTPUT_DIR --input FILE|FOLDER    predictions.csv for new inputs
+    tl-hf evaluate OUTPUT_DIR --input LABELLED      eval_<name>/ (metrics.json + report.html)
+    tl-hf serve OUTPUT_DIR [--port 8000]            an HTTP endpoint on 127.0.0.1
+    tl-hf export OUTPUT_DIR --onnx                  OUTPUT_DIR/onnx/, checked with onnxruntime
     tl-hf doctor                             what is installed, what the embedded defaults need
 
 Exit status: 0 on success, 2 with one line for a usage or input error.
@@ -17,7 +21,18 @@ import sys
 
 from tl_hf.errors import UserError
 
-COMMANDS = ("train", "select", "lab", "push", "report", "doctor")
+COMMANDS = (
+    "train",
+    "select",
+    "lab",
+    "push",
+    "report",
+    "predict",
+    "evaluate",
+    "serve",
+    "export",
+    "doctor",
+)
 
 
 def _error(message: str) -> int:
@@ -114,6 +129,33 @@ def _rebuild_report(root) -> None:
     print(build_model_card(root))
 
 
+def _infer(command: str, argv: list[str]) -> int:
+    """`tl-hf predict|evaluate ...`: `tl_hf.infer`, a user error as one line (exit 2)."""
+    import importlib
+
+    module = importlib.import_module(f"tl_hf.infer.{command}")
+    try:
+        return getattr(module, command)(argv)
+    except UserError as err:
+        return _error(str(err))
+
+
+def predict(argv: list[str]) -> int:
+    return _infer("predict", argv)
+
+
+def evaluate(argv: list[str]) -> int:
+    return _infer("evaluate", argv)
+
+
+def serve(argv: list[str]) -> int:
+    return _infer("serve", argv)
+
+
+def export(argv: list[str]) -> int:
+    return _infer("export", argv)
+
+
 def doctor(argv: list[str]) -> int:
     """`tl-hf doctor`: see `tl_hf.cli.doctor`."""
     from tl_hf.cli.doctor import main as doctor_main
@@ -130,5 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
-    handlers = {"train": train, "select": select, "lab": lab, "push": push, "report": report}
-    return {**handlers, "doctor": doctor}[command](rest)
+    commands = {
+        "train": train,
+        "select": select,
+        "lab": lab,
+        "push": push,
+        "report": report,
+        "predict": predict,
+        "evaluate": evaluate,
+        "serve": serve,
+        "export": export,
+        "doctor": doctor,
+    }
+    return commands[command](rest)

@@ -22,6 +22,7 @@ PREDICTIONS_FILE = "test_predictions.json"
 PARAM_GROUPS_FILE = "param_groups.json"
 RUN_CONFIG_FILE = "run_config.yaml"
 SELECTION_FILE = "selection.json"  # the ranking of --candidates (tl_hf.select)
+CALIBRATION_FILE = "calibration.json"  # the temperature fitted on the validation split
 TIMINGS_FILE = "timings.json"
 MONITOR_STATE = "tl_hf_monitor.json"  # the history inside each checkpoint folder
 STAGING_DIR = ".tl_hf_model.tmp"  # the final model is saved here, then moved in file by file
@@ -62,6 +63,7 @@ RUN_NAMES = frozenset(
         PARAM_GROUPS_FILE,
         RUN_CONFIG_FILE,
         SELECTION_FILE,
+        CALIBRATION_FILE,
         TIMINGS_FILE,
         STAGING_DIR,
         ADAPTER_DIR,

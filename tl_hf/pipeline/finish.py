@@ -56,6 +56,7 @@ def evaluate_step(trainer, train_result, features: Features, names: list[str]) -
         metrics["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     metrics.update(recorded_evaluation(trainer) or trainer.evaluate(metric_key_prefix="eval"))
     metrics["eval_samples"] = len(splits["validation"])
+    prediction = None
     if "test" in splits:
         prediction = trainer.predict(splits["test"], metric_key_prefix="test")
         metrics.update(prediction.metrics)
@@ -71,6 +72,7 @@ def evaluate_step(trainer, train_result, features: Features, names: list[str]) -
                     "label_names": names,
                 },
             )
+    _calibration_step(trainer, metrics, prediction)
     metrics.update(stopping)
     metrics["strategy"] = trainer.strategy.name
     close_evaluation_bar(trainer)
@@ -78,6 +80,21 @@ def evaluate_step(trainer, train_result, features: Features, names: list[str]) -
         features.cache.restore()  # the trained head back on the real backbone: a full model
         metrics["cached_features"] = True
     return metrics
+
+
+def _calibration_step(trainer, metrics: dict, prediction) -> None:
+    """Step 8b: the validation temperature and the calibration error before and after it
+    (`calibration.json`, `tl_hf.infer.calibrate`)."""
+    from tl_hf.infer.calibrate import calibration_record, write_calibration
+
+    logits = labels = None
+    if prediction is not None:
+        logits = prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        labels = prediction.label_ids
+    record = calibration_record(metrics, logits, labels)
+    if record is not None and trainer.args.process_index == 0:
+        write_calibration(trainer.args.output_dir, record)
 
 
 def recorded_evaluation(trainer) -> dict[str, Any] | None:

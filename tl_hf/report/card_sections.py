@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tl_hf.report.folder import PER_CLASS_HEADER, fmt, metric_rows, per_class_rows
+from tl_hf.report.folder import (
+    PER_CLASS_HEADER,
+    calibration_lines,
+    fmt,
+    metric_rows,
+    per_class_rows,
+)
 from tl_hf.report.history import CURVES_FILE, metric_key
 
 _TIMING_SUFFIXES = ("_runtime", "_per_second", "_flos")
@@ -100,6 +106,9 @@ def usage_and_results_lines(facts: CardFacts) -> list[str]:
     per_class = per_class_rows(facts.results)
     if per_class:
         lines += ["Per class (test):", "", md_table(per_class, PER_CLASS_HEADER), ""]
+    calibration = calibration_lines(facts.run.get("calibration"))
+    if calibration:
+        lines += [" ".join(calibration), ""]
     return lines
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tl_hf.output.names import CALIBRATION_FILE
 from tl_hf.report.history import DIAGNOSIS_FILE, PREDICTIONS_FILE, load_history
 
 
@@ -40,6 +41,7 @@ def load_run(output_dir: Path, results: dict | None = None) -> dict[str, Any]:
         "history": load_history(output_dir),
         "diagnosis": read_json(output_dir / DIAGNOSIS_FILE),
         "predictions": read_json(output_dir / PREDICTIONS_FILE),
+        "calibration": read_json(output_dir / CALIBRATION_FILE),
     }
 
 
@@ -70,3 +72,23 @@ def metric_rows(results: dict) -> list[list[Any]]:
         ):
             rows.append([key, value])
     return rows
+
+
+def calibration_lines(record: dict | None) -> list[str]:
+    """The run's calibration (`calibration.json`, `tl_hf.infer.calibrate`) in one sentence
+    per split, for the card and the report."""
+    if not record:
+        return []
+    lines = [
+        f"Probabilities are calibrated by temperature scaling (T = {record['temperature']:.3g}, "
+        "fitted on the validation split): `tl-hf predict`, `evaluate` and `serve` divide the "
+        "logits by T; `pipeline()` gives the raw softmax."
+    ]
+    for split in ("validation", "test"):
+        values = record.get(split) or {}
+        if isinstance(values.get("ece"), float) and isinstance(values.get("ece_calibrated"), float):
+            lines.append(
+                f"Expected calibration error on the {split} split: {values['ece']:.4f} raw, "
+                f"{values['ece_calibrated']:.4f} after temperature scaling."
+            )
+    return lines

@@ -13,7 +13,14 @@ from typing import Any
 from tl_hf.report.card import base_model_of
 from tl_hf.report.card_sections import GROUP_HEADER, group_rows
 from tl_hf.report.diagnosis import diagnose
-from tl_hf.report.folder import PER_CLASS_HEADER, fmt, load_run, metric_rows, per_class_rows
+from tl_hf.report.folder import (
+    PER_CLASS_HEADER,
+    calibration_lines,
+    fmt,
+    load_run,
+    metric_rows,
+    per_class_rows,
+)
 from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE, atomic_write
 from tl_hf.report.live import PAGE_STYLE, live_payload, mark_final, page, render_monitor
 from tl_hf.report.share import shareable
@@ -156,6 +163,9 @@ def _result_parts(run: dict, results: dict) -> list[str]:
         names = predictions.get("label_names") or run["labels"]
         matrix = confusion_matrix(predictions["labels"], predictions["predictions"], len(names))
         parts += ["<h2>Confusion matrix (test)</h2>", confusion_table(matrix, names)]
+    calibration = calibration_lines(run.get("calibration"))
+    if calibration:
+        parts += ["<h2>Calibration</h2>"] + [f"<p>{html.escape(c)}</p>" for c in calibration]
     return parts
 
 

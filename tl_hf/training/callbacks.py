@@ -81,13 +81,15 @@ def summarize_early_stopping(
     }
 
 
+# recorded with every evaluation (the history, calibration.json), not worth a place on its line
+_NOT_ON_THE_LINE = ("runtime", "per_second", "temperature", "_ece")
+
+
 def _evaluation_line(metrics: dict, epoch) -> str:
     shown = [
         f"{k.removeprefix('eval_')} {v:.4g}"
         for k, v in metrics.items()
-        if isinstance(v, float)
-        and k.startswith("eval_")
-        and not k.endswith(("runtime", "per_second"))
+        if isinstance(v, float) and k.startswith("eval_") and not k.endswith(_NOT_ON_THE_LINE)
     ]
     return f"[tl-hf] epoch {epoch:g} validation: " + "  ".join(shown)
 

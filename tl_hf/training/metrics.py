@@ -7,6 +7,8 @@ from __future__ import annotations
 # The temperatures temperature scaling searches (1/20 .. 20): the range bench/size_evidence.py
 # replayed the rule on.
 TEMPERATURE_RANGE = (0.05, 20.0)
+# Bins of the expected calibration error (the usual 15 of Guo et al. 2017).
+ECE_BINS = 15
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -43,6 +45,11 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         "accuracy": float((predictions == labels).mean()),
         "f1": float(f1.mean()),
         "scaled_loss": soft_nll(logits / temperature, targets),
+        # the temperature of that loss, and the calibration error before and after it: the
+        # best evaluation's are the run's calibration (tl_hf.infer.calibrate)
+        "temperature": temperature,
+        "ece": expected_calibration_error(softmax(logits), labels),
+        "scaled_ece": expected_calibration_error(softmax(logits, temperature), labels),
     }
 
 
@@ -84,6 +91,34 @@ def fit_temperature(logits, targets, steps: int = 40) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if slope(np.exp(mid)) < 0 else (lo, mid)
     return float(1 / np.exp((lo + hi) / 2))
+
+
+def expected_calibration_error(probabilities, labels, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: the confidence (top probability) of each example binned
+    in `bins` equal-width bins, |accuracy - mean confidence| per bin weighted by its share."""
+    import numpy as np
+
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return 0.0
+    confidence, predicted = probabilities.max(-1), probabilities.argmax(-1)
+    correct = (predicted == labels).astype(np.float64)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.sum() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total / len(labels))
+
+
+def softmax(logits, temperature: float = 1.0):
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
 
 
 def _per_class_counts(predictions, labels, classes):

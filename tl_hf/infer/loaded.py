@@ -1,0 +1,164 @@
+"""A finished run folder loaded for inference: the model, the processor built as training
+built it, the modality's preprocessing and collation, the label names and the temperature
+fitted at the end of training (`calibration.json`; 1.0 when the run has none)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from tl_hf.errors import UserError
+from tl_hf.output.names import CALIBRATION_FILE, FINISHED_MARKER, RUN_CONFIG_FILE
+
+
+class RunSettings:
+    """The run's flags (`run_config.yaml`) as attributes, as the modality's functions read
+    `data_args`; a flag the file does not hold (an older tl-hf's run) reads as None."""
+
+    def __init__(self, config: dict[str, Any], **override: Any):
+        self._values = {**config, **override}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._values.get(name)
+
+
+@dataclass
+class LoadedRun:
+    """What every inference command needs from a run folder."""
+
+    root: Path
+    modality: Any
+    model: Any
+    processor: Any
+    settings: Any  # the run's flags (run_config.yaml) as attributes, for the modality's functions
+    names: list[str]
+    temperature: float
+    device: Any
+
+    def __post_init__(self):
+        self.preprocess = self.modality.make_preprocess(self.processor, self.settings)
+        self.collate = self.modality.build_collator(self.processor)
+
+    def logits(self, inputs: dict[str, list]):
+        """Logits (a float32 CPU tensor, one row per example) of raw inputs given by standard
+        column name (`{"text": [...]}`, `{"image": [...]}`, `{"audio": [...]}`)."""
+        import torch
+
+        column = next(iter(inputs.values()))
+        encoded = self.preprocess({**inputs, "label": [0] * len(column)})
+        rows = [{k: v[i] for k, v in encoded.items()} for i in range(len(column))]
+        batch = self.collate(rows)
+        batch.pop("labels", None)
+        batch = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+        with torch.inference_mode():
+            out = self.model(**batch).logits
+        return out.float().cpu()
+
+    def probabilities(self, inputs: dict[str, list], calibrated: bool = True):
+        """Softmax of the logits divided by the run's temperature (unless `calibrated` is off)."""
+        logits = self.logits(inputs)
+        return (logits / (self.temperature if calibrated else 1.0)).softmax(-1)
+
+
+def read_run_config(root: Path) -> dict[str, Any]:
+    """The run's flags; a folder that is no finished run is one line naming the fix."""
+    from tl_hf.report.folder import read_yaml
+
+    if not (root / FINISHED_MARKER).is_file():
+        raise UserError(
+            f"{root} holds no finished run (no {FINISHED_MARKER}): give the --output_dir of a "
+            "run that finished"
+        )
+    config = read_yaml(root / RUN_CONFIG_FILE)
+    if not config.get("modality"):
+        raise UserError(
+            f"{root / RUN_CONFIG_FILE} names no modality: give the folder of a run tl-hf wrote"
+        )
+    return config
+
+
+def pick_device(requested: str | None):
+    """`--device` (cpu, cuda, cuda:1, mps), else the GPU when there is one."""
+    import torch
+
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise UserError(f"--device {requested!r} is not a device: use cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: no CUDA device here; use --device cpu")
+    return device
+
+
+def flag_defaults(modality) -> dict[str, Any]:
+    """The defaults of the modality's own flags (`--max_seq_length`...), for a run config
+    that does not record them."""
+    import dataclasses
+
+    if modality.flags is None:
+        return {}
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(modality.flags)
+        if f.default is not dataclasses.MISSING
+    }
+
+
+def read_temperature(root: Path) -> float:
+    from tl_hf.report.folder import read_json
+
+    record = read_json(root / CALIBRATION_FILE, {}) or {}
+    temperature = record.get("temperature")
+    return float(temperature) if isinstance(temperature, (int, float)) and temperature > 0 else 1.0
+
+
+def load_run(output_dir: str | os.PathLike, device: str | None = None) -> LoadedRun:
+    """Load a finished run folder for inference on `device` (see `pick_device`)."""
+    import transformers
+
+    from tl_hf.console import quiet_libraries
+    from tl_hf.modalities.base import get_modality
+
+    root = Path(output_dir)
+    config = read_run_config(root)
+    modality = get_modality(config["modality"])
+    torch_device = pick_device(device)
+    settings = RunSettings({**flag_defaults(modality), **config})
+    args = SimpleNamespace(
+        model=SimpleNamespace(
+            model_revision=None,
+            cache_dir=None,
+            trust_remote_code=bool(config.get("trust_remote_code")),
+        ),
+        data=settings,
+    )
+    model_config = transformers.AutoConfig.from_pretrained(
+        root, trust_remote_code=args.model.trust_remote_code
+    )
+    processor = modality.build_processor(str(root), args, model_config)
+    auto = getattr(transformers, modality.auto_model)
+    with quiet_libraries(False):
+        model = auto.from_pretrained(
+            root, config=model_config, trust_remote_code=args.model.trust_remote_code
+        )
+    modality.adapt_model(model, processor)
+    model.eval().to(torch_device)
+    id2label = model.config.id2label or {}
+    names = [str(id2label[i]) for i in sorted(id2label)]
+    return LoadedRun(
+        root=root,
+        modality=modality,
+        model=model,
+        processor=processor,
+        settings=settings,
+        names=names,
+        temperature=read_temperature(root),
+        device=torch_device,
+    )
