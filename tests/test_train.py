@@ -82,6 +82,11 @@ def test_preset_stops_after_patience_and_keeps_best(tiny_bert, tmp_path):
     assert [e["epoch"] for e in history["eval"]] == list(range(1, m["stopped_epoch"] + 1))
     assert history["best_epoch"] == m["best_epoch"] and history["early_stopped"] is True
     assert history["stopped_epoch"] == m["stopped_epoch"]
+    # the card and run_config.yaml say which rule kept the checkpoint
+    with open(os.path.join(out, "README.md")) as f:
+        assert "`eval_scaled_loss` (the validation loss after temperature scaling" in f.read()
+    with open(os.path.join(out, "run_config.yaml")) as f:
+        assert "metric_for_best_model: eval_scaled_loss" in f.read()
     assert os.path.getsize(os.path.join(out, "training_curves.png")) > 10_000
     for name in (
         "diagnosis.json",
