@@ -70,3 +70,41 @@ def tiny_bert(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sentiment_csv(tmp_path_factory):
     return write_csv(tmp_path_factory.mktemp("data") / "train.csv", sentiment_rows(80))
+
+
+def tiny_wav2vec2_config(**overrides):
+    """The tiny wav2vec2 the audio tests build (2 layers, 16 hidden; `overrides` win)."""
+    from transformers import Wav2Vec2Config
+
+    settings = dict(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=8,
+        vocab_size=8,
+    )
+    return Wav2Vec2Config(**{**settings, **overrides})
+
+
+def tiny_whisper_config(**overrides):
+    """The tiny Whisper the audio tests build (2 encoder layers, 16 wide, 80 mel bins)."""
+    from transformers import WhisperConfig
+
+    settings = dict(
+        vocab_size=64,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=80,
+    )
+    return WhisperConfig(**{**settings, **overrides})

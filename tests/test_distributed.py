@@ -98,25 +98,14 @@ def image_setup(tmp: Path) -> list[str]:
 
 def audio_setup(tmp: Path) -> list[str]:
     """A tiny wav2vec2 with dropout, layer drop and time masking off (random per rank)."""
+    from conftest import tiny_wav2vec2_config
     from test_recipe_audio import make_audio_folder
     from transformers import (
-        Wav2Vec2Config,
         Wav2Vec2FeatureExtractor,
         Wav2Vec2ForSequenceClassification,
     )
 
-    config = Wav2Vec2Config(
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(8, 8),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 4),
-        num_conv_pos_embeddings=4,
-        num_conv_pos_embedding_groups=2,
-        classifier_proj_size=8,
-        vocab_size=8,
+    config = tiny_wav2vec2_config(
         hidden_dropout=0.0,
         attention_dropout=0.0,
         activation_dropout=0.0,

@@ -105,18 +105,10 @@ def test_image_export_timm_efficientnet(tmp_path):
 
 
 def test_audio_export_whisper_classifier(tmp_path):
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+    from conftest import tiny_whisper_config
+    from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
 
-    config = WhisperConfig(
-        vocab_size=64,
-        d_model=16,
-        encoder_layers=2,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=80,
+    config = tiny_whisper_config(
         max_source_positions=50,
         classifier_proj_size=8,
         num_labels=3,

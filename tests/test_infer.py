@@ -299,25 +299,15 @@ def test_predict_an_image_folder_with_a_corrupt_file(tmp_path, capsys):
 
 def test_predict_audio_files_listed_in_a_csv(tmp_path):
     import soundfile as sf
+    from conftest import tiny_wav2vec2_config
     from test_recipe_audio import tone
     from transformers import (
-        Wav2Vec2Config,
         Wav2Vec2FeatureExtractor,
         Wav2Vec2ForSequenceClassification,
     )
 
-    config = Wav2Vec2Config(
-        hidden_size=16,
+    config = tiny_wav2vec2_config(
         num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(8, 8),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 4),
-        num_conv_pos_embeddings=4,
-        num_conv_pos_embedding_groups=2,
-        classifier_proj_size=8,
-        vocab_size=8,
         num_labels=2,
     )
     run = _media_run(

@@ -61,26 +61,11 @@ def audio_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_wav2vec2(tmp_path_factory):
-    from transformers import (
-        Wav2Vec2Config,
-        Wav2Vec2FeatureExtractor,
-        Wav2Vec2ForSequenceClassification,
-    )
+    from conftest import tiny_wav2vec2_config
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
     path = tmp_path_factory.mktemp("w2v")
-    config = Wav2Vec2Config(
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(8, 8),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 4),
-        num_conv_pos_embeddings=4,
-        num_conv_pos_embedding_groups=2,
-        classifier_proj_size=8,
-        vocab_size=8,
-    )
+    config = tiny_wav2vec2_config()
     Wav2Vec2ForSequenceClassification(config).save_pretrained(path)
     Wav2Vec2FeatureExtractor(
         sampling_rate=16000, do_normalize=True, return_attention_mask=True
@@ -90,19 +75,11 @@ def tiny_wav2vec2(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from conftest import tiny_whisper_config
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     path = tmp_path_factory.mktemp("whisper")
-    config = WhisperConfig(
-        vocab_size=64,
-        d_model=16,
-        encoder_layers=2,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=80,
+    config = tiny_whisper_config(
         max_source_positions=1500,
         max_target_positions=32,
         classifier_proj_size=8,
