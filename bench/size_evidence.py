@@ -54,10 +54,10 @@ def _losses(logits, labels) -> tuple[float, float]:
     """The loss, and the loss after temperature scaling, as tl-hf's evaluations compute them."""
     import numpy as np
 
-    from tl_hf.training.metrics import fit_temperature, soft_nll
+    from tl_hf.training.metrics import fit_temperature, soft_nll, targets_and_labels
 
     z = np.asarray(logits, dtype=np.float64)
-    targets = np.eye(z.shape[-1])[np.asarray(labels)]
+    targets, _ = targets_and_labels(labels, z.shape[-1])
     return soft_nll(z, targets), soft_nll(z / fit_temperature(z, targets), targets)
 
 

@@ -13,11 +13,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tl_hf.training.metrics import ECE_BINS, expected_calibration_error, softmax
+from tl_hf.training.metrics import (
+    ECE_BINS,
+    expected_calibration_error,
+    soft_nll,
+    softmax,
+    targets_and_labels,
+)
 
 # evaluation keys computed on the test split with a temperature fitted on the test split
 # itself: replaced by the ones computed with the validation temperature
-TEST_FITTED = ("test_temperature", "test_ece", "test_scaled_ece")
+TEST_FITTED = ("test_temperature", "test_ece", "test_scaled_ece", "test_scaled_loss")
 
 
 def calibration_record(metrics: dict[str, Any], test_logits=None, test_labels=None) -> dict | None:
@@ -43,9 +49,9 @@ def calibration_record(metrics: dict[str, Any], test_logits=None, test_labels=No
     if test_logits is not None and test_labels is not None:
         import numpy as np
 
-        labels = np.asarray(test_labels)
-        if labels.ndim > 1:
-            labels = labels.argmax(-1)
+        z = np.asarray(test_logits, dtype=np.float64)
+        targets, labels = targets_and_labels(test_labels, z.shape[-1])
+        metrics["test_scaled_loss"] = soft_nll(z / temperature, targets)
         record["test"] = {
             "ece": expected_calibration_error(softmax(test_logits), labels),
             "ece_calibrated": expected_calibration_error(softmax(test_logits, temperature), labels),

@@ -27,6 +27,7 @@ _NOT_METRICS = {
     "samples",
     "epoch",
     "per_class",
+    "temperature",  # the calibration's, a setting rather than a score (calibration.json)
 }
 
 
@@ -58,7 +59,7 @@ def card_eval_results(results: dict, task: str, dataset_id: str, dataset_name: s
             ):
                 continue
             metric = key[len(prefix) + 1 :]
-            if metric in _NOT_METRICS:
+            if metric in _NOT_METRICS or metric.endswith("loss"):  # scaled_loss too
                 continue
             out.append(
                 EvalResult(

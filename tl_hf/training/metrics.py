@@ -31,12 +31,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         logits = logits[0]
     logits = np.asarray(logits, dtype=np.float64)
     predictions = logits.argmax(-1)
-    labels = np.asarray(labels)
-    # soft labels (mixup): soft cross-entropy, scored against the dominant class
-    if labels.ndim > 1:
-        targets, labels = labels.astype(np.float64), labels.argmax(-1)
-    else:
-        targets = np.eye(logits.shape[-1])[labels.astype(np.int64)]
+    targets, labels = targets_and_labels(labels, logits.shape[-1])
     temperature = fit_temperature(logits, targets)
     present = np.union1d(labels, predictions).astype(np.int64)
     _, _, f1, _ = _per_class_counts(predictions, labels, present)
@@ -53,13 +48,20 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     }
 
 
-def soft_nll(logits, targets) -> float:
-    """Mean cross-entropy of `logits` against per-example target distributions."""
+def targets_and_labels(labels, num_classes: int):
+    """(a distribution over the classes per example, the class per example) from hard labels
+    or soft ones (mixup: soft cross-entropy, scored against the dominant class)."""
     import numpy as np
 
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return float(-(targets * log_probs).sum(-1).mean())
+    labels = np.asarray(labels)
+    if labels.ndim > 1:
+        return labels.astype(np.float64), labels.argmax(-1)
+    return np.eye(num_classes)[labels.astype(np.int64)], labels
+
+
+def soft_nll(logits, targets) -> float:
+    """Mean cross-entropy of `logits` against per-example target distributions."""
+    return float(-(targets * log_softmax(logits)).sum(-1).mean())
 
 
 def fit_temperature(logits, targets, steps: int = 40) -> float:
@@ -77,10 +79,7 @@ def fit_temperature(logits, targets, steps: int = 40) -> float:
     target_mean = (targets * z).sum(-1)
 
     def slope(b: float) -> float:
-        shifted = b * z - (b * z).max(-1, keepdims=True)
-        p = np.exp(shifted)
-        p /= p.sum(-1, keepdims=True)
-        return float(((p * z).sum(-1) - target_mean).mean())
+        return float(((softmax(z, 1 / b) * z).sum(-1) - target_mean).mean())
 
     lo, hi = np.log(1 / TEMPERATURE_RANGE[1]), np.log(1 / TEMPERATURE_RANGE[0])
     if slope(np.exp(lo)) >= 0:
@@ -113,12 +112,20 @@ def expected_calibration_error(probabilities, labels, bins: int = ECE_BINS) -> f
     return float(total / len(labels))
 
 
-def softmax(logits, temperature: float = 1.0):
+def log_softmax(logits, temperature: float = 1.0):
+    """log softmax(logits / temperature) over the last axis, in float64."""
     import numpy as np
 
     z = np.asarray(logits, dtype=np.float64) / temperature
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def softmax(logits, temperature: float = 1.0):
+    """softmax(logits / temperature) over the last axis, in float64."""
+    import numpy as np
+
+    return np.exp(log_softmax(logits, temperature))
 
 
 def _per_class_counts(predictions, labels, classes):
