@@ -5,7 +5,8 @@
 // tooltip survive updates; {final: true} means the final report replaced the page: reload.
 (function(){
 const PAL=['#0969da','#e16f24','#1a7f37','#8250df','#cf222e','#bf8700','#1b7c83','#d6338a','#57606a'];
-const SKIP=/^eval_(loss|runtime|samples_per_second|steps_per_second)$/;
+// losses go to the loss panel; the calibration figures (temperature, ECE) stay in the tables
+const SKIP=/^eval_(loss|scaled_loss|runtime|samples_per_second|steps_per_second|temperature|ece|scaled_ece)$/;
 const S={d:TLHF.data,zoom:null,hidden:{},drag:null,mouse:null,timer:null};
 const root=document.getElementById('tlhf-monitor');
 const $=s=>root.querySelector(s);
@@ -17,6 +18,8 @@ function panels(d){
   const P=[{id:'loss',title:'Loss (train per logging step, validation per epoch)',series:[
      {name:'train loss',pts:tr.filter(r=>r.loss!=null).map(r=>[r.epoch,r.loss,r.step])},
      {name:'validation loss',pts:ev.filter(r=>r.eval_loss!=null).map(r=>[r.epoch,r.eval_loss,r.step]),dots:1}]}];
+  const scaled=ev.filter(r=>r.eval_scaled_loss!=null).map(r=>[r.epoch,r.eval_scaled_loss,r.step]);
+  if(scaled.length)P[0].series.push({name:'validation loss after temperature scaling',pts:scaled,dots:1});
   const keys=[...new Set(ev.flatMap(r=>Object.keys(r)))].filter(k=>k.startsWith('eval_')&&!SKIP.test(k));
   if(keys.length)P.push({id:'val',title:'Validation metrics (per epoch)',series:keys.map(k=>({name:k.slice(5),pts:ev.filter(r=>r[k]!=null).map(r=>[r.epoch,r[k],r.step]),dots:1}))});
   const groups=[...new Set(lr.flatMap(r=>Object.keys(r.lr||{})))];
