@@ -60,7 +60,7 @@ def compute_evaluation(logits, labels: list[int], names: list[str], temperature:
         "f1": metrics["f1"],
         "loss": metrics["loss"],
         "samples": int(len(labels)),
-        "ece": expected_calibration_error(softmax(logits), labels_array),
+        "ece": metrics["ece"],
         "ece_calibrated": expected_calibration_error(softmax(logits, temperature), labels_array),
         "temperature": temperature,
         "per_class": per_class_report(predictions, labels_array, names),
@@ -96,9 +96,9 @@ def collect(run, source, batch_size: int, skip_bad: bool, skipped: Skipped):
 
 
 def render_html(result: dict, names: list[str], title: str) -> str:
-    from tl_hf.report.folder import PER_CLASS_HEADER
-    from tl_hf.report.html_report import confusion_table, html_table
-    from tl_hf.report.live import PAGE_STYLE, page
+    from tl_hf.report.folder import PER_CLASS_HEADER, per_class_rows
+    from tl_hf.report.html_report import REPORT_STYLE, confusion_table, html_table
+    from tl_hf.report.live import page
 
     summary = [
         ["accuracy", result["accuracy"]],
@@ -111,16 +111,12 @@ def render_html(result: dict, names: list[str], title: str) -> str:
             result["ece_calibrated"],
         ],
     ]
-    per_class = [
-        [n, m["precision"], m["recall"], m["f1"], m["support"]]
-        for n, m in result["per_class"].items()
-    ]
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Run: {html.escape(result['run'])}; input: {html.escape(result['input'])}</p>",
         html_table(summary, ["metric", "value"]),
         "<h2>Per class</h2>",
-        html_table(per_class, PER_CLASS_HEADER),
+        html_table(per_class_rows(result, "per_class"), PER_CLASS_HEADER),
         "<h2>Confusion matrix</h2>",
         confusion_table(result["confusion_matrix"], names),
     ]
@@ -130,7 +126,7 @@ def render_html(result: dict, names: list[str], title: str) -> str:
             "<h2>Labels the model never saw (left out of the metrics)</h2>",
             html_table([list(r) for r in rows], ["label", "rows"]),
         ]
-    return page(title, "\n".join(parts), PAGE_STYLE)
+    return page(title, "\n".join(parts), REPORT_STYLE)
 
 
 def evaluate(argv: list[str]) -> int:

@@ -17,18 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tl_hf.data.load import FILE_BUILDERS as FILE_KINDS  # suffix -> datasets builder
 from tl_hf.errors import UserError
 from tl_hf.infer.loaded import RunSettings
 
-FILE_KINDS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".json": "json",
-    ".jsonl": "json",
-    ".parquet": "parquet",
-}
 SNIFF_ROWS = 200  # rows read to find the columns (their types) before streaming
-COLUMN_FLAGS = {"text": "text_column", "image": "image_column", "audio": "audio_column"}
 
 
 @dataclass
@@ -161,13 +154,11 @@ def _find_columns(features, settings, modality, want_label: bool, requested_labe
     label = None
     if want_label:
         label = find_label_column(columns, features, requested_label or settings.label_column)
-    flag = COLUMN_FLAGS.get(modality.input_column)
+    flag = modality.column_flags[0] if modality.column_flags else None
     recorded = getattr(settings, flag, None) if flag else None
     override = {}
-    if recorded and recorded not in columns:  # the run's column is not there: look again
-        override = {flag: None}
-        if modality.input_column == "text":
-            override["text_pair_column"] = None
+    if recorded and recorded not in columns:  # the run's columns are not there: look again
+        override = dict.fromkeys(modality.column_flags)
     lookup = RunSettings(settings._values, **override)
     return modality.find_input_columns(columns, features, label or "", lookup), label
 
@@ -203,11 +194,8 @@ def open_input(path_text: str, modality, settings, want_label: bool = False, lab
 
 
 def _open_folder(path: Path, modality, want_label: bool) -> InputSource:
-    import importlib
-
-    module = importlib.import_module(f"tl_hf.modalities.{modality.name}")
-    extensions = getattr(module, "EXTENSIONS", None)
-    if extensions is None:
+    extensions = modality.extensions
+    if not extensions:
         raise UserError(
             f"--input {path} is a folder: the {modality.name} modality reads data files only "
             "(.csv, .jsonl, .parquet) or a save_to_disk folder"

@@ -279,6 +279,7 @@ MODALITY = register_modality(
         auto_model="AutoModelForAudioClassification",
         input_column="audio",
         column_flags=("audio_column",),
+        extensions=EXTENSIONS,
         default_learning_rates={"frozen": 1e-2, "full": 5e-5, "llrd": 1e-4},
         example_input='"path/to/clip.wav"',
         default_dataset="embedded:spoken_words_espeak_flite",

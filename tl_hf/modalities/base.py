@@ -119,6 +119,8 @@ class Modality:
         default_learning_rates: strategy name -> learning rate used when none is given.
         example_input: a Python literal for the model card's usage snippet.
         column_flags: the `DataArguments` fields naming input columns (shown in errors).
+        extensions: the file suffixes of a folder of inputs (media modalities; empty: a
+            folder is not an input of this modality).
         default_dataset: how `run_config.yaml` and the card name the embedded data.
         default_model_hub_id: the Hub id the embedded checkpoint was copied from: the
             card's `base_model`, so the Hub links the model tree (None: no embedded one).
@@ -163,6 +165,7 @@ class Modality:
     make_preprocess: Callable[..., Callable[[dict], dict]]
     build_collator: Callable[[Any], Callable[[list], dict]]
     column_flags: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()
     default_dataset: str | None = None
     default_model_hub_id: str | None = None
     default_epochs: dict[str, int] = field(default_factory=dict)

@@ -175,6 +175,7 @@ MODALITY = register_modality(
         auto_model="AutoModelForImageClassification",
         input_column="image",
         column_flags=("image_column",),
+        extensions=EXTENSIONS,
         # Convolutional vision backbones (BatchNorm, no attention) take larger steps than transformers.
         default_learning_rates={"frozen": 1e-2, "full": 1e-4, "llrd": 5e-4},
         example_input='"path/to/image.jpg"',

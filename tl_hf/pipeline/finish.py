@@ -195,11 +195,12 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
 
 def write_run_config_step(ran: RunArgs, plan: Plan, dataset=None) -> None:
     """`run_config.yaml`: what ran, enough to reproduce it (from scratch, not its resumption)."""
-    import json
+    from pathlib import Path
 
     from tl_hf.output.names import RUN_CONFIG_FILE, SELECTION_FILE
     from tl_hf.output.save import write_run_config
     from tl_hf.report.card_sections import selection_summary
+    from tl_hf.report.folder import read_json
     from tl_hf.report.share import reproduce_command, shareable
 
     output_dir, data_args, hub = ran.training.output_dir, ran.data, plan.hub
@@ -216,8 +217,7 @@ def write_run_config_step(ran: RunArgs, plan: Plan, dataset=None) -> None:
     }
     selection = os.path.join(output_dir, SELECTION_FILE)
     if ran.model.candidates and os.path.isfile(selection):  # the ranking that chose the model
-        with open(selection) as f:
-            config["selection"] = selection_summary(json.load(f))
+        config["selection"] = selection_summary(read_json(Path(selection)))
     config = shareable(config)
     config["command"] = reproduce_command(ran.modality, config, ran.explicit)
     write_run_config(os.path.join(output_dir, RUN_CONFIG_FILE), config)

@@ -54,11 +54,12 @@ def fmt(value: Any) -> str:
 PER_CLASS_HEADER = ["label", "precision", "recall", "f1", "support"]
 
 
-def per_class_rows(results: dict) -> list[list[Any]]:
-    """The test split's per-class report as table rows (report.html and the card)."""
+def per_class_rows(results: dict, key: str = "test_per_class") -> list[list[Any]]:
+    """A per-class report (the test split's by default) as table rows (report.html, the card,
+    an evaluation's page)."""
     return [
         [name, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
-        for name, m in (results.get("test_per_class") or {}).items()
+        for name, m in (results.get(key) or {}).items()
     ]
 
 

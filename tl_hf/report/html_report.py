@@ -25,6 +25,12 @@ from tl_hf.report.history import CURVES_FILE, PREVIEW_FILE, REPORT_FILE, atomic_
 from tl_hf.report.live import PAGE_STYLE, live_payload, mark_final, page, render_monitor
 from tl_hf.report.share import shareable
 
+# the static pages' style: the live page's, with ruled tables (report.html, eval_<name>/)
+REPORT_STYLE = PAGE_STYLE + (
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+    "text-align:left;font-size:90%}img{max-width:100%}"
+)
+
 
 def confusion_matrix(
     labels: list[int], predictions: list[int], num_classes: int
@@ -94,12 +100,8 @@ def write_report_html(output_dir: str | os.PathLike, results: dict | None = None
     parts += _diagnosis_parts(run, cfg)
     parts += _result_parts(run, results)
     parts += _setup_parts(root, run, cfg)
-    style = PAGE_STYLE + (
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-        "text-align:left;font-size:90%}img{max-width:100%}"
-    )
     path = root / REPORT_FILE
-    atomic_write(path, page(title, "".join(parts), style).encode())
+    atomic_write(path, page(title, "".join(parts), REPORT_STYLE).encode())
     mark_final(root)  # a live page still open in a browser reloads into this one
     return str(path)
 
