@@ -133,22 +133,20 @@ def evaluate(argv: list[str]) -> int:
     """Evaluate a finished run on a labelled input (see the module docstring)."""
     from tl_hf.console import say
     from tl_hf.infer.inputs import open_input
-    from tl_hf.infer.loaded import RunSettings, load_run, read_run_config
-    from tl_hf.modalities.base import get_modality
+    from tl_hf.infer.loaded import load_run, read_run_config, run_settings
     from tl_hf.output.atomic import write_json, write_text
     from tl_hf.output.ownership import claim, open_output_folder
 
     args = parse(argv, "tl-hf evaluate", __doc__)
     root = Path(args.output_dir)
     config = read_run_config(root)
-    modality = get_modality(config["modality"])
-    source = open_input(args.input, modality, RunSettings(config), True, args.label_column)
+    source = open_input(args.input, *run_settings(config), True, args.label_column)
     name = eval_name(args.input, args.name)
     folder = open_output_folder(
         str(root), allow_other_files=True, would_write=[name], what="tl-hf evaluate"
     )
     try:
-        run = load_run(root, args.device)
+        run = load_run(root, args.device, config)
         skipped = Skipped()
         logits, labels, unknown, missing = collect(
             run, source, args.batch_size, args.skip_bad_files, skipped

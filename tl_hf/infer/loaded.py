@@ -119,18 +119,28 @@ def read_temperature(root: Path) -> float:
     return float(temperature) if isinstance(temperature, (int, float)) and temperature > 0 else 1.0
 
 
-def load_run(output_dir: str | os.PathLike, device: str | None = None) -> LoadedRun:
-    """Load a finished run folder for inference on `device` (see `pick_device`)."""
+def run_settings(config: dict[str, Any]):
+    """(the run's `Modality`, its recorded settings with the modality's flag defaults filled in):
+    what the input checks and the loaded model both read."""
+    from tl_hf.modalities.base import get_modality
+
+    modality = get_modality(config["modality"])
+    return modality, RunSettings({**flag_defaults(modality), **config})
+
+
+def load_run(
+    output_dir: str | os.PathLike, device: str | None = None, config: dict | None = None
+) -> LoadedRun:
+    """Load a finished run folder for inference on `device` (see `pick_device`); `config`:
+    its `run_config.yaml` when the caller read it already."""
     import transformers
 
     from tl_hf.console import quiet_libraries
-    from tl_hf.modalities.base import get_modality
 
     root = Path(output_dir)
-    config = read_run_config(root)
-    modality = get_modality(config["modality"])
+    config = config if config is not None else read_run_config(root)
+    modality, settings = run_settings(config)
     torch_device = pick_device(device)
-    settings = RunSettings({**flag_defaults(modality), **config})
     args = SimpleNamespace(
         model=SimpleNamespace(
             model_revision=None,

@@ -182,8 +182,7 @@ def parse(argv: list[str], prog: str, doc: str) -> argparse.Namespace:
 def predict(argv: list[str]) -> int:
     """Write the predictions of a finished run on new inputs (see the module docstring)."""
     from tl_hf.console import say
-    from tl_hf.infer.loaded import RunSettings, load_run, read_run_config
-    from tl_hf.modalities.base import get_modality
+    from tl_hf.infer.loaded import load_run, read_run_config, run_settings
     from tl_hf.output.atomic import atomic_path
 
     args = parse(argv, "tl-hf predict", __doc__)
@@ -191,8 +190,8 @@ def predict(argv: list[str]) -> int:
     from pathlib import Path
 
     config = read_run_config(Path(args.output_dir))
-    source = open_input(args.input, get_modality(config["modality"]), RunSettings(config))
-    run = load_run(args.output_dir, args.device)
+    source = open_input(args.input, *run_settings(config))
+    run = load_run(args.output_dir, args.device, config)
     top_k = min(args.top_k, len(run.names))
     skipped, written = Skipped(), 0
     calibrated = not args.no_calibration
