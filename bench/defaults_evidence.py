@@ -99,10 +99,11 @@ def arm_plain(modality: str, dsd, seed: int) -> dict:
 def arm_default(modality: str, dsd, seed: int, **flags) -> dict:
     import tl_hf
 
+    output_dir = scratch_dir(prefix="tl_hf_default_")
     result = tl_hf.train_classifier(
         modality,
         dsd,
-        output_dir=scratch_dir(prefix="tl_hf_default_"),
+        output_dir=output_dir,
         seed=seed,
         use_cpu=True,
         disable_tqdm=True,
@@ -114,6 +115,26 @@ def arm_default(modality: str, dsd, seed: int, **flags) -> dict:
         "learning_rate": result.args.training.learning_rate,
         "pooling": result.args.model.pooling,
         "best_epoch": result.metrics.get("best_epoch"),
+        "calibration": _calibration(output_dir),
+    }
+
+
+def _calibration(output_dir: str) -> dict | None:
+    """The run's temperature and ECE before/after it on validation and test (calibration.json)."""
+    from tl_hf.output.names import CALIBRATION_FILE
+
+    path = os.path.join(output_dir, CALIBRATION_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    return {
+        "temperature": record["temperature"],
+        **{
+            f"{split}_{k}": record.get(split, {}).get(k)
+            for split in ("validation", "test")
+            for k in ("ece", "ece_calibrated")
+        },
     }
 
 
@@ -272,6 +293,31 @@ def print_table(paths: list[str], arms: list[str] | None = None) -> None:
     print(table(out, ["set", "modality", "train per class", *columns]))
 
 
+def print_calibration(paths: list[str]) -> None:
+    """Mean +- std over seeds of the validation temperature and the ECE before -> after it on
+    the validation and test splits, per set and arm (runs that recorded a calibration)."""
+
+    def cell(runs: list[dict], key: str) -> str:
+        values = [r["calibration"][key] for r in runs if r["calibration"].get(key) is not None]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} +- {std:.3f}" if values else "-"
+
+    by: dict[tuple, list[dict]] = {}
+    for r in load_results(paths):
+        if r.get("calibration"):
+            by.setdefault((r["set"], r["per_class"], r["arm"]), []).append(r)
+    out = [
+        [*key, len(runs), cell(runs, "temperature")]
+        + [
+            f"{cell(runs, f'{split}_ece')} -> {cell(runs, f'{split}_ece_calibrated')}"
+            for split in ("validation", "test")
+        ]
+        for key, runs in sorted(by.items())
+    ]
+    header = ["set", "per class", "arm", "seeds", "temperature", "validation ECE", "test ECE"]
+    print(table(out, header))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="+", default=[], help="NAME:PER_CLASS ...")
@@ -290,6 +336,11 @@ def main() -> None:
         help="print the table from these result files (default: --out); later files' "
         "(set, size, arm) rows replace earlier ones",
     )
+    parser.add_argument(
+        "--calibration",
+        action="store_true",
+        help="with --table: the temperature and ECE before -> after it instead of accuracy",
+    )
     parser.add_argument("--columns", nargs="+", default=None, help="the table's arms, in order")
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -297,7 +348,10 @@ def main() -> None:
         arm(args)
         return
     if args.table is not None:
-        print_table(args.table or [args.out], args.columns)
+        if args.calibration:
+            print_calibration(args.table or [args.out])
+        else:
+            print_table(args.table or [args.out], args.columns)
         return
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     extra = [

@@ -143,7 +143,7 @@ def time_tl_hf(run_dir: str, source_path: str) -> tuple[float, int]:
     with open(os.devnull, "w", newline="") as f:
         writer = csv.writer(f)
         for scored in score_input(run, source, BATCH, False):
-            for cells in prediction_rows(scored, run.names, 1):
+            for cells in prediction_rows(run, scored, 1):
                 writer.writerow(cells)
                 count += 1
     return time.perf_counter() - start, count
@@ -169,7 +169,7 @@ def onnx_latency(run_dir: str, repeats: int) -> dict:
     import torch
 
     from tl_hf.cli.main import main as cli
-    from tl_hf.infer.export import example_inputs, model_inputs
+    from tl_hf.infer.export import example_inputs
     from tl_hf.infer.loaded import load_run
 
     assert cli(["export", run_dir, "--onnx"]) == 0
@@ -181,7 +181,7 @@ def onnx_latency(run_dir: str, repeats: int) -> dict:
     )
     first = example_inputs(run)[0]
     single = {k: v[:1] for k, v in first.items()}
-    tensors = model_inputs(run, single)
+    tensors = run.encode(single)
     names = {i.name for i in session.get_inputs()}
     feeds = {k: v.numpy() for k, v in tensors.items() if k in names}
 

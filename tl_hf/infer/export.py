@@ -64,15 +64,6 @@ def example_inputs(run: LoadedRun) -> list[dict[str, list]]:
     return [{"audio": clips(2, 1.0)}, {"audio": clips(3, 0.6)}]
 
 
-def model_inputs(run: LoadedRun, inputs: dict[str, list]) -> dict[str, Any]:
-    """The tensors the model takes for raw `inputs` (the modality's preprocess and collate)."""
-    column = next(iter(inputs.values()))
-    encoded = run.preprocess({**inputs, "label": [0] * len(column)})
-    batch = run.collate([{k: v[i] for k, v in encoded.items()} for i in range(len(column))])
-    batch.pop("labels", None)
-    return dict(batch)
-
-
 class _Logits:
     """The classifier as a module of named tensors -> logits (what the ONNX graph computes)."""
 
@@ -147,16 +138,17 @@ def compare(run: LoadedRun, path: Path, batches: list[dict[str, list]]) -> dict[
     import onnxruntime
     import torch
 
+    from tl_hf.training.metrics import softmax
+
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     worst, count = 0.0, 0
     for inputs in batches:
-        tensors = model_inputs(run, inputs)
+        tensors = run.encode(inputs)
         with torch.no_grad():
-            reference = run.model(**tensors).logits.float().softmax(-1).numpy()
+            reference = softmax(run.model(**tensors).logits.float().numpy())
         feeds = {k: v.numpy() for k, v in tensors.items() if k in names}
-        logits = session.run(None, feeds)[0]
-        probabilities = torch.from_numpy(logits).float().softmax(-1).numpy()
+        probabilities = softmax(session.run(None, feeds)[0].astype(np.float32))
         same = (probabilities.argmax(-1) == reference.argmax(-1)).all()
         worst = max(worst, float(np.abs(probabilities - reference).max()))
         count += len(reference)
@@ -224,7 +216,7 @@ def write_export(run: LoadedRun, target: Path, checks: list[dict[str, list]], ch
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        export_onnx(run, staging / MODEL_FILE, model_inputs(run, checks[0]))
+        export_onnx(run, staging / MODEL_FILE, run.encode(checks[0]))
         figures = compare(run, staging / MODEL_FILE, checks)
         copy_beside(run, staging)
         record = {

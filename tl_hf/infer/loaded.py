@@ -44,25 +44,42 @@ class LoadedRun:
         self.preprocess = self.modality.make_preprocess(self.processor, self.settings)
         self.collate = self.modality.build_collator(self.processor)
 
-    def logits(self, inputs: dict[str, list]):
-        """Logits (a float32 CPU tensor, one row per example) of raw inputs given by standard
-        column name (`{"text": [...]}`, `{"image": [...]}`, `{"audio": [...]}`)."""
-        import torch
-
+    def encode(self, inputs: dict[str, list]) -> dict[str, Any]:
+        """The tensors the model takes for raw inputs given by standard column name
+        (`{"text": [...]}`, `{"image": [...]}`, `{"audio": [...]}`): the modality's preprocess
+        and collate, on the CPU."""
         column = next(iter(inputs.values()))
         encoded = self.preprocess({**inputs, "label": [0] * len(column)})
-        rows = [{k: v[i] for k, v in encoded.items()} for i in range(len(column))]
-        batch = self.collate(rows)
+        batch = self.collate([{k: v[i] for k, v in encoded.items()} for i in range(len(column))])
         batch.pop("labels", None)
-        batch = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+        return dict(batch)
+
+    def logits(self, inputs: dict[str, list]):
+        """Logits (a float32 CPU tensor, one row per example) of raw inputs (see `encode`)."""
+        import torch
+
+        batch = {
+            k: v.to(self.device) if hasattr(v, "to") else v for k, v in self.encode(inputs).items()
+        }
         with torch.inference_mode():
             out = self.model(**batch).logits
         return out.float().cpu()
 
-    def probabilities(self, inputs: dict[str, list], calibrated: bool = True):
-        """Softmax of the logits divided by the run's temperature (unless `calibrated` is off)."""
-        logits = self.logits(inputs)
+    def scaled(self, logits, calibrated: bool = True):
+        """Softmax of `logits` divided by the run's temperature (unless `calibrated` is off)."""
         return (logits / (self.temperature if calibrated else 1.0)).softmax(-1)
+
+    def probabilities(self, inputs: dict[str, list], calibrated: bool = True):
+        """The (calibrated) probabilities of raw inputs."""
+        return self.scaled(self.logits(inputs), calibrated)
+
+    def ranked(self, probabilities, top_k: int) -> list[list[tuple[str, float]]]:
+        """Per row, the `top_k` most probable labels and their probabilities, best first."""
+        top = probabilities.topk(min(top_k, len(self.names)), dim=-1)
+        return [
+            [(self.names[i], p) for p, i in zip(values, indices, strict=True)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]
 
 
 def read_run_config(root: Path) -> dict[str, Any]:

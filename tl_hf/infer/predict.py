@@ -31,11 +31,7 @@ class Scored:
     inputs: list[Any]
     labels: list[Any]
     logits: Any  # float tensor [rows, classes]
-    temperature: float  # the logits are divided by it before the softmax
-
-    @property
-    def probabilities(self):
-        return (self.logits / self.temperature).softmax(-1)
+    probabilities: Any  # softmax of the logits (divided by the run's temperature if calibrated)
 
 
 @dataclass
@@ -49,26 +45,32 @@ def _bad_value(value: Any) -> str | None:
     return None
 
 
-def _row_problem(run: LoadedRun, row: dict[str, list]) -> str | None:
+def _row_logits(run: LoadedRun, row: dict[str, list]) -> tuple[Any, str | None]:
+    """One row's logits, or None and why it cannot be scored."""
     for values in row.values():
         problem = _bad_value(values[0])
         if problem:
-            return problem
+            return None, problem
     try:
-        run.logits(row)
+        return run.logits(row), None
     except Exception as err:  # decoders raise many types: the row is named with the cause
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
-    return None
+        return (
+            None,
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}",
+        )
 
 
-def _good_rows(run, start, inputs, skipped: Skipped, skip_bad: bool, where: str) -> list[int]:
-    """The rows of a batch that score, found one by one (the batch as a whole did not): a bad
-    row stops the command with one line, or is recorded in `skipped`."""
-    good = []
+def _score_rows(run, start, inputs, skipped: Skipped, skip_bad: bool, where: str):
+    """The rows of a batch that score and their logits, found one by one (the batch as a whole
+    did not score): a bad row stops the command with one line, or is recorded in `skipped`."""
+    import torch
+
+    good, logits = [], []
     for i in range(len(next(iter(inputs.values())))):
-        problem = _row_problem(run, {k: [v[i]] for k, v in inputs.items()})
+        row_logits, problem = _row_logits(run, {k: [v[i]] for k, v in inputs.items()})
         if problem is None:
             good.append(i)
+            logits.append(row_logits)
             continue
         if not skip_bad:
             cell = describe(next(iter(inputs.values()))[i])[:60]
@@ -77,7 +79,7 @@ def _good_rows(run, start, inputs, skipped: Skipped, skip_bad: bool, where: str)
                 "remove it, or pass --skip_bad_files to leave it out"
             )
         skipped.rows.append((start + i, problem))
-    return good
+    return good, (torch.cat(logits) if logits else None)
 
 
 def _score_batch(run, start, batch, calibrated, skipped: Skipped, skip_bad: bool, where: str):
@@ -90,16 +92,15 @@ def _score_batch(run, start, batch, calibrated, skipped: Skipped, skip_bad: bool
         except Exception:  # an unreadable file somewhere in the batch: found row by row below
             logits = None
     if logits is None:
-        keep = _good_rows(run, start, inputs, skipped, skip_bad, where)
+        keep, logits = _score_rows(run, start, inputs, skipped, skip_bad, where)
         if not keep:
             return None
-        logits = run.logits({k: [v[i] for i in keep] for k, v in inputs.items()})
     return Scored(
         rows=[start + i for i in keep],
         inputs=[next(iter(inputs.values()))[i] for i in keep],
         labels=[batch["label"][i] for i in keep],
         logits=logits,
-        temperature=run.temperature if calibrated else 1.0,
+        probabilities=run.scaled(logits, calibrated),
     )
 
 
@@ -125,12 +126,13 @@ def score_input(
                 yield scored
 
 
-def prediction_rows(scored: Scored, names: list[str], top_k: int) -> Iterator[list[Any]]:
-    top = scored.probabilities.topk(min(top_k, len(names)), dim=-1)
-    for i, row in enumerate(scored.rows):
-        cells: list[Any] = [row, describe(scored.inputs[i])]
-        for p, c in zip(top.values[i].tolist(), top.indices[i].tolist(), strict=True):
-            cells += [names[c], f"{p:.6f}"]
+def prediction_rows(run: LoadedRun, scored: Scored, top_k: int) -> Iterator[list[Any]]:
+    for row, value, ranked in zip(
+        scored.rows, scored.inputs, run.ranked(scored.probabilities, top_k), strict=True
+    ):
+        cells: list[Any] = [row, describe(value)]
+        for label, p in ranked:
+            cells += [label, f"{p:.6f}"]
         yield cells
 
 
@@ -201,7 +203,7 @@ def predict(argv: list[str]) -> int:
         for scored in score_input(
             run, source, args.batch_size, args.skip_bad_files, calibrated, skipped
         ):
-            for cells in prediction_rows(scored, run.names, top_k):
+            for cells in prediction_rows(run, scored, top_k):
                 writer.writerow(cells)
                 written += 1
     if skipped.rows:

@@ -92,14 +92,9 @@ async def _plain(send, status: int, detail: str) -> None:
 
 def answer(run: LoadedRun, inputs: dict[str, list], top_k: int) -> list[dict[str, Any]]:
     """The predictions of one request (calibrated probabilities, the top k labels)."""
-    probabilities = run.probabilities(inputs)
-    top = probabilities.topk(min(top_k, len(run.names)), dim=-1)
     out = []
-    for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-        ranked = [
-            {"label": run.names[i], "probability": round(p, 6)}
-            for p, i in zip(values, indices, strict=True)
-        ]
+    for row in run.ranked(run.probabilities(inputs), top_k):
+        ranked = [{"label": label, "probability": round(p, 6)} for label, p in row]
         out.append({**ranked[0], "top": ranked})
     return out
 
