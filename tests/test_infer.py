@@ -239,10 +239,9 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
 
 def test_batches_keep_memory_flat_in_the_input_size(tmp_path):
     from tl_hf.infer.inputs import iter_batches, open_input
-    from tl_hf.infer.loaded import RunSettings
-    from tl_hf.modalities.base import get_modality
+    from tl_hf.infer.loaded import run_settings
 
-    settings = RunSettings({})
+    modality, settings = run_settings({"modality": "text"})
     peaks = {}
     for n in (2_000, 40_000):
         path = tmp_path / f"{n}.csv"
@@ -251,7 +250,7 @@ def test_batches_keep_memory_flat_in_the_input_size(tmp_path):
                 "text\n"
                 + "".join(f"row number {i} of the file with some words\n" for i in range(n))
             )
-        source = open_input(str(path), get_modality("text"), settings)
+        source = open_input(str(path), modality, settings)
         tracemalloc.start()
         count = sum(len(b["text"]) for _, b in iter_batches(source, 64))
         peaks[n] = tracemalloc.get_traced_memory()[1]

@@ -19,7 +19,6 @@ from typing import Any
 
 from tl_hf.data.load import FILE_BUILDERS as FILE_KINDS  # suffix -> datasets builder
 from tl_hf.errors import UserError
-from tl_hf.infer.loaded import RunSettings
 
 SNIFF_ROWS = 200  # rows read to find the columns (their types) before streaming
 
@@ -159,7 +158,7 @@ def _find_columns(features, settings, modality, want_label: bool, requested_labe
     override = {}
     if recorded and recorded not in columns:  # the run's columns are not there: look again
         override = dict.fromkeys(modality.column_flags)
-    lookup = RunSettings(settings._values, **override)
+    lookup = settings.replace(**override)
     return modality.find_input_columns(columns, features, label or "", lookup), label
 
 

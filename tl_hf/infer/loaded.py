@@ -14,19 +14,6 @@ from tl_hf.errors import UserError
 from tl_hf.output.names import CALIBRATION_FILE, FINISHED_MARKER, RUN_CONFIG_FILE
 
 
-class RunSettings:
-    """The run's flags (`run_config.yaml`) as attributes, as the modality's functions read
-    `data_args`; a flag the file does not hold (an older tl-hf's run) reads as None."""
-
-    def __init__(self, config: dict[str, Any], **override: Any):
-        self._values = {**config, **override}
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return self._values.get(name)
-
-
 @dataclass
 class LoadedRun:
     """What every inference command needs from a run folder."""
@@ -114,18 +101,14 @@ def pick_device(requested: str | None):
     return device
 
 
-def flag_defaults(modality) -> dict[str, Any]:
-    """The defaults of the modality's own flags (`--max_seq_length`...), for a run config
-    that does not record them."""
+def _recorded(flags: type, config: dict[str, Any]) -> Any:
+    """An instance of the dataclass `flags` holding the values `config` records (its own
+    defaults for the flags an older tl-hf's run did not record)."""
     import dataclasses
 
-    if modality.flags is None:
-        return {}
-    return {
-        f.name: f.default
-        for f in dataclasses.fields(modality.flags)
-        if f.default is not dataclasses.MISSING
-    }
+    return flags(
+        **{f.name: config[f.name] for f in dataclasses.fields(flags) if f.init and f.name in config}
+    )
 
 
 def read_temperature(root: Path) -> float:
@@ -137,12 +120,15 @@ def read_temperature(root: Path) -> float:
 
 
 def run_settings(config: dict[str, Any]):
-    """(the run's `Modality`, its recorded settings with the modality's flag defaults filled in):
-    what the input checks and the loaded model both read."""
+    """(the run's `Modality`, its data settings as the run recorded them: the data flags and
+    the modality's own, as training read them): what the input checks and the model read."""
+    from tl_hf.config.arguments import DataArguments
     from tl_hf.modalities.base import get_modality
+    from tl_hf.registry import Settings
 
     modality = get_modality(config["modality"])
-    return modality, RunSettings({**flag_defaults(modality), **config})
+    own = _recorded(modality.flags, config) if modality.flags is not None else None
+    return modality, Settings(_recorded(DataArguments, config), own)
 
 
 def load_run(
