@@ -177,6 +177,29 @@ def _cli(argv):
     return main(argv)
 
 
+def test_unusable_candidates_are_left_out_and_the_others_ranked(candidates, tmp_path, capsys):
+    import shutil
+
+    blind, carrier, data = candidates
+    broken = tmp_path / "broken"  # a valid config whose weights cannot be read: fails to load
+    shutil.copytree(carrier, broken)
+    weights = next(broken.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    missing = str(tmp_path / "missing")
+    out = tmp_path / "out"
+    argv = ["select", "text", "--candidates", blind, missing, str(broken), carrier]
+    argv += ["--train_file", data, "--output_dir", str(out), "--pooling", "mean"]
+    assert _cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"candidate {missing} left out: " in printed and "is not a folder" in printed
+    assert f"candidate {broken} left out: " in printed
+    saved = json.loads((out / "selection.json").read_text())
+    assert [c["name"] for c in saved["candidates"]] == ["carrier", "blind"]
+    assert [c["name"] for c in saved["left_out"]] == ["missing", "broken"]
+    assert "is not a folder" in saved["left_out"][0]["reason"]
+    assert "/" not in saved["left_out"][0]["name"]  # local paths are not shared
+
+
 def test_bad_candidates_stop_with_one_line_before_any_work(candidates, tmp_path, capsys):
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -190,6 +213,7 @@ def test_bad_candidates_stop_with_one_line_before_any_work(candidates, tmp_path,
     cases = {
         "no_such_folder": ([carrier, str(tmp_path / "missing")], "is not a folder"),
         "another_modality": ([carrier, str(image)], "give a text checkpoint"),
+        "one_usable": ([carrier, str(image)], "only 1 of 2 candidates can be ranked"),
         "one_candidate": ([carrier], "at least two"),
         "twice": ([carrier, carrier], "twice"),
     }

@@ -368,6 +368,7 @@ def selection_summary(selection: dict) -> dict[str, Any]:
         "chosen": selection.get("chosen"),
         "rule": selection.get("rule"),
         "validation_rows": selection.get("validation_rows"),
+        "left_out": selection.get("left_out", []),
         "ranking": [
             {k: c.get(k) for k in keys}
             for c in sorted(selection.get("candidates", []), key=lambda c: c.get("rank", 0))
@@ -403,4 +404,9 @@ def selection_lines(cfg: dict) -> list[str]:
         "",
         md_table(rows, header),
         "",
+        *[
+            f"Left out: `{c.get('name')}` ({c.get('reason')})."
+            for c in selection.get("left_out", [])
+        ],
+        *([""] if selection.get("left_out") else []),
     ]

@@ -4,8 +4,10 @@ trains (`tl-hf select`, `tl_hf.select_checkpoint`, and `--candidates` in the rec
     config -> **select** (data once; per candidate: frozen features, LogME, a linear probe,
     size, forward time; the rule) -> the recipe trains the chosen checkpoint
 
-The candidates are all checked before any work (a missing folder, a checkpoint of another
-modality: one line naming it); the data is loaded once and never its test split.
+The candidates are all checked before any work: one that cannot be used (a missing folder, a
+checkpoint of another modality) or that fails to load or run is left out with its reason and
+the others go on; fewer than two usable is one line naming each reason. The data is loaded
+once and never its test split.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Selection:
     seconds: float
     rule: str = RULE
     paths: dict[str, str] = field(default_factory=dict)  # candidate name -> folder or Hub id
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (name, why) not ranked
 
     @property
     def chosen(self) -> str:
@@ -60,6 +63,7 @@ class Selection:
                 "validation_rows": self.validation_rows,
                 "seconds": round(self.seconds, 3),
                 "candidates": candidates,
+                "left_out": [{"name": named(n), "reason": why} for n, why in self.left_out],
             }
         )
 
@@ -92,13 +96,17 @@ def select_with_args(args, dataset=None) -> Selection:
     from tl_hf.console import say
     from tl_hf.data.load import load_classification_data
     from tl_hf.modalities.base import get_modality
-    from tl_hf.select.extract import check_candidates, extract_candidate
+    from tl_hf.select.extract import check_candidates, extract_candidate, too_few
     from tl_hf.select.rank import format_score, rank_scores
     from tl_hf.strategies.base import get_strategy
 
     start = time.perf_counter()
     modality = get_modality(args.modality)
-    candidates = check_candidates(list(args.model.candidates or []), modality, args.model)
+    candidates, left_out = check_candidates(list(args.model.candidates or []), modality, args.model)
+    for name, reason in left_out:
+        say(f"candidate {name} left out: {reason}")
+    if len(candidates) < 2:
+        raise too_few(len(candidates), left_out)
     frozen = get_strategy("frozen")
     options = options_for(args, frozen, trainable_layers=0, cache_features=True)
     training = args.training
@@ -113,17 +121,26 @@ def select_with_args(args, dataset=None) -> Selection:
     )
     scores = []
     for candidate in candidates:
-        feats = extract_candidate(candidate, args, modality, dsd, options)
+        try:
+            feats = extract_candidate(candidate, args, modality, dsd, options)
+        except Exception as err:  # loading or running it failed: the others go on
+            reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            say(f"candidate {candidate.name} left out: {reason}")
+            left_out.append((candidate.name, reason))
+            continue
         scores.append(_score(feats, training.seed))
         del feats
         gc.collect()
+    if len(scores) < 2:
+        raise too_few(len(scores), left_out)
     ordered = rank_scores(scores, n_val)
     for score in ordered:
         say(format_score(score))
     say(f"rule: {RULE}")
     paths = {c.name: c.path for c in candidates}
+    seconds = time.perf_counter() - start
     return Selection(
-        args.modality, ordered, n_train, n_val, time.perf_counter() - start, paths=paths
+        args.modality, ordered, n_train, n_val, seconds, paths=paths, left_out=left_out
     )
 
 

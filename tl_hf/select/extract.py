@@ -63,9 +63,10 @@ def candidate_path(name: str, modality) -> str:
     return ladder_folder(name) or name
 
 
-def check_candidates(names: list[str], modality, model_args) -> list[Candidate]:
+def check_candidates(names: list[str], modality, model_args) -> tuple[list[Candidate], list]:
     """Every candidate resolved and checked (a folder that exists and holds a checkpoint of this
-    modality's task) before anything loads; raises `UserError` naming the first bad one."""
+    modality's task) before anything loads: (the usable ones, (name, reason) of each one left
+    out). Fewer than two names, or one named twice, is a `UserError`."""
     from tl_hf.model.checkpoint import check_checkpoint, load_checkpoint_config
     from tl_hf.report.share import model_display_name
 
@@ -77,16 +78,26 @@ def check_candidates(names: list[str], modality, model_args) -> list[Candidate]:
     doubles = sorted({n for n in names if names.count(n) > 1})
     if doubles:
         raise UserError(f"--candidates names {', '.join(doubles)} twice: give each checkpoint once")
-    out = []
+    usable, left_out = [], []
     for name in names:
         path = candidate_path(name, modality)
         try:
             config = load_checkpoint_config(path, model_args)
             check_checkpoint(path, config, modality.auto_model, modality.name)
         except UserError as err:
-            raise UserError(f"candidate {name}: {err}") from err
-        out.append(Candidate(name, path, config, model_display_name(name, modality.name)))
-    return out
+            left_out.append((name, str(err)))
+            continue
+        usable.append(Candidate(name, path, config, model_display_name(name, modality.name)))
+    return usable, left_out
+
+
+def too_few(usable: int, left_out: list) -> UserError:
+    """The error when fewer than two candidates could be ranked, naming why each was left out."""
+    reasons = "; ".join(f"candidate {name}: {reason}" for name, reason in left_out)
+    return UserError(
+        f"only {usable} of {usable + len(left_out)} candidates can be ranked ({reasons}): fix "
+        "them or name other checkpoints"
+    )
 
 
 def head_input(columns: dict[str, Any]):
