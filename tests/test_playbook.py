@@ -3,6 +3,7 @@ probe against the model's own hidden states, the checkpoint's declared pooling, 
 playbook on a tiny BERT whose kept model reproduces the run's test predictions."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -119,7 +120,57 @@ def test_declared_mean_pooling_is_used(tiny_bert, tmp_path):
     assert len(result.accuracy) == 3 and all(0 <= a <= 1 for a in result.accuracy)
 
 
+def test_ladder_moves_by_size_and_carries_what_the_split_cannot_separate():
+    from tl_hf.lab.ladder import Ladder, carried
+
+    sizes = {"s": 1_000, "m": 5_000, "l": 9_000, "xl": 20_000}
+    ladder = Ladder(ranked=["m", "xl", "s", "l"], parameters=sizes, carried=["m"], tried=["m"])
+    assert ladder.next_along("underfitting", "m") == "l"  # the next larger, not the largest
+    assert ladder.next_along("overfitting", "m") == "s"
+    assert ladder.next_along("healthy", "m") is None
+    ladder.tried += ["l"]
+    assert ladder.next_along("underfitting", "m") == "xl"
+    assert ladder.next_along("overfitting", "s") is None
+    # one standard error of 0.80 on 100 rows is 0.04: 0.77 is within it, 0.75 is not
+    scores = [{"name": "a", "probe_accuracy": 0.80}, {"name": "b", "probe_accuracy": 0.77}]
+    assert carried(scores, 100) == ["a", "b"]
+    scores[1]["probe_accuracy"] = 0.75
+    assert carried(scores, 100) == ["a"]
+
+
+def test_an_underfitting_baseline_climbs_to_the_next_larger_candidate(monkeypatch):
+    from types import SimpleNamespace
+
+    from tl_hf.lab.ladder import Ladder, climb
+
+    session = SimpleNamespace(greater=True, out_of_time=lambda: False)
+    sizes = {"small": 1, "mid": 2, "big": 3}
+    means = {"small": 0.60, "mid": 0.70, "big": 0.65}
+    ran = []
+
+    def baseline(name):
+        ran.append(name)
+        return {"config": f"model={name} frozen", "mean": means[name]}
+
+    ladder = Ladder(["small", "big", "mid"], sizes, ["small"], ["small"])
+    trail = []
+    underfits = {"verdict": "underfitting"}
+    assert climb(session, trail, ladder, "small", underfits, baseline) == "mid"
+    assert "mid" in ran and "big" not in ran and ladder.carried == ["mid", "small"]
+    assert trail[-1]["ran"] and "next larger candidate (mid" in trail[-1]["why"]
+    # from mid, still underfitting: big is tried but its baseline is worse: mid stays
+    assert climb(session, trail, ladder, "mid", underfits, baseline) == "mid"
+    assert "(it did not beat it)" in trail[-1]["why"]
+    # nothing larger is left: no move, said so
+    assert climb(session, trail, ladder, "big", underfits, baseline) == "big"
+    assert not trail[-1]["ran"] and "no larger candidate" in trail[-1]["why"]
+    healthy = {"verdict": "healthy"}
+    assert climb(session, trail, ladder, "mid", healthy, baseline) == "mid"
+    assert not trail[-1]["ran"]
+
+
 def test_playbook_end_to_end(tiny_bert, tmp_path):
+    from conftest import make_tiny_bert
     from transformers import pipeline
 
     from tl_hf import run_playbook
@@ -129,9 +180,11 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
     test_rows = sentiment_rows(16, seed=2)
     test = write_csv(tmp_path / "test.csv", test_rows)
     out = tmp_path / "playbook"
+    # step 0 ranks two checkpoints; a third cannot be used and is left out
+    other = make_tiny_bert(tmp_path / "other", layers=1)
     result = run_playbook(
         "text",
-        model_name_or_path=tiny_bert,
+        candidates=[tiny_bert, str(other), str(tmp_path / "missing")],
         train_file=train,
         test_file=test,
         output_dir=str(out),
@@ -141,23 +194,45 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
         validation_split_percentage=25,
         use_cpu=True,
     )
-    trail = json.loads((out / "playbook.json").read_text())["trail"]
-    assert [s["step"][0] for s in trail] == ["1", "2", "3", "4", "5"]
-    assert trail[1]["ran"] and len(trail[1]["probe"]["accuracy"]) == 3
-    assert trail[2]["ran"] and any(c.startswith("llrd") for c in trail[2]["configs"])
-    assert trail[3]["ran"] == (trail[3]["diagnosis"]["verdict"] == "overfitting")
+    trail = {
+        s["step"][:2].strip(". "): s
+        for s in json.loads((out / "playbook.json").read_text())["trail"]
+    }
+    assert list(trail) == ["0", "1", "1b", "2", "3", "4", "5"]
+    selection = trail["0"]["selection"]
+    ranked = [os.path.basename(n) for n in selection["ranked"]]
+    assert trail["0"]["ran"] and sorted(ranked) == ["other", os.path.basename(tiny_bert)]
+    assert [os.path.basename(c["name"]) for c in selection["left_out"]] == ["missing"]
+    assert json.loads((out / "selection.json").read_text())["chosen"] == ranked[0]
+    assert "(--candidates)" in trail["0"]["why"]
+    primary = trail["1"]["result"]["config"].split()[0].removeprefix("model=")
+    assert primary in trail["0"]["carried"]  # the baselines ran on the carried checkpoints
+    assert trail["1b"]["ran"] == (
+        trail["1"]["diagnosis"]["verdict"] in ("underfitting", "overfitting")
+        and len(trail["0"]["carried"]) < 2
+    )
+    assert trail["2"]["ran"] and len(trail["2"]["probe"]["accuracy"]) in (2, 3)
+    assert trail["3"]["ran"] and any("llrd" in c for c in trail["3"]["configs"])
+    assert all(c.startswith("model=") for c in trail["3"]["configs"])
+    assert trail["4"]["ran"] == (trail["4"]["diagnosis"]["verdict"] == "overfitting")
     # 60 training rows in 2 classes: an underfitting baseline argues for gradual unfreezing
-    if trail[0]["diagnosis"]["verdict"] == "underfitting" and "gradual" in _known_strategies():
-        assert any(c.startswith("gradual") for c in trail[2]["configs"]), trail[2]["configs"]
+    if trail["1"]["diagnosis"]["verdict"] == "underfitting" and "gradual" in _known_strategies():
+        assert any(" gradual " in c for c in trail["3"]["configs"]), trail["3"]["configs"]
     page = (out / "playbook_report.html").read_text()
     assert (
-        "2. per-layer probe (ran)" in page
-        and "data:image/png" in page
+        "0. checkpoint selection (ran)" in page
+        and "2. per-layer probe (ran)" in page
+        and page.count("data:image/png") >= 3
         and "The final recipe" in page
     )
     winner = result.winner
-    assert winner["pooling"] == "first" and "the stock transformers class" in trail[4]["why"]
+    assert winner["pooling"] == "first" and "the stock transformers class" in trail["5"]["why"]
+    chosen = winner["config"].split()[0].removeprefix("model=")
+    assert f"--model_name_or_path ./{chosen}" in winner["command"]
+    hidden = json.loads((out / "winner" / "config.json").read_text())["num_hidden_layers"]
+    assert hidden == (1 if chosen == "other" else 2)  # the winner's folder holds its checkpoint
     card = (out / "winner" / "README.md").read_text()
+    assert str(tmp_path) not in card.split("How this model was chosen")[1]  # no local path
     assert "How this model was chosen (tl-hf playbook)" in card and winner["command"] in card
     # the kept model loads with pipeline() and reproduces the run's test predictions
     saved = json.loads((out / "winner" / "test_predictions.json").read_text())

@@ -35,3 +35,8 @@ def ladder_names() -> list[str]:
     from tl_hf.embedded.vision import package_installed
 
     return [short for short, (_, v) in IMAGE_LADDER.items() if package_installed(v)]
+
+
+def ladder_for(modality: str) -> list[str]:
+    """The installed ladder of `modality`, smallest first (only images have one)."""
+    return ladder_names() if modality == "image" else []

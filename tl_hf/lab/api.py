@@ -95,10 +95,10 @@ def run_lab_with_args(base: RunArgs, lab: LabArguments, dataset=None) -> LabResu
     from) and `lab` (the grid, storage and budget), or the playbook with `lab.playbook`."""
     from tl_hf.lab.grid import build_grid
 
-    if base.model.candidates:
+    if base.model.candidates and not lab.playbook:
         raise UserError(
-            "--candidates: the lab does not rank checkpoints yet; run `tl-hf select` first and "
-            "give the chosen one as --model_name_or_path"
+            "--candidates: a lab grid runs on one checkpoint; rank them with --playbook (step 0) "
+            "or `tl-hf select`, then give the chosen one as --model_name_or_path"
         )
     if lab.playbook:
         from tl_hf.lab.playbook import run_playbook_with_args

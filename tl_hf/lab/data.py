@@ -7,13 +7,14 @@ import dataclasses
 import os
 
 
-def prepared_for(session, name: str):
-    """The data of augmentation set `name` (`tl_hf.pipeline.Prepared`), prepared on first use."""
+def prepared_for(session, name: str, model: str | None = None):
+    """The data of augmentation set `name` (`tl_hf.pipeline.Prepared`) for the lab's checkpoint
+    or the candidate `model` (each has its own processor), prepared on first use."""
     from tl_hf.lab.grid import TrialSpec, trial_args
     from tl_hf.pipeline import plan_run, prepare_data
 
     base = session.base
-    if name not in session.prepared:
+    if (model, name) not in session.prepared:
         spec = TrialSpec(
             base.strategy.strategy,
             base.training.learning_rate,
@@ -21,11 +22,12 @@ def prepared_for(session, name: str):
             None,
             name,
             base.training.seed,
+            model,
         )
         folder = os.path.join(session.lab_dir, "trials", "_data")
         args = trial_args(base, spec, session.augment_sets[name], folder)
-        session.prepared[name] = prepare_data(plan_run(args), session.dataset)
-    return session.prepared[name]
+        session.prepared[(model, name)] = prepare_data(plan_run(args), session.dataset)
+    return session.prepared[(model, name)]
 
 
 def without_test(prepared):

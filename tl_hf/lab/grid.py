@@ -129,11 +129,14 @@ class TrialSpec:
     llrd_decay: float | None
     augment_set: str
     seed: int
+    # a checkpoint other than the lab's own (the playbook's candidates): its name as given
+    model: str | None = None
 
     @property
     def config(self) -> str:
         """The configuration without the seed (what seeds are averaged over)."""
-        parts = [self.strategy, f"lr={self.learning_rate:.3g}"]
+        parts = [f"model={checkpoint_label(self.model)}"] if self.model else []
+        parts += [self.strategy, f"lr={self.learning_rate:.3g}"]
         if self.trainable_layers is not None:
             parts.append(f"layers={self.trainable_layers}")
         if self.llrd_decay is not None:
@@ -204,8 +207,8 @@ def parse_augment_sets(items: list[str]) -> dict[str, AugmentSet]:
 
 
 def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: str) -> RunArgs:
-    """The arguments of one trial: the base run's, with the trial's strategy, rate, layers,
-    decay, augmentation, seed and output folder (resolved and checked like a recipe's)."""
+    """The arguments of one trial: the base run's, with the trial's checkpoint, strategy, rate,
+    layers, decay, augmentation, seed and output folder (resolved and checked like a recipe's)."""
     from tl_hf.config import resolve_args
 
     training = copy.copy(base.training)
@@ -230,11 +233,38 @@ def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: 
     explicit = base.explicit | {"learning_rate", "output_dir", "seed", "strategy"}
     if wanted_augment:
         explicit |= {"augment", "augment_mode"}
+    model = base.model
+    if spec.model:
+        model = dataclasses.replace(
+            model, model_name_or_path=checkpoint_path(base.modality, spec.model), candidates=None
+        )
+        explicit |= {"model_name_or_path"}
     return resolve_args(
         dataclasses.replace(
-            base, strategy=strategy, augment=augment_args, training=training, explicit=explicit
+            base,
+            model=model,
+            strategy=strategy,
+            augment=augment_args,
+            training=training,
+            explicit=explicit,
         )
     )
+
+
+def checkpoint_label(name: str) -> str:
+    """How configurations, tables and the card name a checkpoint: a Hub id or ladder name as
+    given, a local folder by its last component (no local path in what is shared)."""
+    from tl_hf.report.share import shareable_name
+
+    return str(shareable_name(name)).removeprefix("./")
+
+
+def checkpoint_path(modality: str, name: str) -> str:
+    """The folder or Hub id of a checkpoint named as `--candidates` name it."""
+    from tl_hf.modalities.base import get_modality
+    from tl_hf.select.extract import candidate_path
+
+    return candidate_path(name, get_modality(modality))
 
 
 def default_learning_rate(base: RunArgs, strategy: str) -> float:

@@ -34,6 +34,7 @@ COLUMNS = (
     "trainable_params",
     "peak_memory_mb",
     "fail_reason",
+    "model",
 )
 
 

@@ -1,6 +1,9 @@
 """The transfer-learning playbook as a command, on the lab's trials and study:
 
-1. a frozen baseline (cached features), then its diagnosis;
+0. with `--candidates` (or the modality's installed ladder when no checkpoint is named): rank
+   them on frozen features and carry the best (`tl_hf.lab.ladder`);
+1. a frozen baseline (cached features), then its diagnosis, and a move along the model
+   ladder when it under- or overfits;
 2. a per-layer probe (`tl_hf.lab.probe`): where the task's information lives proposes
    `--trainable_layers` and an LLRD decay;
 3. unfreezing: full fine-tuning and LLRD (with the proposed decay) at a few learning rates,
@@ -22,7 +25,14 @@ from typing import Any
 
 from tl_hf.config import RunArgs
 from tl_hf.console import say
-from tl_hf.lab.grid import LR_LADDER, LabArguments, TrialSpec, default_learning_rate
+from tl_hf.lab.grid import (
+    LR_LADDER,
+    LabArguments,
+    TrialSpec,
+    checkpoint_label,
+    default_learning_rate,
+)
+from tl_hf.lab.ladder import climb, step_select, use_checkpoint
 from tl_hf.lab.playbook_report import choice_sentence, kept_model  # noqa: F401  (the trail's words)
 from tl_hf.lab.study import final_trials
 
@@ -87,10 +97,10 @@ def _log(message: str) -> None:
 
 
 def _specs(
-    strategy, rates, seeds, base_seed, layers=None, decay=None, augment="none"
+    strategy, rates, seeds, base_seed, layers=None, decay=None, augment="none", model=None
 ) -> list[TrialSpec]:
     return [
-        TrialSpec(strategy, float(f"{lr:.6g}"), layers, decay, augment, base_seed + i)
+        TrialSpec(strategy, float(f"{lr:.6g}"), layers, decay, augment, base_seed + i, model)
         for lr in rates
         for i in range(seeds)
     ]
@@ -143,7 +153,7 @@ def _probe(session) -> dict[str, Any]:
     from tl_hf.pipeline import load_model_step, plan_run
 
     base = session.base
-    data = prepared_for(session, "none")
+    data = prepared_for(session, "none", session.model)
     plan = plan_run(base)
     model = load_model_step(plan, data)
     result = run_probe(
@@ -174,10 +184,15 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
     augment_sets = ["none", *lab.augment_sets, "default@copies=2", "default@on_the_fly"]
     lab = dataclasses.replace(lab, augment_sets=list(dict.fromkeys(augment_sets)))
     session = open_session(base, lab, dataset)
-    reference = _reference_specs(session)
-    session.reference = reference[0].config
     trail: list[dict[str, Any]] = []
-    specs, diagnosis = _step_baseline(session, trail)
+    ladder = step_select(session, trail)
+    specs, diagnosis = _step_baseline(session, trail, ladder)
+    reference = _reference_specs(session)  # on the checkpoint the baseline step kept
+    session.reference = reference[0].config
+    if ladder and len(ladder.carried) > 1:  # the other carried checkpoint: its recipe default
+        reference += [
+            dataclasses.replace(s, model=m) for m in ladder.carried[1:] for s in reference
+        ]
     probe = _step_probe(session, trail)
     specs += _step_unfreeze(session, trail, diagnosis, probe, reference)
     specs += _step_augment(session, trail)
@@ -219,6 +234,7 @@ def _reference_specs(session) -> list[TrialSpec]:
         session.lab.seeds,
         base.training.seed,
         decay=decay,
+        model=session.model,
     )
 
 
@@ -227,32 +243,51 @@ def _skipped(trail: list, step: str, why: str) -> list:
     return []
 
 
-def _step_baseline(session, trail: list) -> tuple[list[TrialSpec], dict]:
-    """1. The frozen backbone with a new head (cached features), and its diagnosis."""
+def _step_baseline(session, trail: list, ladder) -> tuple[list[TrialSpec], dict]:
+    """1. The frozen backbone with a new head (cached features) on each carried checkpoint,
+    the best one's diagnosis, and a move along the ladder (`tl_hf.lab.ladder.climb`)."""
     from tl_hf.lab.page import summarize
 
     base = session.base
-    specs = _specs(
-        "frozen",
-        [default_learning_rate(base, "frozen")],
-        session.lab.seeds,
-        base.training.seed,
-        layers=0,
+    rate = default_learning_rate(base, "frozen")
+    specs: list[TrialSpec] = []
+
+    def baseline(model):
+        """The frozen baseline of `model` (run once), its summary row."""
+        new = _specs("frozen", [rate], session.lab.seeds, base.training.seed, 0, model=model)
+        specs.extend(s for s in new if s not in specs)
+        return _best(summarize(_stage(session, new), session.greater))
+
+    models = ladder.carried if ladder else [None]
+    results = {m: baseline(m) for m in models}
+    ranked = sorted(
+        (m for m in models if results[m]),
+        key=lambda m: results[m]["mean"],
+        reverse=session.greater,
     )
-    rows = _stage(session, specs)
-    summary = summarize(rows, session.greater)
+    primary = ranked[0] if ranked else models[0]
+    rows = _stage(session, [s for s in specs if s.model == primary])
     diagnosis = _verdict(session, rows)
     trail.append(
         {
             "step": "1. frozen baseline",
             "ran": True,
-            "why": "the playbook starts from the cheapest model: the backbone as it is, a new head",
-            "configs": [c["config"] for c in summary],
-            "result": _best(summary),
+            "why": "the playbook starts from the cheapest model: the backbone as it is, a new head"
+            + (
+                f" (on {', '.join(map(checkpoint_label, models))}; the best: "
+                f"{checkpoint_label(primary)})"
+                if ladder
+                else ""
+            ),
+            "configs": [c["config"] for c in summarize(rows, session.greater)],
+            "result": results[primary],
             "diagnosis": diagnosis,
         }
     )
     _log(f"baseline: {diagnosis['verdict']}")
+    if ladder:
+        kept = climb(session, trail, ladder, primary, diagnosis, baseline)
+        use_checkpoint(session, kept)
     return specs, diagnosis
 
 
@@ -306,6 +341,7 @@ def _step_unfreeze(
             seeds,
             seed,
             decay=decay if strategy == "llrd" else None,
+            model=session.model,
         )
     why = (
         f"the baseline is {diagnosis['verdict']}: unfreeze (full at 1/3, 1 and 3 times its default rate; "
@@ -318,12 +354,13 @@ def _step_unfreeze(
             seeds,
             seed,
             layers=probe["trainable_layers"],
+            model=session.model,
         )
         why += f"; frozen with the top {probe['trainable_layers']} block(s) trainable, as the probe proposes"
-    data = prepared_for(session, "none")
+    data = prepared_for(session, "none", session.model)
     per_class = len(data.features["train"]) / max(1, len(data.label_names))
     for name, reason in extra_strategies(diagnosis, probe, per_class, _known_strategies()).items():
-        specs += _specs(name, [default_learning_rate(base, name)], seeds, seed)
+        specs += _specs(name, [default_learning_rate(base, name)], seeds, seed, model=session.model)
         why += f"; {name}: {reason}"
     # the recipe default runs first: the pruner spares a study's first trials, and the
     # reference must finish to be weighed against the best (`choose_winner`)
@@ -365,6 +402,7 @@ def _step_augment(session, trail: list) -> list[TrialSpec]:
             first["llrd_decay"],
             name,
             seed + i,
+            first["model"],
         )
         for name in ("default@copies=2", "default@on_the_fly")
         for i in range(seeds)

@@ -40,6 +40,53 @@ def _probe_chart(probe: dict) -> str:
     return _png(fig)
 
 
+def _selection_chart(selection: dict, carried: list[str]) -> str:
+    """Probe accuracy against size, one point per candidate (the carried ones filled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tl_hf.lab.page import _png
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    from tl_hf.lab.grid import checkpoint_label
+
+    for s in selection["scores"]:
+        size, accuracy = s["parameters"] / 1e6, s["probe_accuracy"]
+        name = checkpoint_label(s["name"])
+        kept = name in carried
+        ax.plot(size, accuracy, "o", ms=9, color="tab:green" if kept else "tab:gray")
+        ax.annotate(
+            f"#{s['rank']} {name}", (size, accuracy), xytext=(6, 6), textcoords="offset points"
+        )
+    ax.set_xlabel("parameters (millions)")
+    ax.set_ylabel("linear probe, validation accuracy")
+    ax.set_title("Checkpoint selection: score vs size (green: carried into the next steps)")
+    ax.margins(x=0.25, y=0.25)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _selection_parts(selection: dict, carried: list[str]) -> list[str]:
+    from tl_hf.lab.grid import checkpoint_label
+    from tl_hf.lab.page import _table
+
+    rows = [
+        [
+            s["rank"],
+            checkpoint_label(s["name"]),
+            s["probe_accuracy"],
+            s["logme"],
+            f"{s['parameters'] / 1e6:.2f}M",
+        ]
+        + [s["ms_per_example"]]
+        for s in selection["scores"]
+    ]
+    header = ["rank", "candidate", "probe accuracy", "LogME", "parameters", "ms/example"]
+    return [_selection_chart(selection, carried), _table(rows, header)]
+
+
 def _result_line(result: dict | None) -> str:
     if not result:
         return ""
@@ -114,6 +161,8 @@ def _step_parts(step: dict) -> list[str]:
             + "".join(f"<li>{html.escape(r)}</li>" for r in diagnosis.get("reasons", []))
             + "</ul>"
         )
+    if step.get("selection"):
+        parts += _selection_parts(step["selection"], step.get("carried", []))
     if step.get("probe"):
         p = step["probe"]
         parts.append(_probe_chart(p))

@@ -52,11 +52,14 @@ class Session:
     greater: bool
     dataset: Any = None
     deadline: float | None = None
-    prepared: dict[str, Any] = dataclasses.field(default_factory=dict)
+    prepared: dict[tuple, Any] = dataclasses.field(default_factory=dict)  # (model, augment set)
     durations: list[float] = dataclasses.field(default_factory=list)
     # a configuration kept as the winner unless the best beats it by more than the validation
     # split can resolve (`tl_hf.lab.winner.choose_winner`); the playbook's recipe default
     reference: str | None = None
+    # the candidate checkpoint the playbook's main steps run on (`tl_hf.lab.ladder`); None: the
+    # lab's own checkpoint
+    model: str | None = None
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -117,8 +120,9 @@ def run_specs(session: Session, specs, then_winner: bool = False):
         if trial.user_attrs.get("key") == st.WINNER_KEY:
             winner = winners.run_winner(session, trial)
             continue
+        attrs = trial.user_attrs  # an older lab's trials have no `model`: its own checkpoint
         spec = TrialSpec(
-            **{f.name: trial.user_attrs[f.name] for f in dataclasses.fields(TrialSpec)}
+            **{f.name: attrs[f.name] for f in dataclasses.fields(TrialSpec) if f.name in attrs}
         )
         started = time.time()
         outcome = trials.run_grid_trial(session, trial, spec)

@@ -156,7 +156,7 @@ def run_grid_trial(session, trial, spec):
     with heartbeat(session.study, trial, lab.heartbeat_seconds):
         try:
             args = trial_args(session.base, spec, session.augment_sets[spec.augment_set], folder)
-            data = without_test(prepared_for(session, spec.augment_set))
+            data = without_test(prepared_for(session, spec.augment_set, spec.model))
         except UserError as err:
             outcome = Outcome("failed", None, {"fail_reason": f"bad combination: {err}"})
         else:

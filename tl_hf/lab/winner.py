@@ -70,7 +70,7 @@ def run_winner(session, trial):
         return None
     seeds = [r for r in rows if r["config"] == best["config"] and r["state"] == "complete"]
     top = (max if session.greater else min)(seeds, key=lambda r: r["objective_value"])
-    spec = TrialSpec(*(top[f.name] for f in dataclasses.fields(TrialSpec)))
+    spec = TrialSpec(**{f.name: top[f.name] for f in dataclasses.fields(TrialSpec)})
     folder = os.path.join(session.lab_dir, "winner")
     augment = session.augment_sets[spec.augment_set]
     args = trial_args(session.base, spec, augment, folder)
@@ -82,7 +82,7 @@ def run_winner(session, trial):
         f"{folder} with the test split",
         who="tl-hf lab",
     )
-    result = run(args, prepared=prepared_for(session, spec.augment_set))
+    result = run(args, prepared=prepared_for(session, spec.augment_set, spec.model))
     objective = result.metrics.get(session.lab.objective)
     winner = {
         **best,
@@ -111,10 +111,13 @@ def winner_command(base, spec: TrialSpec, augment, args) -> str:
     lab_keys = {f.name for f in dataclasses.fields(LabArguments)}
     flags = (base.explicit - lab_keys) | {"strategy", "learning_rate", "seed", "output_dir"}
     flags |= {"trainable_layers"} if spec.trainable_layers else set()
+    flags |= {"model_name_or_path"} if spec.model else set()
     flags |= {"llrd_decay"} if spec.llrd_decay is not None else set()
     if augment.items != ["none"]:  # None: the modality's default list (the mode asks for it)
         flags |= {"augment_mode"} | ({"augment"} if augment.items is not None else set())
         flags |= {"augment_copies"} if args.augment.augment_mode == "map" else set()
     config = {**shareable(args.to_dict()), "output_dir": f"outputs/{base.modality}_lab_winner"}
+    if spec.model:  # the candidate as the user named it, not its resolved folder
+        config["model_name_or_path"] = shareable(spec.model)
     launcher = ["python", f"recipes/{base.modality}_classify.py"]
     return reproduce_command(base.modality, config, flags, launcher)

@@ -63,7 +63,10 @@ class Selection:
                 "validation_rows": self.validation_rows,
                 "seconds": round(self.seconds, 3),
                 "candidates": candidates,
-                "left_out": [{"name": named(n), "reason": why} for n, why in self.left_out],
+                "left_out": [
+                    {"name": named(n), "reason": why.replace(n, named(n))}
+                    for n, why in self.left_out
+                ],
             }
         )
 
