@@ -298,3 +298,30 @@ def test_backbone_hash_reads_0_d_buffers():
     before = hash_backbone(norm)
     norm.num_batches_tracked += 1
     assert hash_backbone(norm) != before
+
+
+def test_a_lab_with_candidates_ranks_them_and_runs_its_grid_on_the_pick(candidates, tmp_path):
+    from tl_hf.lab import run_lab
+
+    blind, carrier, data = candidates
+    kwargs = dict(
+        candidates=[blind, carrier],
+        train_file=data,
+        output_dir=str(tmp_path / "lab"),
+        strategies=["frozen"],
+        learning_rates=["1e-2"],
+        seeds=1,
+        num_train_epochs=1,
+        pooling="mean",
+        test_split_percentage=20,
+        use_cpu=True,
+    )
+    result = run_lab("text", **kwargs)
+    assert [r["config"] for r in result.rows] == ["model=carrier frozen lr=0.01 layers=0 aug=none"]
+    assert result.rows[0]["model"] == carrier
+    assert json.loads((tmp_path / "lab" / "selection.json").read_text())["chosen"] == "carrier"
+    winner = (tmp_path / "lab" / "winner" / "run_config.yaml").read_text()
+    assert "model_name_or_path: ./carrier" in winner and "--model_name_or_path ./carrier" in winner
+    # a rerun reads the study's ranking instead of ranking again, and finds nothing to run
+    again = run_lab("text", **kwargs)
+    assert [r["number"] for r in again.rows] == [r["number"] for r in result.rows]

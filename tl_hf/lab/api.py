@@ -95,16 +95,16 @@ def run_lab_with_args(base: RunArgs, lab: LabArguments, dataset=None) -> LabResu
     from) and `lab` (the grid, storage and budget), or the playbook with `lab.playbook`."""
     from tl_hf.lab.grid import build_grid
 
-    if base.model.candidates and not lab.playbook:
-        raise UserError(
-            "--candidates: a lab grid runs on one checkpoint; rank them with --playbook (step 0) "
-            "or `tl-hf select`, then give the chosen one as --model_name_or_path"
-        )
     if lab.playbook:
         from tl_hf.lab.playbook import run_playbook_with_args
 
         return run_playbook_with_args(base, lab, dataset)
     specs = build_grid(base, lab)  # validates the grid before anything is loaded
     session = open_session(base, lab, dataset)
+    if base.model.candidates:  # rank them (or read the study's ranking); the grid runs on the top
+        from tl_hf.lab.ladder import step_select
+
+        step_select(session, [])
+        specs = [dataclasses.replace(s, model=session.model) for s in specs]
     winner = run_specs(session, specs, then_winner=True)
     return finish(session, specs, winner)

@@ -48,7 +48,7 @@ class Ladder:
 
 
 def _log(message: str) -> None:
-    say(message, who="tl-hf playbook")
+    say(message, who="tl-hf lab")
 
 
 def playbook_candidates(base) -> list[str] | None:
