@@ -144,6 +144,8 @@ def winner_flags(result) -> dict:
 
     row = next(r for r in result.rows if r["config"] == result.winner["config"])
     flags = {"strategy": row["strategy"], "learning_rate": row["learning_rate"]}
+    if row.get("model"):  # a candidate the playbook's step 0 or its ladder chose
+        flags["model_name_or_path"] = row["model"]
     if row["trainable_layers"]:
         flags["trainable_layers"] = row["trainable_layers"]
     if row["llrd_decay"] is not None:
