@@ -295,9 +295,19 @@ def main() -> None:
     parser.add_argument("--memory_rows", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--trials", type=int, default=3, help="alternated passes per arm")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument(
+        "--memory_only",
+        default=None,
+        metavar="RUN_DIR",
+        help="only the peak-memory arm, on this finished text run (e.g. the text default's)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     folder = scratch_dir("tl_hf_predict_bench_")
+    if args.memory_only:
+        memory = predict_memory(args.memory_only, folder, args.memory_rows)
+        print("memory", json.dumps(memory), flush=True)
+        return
     figures: dict = {"threads": 1, "batch_size": BATCH}
     text_run = train_text_run(folder)
     with open(os.path.join(text_run, "calibration.json")) as f:
