@@ -22,7 +22,7 @@ def prepared_for(session, name: str, model: str | None = None):
             None,
             name,
             base.training.seed,
-            model,
+            model=model,
         )
         folder = os.path.join(session.lab_dir, "trials", "_data")
         args = trial_args(base, spec, session.augment_sets[name], folder)

@@ -100,7 +100,7 @@ def _specs(
     strategy, rates, seeds, base_seed, layers=None, decay=None, augment="none", model=None
 ) -> list[TrialSpec]:
     return [
-        TrialSpec(strategy, float(f"{lr:.6g}"), layers, decay, augment, base_seed + i, model)
+        TrialSpec(strategy, float(f"{lr:.6g}"), layers, decay, augment, base_seed + i, model=model)
         for lr in rates
         for i in range(seeds)
     ]
@@ -402,7 +402,7 @@ def _step_augment(session, trail: list) -> list[TrialSpec]:
             first["llrd_decay"],
             name,
             seed + i,
-            first["model"],
+            model=first["model"],
         )
         for name in ("default@copies=2", "default@on_the_fly")
         for i in range(seeds)
