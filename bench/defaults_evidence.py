@@ -160,7 +160,7 @@ def winner_flags(result) -> dict:
     return {k: v for k, v in flags.items() if v != []}
 
 
-def run_playbook_on(modality: str, dsd, minutes: float) -> tuple[dict, float, dict]:
+def run_playbook_on(modality: str, dsd, minutes: float, **flags) -> tuple[dict, float, dict]:
     import tl_hf
 
     start = time.perf_counter()
@@ -171,7 +171,7 @@ def run_playbook_on(modality: str, dsd, minutes: float) -> tuple[dict, float, di
         seeds=1,
         time_budget_minutes=minutes,
         use_cpu=True,
-        **DATA_FLAGS.get(modality, {}),
+        **{**DATA_FLAGS.get(modality, {}), **flags},
     )
     seconds = time.perf_counter() - start
     if result.winner is None:
@@ -209,7 +209,9 @@ def arm(args) -> None:
     playbook, playbook_seconds = None, None
     if which == "playbook":
         modality, dsd = _load(name, per_class, 0)
-        playbook, playbook_seconds, trail = run_playbook_on(modality, dsd, args.playbook_minutes)
+        playbook, playbook_seconds, trail = run_playbook_on(
+            modality, dsd, args.playbook_minutes, **json.loads(args.playbook_flags or "{}")
+        )
         print(f"playbook winner on {name}:{per_class}: {playbook} ({playbook_seconds:.0f} s)")
         for step in trail["trail"]:
             print(f"trail: {step['step']}: {'ran' if step['ran'] else 'skipped'}: {step['why']}")
@@ -328,6 +330,11 @@ def main() -> None:
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--playbook_minutes", type=float, default=8.0)
     parser.add_argument("--flags", default=None, help="JSON recipe flags for the default arm")
+    parser.add_argument(
+        "--playbook_flags",
+        default=None,
+        help='JSON flags for the playbook, e.g. {"model_name_or_path": "efficientnet_lite0"}',
+    )
     parser.add_argument("--label", default=None, help="the arm's name in the table")
     parser.add_argument("--out", default=OUT)
     parser.add_argument(
@@ -362,6 +369,7 @@ def main() -> None:
         f"--playbook_minutes={args.playbook_minutes}",
     ]
     extra += [f"--flags={args.flags}"] if args.flags else []
+    extra += [f"--playbook_flags={args.playbook_flags}"] if args.playbook_flags else []
     extra += [f"--label={args.label}"] if args.label else []
     for item in args.sets:
         for which in args.arms:
