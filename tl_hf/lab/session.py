@@ -129,6 +129,7 @@ def args_from_record(record: dict[str, Any], **overrides: Any) -> tuple[RunArgs,
     from tl_hf.config import build_args_with
 
     values = {**record["base"], **record["lab"], **overrides}
+    values.pop("modality", None)  # the record's own, below
     base, (lab,) = build_args_with(record["modality"], None, extra=(LabArguments,), **values)
     return base, lab
 

@@ -271,7 +271,12 @@ def stop_requested(study, number: int) -> bool:
 def record_lab_args(study, record: dict) -> None:
     """Keep the lab's arguments (JSON) in the study, so a worker started with only the storage
     (`tl-hf lab --worker`) and the page (`tl-hf ui`) rebuild them."""
-    if study._storage.get_study_user_attrs(study._study_id).get(LAB_ARGS_ATTR) != record:
+    old = study._storage.get_study_user_attrs(study._study_id).get(LAB_ARGS_ATTR) or {}
+    sets = list((record.get("lab") or {}).get("augment_sets") or [])
+    added = [s for s in (old.get("lab") or {}).get("augment_sets") or [] if s not in sets]
+    if added:  # sets the page added stay: their trials may still be waiting
+        record = {**record, "lab": {**record["lab"], "augment_sets": sets + added}}
+    if old != record:
         study._storage.set_study_user_attr(study._study_id, LAB_ARGS_ATTR, record)
 
 

@@ -174,6 +174,8 @@ def run_grid_trial(session, trial, spec):
         try:
             if spec.augment_set not in session.augment_sets:  # a set the page added since
                 refresh_augment_sets(session)
+            if spec.augment_set not in session.augment_sets:
+                raise UserError(f"no augmentation set {spec.augment_set!r} in this lab")
             args = trial_args(session.base, spec, session.augment_sets[spec.augment_set], folder)
             data = without_test(prepared_for(session, spec.augment_set))
         except UserError as err:

@@ -25,6 +25,14 @@ def _number(body: dict, key: str, kind=float):
     return number
 
 
+def _check_augment(args) -> None:
+    """The augmentations of a trial, checked as a run checks them before loading data."""
+    from tl_hf.augment.base import resolve_augment_specs
+    from tl_hf.modalities.base import get_modality
+
+    resolve_augment_specs(get_modality(args.modality), args.augment, args.explicit)
+
+
 class Queue:
     """Queues trials into `view.study` with the lab's recorded arguments."""
 
@@ -114,7 +122,7 @@ class Queue:
         seeds = _number(body, "seeds", int)
         epochs = _number(body, "num_train_epochs")
         augment = str(body.get("augment_set") or "none").strip()
-        items = list(self.lab.augment_sets)
+        items = list(self.view.record["lab"].get("augment_sets") or self.lab.augment_sets)
         name = augment
         if augment not in parse_augment_sets(items):
             items.append(augment)
@@ -135,8 +143,9 @@ class Queue:
         if epochs != self.base.training.num_train_epochs:
             specs = [dataclasses.replace(s, epochs=epochs) for s in specs]
         for spec in specs:
-            trial_args(base, spec, sets[spec.augment_set], "/nonexistent/check-only")
+            args = trial_args(base, spec, sets[spec.augment_set], "/nonexistent/check-only")
             self._check_layers(spec)
+            _check_augment(args)
         return specs, lab.augment_sets
 
     def _check_strategy(self, strategy: str) -> None:

@@ -20,8 +20,6 @@ keeps it in a same-site cookie). Requests that change the study must be JSON wit
 than the one served is refused (DNS rebinding). Files are named from trial numbers only.
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import secrets
@@ -34,13 +32,14 @@ STATIC = {  # the only files the page loads: name -> content type
     "app.js": "text/javascript",
     "app.css": "text/css",
     "charts.js": "text/javascript",  # the live report's chart code (tl_hf/report/charts.js)
+    "live.css": "text/css",  # ... and its style
 }
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
 COOKIE = "tlhf_token"
 
 
 def _asset(name: str) -> str:
-    if name == "charts.js":
+    if name in ("charts.js", "live.css"):
         return resources.files("tl_hf.report").joinpath(name).read_text(encoding="utf-8")
     return resources.files("tl_hf.lab.ui").joinpath("static", name).read_text(encoding="utf-8")
 
@@ -67,9 +66,12 @@ class Guard:
             )
             given = headers.get("x-tlhf-token") or query or cookies.get(COOKIE, "")
             if not secrets.compare_digest(given.encode(), self.token.encode()):
-                return await _deny(send, 401, "a token is required: open the address printed at start")
+                return await _deny(
+                    send, 401, "a token is required: open the address printed at start"
+                )
         if scope["method"] not in ("GET", "HEAD") and (
-            headers.get("x-tlhf") != "1" or "application/json" not in headers.get("content-type", "")
+            headers.get("x-tlhf") != "1"
+            or "application/json" not in headers.get("content-type", "")
         ):
             return await _deny(send, 403, "send JSON with the X-TLHF: 1 header")
         await self.app(scope, receive, send)
@@ -135,7 +137,7 @@ def _write_routes(app, view, queue, workers) -> None:
     from fastapi import Request
 
     @app.post("/api/queue")
-    async def enqueue(request: Request):
+    async def enqueue(request: Request):  # FastAPI reads these annotations: no __future__
         body = await _json(request)
         answer = _user_errors(queue.enqueue, body)
         workers.wanted()

@@ -44,8 +44,8 @@ class Workers:
 
         folder = os.path.join(self.view.lab_dir, TRIALS_DIR)
         os.makedirs(folder, exist_ok=True)
-        log = open(os.path.join(folder, f"worker_{os.getpid()}_{len(self.procs)}.log"), "ab")
-        with log:
+        name = f"worker_{os.getpid()}_{len(self.procs)}.log"
+        with open(os.path.join(folder, name), "ab") as log:
             proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
