@@ -31,8 +31,10 @@ function draw(main,P,o){
       g+=`<g class="marker" data-kind="${k.kind}"><line x1="${x}" x2="${x}" y1="${m.t}" y2="${m.t+ph}" stroke="${k.col}" stroke-width="1.5" stroke-dasharray="5 4" opacity="${op}"/><text x="${right?x-4:x+4}" y="${m.t-6}" text-anchor="${right?'end':'start'}" paint-order="stroke" stroke="#fff" stroke-width="4" style="fill:${k.col};font-weight:600;opacity:${op}">${k.lab}</text></g>`}
     g+=`<g clip-path="url(#tlhf-c-${p.id})">`;
     for(const s of vis){const pts=s.pts.filter(q=>isFinite(q[1])&&(!p.log||q[1]>0));if(!pts.length)continue;
+      g+=`<g data-k="${esc(s.key)}">`;
       g+=`<polyline fill="none" stroke="${s.color}" stroke-width="1.8" stroke-linejoin="round"${s.dash?' stroke-dasharray="6 4"':''} points="${pts.map(q=>sx(q[0]).toFixed(1)+','+sy(q[1]).toFixed(1)).join(' ')}"/>`;
-      if(s.dots)for(const q of pts)g+=`<circle cx="${sx(q[0])}" cy="${sy(q[1])}" r="3.5" fill="#fff" stroke="${s.color}" stroke-width="2"/>`}
+      if(s.dots)for(const q of pts)g+=`<circle cx="${sx(q[0])}" cy="${sy(q[1])}" r="3.5" fill="#fff" stroke="${s.color}" stroke-width="2"/>`;
+      g+='</g>'}
     g+=`</g><rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="none" stroke="#d0d7de"/><g class="hov"></g><rect class="sel" y="${m.t}" height="${ph}" fill="rgba(9,105,218,.12)" width="0"/>`;
     const div=document.createElement('div');div.className='panel';div.dataset.panel=p.id;
     div.innerHTML=`<div class="ptitle">${p.title}</div><div class="legend">${p.series.map(s=>`<span data-k="${esc(s.key)}" class="${S.hidden[s.key]?'off':''}"><i style="background:${s.color}"></i>${esc(s.name)}</span>`).join('')}</div><svg viewBox="0 0 ${W} ${H}" height="${H}">${g}</svg>`;

@@ -122,7 +122,7 @@ function panels(){
   }
   const P=[];
   if(loss.length)P.push({id:'loss',title:'Loss (train solid, validation dashed with dots)',series:loss});
-  if(metric.length)P.push({id:'metric',title:`Validation ${esc(obj)} per epoch`,series:metric});
+  if(metric.length)P.push({id:'metric',title:`Validation ${esc(obj.replace(/^eval_/,''))} per epoch`,series:metric});
   if(lr.length)P.push({id:'lr',title:'Learning rate per parameter group (log scale)',log:1,h:200,series:lr});
   return P;
 }
