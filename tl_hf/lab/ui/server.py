@@ -36,6 +36,8 @@ STATIC = {  # the only files the page loads: name -> content type
 }
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
 COOKIE = "tlhf_token"
+POLL_S = 0.1  # how often a held /api/state request looks for a change (stat calls only)
+MAX_WAIT_S = 20.0  # the longest a /api/state request is held
 
 
 def _asset(name: str) -> str:
@@ -100,7 +102,11 @@ def _user_errors(call, *args):
 
 
 def _read_routes(app, view, workers, form) -> None:
+    import asyncio
+    import time
+
     from fastapi import Response
+    from fastapi.concurrency import run_in_threadpool
 
     @app.get("/")
     def index(token: str | None = None):
@@ -118,8 +124,12 @@ def _read_routes(app, view, workers, form) -> None:
         return Response(_asset(name), media_type=STATIC[name])
 
     @app.get("/api/state")
-    def state(v: str | None = None):
-        data = view.snapshot()
+    async def state(v: str | None = None, wait: float = 0.0):
+        # a long poll: held while nothing changed (stat calls every POLL_S), up to `wait` s
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_S)
+        while v and view.version() == v and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+        data = await run_in_threadpool(view.snapshot)
         extra = {"workers": workers.alive(), "version": data["version"]}
         return {"same": True, **extra} if v == data["version"] else {**data, **extra}
 
@@ -220,12 +230,16 @@ def start_in_thread(lab_dir, storage=None, study_name=None, port=7860, host=None
     from tl_hf.lab.ui.workers import Workers
 
     view = LabView(lab_dir, storage, study_name)
+    view.snapshot()  # the first read of a big study is the slow one: before the first page
     token = secrets.token_urlsafe(24) if host else None
     bind = host or "127.0.0.1"
     hosts = set() if host else {"127.0.0.1", "localhost", "::1"}
     workers = Workers(view, keep=keep)
     app = build_app(view, token, hosts, workers)
-    config = uvicorn.Config(app, host=bind, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host=bind, port=port, log_level="warning", access_log=False,
+        timeout_graceful_shutdown=1,  # held /api/state requests do not delay a stop
+    )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="tl-hf-ui", daemon=True)
     thread.start()

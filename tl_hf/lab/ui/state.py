@@ -85,6 +85,7 @@ class LabView:
         self.lock = threading.Lock()
         self._cache: tuple[str, dict] | None = None
         self._running: list[int] = []
+        self._objective_curves: dict[int, dict] = {}
 
     def _only_study(self) -> str | None:
         import optuna
@@ -135,8 +136,11 @@ class LabView:
 
         trials = final_trials(self.study)
         rows = trial_rows(trials)
+        self._objective_curves = {}
         for row in rows:
             row.pop("key", None)
+            # the per-epoch objective goes out with the curves, not with every state
+            self._objective_curves[row["number"]] = row.pop("curve")
             if row["state"] == "running":
                 live = _read_live(os.path.join(self.trial_folder(row["number"]), LIVE_DATA_FILE))
                 if live:
@@ -178,8 +182,11 @@ class LabView:
             saved = _read_json(os.path.join(folder, HISTORY_FILE))
             if history is None or (saved and saved.get("finished")):
                 history = saved
-            if not history:
-                continue
+            if not history:  # no files (yet): the objective the study holds per epoch
+                curve = (self._objective_curves or {}).get(number) or {}
+                history = {"eval": [{"epoch": e, self.objective: v} for e, v in curve.items()]}
+                if not curve:
+                    continue
             out[str(number)] = {
                 "train": _thin([[r["epoch"], r["loss"]] for r in history.get("train") or []]),
                 "eval": history.get("eval") or [],

@@ -87,7 +87,7 @@ function trialsTable(){
 $('trials').onclick=async e=>{
   const t=e.target;
   if(t.dataset.stop){t.disabled=true;try{const r=await post(`/api/trials/${t.dataset.stop}/stop`);msg(`trial #${r.number}: ${r.status}`,'ok')}catch(err){msg(err.message,'error')}return}
-  if(t.matches('input[type=checkbox]')){const n=+t.dataset.n;t.checked?S.sel.add(n):S.sel.delete(n);trialsTable();loadCurves();return}
+  if(t.matches('input[type=checkbox]')){const n=+t.dataset.n;t.checked?S.sel.add(n):S.sel.delete(n);trialsTable();clearTimeout(S.ct);S.ct=setTimeout(loadCurves,30);return}
   const th=t.closest('th');if(th&&th.dataset.k&&th.dataset.k!=='sel'&&th.dataset.k!=='act'){const k=th.dataset.k;S.sort={k,up:S.sort.k===k?!S.sort.up:true};trialsTable()}
 };
 $('filter').oninput=()=>{S.filter=$('filter').value;trialsTable()};
@@ -112,8 +112,8 @@ function header(){
 function panels(){
   const obj=S.d.objective,loss=[],metric=[],lr=[];
   for(const n of [...S.sel].sort((a,b)=>a-b)){
-    const c=S.curves[n],color=colourOf(n),row=S.d.trials.find(r=>r.number===n);
-    if(!c){if(row&&row.curve){const pts=Object.entries(row.curve).map(([e,v])=>[+e,v]);metric.push({name:`#${n} ${obj}`,pts,dots:1,color})}continue}
+    const c=S.curves[n],color=colourOf(n);
+    if(!c)continue;
     loss.push({name:`#${n} train loss`,pts:c.train,color});
     loss.push({name:`#${n} validation loss`,pts:c.eval.filter(r=>r.eval_loss!=null).map(r=>[r.epoch,r.eval_loss,r.step]),dots:1,dash:1,color});
     metric.push({name:`#${n} ${obj.replace(/^eval_/,'')}`,pts:c.eval.filter(r=>r[obj]!=null).map(r=>[r.epoch,r[obj],r.step]),dots:1,color});
@@ -143,17 +143,18 @@ async function loadCurves(){
   drawCharts();
 }
 
-// -- polling: a cheap version check every 400 ms, the full state only when it changed
+// -- a long poll: the server answers when the study or a running trial's files change
 async function poll(){
   if(S.busy)return;S.busy=true;
   try{
-    const d=await api('/api/state'+(S.v?'?v='+encodeURIComponent(S.v):''));
+    const d=await api('/api/state'+(S.v?'?wait=15&v='+encodeURIComponent(S.v):''));
     S.errors=0;$('conn').className='badge done';$('conn').textContent='live';
     if(!d.same){S.d=d;S.v=d.version;header();summaryTable();trialsTable();playbook();await loadCurves()}
   }catch(err){if(++S.errors>2){$('conn').className='badge stop';$('conn').textContent='disconnected: '+err.message}}
   finally{S.busy=false}
+  setTimeout(poll,S.errors?2000:50);  // the server holds the request until something changes
 }
 addEventListener('resize',drawCharts);addEventListener('mouseup',()=>{if(S.drag){S.drag=null;drawCharts()}});
 loadForm().catch(err=>msg(err.message,'error'));
-poll();setInterval(poll,400);
+poll();
 })();
