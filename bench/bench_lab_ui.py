@@ -243,6 +243,11 @@ def idle_cpu(trials: int, evals: int, seconds: float) -> dict[str, float]:
             s0, c0, t0 = _cpu_seconds([server.pid]), _cpu_seconds(chrome), time.time()
             time.sleep(seconds)
             s1, c1, t1 = _cpu_seconds([server.pid]), _cpu_seconds(_tree(page.proc.pid)), time.time()
+        with Browser(width=1280, height=1000) as blank:  # what Chromium costs on its own
+            blank.open("about:blank", settle=3.0)
+            b0, u0 = _cpu_seconds(_tree(blank.proc.pid)), time.time()
+            time.sleep(seconds)
+            b1, u1 = _cpu_seconds(_tree(blank.proc.pid)), time.time()
     finally:
         server.terminate()
         server.wait(10)
@@ -250,6 +255,7 @@ def idle_cpu(trials: int, evals: int, seconds: float) -> dict[str, float]:
     return {
         "server (% of a core)": 100 * (s1 - s0) / wall,
         "page, Chromium tree (% of a core)": 100 * (c1 - c0) / wall,
+        "about:blank for reference, Chromium tree (% of a core)": 100 * (b1 - b0) / (u1 - u0),
     }
 
 

@@ -27,8 +27,10 @@ function draw(main,P,o){
     for(const t of yt){const y=m.t+(b-t)/(b-a)*ph;g+=`<line x1="${m.l}" x2="${m.l+pw}" y1="${y}" y2="${y}" stroke="var(--grid)"/><text x="${m.l-6}" y="${y+4}" text-anchor="end">${p.log?'1e'+t:fmt(t)}</text>`}
     for(const t of ticks(X0,X1,Math.max(2,Math.round(pw/90)))){const x=sx(t);g+=`<line x1="${x}" x2="${x}" y1="${m.t}" y2="${m.t+ph}" stroke="var(--grid)"/><text x="${x}" y="${H-6}" text-anchor="middle">${fmt(t)}</text>`}
     g+=`<text x="${m.l-8}" y="${H-6}" text-anchor="end" style="font-style:italic">epoch</text>`;
-    for(const k of o.markers||[]){if(k.e==null||k.e<X0||k.e>X1)continue;const x=sx(k.e),right=x>m.l+pw-90,op=k.op||1;
-      g+=`<g class="marker" data-kind="${k.kind}"><line x1="${x}" x2="${x}" y1="${m.t}" y2="${m.t+ph}" stroke="${k.col}" stroke-width="1.5" stroke-dasharray="5 4" opacity="${op}"/><text x="${right?x-4:x+4}" y="${m.t-6}" text-anchor="${right?'end':'start'}" paint-order="stroke" stroke="#fff" stroke-width="4" style="fill:${k.col};font-weight:600;opacity:${op}">${k.lab}</text></g>`}
+    let row=0,end=-Infinity;  // labels that would overlap the previous one go one line lower
+    for(const k of (o.markers||[]).slice().sort((u,v)=>u.e-v.e)){if(k.e==null||k.e<X0||k.e>X1)continue;const x=sx(k.e),right=x>m.l+pw-90,op=k.op||1;
+      const w=String(k.lab).length*6.6,x0=right?x-4-w:x+4;row=x0<end+6?row+1:0;end=Math.max(row?end:-Infinity,x0+w);
+      g+=`<g class="marker" data-kind="${k.kind}"><line x1="${x}" x2="${x}" y1="${m.t}" y2="${m.t+ph}" stroke="${k.col}" stroke-width="1.5" stroke-dasharray="5 4" opacity="${op}"/><text x="${right?x-4:x+4}" y="${m.t-6+row*14}" text-anchor="${right?'end':'start'}" paint-order="stroke" stroke="#fff" stroke-width="4" style="fill:${k.col};font-weight:600;opacity:${op}">${k.lab}</text></g>`}
     g+=`<g clip-path="url(#tlhf-c-${p.id})">`;
     for(const s of vis){const pts=s.pts.filter(q=>isFinite(q[1])&&(!p.log||q[1]>0));if(!pts.length)continue;
       g+=`<g data-k="${esc(s.key)}">`;

@@ -127,7 +127,7 @@ def _read_routes(app, view, workers, form) -> None:
     async def state(v: str | None = None, wait: float = 0.0):
         # a long poll: held while nothing changed (stat calls every POLL_S), up to `wait` s
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_S)
-        while v and view.version() == v and time.monotonic() < deadline:
+        while v and view.version() == v and time.monotonic() < deadline and not view.closing:
             await asyncio.sleep(POLL_S)
         data = await run_in_threadpool(view.snapshot)
         extra = {"workers": workers.alive(), "version": data["version"]}
@@ -206,14 +206,28 @@ def build_app(view, token: str | None = None, hosts: set[str] | None = None, wor
 class Running:
     """A uvicorn server in a thread (`wait()` blocks, `stop()` ends it and its workers)."""
 
-    def __init__(self, server, thread, workers):
-        self.server, self.thread, self.workers = server, thread, workers
+    def __init__(self, server, thread, workers, view):
+        self.server, self.thread, self.workers, self.view = server, thread, workers, view
 
     def wait(self) -> None:
-        while self.thread.is_alive():
-            self.thread.join(0.5)
+        """Until the server ends, Ctrl-C or SIGTERM (both raise KeyboardInterrupt here)."""
+        import signal
+
+        def interrupted(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, interrupted)
+        try:
+            while self.thread.is_alive():
+                self.thread.join(0.5)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def stop(self) -> None:
+        import time
+
+        self.view.closing = True  # held /api/state requests answer now
+        time.sleep(3 * POLL_S)
         self.server.should_exit = True
         self.thread.join(10)
         self.workers.close()
@@ -252,7 +266,7 @@ def start_in_thread(lab_dir, storage=None, study_name=None, port=7860, host=None
     shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     say(f"lab page: {address}" + ("  (the token is printed once)" if token else ""), "tl-hf ui")
-    return Running(server, thread, workers)
+    return Running(server, thread, workers, view)
 
 
 def main(argv: list[str]) -> int:

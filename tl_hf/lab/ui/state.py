@@ -86,6 +86,7 @@ class LabView:
         self._cache: tuple[str, dict] | None = None
         self._running: list[int] = []
         self._objective_curves: dict[int, dict] = {}
+        self.closing = False  # set when the server stops: held requests answer at once
 
     def _only_study(self) -> str | None:
         import optuna

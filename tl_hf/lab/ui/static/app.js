@@ -65,18 +65,19 @@ $('q-worker').onclick=async()=>{try{const r=await post('/api/workers');msg(`work
 
 // -- the tables
 const COLS=[['sel',''],['number','#'],['config','configuration'],['seed','seed'],['state','state'],['objective_value',null],
-  ['best_epoch','best ep.'],['stopped_epoch','stopped'],['train_time_s','train s'],['trainable_params','trainable'],['progress','progress'],['act','']];
+  ['best_epoch','best ep.'],['stopped_epoch','stopped'],['train_time_s','train s'],['trainable_params','trainable'],['act','']];
 function cell(r,k){
   const v=r[k];
   if(k==='sel')return`<td><input type="checkbox" data-n="${r.number}"${S.sel.has(r.number)?' checked':''}>${S.sel.has(r.number)?`<span class="swatch" style="background:${colourOf(r.number)}"></span>`:''}</td>`;
-  if(k==='state')return`<td><span class="badge ${v}" title="${esc(r.fail_reason||'')}">${v}</span></td>`;
-  if(k==='progress'){const p=r.progress;if(r.state!=='running'||!p)return'<td></td>';
-    return`<td class="n">epoch ${fmt(p.epoch||0)}${p.num_train_epochs?' / '+fmt(p.num_train_epochs):''}${p.eta_s!=null?' · ETA '+hms(p.eta_s):''}</td>`}
+  if(k==='state'){const p=r.progress,run=r.state==='running'&&p;  // a running trial: its epoch and ETA
+    return`<td><span class="badge ${v}" title="${esc(r.fail_reason||'')}">${v}</span>${run?`<span class="prog"> ep ${fmt(p.epoch||0)}${p.num_train_epochs?'/'+fmt(p.num_train_epochs):''}${p.eta_s!=null?' · ETA '+hms(p.eta_s):''}</span>`:''}</td>`}
+  if(k==='trainable_params')return`<td class="n">${v==null?'':(+v).toLocaleString('en')}</td>`;
+  if(k==='train_time_s')return`<td class="n">${v==null?'':(+v).toFixed(1)}</td>`;
   if(k==='act')return`<td>${r.state==='running'||r.state==='waiting'?`<button class="small stop" data-stop="${r.number}">stop</button>`:''}</td>`;
   if(k==='config')return`<td>${esc(v)}</td>`;
   return`<td class="n">${v==null?'':typeof v==='number'?fmt(v):esc(v)}</td>`;
 }
-function sortKey(r,k){const v=k==='progress'?(r.progress||{}).epoch:r[k];return v==null?(S.sort.up?Infinity:-Infinity):v}
+function sortKey(r,k){const v=r[k];return v==null?(S.sort.up?Infinity:-Infinity):v}
 function trialsTable(){
   const d=S.d,f=S.filter||'',{k,up}=S.sort;
   let rows=d.trials.filter(r=>!f||f.split(/\s+/).every(w=>`${r.config} seed=${r.seed} ${r.state} #${r.number}`.toLowerCase().includes(w.toLowerCase())));
@@ -93,8 +94,8 @@ $('trials').onclick=async e=>{
 $('filter').oninput=()=>{S.filter=$('filter').value;trialsTable()};
 function summaryTable(){
   const d=S.d,mark=d.marked_winner;
-  $('summary').innerHTML=`<table id="summary-table"><thead><tr><th>rank</th><th>configuration</th><th>mean ± std</th><th title="complete / pruned or stopped / failed / not finished">c/p/f/w</th><th></th></tr></thead><tbody>${d.summary.map(c=>
-    `<tr data-config="${esc(c.config)}"><td class="n">${c.rank??''}</td><td>${esc(c.config)}</td><td class="n">${c.mean==null?'':fmt(c.mean)+' ± '+fmt(c.std)}</td><td class="n">${c.complete}/${c.pruned}/${c.failed}/${c.pending}</td><td>${c.mean==null?'':`<button class="small ghost" data-win="${esc(c.config)}">${mark&&mark.config===c.config?'★ winner':'winner'}</button>`}</td></tr>`).join('')}</tbody></table>`;
+  $('summary').innerHTML=`<table id="summary-table"><thead><tr><th>rank</th><th>configuration</th><th>mean ± std</th><th></th></tr></thead><tbody>${d.summary.map(c=>
+    `<tr data-config="${esc(c.config)}"><td class="n">${c.rank??''}</td><td>${esc(c.config)}<div class="prog">${c.complete} complete${c.pruned?` · ${c.pruned} pruned/stopped`:''}${c.failed?` · ${c.failed} failed`:''}${c.pending?` · ${c.pending} to run`:''}</div></td><td class="n">${c.mean==null?'':fmt(c.mean)+' ± '+fmt(c.std)}</td><td>${c.mean==null?'':`<button class="small ghost${mark&&mark.config===c.config?' on':''}" data-win="${esc(c.config)}" title="mark as the winner: show its command">★</button>`}</td></tr>`).join('')}</tbody></table>`;
   const w=mark||d.lab_winner;
   $('winner').innerHTML=w?`<p><b>${mark?'Marked winner':'The lab\'s winner'}:</b> ${esc(w.config)}</p><pre id="winner-command">${esc(w.command||'')}</pre>`:'';
 }
@@ -118,7 +119,8 @@ function panels(){
     loss.push({name:`#${n} validation loss`,pts:c.eval.filter(r=>r.eval_loss!=null).map(r=>[r.epoch,r.eval_loss,r.step]),dots:1,dash:1,color});
     metric.push({name:`#${n} ${obj.replace(/^eval_/,'')}`,pts:c.eval.filter(r=>r[obj]!=null).map(r=>[r.epoch,r[obj],r.step]),dots:1,color});
     const groups=[...new Set(c.learning_rates.flatMap(r=>Object.keys(r.lr||{})))];
-    groups.forEach((g,i)=>lr.push({name:`#${n} ${g}`,pts:c.learning_rates.filter(r=>r.lr&&r.lr[g]>0).map(r=>[r.epoch,r.lr[g],r.step]),color,dash:i%2}));
+    // one trial: a colour per group; several: the trial's colour, groups told apart by dashes
+    groups.forEach((g,i)=>lr.push({name:`#${n} ${g}`,pts:c.learning_rates.filter(r=>r.lr&&r.lr[g]>0).map(r=>[r.epoch,r.lr[g],r.step]),color:S.sel.size===1?PAL[i%PAL.length]:color,dash:S.sel.size===1?0:i%2}));
   }
   const P=[];
   if(loss.length)P.push({id:'loss',title:'Loss (train solid, validation dashed with dots)',series:loss});
@@ -128,11 +130,15 @@ function panels(){
 }
 function drawCharts(){
   if(!S.d)return;
-  const P=panels(),markers=[];let hi=1;
-  for(const n of S.sel){const c=S.curves[n];if(!c)continue;hi=Math.max(hi,c.num_train_epochs||0,...c.eval.map(r=>r.epoch||0));
-    if(c.best_epoch!=null)markers.push({e:c.best_epoch,col:colourOf(n),lab:`#${n} best`,kind:'best'});
+  const P=panels(),marks={};let hi=1;
+  const mark=(e,kind,n,word,col)=>{const m=marks[e]=marks[e]||{e,kind,col,parts:{}};(m.parts[word]=m.parts[word]||[]).push(n);
+    if(kind==='stop'){m.kind='stop';m.col=col}else if(m.kind==='best'&&m.col!==col)m.col='#57606a'};
+  for(const n of [...S.sel].sort((a,b)=>a-b)){const c=S.curves[n];if(!c)continue;hi=Math.max(hi,c.num_train_epochs||0,...c.eval.map(r=>r.epoch||0));
+    if(c.best_epoch!=null)mark(c.best_epoch,'best',n,'best',colourOf(n));
     const row=S.d.trials.find(r=>r.number===n);
-    if(row&&(row.state==='stopped'||row.state==='pruned'||c.early_stopped)&&c.eval.length)markers.push({e:c.eval[c.eval.length-1].epoch,col:'#cf222e',lab:`#${n} ${row.state==='complete'?'early stop':row.state}`,kind:'stop'});}
+    if(row&&(row.state==='stopped'||row.state==='pruned'||c.early_stopped)&&c.eval.length)mark(c.eval[c.eval.length-1].epoch,'stop',n,row.state==='complete'?'early stop':row.state,'#cf222e');}
+  // one marker per epoch: "#1 #3 best · #5 pruned"
+  const markers=Object.values(marks).map(m=>({e:m.e,kind:m.kind,col:m.col,lab:Object.entries(m.parts).map(([w,ns])=>ns.map(n=>'#'+n).join(' ')+' '+w).join(' · ')}));
   $('sel-note').textContent=S.sel.size?`${S.sel.size} trial(s) overlaid`:'tick trials above to overlay them';
   if(!P.length){$('charts').innerHTML='';return}
   TLHFCharts.draw($('charts'),P,{S,dom:[0,hi],markers,tip:document.querySelector('.tlhf-tip'),redraw:drawCharts});
