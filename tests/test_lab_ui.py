@@ -242,6 +242,23 @@ def test_two_pages_see_the_same_new_trial(server, browser):
         _wait(lambda: number in _rows(browser), 3, "the trial on the first page")
 
 
+def test_mark_a_winner_shows_its_command(server, browser):
+    _, url = server
+    browser.open(url + "/", settle=0.5)
+    _wait(
+        lambda: browser.eval("!!document.querySelector('#summary button[data-win]')"), 10, "ranks"
+    )
+    config = browser.eval("document.querySelector('#summary button[data-win]').dataset.win")
+    browser.eval("document.querySelector('#summary button[data-win]').click()")
+    command = _wait(
+        lambda: browser.eval("(e=>e&&e.textContent)(document.getElementById('winner-command'))"),
+        10,
+        "the winner's command",
+    )
+    assert command.startswith("python recipes/text_classify.py ") and "--strategy " in command
+    assert _get(f"{url}/api/state")[1]["marked_winner"]["config"] == config
+
+
 def test_static_routes_and_guards(server):
     _, url = server
     assert _get(f"{url}/static/app.js")[0] == 200

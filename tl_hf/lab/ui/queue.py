@@ -85,10 +85,11 @@ class Queue:
         except Exception:
             layers = None
         strategies = strategy_names()
+        given = [r for r in self.lab.learning_rates if r != "auto"]
         rates = {}
-        for name in strategies:
+        for name in strategies:  # the lab's own rate when it named one, else the recipe's
             try:
-                rates[name] = default_learning_rate(self.base, name)
+                rates[name] = float(given[0]) if given else default_learning_rate(self.base, name)
             except Exception:
                 rates[name] = self.base.training.learning_rate
         return {
