@@ -311,3 +311,15 @@ def test_host_needs_the_token(lab_dir, capsys):
             assert _wait(lambda: _rows(page), 10, "the table with the token")
     finally:
         running.stop()
+
+
+def test_ui_on_a_folder_without_a_lab_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from tl_hf.cli.main import main
+
+    assert main(["ui", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no lab study" in err[0]
+    assert list(tmp_path.iterdir()) == []  # no empty lab.db left behind
+    assert main(["lab", "--worker", "--output_dir", str(tmp_path / "none")]) == 2
+    assert "start the lab first" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
