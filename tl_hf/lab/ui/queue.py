@@ -102,10 +102,11 @@ class Queue:
             "augment_sets": list(self.lab.augment_sets),
             "epochs": self.base.training.num_train_epochs,
             "seeds": 1,
-            "probe": self._probe(),
+            "probe": self.probe(),
         }
 
-    def _probe(self) -> dict | None:
+    def probe(self) -> dict | None:
+        """The playbook's per-layer probe, when the playbook ran (drawn beside the slider)."""
         playbook = self.view.snapshot().get("playbook") or {}
         return playbook.get("probe")
 

@@ -140,7 +140,7 @@ def _read_routes(app, view, workers, form) -> None:
 
     @app.get("/api/form")
     def form_route():
-        return form()
+        return form()  # the probe is read fresh (a playbook may have run since)
 
 
 def _write_routes(app, view, queue, workers) -> None:
@@ -195,7 +195,11 @@ def build_app(view, token: str | None = None, hosts: set[str] | None = None, wor
             with contextlib.suppress(UserError):
                 cached["form"] = queue.form()
             cached.setdefault("form", {"enabled": False, "reason": queue.reason})
-        return cached["form"]
+        return (
+            {**cached["form"], "probe": queue.probe()}
+            if cached["form"]["enabled"]
+            else cached["form"]
+        )
 
     app = FastAPI(title="tl-hf lab", docs_url=None, redoc_url=None, openapi_url=None)
     _read_routes(app, view, workers, form)
