@@ -196,6 +196,36 @@ def test_stop_a_running_trial(server, browser):
     assert "stopping" in browser.eval("document.getElementById('q-msg').textContent")
 
 
+def test_a_killed_workers_trial_runs_again(server, browser):
+    import signal
+
+    running, url = server
+    body = {"strategy": "frozen", "learning_rate": "2e-3", "trainable_layers": 2, "seeds": 1,
+            "num_train_epochs": 150, "augment_set": "none"}  # fmt: skip
+    status, answer = _post(f"{url}/api/queue", body)
+    assert status == 200, answer
+    number = answer["trials"][0]
+    _wait(lambda: _rows(browser).get(number) == "running", 60, "the trial running")
+    (worker,) = [p for p in running.workers.procs if p.poll() is None]
+    os.kill(worker.pid, signal.SIGKILL)
+    again = _wait(  # the page's server closes it and queues it again, as a worker would
+        lambda: [
+            n for n, s in _rows(browser).items() if n > number and s in ("waiting", "running")
+        ],
+        30,
+        "the trial queued again",
+    )
+    assert number not in _rows(browser)  # the interrupted record is closed, its key lives on
+    rows = {t["number"]: t for t in _study_trials(url)}
+    assert rows[again[0]]["config"] == rows_config(body)
+    assert _post(f"{url}/api/trials/{again[0]}/stop", {})[0] == 200  # not to train it again
+    _wait(lambda: _rows(browser).get(again[0]) in ("stopped", "failed"), 60, "the rerun stopped")
+
+
+def rows_config(body: dict) -> str:
+    return f"frozen lr={float(body['learning_rate']):.3g} layers=2 epochs=150 aug=none"
+
+
 def test_bad_value_is_refused_in_the_page_and_nothing_queued(server, browser):
     _, url = server
     before = len(_study_trials(url))

@@ -73,21 +73,21 @@ def waiting(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def requeue_interrupted(session) -> int:
+def requeue_interrupted(study, heartbeat_seconds: float) -> int:
     """Close the trials of killed workers and queue them again (the page's trials have no grid
-    to re-enqueue them from: their own records are)."""
+    to re-enqueue them from: their own records are). Returns how many were queued."""
     import tl_hf.lab.study as st
     from tl_hf.lab.grid import TrialSpec
 
-    st.reclaim_interrupted(session.study, grace_seconds=3 * session.lab.heartbeat_seconds)
+    st.reclaim_interrupted(study, grace_seconds=3 * heartbeat_seconds)
     lost = [
         TrialSpec.from_attrs(t.user_attrs).attrs()
-        for t in session.study.get_trials(deepcopy=False)
+        for t in study.get_trials(deepcopy=False)
         if not st.is_live(t)
         and t.user_attrs.get("key") not in (None, st.WINNER_KEY)
         and t.user_attrs.get("fail_reason") is None
     ]
-    return st.enqueue_missing(session.study, lost)
+    return st.enqueue_missing(study, lost)
 
 
 def run_worker(base, lab) -> int:
@@ -99,7 +99,7 @@ def run_worker(base, lab) -> int:
     base, lab = worker_args(base, lab)
     session = open_session(base, lab)
     ran, last_work, last_requeue = 0, time.time(), time.time()
-    requeue_interrupted(session)
+    requeue_interrupted(session.study, lab.heartbeat_seconds)
     say(
         f"worker on study {session.study.study_name!r}: {waiting(session.study)} waiting",
         "tl-hf lab",
@@ -114,7 +114,7 @@ def run_worker(base, lab) -> int:
         if time.time() - last_work >= lab.worker_idle_minutes * 60:
             break
         if time.time() - last_requeue >= REQUEUE_EVERY_S:
-            requeue_interrupted(session)
+            requeue_interrupted(session.study, lab.heartbeat_seconds)
             last_requeue = time.time()
         time.sleep(1.0)
     if ran:

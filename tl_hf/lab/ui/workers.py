@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 IDLE_MINUTES = 10.0  # a started worker waits this long for the next trial before exiting
 WATCH_EVERY_S = 2.0
@@ -70,9 +71,12 @@ class Workers:
                 rows = self.view.snapshot()["trials"]
             except Exception:
                 continue
-            waiting = any(r["state"] == "waiting" for r in rows)
             running = any(r["state"] == "running" for r in rows)
-            if not waiting or running or self.alive() >= self.keep:
+            ours = self.alive()  # reaps a worker that died: a zombie's pid still answers
+            if running and self._requeue():  # a killed worker's trial waits again
+                continue
+            waiting = any(r["state"] == "waiting" for r in rows)
+            if not waiting or running or ours >= self.keep:
                 self._pending_since = None
                 continue
             if self._pending_since is None:
@@ -80,6 +84,18 @@ class Workers:
             elif time.time() - self._pending_since >= WATCH_EVERY_S:
                 self._pending_since = None
                 self.start()
+
+    def _requeue(self) -> int:
+        """Close the running trials of dead workers and queue them again, as a worker does."""
+        from tl_hf.lab.worker import requeue_interrupted
+
+        beat = ((self.view.record or {}).get("lab") or {}).get("heartbeat_seconds", 30.0)
+        try:
+            with warnings.catch_warnings():  # Optuna marks its stale-trial check experimental
+                warnings.simplefilter("ignore")
+                return requeue_interrupted(self.view.study, beat)
+        except Exception:  # another process closed it first: the next look sees the result
+            return 0
 
     def close(self) -> None:
         """Stop watching and end the workers this page started (a trial they were running is
