@@ -43,7 +43,7 @@ def test_accelerate_launch_module_trains(tiny_bert, sentiment_csv, tmp_path):
 def test_usage_errors_exit_2_with_one_line(capsys):
     assert main(["bogus"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: unknown command 'bogus': choose one of train, select, lab, push, report, "
+        "error: unknown command 'bogus': choose one of train, select, lab, ui, push, report, "
         "predict, evaluate, serve, export, doctor"
     )
     assert main(["train"]) == 2

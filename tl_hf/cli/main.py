@@ -3,7 +3,8 @@
 
     tl-hf train text|image|audio [flags]     fine-tune (the recipes; --help lists the flags)
     tl-hf select MODALITY --candidates A B   rank candidate checkpoints on your data
-    tl-hf lab [flags]                        run a lab study of trials
+    tl-hf lab [flags]                        run a lab study of trials (--serve: with its page)
+    tl-hf ui LAB_DIR [--port 7860]           the lab as a page: watch, queue, stop, compare
     tl-hf push OUTPUT_DIR --hub_model_id ID  push a finished run to the Hub
     tl-hf report OUTPUT_DIR                  rebuild report.html and the card of a finished run
     tl-hf predict OUTPUT_DIR --input FILE|FOLDER    predictions.csv for new inputs
@@ -25,6 +26,7 @@ COMMANDS = (
     "train",
     "select",
     "lab",
+    "ui",
     "push",
     "report",
     "predict",
@@ -65,6 +67,20 @@ def lab(argv: list[str]) -> int:
     except ImportError:
         return _error("the lab (tl_hf.lab) is not part of this tl-hf installation: update tl-hf")
     return lab_main(argv)
+
+
+def ui(argv: list[str]) -> int:
+    """`tl-hf ui LAB_DIR`: `tl_hf.lab.ui`, a user error as one line (exit 2)."""
+    try:
+        from tl_hf.lab.ui import main as ui_main
+    except ImportError as err:
+        return _error(
+            f"tl-hf ui needs the lab and serve extras ({err}): pip install 'tl-hf[lab,serve]'"
+        )
+    try:
+        return ui_main(argv)
+    except UserError as err:
+        return _error(str(err))
 
 
 def push(argv: list[str]) -> int:
@@ -176,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": train,
         "select": select,
         "lab": lab,
+        "ui": ui,
         "push": push,
         "report": report,
         "predict": predict,

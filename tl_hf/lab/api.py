@@ -12,6 +12,7 @@ through the recipes' own pipeline, recorded in an Optuna study (`tl_hf.lab.sessi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         modality, rest = _lab_argv(argv)
         base, (lab,) = parse_args_with(modality, rest, extra=(LabArguments,), prog="tl-hf lab")
+        if lab.worker:
+            from tl_hf.lab.worker import run_worker
+
+            run_worker(base, lab)
+            return 0
+        server = _start_page(base, lab) if lab.serve else None
         result = run_lab_with_args(base, lab)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -69,7 +76,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.winner['std']:.4f}); report: {report}",
             who="tl-hf lab",
         )
+    if server is not None:
+        say("the lab is done; the page stays up for new trials (Ctrl-C stops it)", who="tl-hf lab")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.wait()
+        server.stop()
     return 0
+
+
+def _start_page(base: RunArgs, lab: LabArguments):
+    """`--serve`: the lab's page (`tl_hf.lab.ui`) in a thread of this process, up before the
+    first trial (the study is created first, so the page has something to read)."""
+    from tl_hf.lab.session import open_session
+    from tl_hf.lab.ui.server import start_in_thread
+
+    open_session(base, lab)
+    return start_in_thread(
+        base.training.output_dir, lab.storage, lab.study_name, lab.port, lab.host
+    )
 
 
 def run_playbook(modality: str = "text", dataset=None, **kwargs: Any) -> LabResult:

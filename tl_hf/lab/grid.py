@@ -117,6 +117,40 @@ class LabArguments:
         default=False,
         metadata={"help": "Keep every trial's model and checkpoints (default: records only)."},
     )
+    worker: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the study's waiting trials only (queued by another lab or by the page of "
+            "`tl-hf ui`), with the arguments the lab recorded in the study; give --output_dir "
+            "(or --storage and --study_name) to find it."
+        },
+    )
+    worker_idle_minutes: float = field(
+        default=0.0,
+        metadata={
+            "range": "[0, inf)",
+            "help": "With --worker: wait this long for new trials before exiting.",
+        },
+    )
+    serve: bool = field(
+        default=False,
+        metadata={"help": "Serve the lab's page (`tl-hf ui`) while the lab runs, and after."},
+    )
+    port: int = field(
+        default=7860, metadata={"range": "[1, 65535]", "help": "With --serve: the page's port."}
+    )
+    host: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --serve: listen on this address instead of 127.0.0.1 (a token is then "
+            "required, printed once)."
+        },
+    )
+
+
+# LabArguments fields that say how this process runs, not what the lab is: never recorded in the
+# study (a worker or a page reads the rest)
+PROCESS_FIELDS = ("worker", "worker_idle_minutes", "serve", "port", "host")
 
 
 @dataclass(frozen=True)
@@ -129,6 +163,7 @@ class TrialSpec:
     llrd_decay: float | None
     augment_set: str
     seed: int
+    epochs: float | None = None  # None: the lab's --num_train_epochs
     # a checkpoint other than the lab's own (the playbook's candidates): its name as given
     model: str | None = None
 
@@ -141,6 +176,8 @@ class TrialSpec:
             parts.append(f"layers={self.trainable_layers}")
         if self.llrd_decay is not None:
             parts.append(f"decay={self.llrd_decay:g}")
+        if self.epochs is not None:
+            parts.append(f"epochs={self.epochs:g}")
         parts.append(f"aug={self.augment_set}")
         return " ".join(parts)
 
@@ -150,6 +187,19 @@ class TrialSpec:
 
     def attrs(self) -> dict:
         return {**dataclasses.asdict(self), "key": self.key, "config": self.config}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> TrialSpec:
+        """The spec a trial's user attributes (or a row of `trial_rows`) record; fields added
+        later (`epochs`) take their default when an older study lacks them."""
+        return cls(
+            **{
+                f.name: attrs.get(f.name, f.default)
+                if f.default is not dataclasses.MISSING
+                else attrs[f.name]
+                for f in dataclasses.fields(cls)
+            }
+        )
 
 
 def config_augment_set(config: str) -> str:
@@ -214,6 +264,8 @@ def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: 
     training = copy.copy(base.training)
     training.output_dir, training.seed = output_dir, spec.seed
     training.learning_rate = spec.learning_rate
+    if spec.epochs is not None:
+        training.num_train_epochs = spec.epochs
     if "disable_tqdm" not in base.explicit:
         training.disable_tqdm = True  # one progress line per trial instead of a bar per epoch
     strategy = base.strategy.replace(
@@ -231,6 +283,8 @@ def trial_args(base: RunArgs, spec: TrialSpec, augment: AugmentSet, output_dir: 
         augment_copies=copies or (1 if wanted_augment and mode == "map" else 0),
     )
     explicit = base.explicit | {"learning_rate", "output_dir", "seed", "strategy"}
+    if spec.epochs is not None:
+        explicit |= {"num_train_epochs"}
     if wanted_augment:
         explicit |= {"augment", "augment_mode"}
     model = base.model

@@ -24,6 +24,7 @@ COLUMNS = (
     "llrd_decay",
     "augment_set",
     "seed",
+    "epochs",
     "state",
     "objective_value",
     "best_epoch",
@@ -48,7 +49,9 @@ def trial_rows(trials) -> list[dict[str, Any]]:
         row.update(
             key=a.get("key"),
             number=t.number,
-            state={
+            state="stopped"
+            if a.get("stopped_by_user")
+            else {
                 "complete": "complete",
                 "pruned": "pruned",
                 "fail": "failed",
@@ -83,8 +86,8 @@ def summarize(rows: list[dict], greater_is_better: bool) -> list[dict[str, Any]]
         if state == "complete" and row["objective_value"] is not None:
             c["values"].append(float(row["objective_value"]))
             c["complete"] += 1
-        elif state in ("pruned", "failed"):
-            c[state] += 1
+        elif state in ("pruned", "failed", "stopped"):  # stopped in the page: counted as pruned
+            c["failed" if state == "failed" else "pruned"] += 1
         else:
             c["pending"] += 1
     out = []

@@ -1,9 +1,7 @@
 """The transfer-learning playbook as a command, on the lab's trials and study:
 
-0. with `--candidates` (or the modality's installed ladder when no checkpoint is named): rank
-   them on frozen features and carry the best (`tl_hf.lab.ladder`);
-1. a frozen baseline (cached features), then its diagnosis, and a move along the model
-   ladder when it under- or overfits;
+0. with `--candidates` (or the installed ladder): rank them, carry the best (`tl_hf.lab.ladder`);
+1. a frozen baseline (cached features), its diagnosis, a move along the ladder if it misfits;
 2. a per-layer probe (`tl_hf.lab.probe`): where the task's information lives proposes
    `--trainable_layers` and an LLRD decay;
 3. unfreezing: full fine-tuning and LLRD (with the proposed decay) at a few learning rates,

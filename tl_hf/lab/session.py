@@ -69,23 +69,22 @@ def open_session(base: RunArgs, lab: LabArguments, dataset=None) -> Session:
     """Open (or load) the lab's study; nothing is trained yet."""
     import tl_hf.lab.study as st
     from tl_hf.lab.grid import parse_augment_sets
-    from tl_hf.output.names import LAB_DB
     from tl_hf.output.ownership import open_output_folder
 
     deadline = time.time() + lab.time_budget_minutes * 60 if lab.time_budget_minutes else None
     lab_dir = os.path.abspath(base.training.output_dir)
     augment_sets = parse_augment_sets(lab.augment_sets)
     greater = not lab.objective.endswith("loss")
+    storage, name = study_location(base, lab)
     # the lab folder owns only what the lab writes (workers share it: no one-writer lock)
     folder = open_output_folder(
         lab_dir, allow_other_files=base.output.allow_other_files, lab=True, log=_log
     )
-    storage = lab.storage or f"sqlite:///{os.path.join(lab_dir, LAB_DB)}"
     try:
         folder.start_writing()
         study = st.open_study(
             storage,
-            lab.study_name or os.path.basename(lab_dir),
+            name,
             "maximize" if greater else "minimize",
             lab.pruner if lab.prune else "none",
             lab.heartbeat_seconds,
@@ -94,7 +93,48 @@ def open_session(base: RunArgs, lab: LabArguments, dataset=None) -> Session:
     finally:
         folder.release()  # a lab refused before writing anything leaves no trace
     st.reclaim_interrupted(study, grace_seconds=3 * lab.heartbeat_seconds)
+    st.record_lab_args(study, lab_record(base, lab, dataset))
     return Session(study, base, lab, augment_sets, lab_dir, greater, dataset, deadline)
+
+
+def study_location(base: RunArgs, lab: LabArguments) -> tuple[str, str]:
+    """(storage URL, study name) of a lab: `--storage` or lab.db in the lab folder; the study
+    is named after the folder unless `--study_name`."""
+    from tl_hf.output.names import LAB_DB
+
+    lab_dir = os.path.abspath(base.training.output_dir)
+    storage = lab.storage or f"sqlite:///{os.path.join(lab_dir, LAB_DB)}"
+    return storage, lab.study_name or os.path.basename(lab_dir)
+
+
+def lab_record(base: RunArgs, lab: LabArguments, dataset=None) -> dict[str, Any]:
+    """The lab's arguments as JSON (kept in the study): the flags the user set and the lab's
+    own, without those that only say how this process runs (`--worker`, `--serve`...)."""
+    import json
+
+    from tl_hf.lab.grid import PROCESS_FIELDS
+
+    lab_keys = {f.name for f in dataclasses.fields(LabArguments)}
+    values = base.to_dict()
+    chosen = {k: values[k] for k in sorted(base.explicit) if k in values and k not in lab_keys}
+    own = {k: v for k, v in dataclasses.asdict(lab).items() if k not in PROCESS_FIELDS}
+    record = {
+        "modality": base.modality,
+        "base": chosen,
+        "lab": own,
+        "in_memory": dataset is not None,
+    }
+    return json.loads(json.dumps(record, default=str))
+
+
+def args_from_record(record: dict[str, Any], **overrides: Any) -> tuple[RunArgs, LabArguments]:
+    """(base, lab) rebuilt from `lab_record` (then `overrides`), checked as `run_lab` checks."""
+    from tl_hf.config import build_args_with
+
+    values = {**record["base"], **record["lab"], **overrides}
+    values.pop("modality", None)  # the record's own, below
+    base, (lab,) = build_args_with(record["modality"], None, extra=(LabArguments,), **values)
+    return base, lab
 
 
 def run_specs(session: Session, specs, then_winner: bool = False):
@@ -107,7 +147,8 @@ def run_specs(session: Session, specs, then_winner: bool = False):
 
     study, lab = session.study, session.lab
     added = st.enqueue_missing(study, specs)
-    _log(f"{len(specs)} trials, {added} new; study {study.study_name!r}")
+    if specs:
+        _log(f"{len(specs)} trials, {added} new; study {study.study_name!r}")
     winner = None
     while not session.out_of_time():
         trial = st.pop_trial(study)
@@ -120,10 +161,7 @@ def run_specs(session: Session, specs, then_winner: bool = False):
         if trial.user_attrs.get("key") == st.WINNER_KEY:
             winner = winners.run_winner(session, trial)
             continue
-        attrs = trial.user_attrs  # an older lab's trials have no `model`: its own checkpoint
-        spec = TrialSpec(
-            **{f.name: attrs[f.name] for f in dataclasses.fields(TrialSpec) if f.name in attrs}
-        )
+        spec = TrialSpec.from_attrs(trial.user_attrs)
         started = time.time()
         outcome = trials.run_grid_trial(session, trial, spec)
         session.durations.append(time.time() - started)

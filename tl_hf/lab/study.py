@@ -244,3 +244,52 @@ def final_trials(study) -> list:
         if key and key != WINNER_KEY and is_live(trial):
             out.setdefault(key, trial)
     return sorted(out.values(), key=lambda t: t.number)
+
+
+# -- what a page or a worker reads from the study besides its trials
+
+LAB_ARGS_ATTR = "tl_hf_lab"  # the lab's arguments: a worker or a page rebuilds them from here
+WINNER_MARK_ATTR = "tl_hf_marked_winner"  # a configuration marked as the winner in the page
+
+
+def _stop_key(number: int) -> str:
+    return f"tl_hf_stop:{int(number)}"
+
+
+def request_stop(study, number: int) -> None:
+    """Ask the worker running trial `number` to stop it at its next evaluation (a study
+    attribute: every worker on the storage reads it, wherever it runs)."""
+    study._storage.set_study_user_attr(study._study_id, _stop_key(number), True)
+
+
+def stop_requested(study, number: int) -> bool:
+    """Whether the page asked to stop trial `number` (read from the storage, not a cache)."""
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    return bool(attrs.get(_stop_key(number)))
+
+
+def record_lab_args(study, record: dict) -> None:
+    """Keep the lab's arguments (JSON) in the study, so a worker started with only the storage
+    (`tl-hf lab --worker`) and the page (`tl-hf ui`) rebuild them."""
+    old = study._storage.get_study_user_attrs(study._study_id).get(LAB_ARGS_ATTR) or {}
+    sets = list((record.get("lab") or {}).get("augment_sets") or [])
+    added = [s for s in (old.get("lab") or {}).get("augment_sets") or [] if s not in sets]
+    if added:  # sets the page added stay: their trials may still be waiting
+        record = {**record, "lab": {**record["lab"], "augment_sets": sets + added}}
+    if old != record:
+        study._storage.set_study_user_attr(study._study_id, LAB_ARGS_ATTR, record)
+
+
+def lab_args_record(study) -> dict | None:
+    return study._storage.get_study_user_attrs(study._study_id).get(LAB_ARGS_ATTR)
+
+
+def refresh_augment_sets(session) -> None:
+    """Add the augmentation sets recorded in the study since the session opened (the page
+    queues trials on sets of its own)."""
+    from tl_hf.lab.grid import parse_augment_sets
+
+    record = lab_args_record(session.study) or {}
+    items = (record.get("lab") or {}).get("augment_sets") or []
+    for name, value in parse_augment_sets(items).items():
+        session.augment_sets.setdefault(name, value)

@@ -27,11 +27,13 @@ KEPT_RECORDS = (
 
 
 class ReportToOptuna(TrainerCallback):
-    """Reports `objective` after every evaluation during training; stops the run when pruned."""
+    """Reports `objective` after every evaluation during training; stops the run when pruned,
+    or when the page (`tl-hf ui`) asked to stop this trial (a flag in the study)."""
 
     def __init__(self, trial, objective: str, prune: bool):
         self.trial, self.objective, self.prune = trial, objective, prune
         self.pruned_at: int | None = None
+        self.stopped_at: int | None = None
         self.last: float | None = None
         self._training = False
 
@@ -50,9 +52,19 @@ class ReportToOptuna(TrainerCallback):
         # the last evaluation ends the trial anyway: pruning it then would only drop a finished
         # trial from the ranking
         last = state.max_steps and state.global_step >= state.max_steps
-        if self.prune and not last and self.trial.should_prune():
+        if not last and _stop_asked(self.trial):
+            self.stopped_at = epoch
+            control.should_training_stop = True
+        elif self.prune and not last and self.trial.should_prune():
             self.pruned_at = epoch
             control.should_training_stop = True
+
+
+def _stop_asked(trial) -> bool:
+    from tl_hf.lab.study import stop_requested
+
+    study = getattr(trial, "study", None)
+    return study is not None and stop_requested(study, trial.number)
 
 
 @dataclasses.dataclass
@@ -119,6 +131,11 @@ def run_trial(args, prepared, trial, objective: str, prune: bool) -> Outcome:
         return Outcome(
             "failed", None, {**attrs, "fail_reason": f"the run reported no {objective}"}, result
         )
+    if callback.stopped_at is not None:  # recorded like a pruned trial: not ranked
+        stop = {"pruned_at_epoch": callback.stopped_at, "stopped_by_user": True}
+        return Outcome(
+            "pruned", callback.last, {**attrs, **stop, "last_metric": callback.last}, result
+        )
     if callback.pruned_at is not None:
         return Outcome(
             "pruned",
@@ -149,12 +166,16 @@ def run_grid_trial(session, trial, spec):
     from tl_hf.errors import UserError
     from tl_hf.lab.data import prepared_for, without_test
     from tl_hf.lab.grid import trial_args
-    from tl_hf.lab.study import heartbeat
+    from tl_hf.lab.study import heartbeat, refresh_augment_sets
 
     lab = session.lab
     folder = os.path.join(session.lab_dir, "trials", f"trial_{trial.number:04d}")
     with heartbeat(session.study, trial, lab.heartbeat_seconds):
         try:
+            if spec.augment_set not in session.augment_sets:  # a set the page added since
+                refresh_augment_sets(session)
+            if spec.augment_set not in session.augment_sets:
+                raise UserError(f"no augmentation set {spec.augment_set!r} in this lab")
             args = trial_args(session.base, spec, session.augment_sets[spec.augment_set], folder)
             data = without_test(prepared_for(session, spec.augment_set, spec.model))
         except UserError as err:

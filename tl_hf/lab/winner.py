@@ -70,7 +70,7 @@ def run_winner(session, trial):
         return None
     seeds = [r for r in rows if r["config"] == best["config"] and r["state"] == "complete"]
     top = (max if session.greater else min)(seeds, key=lambda r: r["objective_value"])
-    spec = TrialSpec(**{f.name: top[f.name] for f in dataclasses.fields(TrialSpec)})
+    spec = TrialSpec.from_attrs(top)
     folder = os.path.join(session.lab_dir, "winner")
     augment = session.augment_sets[spec.augment_set]
     args = trial_args(session.base, spec, augment, folder)
@@ -113,6 +113,7 @@ def winner_command(base, spec: TrialSpec, augment, args) -> str:
     flags |= {"trainable_layers"} if spec.trainable_layers else set()
     flags |= {"model_name_or_path"} if spec.model else set()
     flags |= {"llrd_decay"} if spec.llrd_decay is not None else set()
+    flags |= {"num_train_epochs"} if spec.epochs is not None else set()
     if augment.items != ["none"]:  # None: the modality's default list (the mode asks for it)
         flags |= {"augment_mode"} | ({"augment"} if augment.items is not None else set())
         flags |= {"augment_copies"} if args.augment.augment_mode == "map" else set()

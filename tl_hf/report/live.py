@@ -96,7 +96,7 @@ def render_monitor(payload: dict, live_src: str | None = None) -> str:
         '<div class="tlhf" id="tlhf-monitor"><div class="tlhf-head"></div>'
         '<div class="tlhf-panels"></div><div class="hint"></div></div>'
         '<div class="tlhf-tip"></div>'
-        f"<script>const TLHF={_script_json(config)};\n{_asset('live.js')}</script>"
+        f"<script>const TLHF={_script_json(config)};\n{_asset('charts.js')}\n{_asset('live.js')}</script>"
     )
 
 
