@@ -8,6 +8,7 @@ host's end of their links (and 127.0.0.1 inside each namespace)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -93,7 +94,8 @@ class Namespaces:
         pid = proc.pid
         while time.time() < deadline:
             try:
-                argv0 = open(f"/proc/{pid}/cmdline").read().split("\0")[0]
+                with open(f"/proc/{pid}/cmdline") as handle:
+                    argv0 = handle.read().split("\0")[0]
                 with open(f"/proc/{pid}/task/{pid}/children") as handle:
                     kids = handle.read().split()
             except OSError:
@@ -118,10 +120,8 @@ class Namespaces:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
         for link in self.host_links:
             subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=20)
         for name in self.names:

@@ -5,6 +5,7 @@ trusting connections from them only. `PgServer.stop()` stops it and deletes the 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -77,7 +78,9 @@ class PgServer:
                 "-c max_connections=50 -c fsync=off"
             )
             log = os.path.join(self.dir, "log")
-            self._run("pg_ctl", "-D", self.data, "-o", options, "-l", log, "-w", "-t", "30", "start")
+            self._run(
+                "pg_ctl", "-D", self.data, "-o", options, "-l", log, "-w", "-t", "30", "start"
+            )
             self.started = True
             self._run("createdb", "-h", self.dir, "-p", str(self.port), "-U", "tlhf", "lab")
         except BaseException:
@@ -95,9 +98,7 @@ class PgServer:
 
     def stop(self) -> None:
         if self.started:
-            try:
+            with contextlib.suppress(Exception):
                 self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "-t", "30", "stop")
-            except Exception:
-                pass
             self.started = False
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -74,13 +74,23 @@ def unreachable(url: str, err: Exception) -> UserError | None:
     if url.startswith(("sqlite", "journal:")):
         return None
     text = f"{type(err).__name__}: {err}"
-    signs = ("OperationalError", "timeout", "timed out", "refused", "could not connect")
+    signs = (
+        "timeout",
+        "timed out",
+        "refused",
+        "could not connect",
+        "connection failed",
+        "can't connect",
+        "no route to host",
+        "could not translate host name",
+        "name or service not known",
+    )
     if not any(s.lower() in text.lower() for s in signs):
         return None
     first = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
     return UserError(
-        f"--storage: cannot reach the lab database at {host_port(url)} within "
-        f"{CONNECT_TIMEOUT_S} s ({first}); check the host, port and credentials and that the "
+        f"--storage: cannot connect to the lab database at {host_port(url)} (waited at most "
+        f"{CONNECT_TIMEOUT_S} s: {first}); check the host, port and credentials and that the "
         "server accepts connections from this machine"
     )
 
@@ -99,9 +109,7 @@ def make_storage(url: str, heartbeat_seconds: float, grace: float):
     if url.startswith("sqlite"):
         # wait for the other workers' writes instead of failing with "database is locked"
         kwargs = {"connect_args": {"timeout": 120}}
-    elif url.startswith("postgresql"):
-        kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
-    elif url.startswith("mysql"):
+    elif url.startswith(("postgresql", "mysql")):
         kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
     else:
         kwargs = {}

@@ -132,7 +132,9 @@ class SilenceWatch:
         return out
 
 
-def reclaim_interrupted(study, grace_seconds: float = 90.0, watch: SilenceWatch | None = None) -> int:
+def reclaim_interrupted(
+    study, grace_seconds: float = 90.0, watch: SilenceWatch | None = None
+) -> int:
     """Close RUNNING trials whose worker is gone (same pid space, dead pid) or silent (its
     heartbeat, or claimed more than `grace_seconds` ago by a worker that died before naming
     itself); returns how many were closed. They are enqueued again by `enqueue_missing`.
@@ -171,6 +173,16 @@ def reclaim_interrupted(study, grace_seconds: float = 90.0, watch: SilenceWatch 
     except Exception:
         pass
     return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def enqueue_missing(study, specs) -> int:
