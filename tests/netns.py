@@ -60,8 +60,9 @@ class Namespaces:
         _ip("-n", ns, "link", "set", ns_end, "up")
         return f"{net}.1", f"{net}.2"
 
-    def link(self, a: str, b: str) -> tuple[str, str]:
-        """A veth between namespaces `a` and `b`: (a's address, b's address)."""
+    def link(self, a: str, b: str) -> tuple[str, str, str, str]:
+        """A veth between namespaces `a` and `b`: (a's address, b's address, a's interface,
+        b's interface)."""
         n = len(self.host_links) + len(self.names) + 8
         end_a, end_b = f"va{self.tag}{n}"[:15], f"vb{self.tag}{n}"[:15]
         _ip("link", "add", end_a, "type", "veth", "peer", "name", end_b)
@@ -71,16 +72,24 @@ class Namespaces:
         for ns, end, host in ((a, end_a, 1), (b, end_b, 2)):
             _ip("-n", ns, "addr", "add", f"{net}.{host}/30", "dev", end)
             _ip("-n", ns, "link", "set", end, "up")
-        return f"{net}.1", f"{net}.2"
+        return f"{net}.1", f"{net}.2", end_a, end_b
 
-    def spawn(self, ns: str | None, argv: list[str], hostname: str | None = None, **popen):
-        """Start `argv` in namespace `ns` (None: the host) as another machine: its own pid and
-        UTS namespaces (a pid means nothing across them; `hostname` names the machine)."""
+    def spawn(
+        self,
+        ns: str | None,
+        argv: list[str],
+        hostname: str | None = None,
+        own_pids: bool = True,
+        **popen,
+    ):
+        """Start `argv` in namespace `ns` (None: the host) as another machine: its own UTS
+        namespace (`hostname` names the machine) and, with `own_pids`, its own pid namespace (a
+        pid means nothing across machines; without it, /proc still shows the host's view)."""
         if ns is not None:
             name = hostname or ns
+            pids = ["--pid", "--fork", "--kill-child"] if own_pids else []
             argv = [
-                "ip", "netns", "exec", ns,
-                "unshare", "--pid", "--fork", "--kill-child", "--uts",
+                "ip", "netns", "exec", ns, "unshare", *pids, "--uts",
                 "sh", "-c", f'hostname {name} && exec "$@"', "sh", *argv,
             ]  # fmt: skip
         proc = subprocess.Popen(argv, start_new_session=True, **popen)
