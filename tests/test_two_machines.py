@@ -1,5 +1,6 @@
 """Training on two "machines" (root only): two network namespaces joined by a veth pair,
-`accelerate launch --config_file accelerate_configs/two_machine_cpu.yaml` with machine_rank 0
+`tl-hf launch` (checks, then `accelerate launch`) with
+`--config_file accelerate_configs/two_machine_cpu.yaml`, machine_rank 0
 and 1 and main_process_ip the first namespace's address (gloo DDP over real TCP), the text
 recipe on a tiny BERT. Checks: the same metrics as one process with the same global batch,
 the output written by rank 0 only, exact evaluation counts, LLRD groups intact; then rank 1 is
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from netns import UNAVAILABLE, Namespaces
-from test_distributed import ACCELERATE, COMMON, DRIVER, LOSS_TOLERANCE, launch, text_setup
+from test_distributed import COMMON, DRIVER, LOSS_TOLERANCE, launch, text_setup
 
 pytestmark = [
     pytest.mark.distributed,
@@ -51,7 +53,10 @@ def run_two(pair, driver, flags, out: Path, env_rank1=None, expect=(0, 0)):
     procs, logs = [], []
     for rank, (ns, _, ifname) in enumerate(machines):
         cmd = [
-            ACCELERATE, "launch", "--config_file", CONFIG, "--machine_rank", str(rank),
+            # tl-hf launch: checks the main machine (rank 0: its own address, a free port;
+            # rank 1: reachable in time), then becomes accelerate launch
+            sys.executable, "-m", "tl_hf", "launch", "--connect_timeout", "60",
+            "--config_file", CONFIG, "--machine_rank", str(rank),
             "--main_process_ip", main_ip, "--main_process_port", str(port),
             driver, "text", *flags, *COMMON, "--output_dir", str(out),
             "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",

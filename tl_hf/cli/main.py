@@ -11,6 +11,7 @@
     tl-hf serve OUTPUT_DIR [--port 8000]            an HTTP endpoint on 127.0.0.1
     tl-hf export OUTPUT_DIR --onnx                  OUTPUT_DIR/onnx/, checked with onnxruntime
     tl-hf doctor                             what is installed, what the embedded defaults need
+    tl-hf launch [accelerate flags] SCRIPT   accelerate launch, the machines checked first
 
 Exit status: 0 on success, 2 with one line for a usage or input error.
 """
@@ -32,6 +33,7 @@ COMMANDS = (
     "serve",
     "export",
     "doctor",
+    "launch",
 )
 
 
@@ -163,6 +165,13 @@ def doctor(argv: list[str]) -> int:
     return doctor_main(argv)
 
 
+def launch(argv: list[str]) -> int:
+    """`tl-hf launch ...`: see `tl_hf.cli.launch`."""
+    from tl_hf.cli.launch import main as launch_main
+
+    return launch_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `tl-hf COMMAND ...`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -183,5 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         "serve": serve,
         "export": export,
         "doctor": doctor,
+        "launch": launch,
     }
     return commands[command](rest)
