@@ -147,7 +147,8 @@ def reclaim_interrupted(
     here = pid_space()
     now = datetime.datetime.now()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    doomed = set() if watch is None else {t._trial_id for t in watch.silent(running)}
+    counted = watch is not None and not hasattr(storage, "record_heartbeat")  # journal files
+    doomed = {t._trial_id for t in watch.silent(running)} if counted else set()
     for trial in running:
         attrs = trial.user_attrs
         if attrs.get("pid_space") == here and attrs.get("pid") and not _alive(attrs["pid"]):
