@@ -2,10 +2,15 @@
 # DeepSpeed ZeRO-2 and ZeRO-3 on one GPU through tl-hf (tiny BERT, text recipe, LLRD, bf16):
 # each against the same run without DeepSpeed; the runs' metrics and optimizer groups go to $OUT.
 #
-#   HERE:  pip download (py3.12 wheels of datasets, dill, multiprocess, evaluate, xxhash,
-#          transformers 5.23, hjson, ninja, py-cpuinfo, einops, msgpack) + the deepspeed 0.19.8
-#          wheel (pip wheel deepspeed==0.19.8) into .gpu_carry/ds_wheels/ (about 17 MB)
+#   HERE (once, about 17 MB into the git-ignored .gpu_carry/ds_wheels/):
+#     mkdir -p .gpu_carry/ds_wheels
+#     .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --platform manylinux2014_x86_64 -d .gpu_carry/ds_wheels datasets==5.2.0 dill multiprocess \
+#       evaluate==0.4.6 xxhash transformers==5.23.0 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 \
+#       einops==0.8.2 msgpack==1.2.4
+#     .venv/bin/python -m pip wheel --no-deps -w .gpu_carry/ds_wheels deepspeed==0.19.8
 #   THERE: bash bench/gpu_deepspeed_check.sh   (device tool, carry [".gpu_carry"]); ~3 minutes
+# Not yet run: prepared 2026-12-04 (the GPU machine was lent, but runs the lead's checkout).
 set -u
 OUT="${OUT:-/tmp/gpu_ds_out}"
 mkdir -p "$OUT"
