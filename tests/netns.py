@@ -3,7 +3,7 @@ stack, joined to the host or to another namespace by a veth pair, so processes i
 over real TCP. Everything made here is removed by `Namespaces.close()` (the fixtures call it in
 a `finally`), and every process started through `spawn` is killed there first.
 
-Addresses are 10.213.x.y/30 per link: traffic stays between this test's namespaces and the
+Addresses are 10.213.x.y/30 per link (a block of x values free on the host): traffic stays between this test's namespaces and the
 host's end of their links (and 127.0.0.1 inside each namespace)."""
 
 from __future__ import annotations
@@ -34,10 +34,27 @@ class Namespaces:
         self.names: list[str] = []
         self.host_links: list[str] = []
         self.procs: list[subprocess.Popen] = []
-        self.subnet = 1 + os.getpid() % 60  # 10.213.<subnet*4 + link>.x: unlikely to clash
+        self.subnet = self._free_block()
+
+    @staticmethod
+    def _free_block() -> int:
+        """A block of 16 /24 nets (10.213.<block*16 + link>.x) with no address on the host's
+        side yet (tests in parallel processes take different blocks)."""
+        shown = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=20)
+        used = {
+            line.split("10.213.")[1].split(".")[0]
+            for line in shown.stdout.splitlines()
+            if "10.213." in line
+        }
+        start = os.getpid() % 15
+        for i in range(15):
+            block = 1 + (start + i) % 15
+            if not any(str(block * 16 + k) in used for k in range(16)):
+                return block
+        raise RuntimeError("no free 10.213.x.0/24 block for test namespaces")
 
     def _net(self, link: int) -> str:
-        return f"10.213.{(self.subnet * 4 + link) % 256}"
+        return f"10.213.{self.subnet * 16 + link % 16}"
 
     def add(self, name: str) -> str:
         full = f"tlhf{self.tag}{name}"[:15]
