@@ -252,7 +252,8 @@ def heartbeat(study, trial, seconds: float):
             with contextlib.suppress(Exception):  # a missed beat is not a failure of the trial
                 beat()
 
-    beat()
+    with contextlib.suppress(Exception):  # already closed by a watcher (a worker paused
+        beat()  # between its claim and its first beat): the trial's end says so, not a crash
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
