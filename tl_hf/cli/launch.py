@@ -79,6 +79,9 @@ def settings(flags: list[str]) -> tuple[dict, float, list[str]]:
 def check_main_machine(ip: str, port: int) -> None:
     """On machine_rank 0: `ip` is this machine's and `port` is free on it."""
     with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
+        # as torch's store binds: connections of an earlier run that linger (TIME_WAIT) do not
+        # make the port taken, a process listening there does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((ip, port))
         except OSError as err:
