@@ -8,8 +8,9 @@ PYTHON=${PYTHON:-python3}
 
 # Debian packages: ffmpeg (audio decoding by torchcodec), espeak-ng + flite (the embedded
 # spoken-word dataset), WordNet (offline synonyms), Fashion-MNIST (the embedded image data),
-# chromium (the headless browser of the HTML report tests).
-DEB_PACKAGES="ffmpeg espeak-ng flite wordnet-base wordnet-sense-index dataset-fashion-mnist chromium"
+# chromium (the headless browser of the HTML report tests), postgresql (the throwaway database
+# server of the shared-lab tests).
+DEB_PACKAGES="ffmpeg espeak-ng flite wordnet-base wordnet-sense-index dataset-fashion-mnist chromium postgresql"
 missing=""
 for pkg in $DEB_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -44,7 +44,7 @@ def test_usage_errors_exit_2_with_one_line(capsys):
     assert main(["bogus"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: unknown command 'bogus': choose one of train, select, lab, ui, push, report, "
-        "predict, evaluate, serve, export, doctor"
+        "predict, evaluate, serve, export, doctor, launch"
     )
     assert main(["train"]) == 2
     err = capsys.readouterr().err  # other tests may have registered more modalities

@@ -12,6 +12,7 @@
     tl-hf serve OUTPUT_DIR [--port 8000]            an HTTP endpoint on 127.0.0.1
     tl-hf export OUTPUT_DIR --onnx                  OUTPUT_DIR/onnx/, checked with onnxruntime
     tl-hf doctor                             what is installed, what the embedded defaults need
+    tl-hf launch [accelerate flags] SCRIPT   accelerate launch, the machines checked first
 
 Exit status: 0 on success, 2 with one line for a usage or input error.
 """
@@ -21,20 +22,6 @@ from __future__ import annotations
 import sys
 
 from tl_hf.errors import UserError
-
-COMMANDS = (
-    "train",
-    "select",
-    "lab",
-    "ui",
-    "push",
-    "report",
-    "predict",
-    "evaluate",
-    "serve",
-    "export",
-    "doctor",
-)
 
 
 def _error(message: str) -> int:
@@ -179,6 +166,13 @@ def doctor(argv: list[str]) -> int:
     return doctor_main(argv)
 
 
+def launch(argv: list[str]) -> int:
+    """`tl-hf launch ...`: see `tl_hf.cli.launch`."""
+    from tl_hf.cli.launch import main as launch_main
+
+    return launch_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `tl-hf COMMAND ...`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -186,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        return _error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
     commands = {
         "train": train,
         "select": select,
@@ -200,5 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "serve": serve,
         "export": export,
         "doctor": doctor,
+        "launch": launch,
     }
+    if command not in commands:
+        return _error(f"unknown command {command!r}: choose one of {', '.join(commands)}")
     return commands[command](rest)

@@ -89,7 +89,12 @@ def main(modality: str, argv: list[str] | None = None) -> int:
 
     from tl_hf.config import parse_args
     from tl_hf.errors import UserError
-    from tl_hf.output.interrupt import Terminated, install_sigterm_handler, stopped_message
+    from tl_hf.output.interrupt import (
+        Terminated,
+        install_sigterm_handler,
+        lost_peer_message,
+        stopped_message,
+    )
 
     argv = list(sys.argv[1:] if argv is None else argv)
     install_sigterm_handler()
@@ -101,7 +106,12 @@ def main(modality: str, argv: list[str] | None = None) -> int:
     except UserError as err:  # also from inside training (a file that stopped decoding)
         print(f"{_close_progress_bars()}error: {err}", file=sys.stderr, flush=True)
         return 2
-    except Exception as err:  # only write failures (safetensors' error is a bare Exception)
+    except Exception as err:  # a lost rank, or a write failure (safetensors' is a bare Exception)
+        lost = lost_peer_message(err, modality, argv)
+        if lost is not None:
+            if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                print(f"{_close_progress_bars()}error: {lost}", file=sys.stderr, flush=True)
+            return 1
         message = _write_error(err)
         if message is None:
             raise

@@ -153,7 +153,11 @@ def run_specs(session: Session, specs, then_winner: bool = False):
     while not session.out_of_time():
         trial = st.pop_trial(study)
         if trial is None:
-            if not then_winner or not _grid_done(study, specs):
+            if not then_winner:
+                break
+            if not _grid_done(study, specs):
+                if _wait_for_others(session, specs):
+                    continue  # a silent worker's trial was put back: run it
                 break
             if not st.enqueue_missing(study, [{"key": st.WINNER_KEY}]):
                 break
@@ -177,6 +181,37 @@ def run_specs(session: Session, specs, then_winner: bool = False):
         # (outside the study, so a rerun that finishes the grid chooses again)
         winner = winners.run_winner(session, None)
     return winner
+
+
+def _wait_for_others(session: Session, specs) -> bool:
+    """Nothing left to start while other workers run trials: watch them (bounded by the time
+    budget) until the grid is done or a silent worker's trial is put back. True when there is
+    something to do (a trial to run, or the winner to rerun)."""
+    from optuna.trial import TrialState
+
+    import tl_hf.lab.study as st
+
+    study, lab = session.study, session.lab
+    grace = 3 * lab.heartbeat_seconds
+    poll = min(max(lab.heartbeat_seconds / 2, 0.2), 5.0)
+    watch = st.SilenceWatch(grace)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    _log(
+        f"nothing left to start: waiting for {len(running)} trial(s) on other workers "
+        f"(one silent for {grace:.0f} s is rerun here)"
+    )
+    while not session.out_of_time():
+        if st.reclaim_interrupted(study, grace, watch):
+            st.enqueue_missing(study, specs)
+            _log("a silent worker's trial was put back in the queue")
+        if _grid_done(study, specs):
+            return True
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            st.enqueue_missing(study, specs)  # closed by another worker, not yet put back
+        time.sleep(poll)
+    return False
 
 
 def _winner_done(study) -> bool:

@@ -9,8 +9,12 @@ exactly once" hold without a lock:
   smallest number among the live trials of a key is the one that runs; a popped trial with
   an older live twin is closed as a duplicate without running;
 - interrupted trials (the worker was killed: its process is gone, or its heartbeat went
-  silent) are closed as FAIL without a reason and enqueued again, so a rerun of the same
-  command runs them, and only them.
+  silent) are closed as FAIL without a reason and enqueued again: a worker with nothing left
+  to start waits for the others and reruns them, and a rerun of the same command runs them,
+  and only them. A pid is checked only by a worker in the same pid space (same machine and
+  pid namespace); a worker elsewhere is judged by its heartbeat alone, timed by the database
+  server's clock (RDB storages) or by the watcher's own clock (journal files). A silenced
+  worker that wakes up finds its trial finished: its result is dropped, never written over.
 
 A trial that failed for a reason (NaN loss, out of memory, a bad combination) is finished:
 it is recorded with the reason and not rerun.
@@ -24,6 +28,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from typing import Any
 
 WINNER_KEY = "__winner__"  # the winner's rerun is a trial too: exactly one worker runs it
 
@@ -53,12 +58,15 @@ def open_study(
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2),
         "none": optuna.pruners.NopPruner,
     }
+    from tl_hf.lab.storage import creation_lock, make_storage, resolve_url, unreachable
+
+    url = resolve_url(storage_url)
     for attempt in range(5):
         try:
-            with _creation_lock(storage_url):
+            with creation_lock(url):
                 return optuna.create_study(
                     study_name=study_name,
-                    storage=_storage(storage_url, heartbeat_seconds, grace),
+                    storage=make_storage(url, heartbeat_seconds, grace),
                     direction=direction,
                     pruner=pruners[pruner](),
                     load_if_exists=True,
@@ -69,46 +77,12 @@ def open_study(
                 s in text for s in ("IntegrityError", "already exists", "database is locked")
             )
             if attempt == 4 or not racing:
-                raise
+                friendly = unreachable(url, err)
+                if friendly is None:
+                    raise
+                raise friendly from None
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-@contextmanager
-def _creation_lock(storage_url: str):
-    """Workers on one machine create a SQLite study one at a time (a file lock beside the
-    database): two creating its tables at once fail ("table ... already exists")."""
-    if not storage_url.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    path = storage_url[len("sqlite:///") :] + ".lock"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _storage(storage_url: str, heartbeat_seconds: float, grace: float):
-    import optuna
-
-    if storage_url.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        return JournalStorage(JournalFileBackend(storage_url[len("journal:") :]))
-    # SQLite: wait for the other workers' writes instead of failing with "database is locked"
-    kwargs = {"connect_args": {"timeout": 120}} if storage_url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(
-        storage_url,
-        engine_kwargs=kwargs,
-        heartbeat_interval=int(max(heartbeat_seconds, 1)),
-        grace_period=int(grace),
-    )
 
 
 def _reason(trial) -> str | None:
@@ -124,35 +98,79 @@ def is_live(trial) -> bool:
     return True
 
 
-def reclaim_interrupted(study, grace_seconds: float = 90.0) -> int:
-    """Close RUNNING trials whose worker is gone (same host, dead pid) or silent (heartbeat,
-    or claimed more than `grace_seconds` ago by a worker that died before naming itself);
-    returns how many were closed. They are enqueued again by `enqueue_missing`."""
+def pid_space() -> str:
+    """Where a pid means something: this kernel boot and pid namespace. A worker's pid is
+    checked only from the same pid space; a worker on another machine (or container) is
+    judged by its heartbeat alone."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc: the host name stands in
+        return f"host:{socket.gethostname()}"
+
+
+class SilenceWatch:
+    """Heartbeats counted by the lab, for storages without their own (journal files): a
+    running trial whose beat count has not moved for `grace_seconds` of this worker's own
+    clock is silent. No clock of another machine is read."""
+
+    def __init__(self, grace_seconds: float):
+        self.grace = grace_seconds
+        self.seen: dict[int, tuple[Any, float]] = {}
+
+    def silent(self, trials) -> list:
+        now = time.monotonic()
+        out = []
+        for trial in trials:
+            beat = trial.user_attrs.get("beat")
+            last = self.seen.get(trial._trial_id)
+            if last is None or last[0] != beat:
+                self.seen[trial._trial_id] = (beat, now)
+            elif now - last[1] > self.grace:
+                out.append(trial)
+        return out
+
+
+def reclaim_interrupted(
+    study, grace_seconds: float = 90.0, watch: SilenceWatch | None = None
+) -> int:
+    """Close RUNNING trials whose worker is gone (same pid space, dead pid) or silent (its
+    heartbeat, or claimed more than `grace_seconds` ago by a worker that died before naming
+    itself); returns how many were closed. They are enqueued again by `enqueue_missing`.
+    `watch` judges heartbeats on storages without their own (it must watch over time)."""
     import datetime
 
     from optuna.trial import TrialState
 
     storage = study._storage
-    closed = 0
-    host = socket.gethostname()
+    here = pid_space()
     now = datetime.datetime.now()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    counted = watch is not None and not hasattr(storage, "record_heartbeat")  # journal files
+    doomed = {t._trial_id for t in watch.silent(running)} if counted else set()
+    for trial in running:
         attrs = trial.user_attrs
-        dead = attrs.get("host") == host and attrs.get("pid") and not _alive(attrs["pid"])
-        nameless = (
+        if attrs.get("pid_space") == here and attrs.get("pid") and not _alive(attrs["pid"]):
+            doomed.add(trial._trial_id)
+        if (
             "pid" not in attrs
             and trial.datetime_start is not None
             and ((now - trial.datetime_start).total_seconds() > grace_seconds)
-        )
-        if dead or nameless:
-            try:
-                closed += bool(storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
-            except Exception:  # another worker closed it first
-                continue
-    try:  # silent heartbeats, from any machine (storages without heartbeats skip this)
+        ):
+            doomed.add(trial._trial_id)
+    closed = 0
+    for trial_id in doomed:
+        try:
+            closed += bool(storage.set_trial_state_values(trial_id, TrialState.FAIL))
+        except Exception:  # another worker closed it first
+            continue
+    try:  # silent heartbeats timed by the database server's clock (RDB storages only)
         from optuna.storages import fail_stale_trials
 
+        before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         fail_stale_trials(study)
+        closed += before - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     except Exception:
         pass
     return closed
@@ -200,6 +218,7 @@ def pop_trial(study):
         trial = optuna.Trial(study, claimed._trial_id)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("pid_space", pid_space())
         key = claimed.user_attrs.get("key")
         twins = [
             t
@@ -214,20 +233,28 @@ def pop_trial(study):
 
 @contextmanager
 def heartbeat(study, trial, seconds: float):
-    """Record the trial's heartbeat every `seconds` while it runs (storages that keep them)."""
+    """Beat every `seconds` while the trial runs: the storage's own heartbeat (database
+    storages, timed by the server), else a beat count in the trial's attributes (journal)."""
     storage = study._storage
-    if not hasattr(storage, "record_heartbeat"):
-        yield
-        return
+    native = hasattr(storage, "record_heartbeat")
     stop = threading.Event()
+    count = [0]
 
     def beat():
+        count[0] += 1
+        if native:
+            storage.record_heartbeat(trial._trial_id)
+        else:
+            storage.set_trial_user_attr(trial._trial_id, "beat", count[0])
+
+    def loop():
         while not stop.wait(seconds):
             with contextlib.suppress(Exception):  # a missed beat is not a failure of the trial
-                storage.record_heartbeat(trial._trial_id)
+                beat()
 
-    storage.record_heartbeat(trial._trial_id)
-    thread = threading.Thread(target=beat, daemon=True)
+    with contextlib.suppress(Exception):  # already closed by a watcher (a worker paused
+        beat()  # between its claim and its first beat): the trial's end says so, not a crash
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
         yield

@@ -94,8 +94,8 @@ def _launcher_command(script: str) -> list[str] | None:
     return launcher or None
 
 
-def stopped_message(signal_name: str, modality: str, argv: list[str]) -> str:
-    """One line: what stopped the run, where, the last complete checkpoint, how to resume."""
+def _where_and_saved() -> tuple[str, str]:
+    """Where the run was (stage, epoch, step) and its last complete checkpoint, in words."""
     from tl_hf.output.folder import checkpoint_epoch, latest_complete_checkpoint
 
     where = f"during {PROGRESS.get('stage', 'startup')}"
@@ -107,6 +107,56 @@ def stopped_message(signal_name: str, modality: str, argv: list[str]) -> str:
         saved = f"last complete checkpoint {latest} (epoch {checkpoint_epoch(latest):g})"
     else:
         saved = "no complete checkpoint yet (--resume starts from the beginning)"
+    return where, saved
+
+
+def stopped_message(signal_name: str, modality: str, argv: list[str]) -> str:
+    """One line: what stopped the run, where, the last complete checkpoint, how to resume."""
+    where, saved = _where_and_saved()
     return (
         f"stopped by {signal_name} {where}; {saved}; resume with: {resume_command(modality, argv)}"
+    )
+
+
+# What a collective says when the process on the other end is gone (gloo, NCCL, the store)
+PEER_LOST_TEXT = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Socket Timeout",
+    "Connection refused",
+    "NCCL communicator was aborted",
+    "remote process exited",
+)
+
+
+def lost_peer_message(err: BaseException, modality: str, argv: list[str]) -> str | None:
+    """One line when `err` is a collective failing because another rank (its process or its
+    machine) is gone: which rank, on which machine, where the run was, the last complete
+    checkpoint and the command that resumes it; None for any other error."""
+    import re
+
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return None
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    text = str(err)
+    backend_error = getattr(dist, "DistBackendError", ())
+    if not (isinstance(err, backend_error) or any(t in text for t in PEER_LOST_TEXT)):
+        return None
+    world, rank = dist.get_world_size(), dist.get_rank()
+    per_machine = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    address = re.search(r"\[([0-9A-Fa-f.:]+)\]:\d+", text)
+    at = f", {address.group(1)}" if address else ""
+    if world == 2:
+        lost = 1 - rank
+        who = f"rank {lost} (machine {lost // per_machine} of {world // per_machine}{at})"
+    else:
+        who = f"a rank of the {world} ({address.group(1) if address else 'address unknown'})"
+    where, saved = _where_and_saved()
+    return (
+        f"lost {who} {where}: its process or machine stopped; {saved}; resume on every "
+        f"machine (each with its own --machine_rank) with: {resume_command(modality, argv)}"
     )

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# DeepSpeed ZeRO-2 and ZeRO-3 on one GPU through tl-hf (tiny BERT, text recipe, LLRD, bf16):
+# each against the same run without DeepSpeed; the runs' metrics and optimizer groups go to $OUT.
+#
+#   HERE (once, about 17 MB into the git-ignored .gpu_carry/ds_wheels/):
+#     mkdir -p .gpu_carry/ds_wheels
+#     .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --platform manylinux2014_x86_64 -d .gpu_carry/ds_wheels datasets==5.2.0 dill multiprocess \
+#       evaluate==0.4.6 xxhash transformers==5.23.0 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 \
+#       einops==0.8.2 msgpack==1.2.4
+#     .venv/bin/python -m pip wheel --no-deps -w .gpu_carry/ds_wheels deepspeed==0.19.8
+#   THERE: bash bench/gpu_deepspeed_check.sh   (device tool, carry [".gpu_carry"]); ~3 minutes
+# Not yet run: prepared 2026-12-04 (the GPU machine was lent, but runs the lead's checkout).
+set -u
+OUT="${OUT:-/tmp/gpu_ds_out}"
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_deepspeed.log") 2>&1
+PY="${PYTHON:-python3}"
+"$PY" -m pip install -q --no-index --no-deps --target /tmp/site .gpu_carry/ds_wheels/*.whl \
+    || { echo "wheel install FAILED"; exit 1; }
+export PYTHONPATH="/tmp/site:$PWD" HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PATH="/tmp/site/bin:$PATH"
+W=/tmp/ds_work
+rm -rf "$W" && mkdir -p "$W"
+"$PY" - "$W" <<'PY'
+import sys
+sys.path.insert(0, "tests")
+from conftest import make_tiny_bert, sentiment_rows, write_csv
+w = sys.argv[1]
+make_tiny_bert(f"{w}/bert")
+rows = sentiment_rows(88)
+write_csv(f"{w}/train.csv", rows[:64]); write_csv(f"{w}/val.csv", rows[64:75]); write_csv(f"{w}/test.csv", rows[75:])
+import deepspeed, torch, transformers, accelerate
+print("versions", deepspeed.__version__, torch.__version__, transformers.__version__, accelerate.__version__)
+PY
+FLAGS=(text --model_name_or_path "$W/bert" --train_file "$W/train.csv" --validation_file "$W/val.csv"
+       --test_file "$W/test.csv" --strategy llrd --learning_rate 3e-3 --llrd_decay 0.8
+       --num_train_epochs 3 --seed 7 --bf16 true --per_device_train_batch_size 8
+       --per_device_eval_batch_size 4 --report_to none)
+run() {  # name, launcher...
+    local name=$1; shift
+    mkdir -p "$OUT/$name.probes"
+    local t0=$(date +%s)
+    TL_HF_PROBE_DIR="$OUT/$name.probes" timeout 240 "$@" tests/dist_driver.py "${FLAGS[@]}" \
+        --output_dir "$W/$name" > "$OUT/$name.log" 2>&1
+    echo "[ds_check] $name exit $? in $(( $(date +%s) - t0 )) s"
+    cp "$W/$name/all_results.json" "$OUT/$name.all_results.json" 2>/dev/null
+    cp "$W/$name/param_groups.json" "$OUT/$name.param_groups.json" 2>/dev/null
+    tail -5 "$OUT/$name.log"
+}
+run plain "$PY"
+for stage in 2 3; do
+    run "zero$stage" "$PY" -m accelerate.commands.launch --config_file \
+        "accelerate_configs/deepspeed_zero$stage.yaml" --num_processes 1
+done
+"$PY" - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+for name in ("plain", "zero2", "zero3"):
+    path = os.path.join(out, f"{name}.all_results.json")
+    if os.path.exists(path):
+        r = json.load(open(path))
+        print(name, {k: r.get(k) for k in ("eval_loss", "test_loss", "eval_accuracy", "test_accuracy", "best_epoch")})
+    else:
+        print(name, "no results")
+PY

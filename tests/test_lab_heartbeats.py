@@ -1,0 +1,57 @@
+"""Heartbeats of lab workers, without training (fast, no root): a watcher closes a running
+trial only when its heartbeat is silent, by the storage's own heartbeat (database storages)
+or by the lab's beat count (journal files), never by a pid from another pid space."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import tl_hf.lab.study as st
+
+
+def _study(url):
+    return st.open_study(url, "beats", "maximize", "none", 1.0)
+
+
+def _claimed(study):
+    st.enqueue_missing(study, [{"key": "k0"}])
+    trial = st.pop_trial(study)
+    assert trial is not None
+    return trial
+
+
+def _state(study, trial) -> str:
+    return study._storage.get_trial(trial._trial_id).state.name
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_beating_trial_is_never_closed_a_silent_one_is(tmp_path, kind):
+    url = (
+        f"sqlite:///{tmp_path / 'lab.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j.log'}"
+    )
+    study = _study(url)
+    trial = _claimed(study)
+    trial.set_user_attr("pid_space", "another-machine")  # its pid means nothing here
+    watch = st.SilenceWatch(grace_seconds=0.3)
+    with st.heartbeat(study, trial, seconds=0.1):  # beating
+        for _ in range(6):
+            assert st.reclaim_interrupted(study, grace_seconds=0.3, watch=watch) == 0
+            time.sleep(0.1)
+        assert _state(study, trial) == "RUNNING"
+    # silent now: closed after the grace period (database: by the server's clock, grace 3 s
+    # for a 1 s heartbeat; journal: by this watcher's clock)
+    deadline = time.time() + 10
+    while _state(study, trial) == "RUNNING" and time.time() < deadline:
+        st.reclaim_interrupted(study, grace_seconds=0.3, watch=watch)
+        time.sleep(0.2)
+    assert _state(study, trial) == "FAIL"
+    assert st.enqueue_missing(study, [{"key": "k0"}]) == 1  # queued again
+
+
+def test_a_dead_pid_in_this_pid_space_is_closed_at_once(tmp_path):
+    study = _study(f"sqlite:///{tmp_path / 'lab.db'}")
+    trial = _claimed(study)
+    trial.set_user_attr("pid", 2**22 + 12345)  # no such process
+    assert st.reclaim_interrupted(study) == 1 and _state(study, trial) == "FAIL"
