@@ -199,10 +199,13 @@ def test_predict_bad_rows_exit_2_before_output_or_are_skipped(text_run, tmp_path
 
 
 def test_calibration_in_the_card_and_report(text_run):
+    from tl_hf.training.metrics import TEMPERATURE_RANGE
+
     out, _, _ = text_run
     record = _json(os.path.join(out, "calibration.json"))
     results = _json(os.path.join(out, "all_results.json"))
-    assert record["temperature"] == results["eval_temperature"]
+    fitted = results["eval_temperature"]  # a split the model separates keeps T = 1
+    assert record["temperature"] == (fitted if fitted > TEMPERATURE_RANGE[0] else 1.0)
     assert record["test"]["ece"] == results["test_ece"]
     assert "test_temperature" not in results  # the test split never chooses T
     assert "temperature scaling (T = " in _text(os.path.join(out, "README.md"))
@@ -235,6 +238,23 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
     record = calibration_record(metrics, test_logits, test_labels)
     assert record["test"] == {"ece": before, "ece_calibrated": after}
     assert metrics["test_ece"] == before and "test_temperature" not in metrics
+
+
+def test_a_perfectly_separated_validation_split_keeps_the_raw_softmax():
+    from tl_hf.infer.calibrate import calibration_record
+    from tl_hf.training.metrics import TEMPERATURE_RANGE, fit_temperature
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    logits = rng.normal(0, 0.3, (300, 3)) + 10 * np.eye(3)[labels]  # always right
+    fitted = fit_temperature(logits, np.eye(3)[labels])
+    assert fitted == TEMPERATURE_RANGE[0]  # the loss keeps falling as T falls
+    metrics = {"eval_temperature": fitted, "eval_ece": 0.1, "eval_scaled_ece": 0.0}
+    wrong = np.array([[3.0, 0.0, 0.0]])  # a confident mistake on new data
+    record = calibration_record(metrics, wrong, [1])
+    assert record["temperature"] == 1.0 and "not identifiable" in record["fitted_on"]
+    assert record["validation"]["ece_calibrated"] == 0.1
+    assert record["test"]["ece_calibrated"] == record["test"]["ece"]
 
 
 def test_batches_keep_memory_flat_in_the_input_size(tmp_path):

@@ -15,6 +15,7 @@ from typing import Any
 
 from tl_hf.training.metrics import (
     ECE_BINS,
+    TEMPERATURE_RANGE,
     expected_calibration_error,
     soft_nll,
     softmax,
@@ -46,6 +47,16 @@ def calibration_record(metrics: dict[str, Any], test_logits=None, test_labels=No
             "ece_calibrated": metrics.get("eval_scaled_ece"),
         },
     }
+    if temperature <= TEMPERATURE_RANGE[0]:
+        # the model separates the validation split perfectly: its loss keeps falling as T
+        # falls, so the split cannot say how far to sharpen; sharpening to the range's end
+        # would make every wrong prediction on new data near-certain. Keep the raw softmax.
+        temperature = 1.0
+        record.update(
+            temperature=1.0,
+            fitted_on="validation (not identifiable: the split is separated perfectly; T = 1 kept)",
+        )
+        record["validation"]["ece_calibrated"] = record["validation"]["ece"]
     if test_logits is not None and test_labels is not None:
         import numpy as np
 
