@@ -10,7 +10,7 @@
 #       einops==0.8.2 msgpack==1.2.4
 #     .venv/bin/python -m pip wheel --no-deps -w .gpu_carry/ds_wheels deepspeed==0.19.8
 #   THERE: bash bench/gpu_deepspeed_check.sh   (device tool, carry [".gpu_carry"]); ~3 minutes
-# Not yet run: prepared 2026-12-04 (the GPU machine was lent, but runs the lead's checkout).
+# Then tl-hf predict on cuda vs cpu and evaluate on cuda (issue 29).
 set -u
 OUT="${OUT:-/tmp/gpu_ds_out}"
 mkdir -p "$OUT"
@@ -62,4 +62,25 @@ for name in ("plain", "zero2", "zero3"):
         print(name, {k: r.get(k) for k in ("eval_loss", "test_loss", "eval_accuracy", "test_accuracy", "best_epoch")})
     else:
         print(name, "no results")
+PY
+# tl-hf predict / evaluate on the GPU (issue 29): the plain run scored on cuda and on cpu must
+# give the same labels and probabilities within 1e-4
+CLI=(-c "import sys; from tl_hf.cli.main import main; sys.exit(main(sys.argv[1:]))")
+for dev in cpu cuda; do
+    t0=$(date +%s)
+    "$PY" "${CLI[@]}" predict "$W/plain" --input "$W/test.csv" --output "$OUT/predict_$dev.csv" \
+        --device "$dev" --top_k 2 > "$OUT/predict_$dev.log" 2>&1
+    echo "[ds_check] predict --device $dev exit $? in $(( $(date +%s) - t0 )) s"; tail -2 "$OUT/predict_$dev.log"
+done
+"$PY" "${CLI[@]}" evaluate "$W/plain" --input "$W/test.csv" --device cuda --name gpu \
+    > "$OUT/evaluate_cuda.log" 2>&1
+echo "[ds_check] evaluate --device cuda exit $?"; tail -3 "$OUT/evaluate_cuda.log"
+cp "$W/plain/eval_gpu/metrics.json" "$OUT/evaluate_cuda.metrics.json" 2>/dev/null
+"$PY" - "$OUT" <<'PY'
+import csv, json, os, sys
+out = sys.argv[1]
+rows = {d: list(csv.DictReader(open(os.path.join(out, f"predict_{d}.csv")))) for d in ("cpu", "cuda")}
+same = all(a["label"] == b["label"] for a, b in zip(rows["cpu"], rows["cuda"]))
+worst = max(abs(float(a["probability"]) - float(b["probability"])) for a, b in zip(rows["cpu"], rows["cuda"]))
+print(json.dumps({"rows": len(rows["cuda"]), "same_labels": same, "max_probability_difference": worst}))
 PY
