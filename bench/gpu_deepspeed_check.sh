@@ -7,7 +7,7 @@
 #     .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --platform manylinux2014_x86_64 -d .gpu_carry/ds_wheels datasets==5.2.0 dill multiprocess \
 #       evaluate==0.4.6 xxhash transformers==5.23.0 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 \
-#       einops==0.8.2 msgpack==1.2.4
+#       einops==0.8.2 msgpack==1.2.4 pydantic pydantic_core annotated-types typing-inspection
 #     .venv/bin/python -m pip wheel --no-deps -w .gpu_carry/ds_wheels deepspeed==0.19.8
 #   THERE: bash bench/gpu_deepspeed_check.sh   (device tool, carry [".gpu_carry"]); ~3 minutes
 # Then tl-hf predict on cuda vs cpu and evaluate on cuda (issue 29).
