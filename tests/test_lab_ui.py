@@ -212,7 +212,7 @@ def test_a_killed_workers_trial_runs_again(server, browser):
         lambda: [
             n for n, s in _rows(browser).items() if n > number and s in ("waiting", "running")
         ],
-        30,
+        120,  # a loaded 2-core machine: the server's two looks, a worker's start
         "the trial queued again",
     )
     assert number not in _rows(browser)  # the interrupted record is closed, its key lives on
@@ -328,7 +328,7 @@ def test_restarted_server_shows_the_same_trials(server, lab_dir, browser):
     from tl_hf.lab.ui import start_in_thread
 
     running, url = server
-    _wait(lambda: all(t["state"] not in ("running", "waiting") for t in _study_trials(url)), 90,
+    _wait(lambda: all(t["state"] not in ("running", "waiting") for t in _study_trials(url)), 240,
           "the queue to drain")  # fmt: skip
     before = {t["number"]: t["state"] for t in _study_trials(url)}
     running.stop()
