@@ -30,6 +30,10 @@ import tl_hf.training.trainer as train  # noqa: E402
 from tl_hf.cli.recipe import main  # noqa: E402
 from tl_hf.output.names import FINISHED_MARKER  # noqa: E402
 
+# as a process started from a shell: Ctrl-C raises KeyboardInterrupt, whatever the parent set
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
 POINT = os.environ.get("TL_HF_KILL_AT", "")
 KIND, _, ARG = POINT.partition(":")
 COUNT = {"evaluate": 0, "save": 0}
