@@ -47,9 +47,11 @@ def _now() -> str:
 
 def _listing(folder: str) -> set[str]:
     try:
-        return set(os.listdir(folder)) - {N.MANIFEST, N.LOCK}
+        names = set(os.listdir(folder))
     except FileNotFoundError:
         return set()
+    # the manifest, the lock and a manifest write in flight (another worker's) are no content
+    return {n for n in names - {N.MANIFEST, N.LOCK} if not n.startswith(f".{N.MANIFEST}.tmp-")}
 
 
 def read_manifest(folder: str) -> dict | None:
