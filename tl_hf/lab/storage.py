@@ -12,6 +12,7 @@ errors of a server that cannot be reached or a driver that is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from contextlib import contextmanager
@@ -95,6 +96,21 @@ def unreachable(url: str, err: Exception) -> UserError | None:
     )
 
 
+def _journal_lock(path: str):
+    """Optuna's symlink lock on the journal, except that releasing a lock the other workers
+    broke is not an error: a worker paused while holding it (SIGSTOP, a suspended machine)
+    finds it taken away after Optuna's grace period (30 s), and its write was already done."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    class Lock(JournalFileSymlinkLock):
+        def release(self) -> None:
+            # "did not possess lock": the link was gone at the rename, broken by the others
+            with contextlib.suppress(RuntimeError):
+                super().release()
+
+    return Lock(path)
+
+
 def make_storage(url: str, heartbeat_seconds: float, grace: float):
     """The Optuna storage for a resolved URL."""
     import optuna
@@ -105,7 +121,7 @@ def make_storage(url: str, heartbeat_seconds: float, grace: float):
 
         path = url[len("journal:") :]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
+        return JournalStorage(JournalFileBackend(path, lock_obj=_journal_lock(path)))
     if url.startswith("sqlite"):
         # wait for the other workers' writes instead of failing with "database is locked"
         kwargs = {"connect_args": {"timeout": 120}}

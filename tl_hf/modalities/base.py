@@ -108,6 +108,44 @@ def _preprocess_on_access(modality: Modality):
 
 
 @dataclass(frozen=True)
+class DataRule:
+    """A data setting the user left open, chosen from the training split: `flag` takes
+    `value`; `reason` says what in the data decided it (printed, and kept in
+    `run_config.yaml` and the card)."""
+
+    flag: str
+    value: Any
+    reason: str
+
+    @property
+    def line(self) -> str:
+        return f"--{self.flag} {self.value} from the data: {self.reason}"
+
+
+def with_rules(args, rules):
+    """`args` (`RunArgs`) with the data settings `rules` chose: what the run uses and records."""
+    import dataclasses
+
+    if not rules:
+        return args
+    data = args.data.replace(**{r.flag: r.value for r in rules})
+    plugins = dict(args.plugins)  # the modality's own flags are kept there too (to_dict)
+    if data.own is not None and type(data.own).__name__ in plugins:
+        plugins[type(data.own).__name__] = data.own
+    return dataclasses.replace(args, data=data, plugins=plugins)
+
+
+def data_processor(modality, model_path: str, args, config, train) -> tuple[Any, tuple]:
+    """The checkpoint's processor for this data: built from `args`, then again with the
+    settings the training split chose (`Modality.rules_from_data`), which come back with it."""
+    processor = modality.build_processor(model_path, args, config)
+    rules = tuple(modality.rules_from_data(train, processor, args.data, config))
+    if rules:
+        processor = modality.build_processor(model_path, with_rules(args, rules), config)
+    return processor, rules
+
+
+@dataclass(frozen=True)
 class Modality:
     """What one modality contributes to each step of the flow.
 
@@ -152,6 +190,8 @@ class Modality:
         augment_context(processor, args) -> keyword arguments of the augmenter
         build_batch_augment(specs, num_labels, seed) -> fn(batch) -> batch, or None
         adapt_model(model, processor) -> None: changes to the model after loading
+        rules_from_data(train_split, processor, data_args, checkpoint_config) -> [DataRule]:
+            settings the user left open, chosen from the training split (image: the size)
     """
 
     name: str
@@ -182,6 +222,7 @@ class Modality:
     augment_context: Callable[[Any, Any], dict[str, Any]] = _no_context
     build_batch_augment: Callable[[Any, int, int], Any] = _no_batch_augment
     adapt_model: Callable[[Any, Any], None] = _no_adaptation
+    rules_from_data: Callable[..., list[DataRule]] = lambda train, processor, data, config: []
 
     def __post_init__(self):
         if self.preprocess is None:

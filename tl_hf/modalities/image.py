@@ -38,6 +38,89 @@ class ImageArguments:
     )
 
 
+# Convolutional families whose weights take any input size (no position embeddings); a timm
+# model says so itself (`pretrained_cfg["fixed_input_size"]`).
+RESIZABLE_MODEL_TYPES = frozenset(
+    {"resnet", "convnext", "convnextv2", "efficientnet", "mobilenet_v1", "mobilenet_v2", "regnet"}
+)
+# The image-size rule (docs/defaults.md, "Image size"): images smaller than the checkpoint's
+# input are upscaled SIZE_FACTOR times their median shorter side, rounded up to a multiple of
+# SIZE_STEP, at least MIN_RULE_SIZE, at most the checkpoint's own size.
+SIZE_FACTOR = 4
+SIZE_STEP = 16
+MIN_RULE_SIZE = 64
+SIZE_SAMPLE = 256  # training images whose header is read
+
+
+def native_size(processor) -> int | None:
+    """The square input side the checkpoint's processor produces (None: not a fixed square)."""
+    data_config = getattr(processor, "data_config", None)  # timm
+    if data_config and data_config.get("input_size"):
+        return int(data_config["input_size"][-1])
+    for sizes in (getattr(processor, "crop_size", None), getattr(processor, "size", None)):
+        sizes = dict(sizes or {})
+        if "height" in sizes:
+            return int(sizes["height"])
+        if "shortest_edge" in sizes:
+            return int(sizes["shortest_edge"])
+    return None
+
+
+def resizable(config) -> bool:
+    """Whether the checkpoint takes inputs of another size than its own."""
+    if getattr(config, "model_type", None) == "timm_wrapper":
+        return not (getattr(config, "pretrained_cfg", None) or {}).get("fixed_input_size", True)
+    return getattr(config, "model_type", None) in RESIZABLE_MODEL_TYPES
+
+
+def median_shorter_side(train) -> int:
+    """The median shorter side of up to SIZE_SAMPLE training images (headers only)."""
+    import statistics
+    from io import BytesIO
+
+    from datasets import Image
+    from PIL import Image as PILImage
+
+    raw = train.cast_column("image", Image(decode=False))
+    step = max(1, len(raw) // SIZE_SAMPLE)
+    sides = []
+    for value in raw.select(range(0, len(raw), step))["image"]:
+        source = BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+        with PILImage.open(source) as image:  # the header: nothing decoded
+            sides.append(min(image.size))
+    return int(statistics.median(sides))
+
+
+def size_rule(side: int, native: int) -> int | None:
+    """The image size for a median shorter side `side` and a checkpoint size `native`, or
+    None when the checkpoint's own size stays (images as large as it, or larger)."""
+    if side >= native:
+        return None
+    step = SIZE_STEP
+    size = max(MIN_RULE_SIZE, -(-SIZE_FACTOR * side // step) * step)
+    return size if size < native else None
+
+
+def rules_from_data(train, processor, data_args, config) -> list:
+    """`--image_size` from the images when not given: small images are not upscaled to the
+    checkpoint's 224 px (each costs as much as a photo there) but to `size_rule`'s size."""
+    from tl_hf.modalities.base import DataRule
+
+    native = native_size(processor)
+    if data_args.image_size or native is None or not resizable(config):
+        return []
+    side = median_shorter_side(train)
+    size = size_rule(side, native)
+    if size is None:
+        return []
+    reason = (
+        f"the training images' median shorter side is {side} px, the checkpoint's input "
+        f"{native} px: {SIZE_FACTOR}x the side, at least {MIN_RULE_SIZE} "
+        "(docs/defaults.md, image size; --image_size N sets it)"
+    )
+    return [DataRule("image_size", size, reason)]
+
+
 def default_model() -> str:
     from tl_hf.embedded.vision import efficientnet_lite0_folder
 
@@ -199,5 +282,6 @@ MODALITY = register_modality(
         flags=ImageArguments,
         build_collator=build_collator,
         build_batch_augment=build_batch_augment,
+        rules_from_data=rules_from_data,
     )
 )

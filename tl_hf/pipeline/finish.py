@@ -11,8 +11,9 @@ from typing import Any
 
 from tl_hf.config import RunArgs
 from tl_hf.console import say
+from tl_hf.modalities.base import with_rules
 from tl_hf.pipeline.plan import Plan
-from tl_hf.pipeline.steps import Features
+from tl_hf.pipeline.steps import Features, Prepared
 
 
 def train_step(trainer, features: Features, plan: Plan):
@@ -125,12 +126,13 @@ def save_model_step(trainer, plan: Plan) -> None:
         plan.strategy.save(trainer, plan.options, trainer.args.output_dir)
 
 
-def what_ran(plan: Plan, trainer, pooling: str, cached: bool) -> RunArgs:
+def what_ran(plan: Plan, trainer, pooling: str, cached: bool, rules=()) -> RunArgs:
     """The arguments as the run used them (`run_config.yaml`, `RunResult.args`): the user's,
-    with what the run decided (the pooling the head reads, whether features were cached, the
-    Trainer's arguments: columns kept, Hub settings taken out, tracker names), except the
-    evaluation batch, recorded as the user gave it (`--eval_batch_scale` applies it again)."""
-    args = plan.args
+    with what the run decided (the data settings chosen from the data, `rules`; the pooling
+    the head reads, whether features were cached, the Trainer's arguments: columns kept, Hub
+    settings taken out, tracker names), except the evaluation batch, recorded as the user gave
+    it (`--eval_batch_scale` applies it again)."""
+    args = with_rules(plan.args, rules)
     training = copy.copy(trainer.args)
     training.per_device_eval_batch_size = plan.training_args.per_device_eval_batch_size
     return dataclasses.replace(
@@ -141,18 +143,18 @@ def what_ran(plan: Plan, trainer, pooling: str, cached: bool) -> RunArgs:
     )
 
 
-def report_step(ran: RunArgs, plan: Plan, trainer, metrics: dict, num_labels, dataset, timer):
+def report_step(ran: RunArgs, plan: Plan, trainer, metrics: dict, data: Prepared, dataset, timer):
     """Step 9b (main process): the files of the report (`save_and_report`), then the final
     metrics and the diagnosis to the trackers (--report_to)."""
     from tl_hf.report import format_diagnosis
     from tl_hf.report.trackers import log_final_to_trackers
 
     if ran.training.process_index == 0:
-        diagnosis = save_and_report(ran, plan, metrics, num_labels, dataset, timer)
+        diagnosis = save_and_report(ran, plan, metrics, data, dataset, timer)
         log_final_to_trackers(trainer, metrics, format_diagnosis(diagnosis))
 
 
-def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, dataset, timer):
+def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, data: Prepared, dataset, timer):
     """Step 9 (main process): the run config of what ran, the diagnosis, the model card and
     report, then the results (`all_results.json`, the finished marker: written last, so a
     folder that has it is complete), then the push. Returns the diagnosis."""
@@ -174,10 +176,12 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
     # pushed beside the card: local paths are named by their last component (share.py)
     results = shareable(jsonable(metrics))
     with phase("report: run config"):
-        write_run_config_step(ran, plan, dataset)
+        write_run_config_step(ran, plan, dataset, data.rules)
     with phase("report: diagnosis"):
         history = load_history(output_dir)
-        diagnosis = diagnose(history, strategy=ran.strategy.strategy, num_labels=num_labels)
+        diagnosis = diagnose(
+            history, strategy=ran.strategy.strategy, num_labels=len(data.label_names)
+        )
         write_diagnosis(output_dir, diagnosis)
         say(format_diagnosis(diagnosis))
     with phase("report: model card"):
@@ -193,8 +197,9 @@ def save_and_report(ran: RunArgs, plan: Plan, metrics: dict, num_labels: int, da
     return diagnosis
 
 
-def write_run_config_step(ran: RunArgs, plan: Plan, dataset=None) -> None:
-    """`run_config.yaml`: what ran, enough to reproduce it (from scratch, not its resumption)."""
+def write_run_config_step(ran: RunArgs, plan: Plan, dataset=None, rules=()) -> None:
+    """`run_config.yaml`: what ran, enough to reproduce it (from scratch, not its resumption),
+    and the settings chosen from the data with the reason (`rules_from_data`)."""
     from pathlib import Path
 
     from tl_hf.output.names import RUN_CONFIG_FILE, SELECTION_FILE
@@ -215,6 +220,8 @@ def write_run_config_step(ran: RunArgs, plan: Plan, dataset=None) -> None:
         "resume": False,
         "resume_from_checkpoint": None,
     }
+    if rules:
+        config["rules_from_data"] = [rule.line for rule in rules]
     selection = os.path.join(output_dir, SELECTION_FILE)
     if ran.model.candidates and os.path.isfile(selection):  # the ranking that chose the model
         config["selection"] = selection_summary(read_json(Path(selection)))

@@ -101,8 +101,8 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
                 metrics = finish.evaluate_step(t, train_result, features, data.label_names)
             with _step(timer, "save model", "saving"):
                 finish.save_model_step(t, p)
-            ran = finish.what_ran(p, t, pooling, features.cache is not None)
-            finish.report_step(ran, p, t, metrics, len(data.label_names), dataset, timer)
+            ran = finish.what_ran(p, t, pooling, features.cache is not None, data.rules)
+            finish.report_step(ran, p, t, metrics, data, dataset, timer)
             return RunResult(metrics, t.model, ran.training.output_dir, ran, groups)
         finally:
             output.release()

@@ -26,6 +26,7 @@ class Prepared:
     augmenter: Any
     originals: Any  # the training split before augmentation (previews)
     keep_raw_columns: bool  # transforms read the raw columns: the Trainer must not drop them
+    rules: tuple = ()  # settings chosen from the data (`tl_hf.modalities.base.DataRule`)
 
 
 @dataclass
@@ -67,6 +68,7 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
     from tl_hf.augment.base import OnTheFly, apply_augment_copies, build_augmenter
     from tl_hf.console import phase
     from tl_hf.data.load import label_names, load_classification_data
+    from tl_hf.modalities.base import data_processor, with_rules
 
     args, modality = plan.args, plan.modality
     training, num_proc, specs = args.training, args.data.preprocessing_num_workers, list(plan.specs)
@@ -76,7 +78,10 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
             args.data, modality, training.seed, dataset, args.model.cache_dir
         )
         with phase("data", 2, "step", initial=1) as bar:
-            processor = modality.build_processor(plan.model_path, args, plan.checkpoint_config)
+            processor, rules = data_processor(
+                modality, plan.model_path, args, plan.checkpoint_config, dsd["train"]
+            )
+            args = with_rules(args, rules)
             augmenter = None
             if specs:
                 context = modality.augment_context(processor, args)
@@ -102,6 +107,8 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
     names = label_names(dsd)
     rows = ", ".join(f"{k} {len(v)}" for k, v in features.items())
     say(f"data: {rows} rows, {len(names)} classes: {', '.join(names)}")
+    for rule in rules:
+        say(rule.line)
     if specs:
         how = (
             "(on the fly, new draws every epoch)"
@@ -110,7 +117,7 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
         )
         say(f"augmentation: {', '.join(map(str, specs))} {how}")
     keep_raw = plan.on_the_fly or modality.preprocess_on_access
-    return Prepared(features, names, processor, augmenter, originals, keep_raw)
+    return Prepared(features, names, processor, augmenter, originals, keep_raw, rules)
 
 
 def batch_augment_step(plan: Plan, data: Prepared):

@@ -163,6 +163,7 @@ def what_was_done(cfg: dict, results: dict, groups: list[dict]) -> list[str]:
         f"- Data and schedule: {size}up to {fmt(epochs)} epochs, batch size "
         f"{cfg.get('per_device_train_batch_size')} per device, seed {cfg.get('seed')}."
     )
+    lines += [f"- Chosen from the data: {line}." for line in cfg.get("rules_from_data") or []]
     patience = results.get("early_stopping_patience", cfg.get("early_stopping_patience"))
     if results.get("best_epoch") is not None:
         stop = (

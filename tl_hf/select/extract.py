@@ -236,16 +236,18 @@ def time_forward(model, ds, collator, batch_size: int) -> float:
     return 1000 * seconds / rows
 
 
-def _load_frozen(candidate: Candidate, args, modality, label_names, options):
-    """The candidate as `--strategy frozen` loads it: (model, processor, pooling)."""
+def _load_frozen(candidate: Candidate, args, modality, label_names, options, train):
+    """The candidate as `--strategy frozen` loads it, its processor built for the training
+    split `train` as a run builds it: (model, processor, pooling)."""
     import dataclasses
 
+    from tl_hf.modalities.base import data_processor
     from tl_hf.model.checkpoint import build_model
     from tl_hf.model.pooling import resolve_pooling
     from tl_hf.strategies.base import apply_strategy, get_strategy
 
     model_args = dataclasses.replace(args.model, model_name_or_path=candidate.path, candidates=None)
-    processor = modality.build_processor(candidate.path, args, candidate.config)
+    processor, _ = data_processor(modality, candidate.path, args, candidate.config, train)
     model = build_model(
         modality.auto_model,
         candidate.path,
@@ -281,7 +283,9 @@ def extract_candidate(candidate: Candidate, args, modality, dsd, options) -> Can
 
     start = time.perf_counter()
     names = label_names(dsd)
-    model, processor, pooling = _load_frozen(candidate, args, modality, names, options)
+    model, processor, pooling = _load_frozen(
+        candidate, args, modality, names, options, dsd["train"]
+    )
     raw = DatasetDict({split: dsd[split] for split in SPLITS})
     features = modality.preprocess(raw, processor, args.data, args.data.preprocessing_num_workers)
     collator = modality.build_collator(processor)

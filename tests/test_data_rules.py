@@ -1,0 +1,155 @@
+"""Settings chosen from the data (issue 24): the image size follows the images when the user
+does not give one; the rule's boundaries, its line on the console, `run_config.yaml`, the card,
+and inference on the finished folder at the size training used."""
+
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from tl_hf.modalities.image import MIN_RULE_SIZE, SIZE_FACTOR, SIZE_STEP, size_rule
+
+
+@pytest.mark.parametrize(
+    "side, native, expected",
+    [
+        (8, 224, 64),  # 4 x 8 = 32: raised to the floor
+        (16, 224, 64),  # 4 x 16 = 64: the floor exactly
+        (17, 224, 80),  # 68 rounded up to a multiple of 16
+        (28, 224, 112),  # MNIST-sized: what the embedded Fashion-MNIST run uses
+        (52, 224, 208),
+        (53, 224, None),  # 212 -> 224: no smaller than the checkpoint's own
+        (100, 224, None),
+        (224, 224, None),
+        (640, 224, None),  # photos: the checkpoint's size
+        (8, 64, None),  # a checkpoint already at the floor keeps its size
+        (20, 260, 80),
+    ],
+)
+def test_size_rule_at_its_boundaries(side, native, expected):
+    assert size_rule(side, native) == expected
+    if expected is not None:
+        assert expected % SIZE_STEP == 0 and MIN_RULE_SIZE <= expected < native
+        assert expected >= SIZE_FACTOR * side
+
+
+def _tiny_resnet(path, size):
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"
+    )
+    ResNetForImageClassification(config).save_pretrained(path)
+    ConvNextImageProcessor(
+        size={"shortest_edge": size}, crop_pct=1.0, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(path)
+    return str(path)
+
+
+def _small_images(side, per_class=8):
+    """Two classes of `side` x `side` images (bright left vs bright right half)."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+
+    def rows(n):
+        images, labels = [], []
+        for i in range(2 * n):
+            array = rng.integers(0, 60, size=(side, side, 3), dtype=np.uint8)
+            half = slice(0, side // 2) if i % 2 == 0 else slice(side // 2, side)
+            array[:, half] += 180
+            images.append(PILImage.fromarray(array))
+            labels.append(i % 2)
+        return {"image": images, "label": labels}
+
+    features = Features({"image": Image(), "label": ClassLabel(names=["left", "right"])})
+    return DatasetDict(
+        {
+            s: Dataset.from_dict(rows(n), features=features)
+            for s, n in [("train", per_class), ("validation", 4), ("test", 4)]
+        }
+    )
+
+
+def _train(model, data, out, **flags):
+    from tl_hf import train_classifier
+
+    return train_classifier(
+        "image",
+        data,
+        model_name_or_path=model,
+        output_dir=str(out),
+        strategy="full",
+        num_train_epochs=1,
+        per_device_train_batch_size=8,
+        use_cpu=True,
+        **flags,
+    )
+
+
+def test_small_images_train_at_the_rule_size_and_it_is_recorded(tmp_path, capsys):
+    from tl_hf.infer.loaded import load_run
+
+    model = _tiny_resnet(tmp_path / "resnet", 224)
+    result = _train(model, _small_images(12), tmp_path / "out")
+    printed = capsys.readouterr().out
+    assert (
+        "--image_size 64 from the data: the training images' median shorter side is 12 px"
+        in printed
+    )
+    assert result.args.data.image_size == 64
+    config = yaml.safe_load((tmp_path / "out" / "run_config.yaml").read_text())
+    assert config["image_size"] == 64
+    assert config["rules_from_data"][0].startswith("--image_size 64 from the data")
+    assert "--image_size" not in config["command"]  # a rerun derives it again
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Chosen from the data: --image_size 64" in card
+    # inference on the folder preprocesses at the size training used, not the checkpoint's 224
+    run = load_run(tmp_path / "out", device="cpu")
+    from PIL import Image as PILImage
+
+    pixels = run.encode({"image": [PILImage.new("RGB", (12, 12))]})["pixel_values"]
+    assert tuple(pixels.shape[-2:]) == (64, 64)
+
+
+def test_a_given_size_or_large_images_or_a_fixed_size_model_keep_theirs(tmp_path, capsys):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    from tl_hf.modalities.image import rules_from_data
+
+    model = _tiny_resnet(tmp_path / "resnet", 224)
+    result = _train(model, _small_images(12), tmp_path / "given", image_size=32)
+    assert result.args.data.image_size == 32
+    assert "from the data" not in capsys.readouterr().out
+    config = yaml.safe_load((tmp_path / "given" / "run_config.yaml").read_text())
+    assert "rules_from_data" not in config
+
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from tl_hf.config.arguments import DataArguments
+    from tl_hf.modalities.image import ImageArguments
+    from tl_hf.registry import Settings
+
+    data = Settings(DataArguments(), ImageArguments())
+    train = _small_images(12)["train"]
+    resnet = (AutoImageProcessor.from_pretrained(model), AutoConfig.from_pretrained(model))
+    assert [r.value for r in rules_from_data(train, *resnet[:1], data, resnet[1])] == [64]
+    assert rules_from_data(_small_images(240, 2)["train"], resnet[0], data, resnet[1]) == []
+    # a ViT's position embeddings fix its input size: no rule
+    vit = tmp_path / "vit"
+    ViTForImageClassification(
+        ViTConfig(
+            image_size=224,
+            patch_size=32,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+        )
+    ).save_pretrained(vit)
+    ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(vit)
+    processor, config = AutoImageProcessor.from_pretrained(vit), AutoConfig.from_pretrained(vit)
+    assert rules_from_data(train, processor, data, config) == []
+    assert os.path.isdir(vit)
