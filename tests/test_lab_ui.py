@@ -374,3 +374,27 @@ def test_ui_on_a_folder_without_a_lab_is_one_line_and_writes_nothing(tmp_path, c
     assert main(["lab", "--worker", "--output_dir", str(tmp_path / "none")]) == 2
     assert "start the lab first" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_write_during_a_read_is_not_hidden_by_the_cache(tmp_path):
+    """The stamp is taken before the study is read: a trial closed while the page reads
+    shows at the next look (the stale cache once hid a cancelled trial for good)."""
+    import threading
+
+    from tl_hf.lab.ui.state import LabView
+
+    db = tmp_path / "lab.db"
+    db.write_text("v1")
+    view = LabView.__new__(LabView)
+    view.storage, view.lab_dir = f"sqlite:///{db}", str(tmp_path)
+    view.lock, view._cache, view._running = threading.Lock(), None, []
+    states = iter(["waiting", "failed"])
+
+    def read():
+        data = {"trials": [{"number": 1, "state": next(states)}]}
+        db.write_text("v2 -- the page's stop lands while the study is read")
+        return data
+
+    view._read = read
+    assert view.snapshot()["trials"][0]["state"] == "waiting"
+    assert view.snapshot()["trials"][0]["state"] == "failed"

@@ -124,9 +124,15 @@ class LabView:
             version = self.version()
             if self._cache and self._cache[0] == version:
                 return self._cache[1]
-            data = self._read()
-            self._running = [r["number"] for r in data["trials"] if r["state"] == "running"]
-            version = self.version()  # the running trials' files are part of the stamp
+            for _ in range(3):  # the stamp is taken before the read: a write during the read
+                data = self._read()  # changes the next stamp, never hides in this one
+                running = [r["number"] for r in data["trials"] if r["state"] == "running"]
+                if running == self._running:
+                    break
+                self._running = running  # their files join the stamp: stamp and read again
+                version = self.version()
+            else:
+                data = self._read()  # read after the last stamp
             data["version"] = version
             self._cache = (version, data)
             return data
