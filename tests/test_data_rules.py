@@ -1,6 +1,7 @@
-"""Settings chosen from the data (issue 24): the image size follows the images when the user
-does not give one; the rule's boundaries, its line on the console, `run_config.yaml`, the card,
-and inference on the finished folder at the size training used."""
+"""Settings chosen from the data (issue 24): small images keep the checkpoint's size (smaller
+inputs measured lower) and the run names the faster choice; the rule's boundary, its line on
+the console, `run_config.yaml`, the card, and inference on the finished folder at the size
+training used."""
 
 import os
 
@@ -8,30 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tl_hf.modalities.image import MIN_RULE_SIZE, SIZE_FACTOR, SIZE_STEP, size_rule
-
-
-@pytest.mark.parametrize(
-    "side, native, expected",
-    [
-        (8, 224, 64),  # 4 x 8 = 32: raised to the floor
-        (16, 224, 64),  # 4 x 16 = 64: the floor exactly
-        (17, 224, 80),  # 68 rounded up to a multiple of 16
-        (28, 224, 112),  # MNIST-sized: what the embedded Fashion-MNIST run uses
-        (52, 224, 208),
-        (53, 224, None),  # 212 -> 224: no smaller than the checkpoint's own
-        (100, 224, None),
-        (224, 224, None),
-        (640, 224, None),  # photos: the checkpoint's size
-        (8, 64, None),  # a checkpoint already at the floor keeps its size
-        (20, 260, 80),
-    ],
-)
-def test_size_rule_at_its_boundaries(side, native, expected):
-    assert size_rule(side, native) == expected
-    if expected is not None:
-        assert expected % SIZE_STEP == 0 and MIN_RULE_SIZE <= expected < native
-        assert expected >= SIZE_FACTOR * side
+from tl_hf.modalities.image import SPEED_HINT_RATIO, rules_from_data
 
 
 def _tiny_resnet(path, size):
@@ -89,35 +67,56 @@ def _train(model, data, out, **flags):
     )
 
 
-def test_small_images_train_at_the_rule_size_and_it_is_recorded(tmp_path, capsys):
-    from tl_hf.infer.loaded import load_run
+def _settings():
+    from tl_hf.config.arguments import DataArguments
+    from tl_hf.modalities.image import ImageArguments
+    from tl_hf.registry import Settings
 
-    model = _tiny_resnet(tmp_path / "resnet", 224)
+    return Settings(DataArguments(), ImageArguments())
+
+
+@pytest.mark.parametrize("side, noted", [(8, True), (32, True), (33, False), (64, False)])
+def test_the_rule_notes_images_at_most_half_the_checkpoint_size(tmp_path, side, noted):
+    from transformers import AutoConfig, AutoImageProcessor
+
+    model = _tiny_resnet(tmp_path / "resnet", 64)
+    processor, config = AutoImageProcessor.from_pretrained(model), AutoConfig.from_pretrained(model)
+    rules = rules_from_data(_small_images(side, 2)["train"], processor, _settings(), config)
+    assert bool(rules) == noted
+    if noted:  # the checkpoint's size is kept, the faster one named
+        (rule,) = rules
+        assert rule.value == 64 and f"--image_size {64 // SPEED_HINT_RATIO} trains" in rule.line
+
+
+def test_small_images_keep_the_checkpoint_size_and_the_rule_is_recorded(tmp_path, capsys):
+    model = _tiny_resnet(tmp_path / "resnet", 96)
     result = _train(model, _small_images(12), tmp_path / "out")
     printed = capsys.readouterr().out
     assert (
-        "--image_size 64 from the data: the training images' median shorter side is 12 px"
+        "--image_size 96 from the data: the training images' median shorter side is 12 px"
         in printed
     )
-    assert result.args.data.image_size == 64
+    assert result.args.data.image_size == 96
     config = yaml.safe_load((tmp_path / "out" / "run_config.yaml").read_text())
-    assert config["image_size"] == 64
-    assert config["rules_from_data"][0].startswith("--image_size 64 from the data")
+    assert config["image_size"] == 96
+    assert config["rules_from_data"][0].startswith("--image_size 96 from the data")
+    assert "--image_size 48 trains about 2x faster" in config["rules_from_data"][0]
     assert "--image_size" not in config["command"]  # a rerun derives it again
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "Chosen from the data: --image_size 64" in card
-    # inference on the folder preprocesses at the size training used, not the checkpoint's 224
-    run = load_run(tmp_path / "out", device="cpu")
-    from PIL import Image as PILImage
-
-    pixels = run.encode({"image": [PILImage.new("RGB", (12, 12))]})["pixel_values"]
-    assert tuple(pixels.shape[-2:]) == (64, 64)
+    assert "Chosen from the data: --image_size 96" in card
 
 
 def test_a_given_size_or_large_images_or_a_fixed_size_model_keep_theirs(tmp_path, capsys):
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+    from PIL import Image as PILImage
+    from transformers import (
+        AutoConfig,
+        AutoImageProcessor,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
 
-    from tl_hf.modalities.image import rules_from_data
+    from tl_hf.infer.loaded import load_run
 
     model = _tiny_resnet(tmp_path / "resnet", 224)
     result = _train(model, _small_images(12), tmp_path / "given", image_size=32)
@@ -125,17 +124,15 @@ def test_a_given_size_or_large_images_or_a_fixed_size_model_keep_theirs(tmp_path
     assert "from the data" not in capsys.readouterr().out
     config = yaml.safe_load((tmp_path / "given" / "run_config.yaml").read_text())
     assert "rules_from_data" not in config
+    # inference on the folder preprocesses at the size training used, not the checkpoint's 224
+    run = load_run(tmp_path / "given", device="cpu")
+    pixels = run.encode({"image": [PILImage.new("RGB", (12, 12))]})["pixel_values"]
+    assert tuple(pixels.shape[-2:]) == (32, 32)
 
-    from transformers import AutoConfig, AutoImageProcessor
-
-    from tl_hf.config.arguments import DataArguments
-    from tl_hf.modalities.image import ImageArguments
-    from tl_hf.registry import Settings
-
-    data = Settings(DataArguments(), ImageArguments())
+    data = _settings()
     train = _small_images(12)["train"]
     resnet = (AutoImageProcessor.from_pretrained(model), AutoConfig.from_pretrained(model))
-    assert [r.value for r in rules_from_data(train, *resnet[:1], data, resnet[1])] == [64]
+    assert [r.value for r in rules_from_data(train, *resnet[:1], data, resnet[1])] == [224]
     assert rules_from_data(_small_images(240, 2)["train"], resnet[0], data, resnet[1]) == []
     # a ViT's position embeddings fix its input size: no rule
     vit = tmp_path / "vit"
