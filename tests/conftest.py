@@ -17,6 +17,18 @@ NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
 FILLER = ["the", "movie", "film", "plot", "was", "is", "very", "a"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules holding slow or multi-process tests run first, each module's order kept:
+    pytest-xdist hands tests out in this order, so the long ones start early and the short
+    ones fill the end on both workers."""
+    heavy = {
+        item.module.__name__
+        for item in items
+        if item.get_closest_marker("slow") or item.get_closest_marker("distributed")
+    }
+    items.sort(key=lambda item: item.module.__name__ not in heavy)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch
