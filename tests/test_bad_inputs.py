@@ -204,6 +204,34 @@ def wav_with_rate_zero(folder):
     (folder / "high" / "rate0.wav").write_bytes(bytes(data))
 
 
+def tiny_mpnet(w: World) -> str:
+    """A tiny MPNet that declares mean pooling (as all-mpnet-base-v2 does): its relative
+    position scores cannot express the mean-pooling block."""
+    import json
+
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    path = w.root / "tiny-mpnet"
+    if not (path / "config.json").is_file():
+        config = MPNetConfig(
+            vocab_size=json.loads(Path(w.bert, "config.json").read_text())["vocab_size"],
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=66,
+        )
+        MPNetForSequenceClassification(config).save_pretrained(path)
+        for name in os.listdir(w.bert):  # the tokenizer files
+            if name.startswith("tokenizer") or name.endswith(".txt"):
+                (path / name).write_bytes(Path(w.bert, name).read_bytes())
+        (path / "1_Pooling").mkdir(exist_ok=True)
+        (path / "1_Pooling" / "config.json").write_text(
+            json.dumps({"pooling_mode_mean_tokens": True})
+        )
+    return str(path)
+
+
 CASES = [
     # data files
     (
@@ -543,6 +571,18 @@ CASES = [
         "--model_name_or_path that does not exist",
         lambda w: text(w, model=str(w.root / "no-model")),
         "is not a folder: give a local checkpoint folder or a Hub id",
+    ),
+    (
+        "ladder-other-modality",
+        "a model-ladder name of another modality",
+        lambda w: text(w, "--train_file", w.good, model="whisper_base"),
+        "is a model-ladder checkpoint for audio, not text: use the audio recipe",
+    ),
+    (
+        "pooling-mean-refused",
+        "--pooling mean on a family that cannot express it (MPNet)",
+        lambda w: text(w, "--train_file", w.good, "--pooling", "mean", model=tiny_mpnet(w)),
+        "--pooling mean: the mpnet family has no BERT-style blocks",
     ),
     (
         "not-a-checkpoint",
