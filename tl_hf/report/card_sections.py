@@ -243,14 +243,10 @@ def _pooling_line(cfg: dict, root) -> list[str]:
     path = cfg.get("model_name_or_path")
     declared = declared_pooling(path) if path else None
     if declared and declared != "cls":
-        refused = config_refuses_mean(config, f"`{architecture}`") if config else "?"
-        how = (
-            "`--pooling mean` gives the head the mean"
-            if declared in MEAN_LIKE and refused is None
-            else f"{refused}, so the mean cannot be expressed in it"
-            if declared in MEAN_LIKE and refused != "?"
-            else "stock classes cannot express it"
-        )
+        refused = config_refuses_mean(config, f"`{architecture}`")
+        if declared not in MEAN_LIKE:
+            refused = "stock classes cannot express it"
+        how = refused or "`--pooling mean` gives the head the mean"
         return [
             f"- Pooling: the checkpoint declares {declared} pooling; this model's head reads the "
             f"first token, as the stock `{architecture}` does ({how})."
