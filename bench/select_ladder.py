@@ -57,15 +57,7 @@ def main() -> None:
                 print(done.stdout[-2000:], done.stderr[-2000:])
                 raise SystemExit(f"{name}: tl-hf select exited {done.returncode}")
             saved = json.loads((out / "selection.json").read_text())
-            print(
-                f"{name} ({modality}, {n_train} train / {n_val} validation rows, {seconds:.0f} s)"
-            )
-            for c in saved["candidates"]:
-                print(
-                    f"  {c['rank']}. {c['name']:22s} probe {c['probe_accuracy']:.3f}  "
-                    f"LogME {c['logme']:+.3f}  {c['parameters'] / 1e6:6.1f}M  "
-                    f"{c['ms_per_example']:7.1f} ms/ex  pass {c['seconds']:.0f} s"
-                )
+            shown = " ".join(["tl-hf", *command[3:]]).replace(tmp + os.sep, "")
             row = {
                 "bench": "select_ladder",
                 "set": name,
@@ -73,15 +65,30 @@ def main() -> None:
                 "per_class": args.per_class,
                 "train_rows": n_train,
                 "validation_rows": n_val,
-                "command": " ".join(["tl-hf", *command[3:]]).replace(tmp + os.sep, ""),
+                "command": shown,
                 "wall_seconds": round(seconds, 1),
                 "chosen": saved["chosen"],
                 "candidates": saved["candidates"],
                 "left_out": saved["left_out"],
             }
-            Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.results, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            record(row, args.results)
+
+
+def record(row: dict, results: str) -> None:
+    """Print one set's ranking and append it to `results` (JSON lines)."""
+    print(
+        f"{row['set']} ({row['modality']}, {row['train_rows']} train / "
+        f"{row['validation_rows']} validation rows, {row['wall_seconds']:.0f} s)"
+    )
+    for c in row["candidates"]:
+        print(
+            f"  {c['rank']}. {c['name']:22s} probe {c['probe_accuracy']:.3f}  "
+            f"LogME {c['logme']:+.3f}  {c['parameters'] / 1e6:6.1f}M  "
+            f"{c['ms_per_example']:7.1f} ms/ex  pass {c['seconds']:.0f} s"
+        )
+    Path(results).parent.mkdir(parents=True, exist_ok=True)
+    with open(results, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
