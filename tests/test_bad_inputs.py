@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_tiny_bert, sentiment_rows, write_csv
+from conftest import REPO, make_tiny_bert, make_tiny_mpnet, sentiment_rows, write_csv
 from test_recipe_audio import make_audio_folder, tiny_wav2vec2  # noqa: F401 - a fixture
 from test_recipe_image import make_image_folder, make_tiny_resnet
 
@@ -205,30 +205,12 @@ def wav_with_rate_zero(folder):
 
 
 def tiny_mpnet(w: World) -> str:
-    """A tiny MPNet that declares mean pooling (as all-mpnet-base-v2 does): its relative
-    position scores cannot express the mean-pooling block."""
-    import json
-
-    from transformers import MPNetConfig, MPNetForSequenceClassification
-
+    """A tiny MPNet declaring mean pooling: its relative position scores cannot express the
+    mean-pooling block."""
     path = w.root / "tiny-mpnet"
     if not (path / "config.json").is_file():
-        config = MPNetConfig(
-            vocab_size=json.loads(Path(w.bert, "config.json").read_text())["vocab_size"],
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=66,
-        )
-        MPNetForSequenceClassification(config).save_pretrained(path)
-        for name in os.listdir(w.bert):  # the tokenizer files
-            if name.startswith("tokenizer") or name.endswith(".txt"):
-                (path / name).write_bytes(Path(w.bert, name).read_bytes())
-        (path / "1_Pooling").mkdir(exist_ok=True)
-        (path / "1_Pooling" / "config.json").write_text(
-            json.dumps({"pooling_mode_mean_tokens": True})
-        )
+        vocab = json.loads(Path(w.bert, "config.json").read_text())["vocab_size"]
+        make_tiny_mpnet(path, vocab, tokenizer_from=w.bert)
     return str(path)
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_tiny_bert, sentiment_rows, write_csv
+from conftest import REPO, make_tiny_bert, make_tiny_mpnet, sentiment_rows, write_csv
 
 from tl_hf.embedded import ladder
 from tl_hf.embedded.ladder import LADDER, Rung, find_rung, ladder_folder, ladder_for
@@ -182,23 +182,6 @@ def test_select_without_candidates_ranks_the_installed_ladder(stand_ins, tmp_pat
     assert "--candidates" in err[0] and not (tmp_path / "o3").exists()
 
 
-def _tiny_mpnet(folder: Path) -> Path:
-    from transformers import MPNetConfig, MPNetForSequenceClassification
-
-    config = MPNetConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=34,
-    )
-    MPNetForSequenceClassification(config).save_pretrained(folder)
-    (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": 1}))
-    return folder
-
-
 def test_mpnet_declares_mean_and_no_note_suggests_what_it_refuses(tmp_path):
     """all-mpnet-base-v2 declares mean pooling; MPNet's attention adds relative position
     scores, so the mean block cannot be appended: every note says so instead of pointing at
@@ -208,7 +191,7 @@ def test_mpnet_declares_mean_and_no_note_suggests_what_it_refuses(tmp_path):
     from tl_hf.model.pooling import declared_pooling, resolve_pooling
     from tl_hf.report.card_sections import _pooling_line
 
-    folder = _tiny_mpnet(tmp_path / "mpnet")
+    folder = Path(make_tiny_mpnet(tmp_path / "mpnet"))
     assert declared_pooling(str(folder)) == "mean"
     for frozen in (True, False):
         model = AutoModelForSequenceClassification.from_pretrained(folder)
