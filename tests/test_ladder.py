@@ -274,7 +274,7 @@ def test_paraphrase_minilm_l3_matches_its_onnx_export(tmp_path):
 
 
 @pytest.mark.slow
-def test_all_mpnet_base_unpacks_to_a_quiet_sentence_encoder(tmp_path):
+def test_all_mpnet_base_unpacks_to_a_quiet_sentence_encoder():
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -282,7 +282,7 @@ def test_all_mpnet_base_unpacks_to_a_quiet_sentence_encoder(tmp_path):
     from tl_hf.model.pooling import declared_pooling
 
     _installed("all_mpnet_base")
-    folder = text.all_mpnet_base_folder(str(tmp_path))
+    folder = text.all_mpnet_base_folder()  # the shared cache: 420 MB, not one copy per run
     assert declared_pooling(folder) == "mean"
     assert not any(n.endswith(".ini") or n.endswith(".zip") for n in os.listdir(folder))
     _, missing = _quiet_load("AutoModelForSequenceClassification", folder, num_labels=2)
@@ -300,7 +300,7 @@ def test_all_mpnet_base_unpacks_to_a_quiet_sentence_encoder(tmp_path):
 
 
 @pytest.mark.slow
-def test_whisper_base_transcribes_and_classifies(tmp_path):
+def test_whisper_base_transcribes_and_classifies():
     from importlib.util import find_spec
 
     import soundfile as sf
@@ -313,7 +313,7 @@ def test_whisper_base_transcribes_and_classifies(tmp_path):
     _installed("whisper_base")
     if find_spec("pytest_audioeval") is None:
         pytest.skip("pytest-audioeval (the real clip) is not installed")
-    folder = audio.whisper_base_folder(str(tmp_path))
+    folder = audio.whisper_base_folder()  # the shared cache: 280 MB, not one copy per run
     package = Path(next(iter(find_spec("pytest_audioeval").submodule_search_locations)))
     wave, rate = sf.read(package / "samples/audio/en/quick_brown_fox.wav", dtype="float32")
     wave = soxr.resample(wave.reshape(len(wave), -1).mean(1), rate, 16000)
