@@ -193,7 +193,7 @@ def test_select_without_candidates_ranks_the_installed_ladder(stand_ins, tmp_pat
     assert "--candidates" in err[0] and not (tmp_path / "o3").exists()
 
 
-def test_mpnet_declares_mean_and_no_note_suggests_what_it_refuses(tmp_path):
+def test_mpnet_declares_mean_and_no_note_suggests_what_it_refuses(tmp_path, monkeypatch):
     """all-mpnet-base-v2 declares mean pooling; MPNet's attention adds relative position
     scores, so the mean block cannot be appended: every note says so instead of pointing at
     --pooling mean, which the run would refuse."""
@@ -213,6 +213,10 @@ def test_mpnet_declares_mean_and_no_note_suggests_what_it_refuses(tmp_path):
         resolve_pooling(model, str(folder), "mean", True)
     (line,) = _pooling_line({"model_name_or_path": str(folder)}, folder)
     assert "declares mean pooling" in line and "--pooling mean" not in line, line
+    # a run trained from a ladder name: the card reads the rung's folder
+    rung = Rung("tiny_mpnet", "org/tiny-mpnet", "text", ("pytest==0",), lambda: str(folder), "1M")
+    monkeypatch.setattr(ladder, "LADDER", (rung,))
+    assert _pooling_line({"model_name_or_path": "tiny_mpnet"}, folder) == [line]
     # a BERT that declares mean keeps the suggestion: it can take it
     bert = Path(make_tiny_bert(tmp_path / "bert"))
     (bert / "1_Pooling").mkdir()

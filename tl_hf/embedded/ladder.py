@@ -141,6 +141,15 @@ def ladder_folder(name: str, modality: str | None = None) -> str | None:
     return rung.folder()
 
 
+def local_folder(name: str) -> str:
+    """`name`'s folder when it is a ladder rung whose package is installed, else `name` (never
+    raises: for reading what a finished run was trained from)."""
+    try:
+        return ladder_folder(name) or name
+    except UserError:
+        return name
+
+
 def ladder_for(modality: str, note: Callable[[str], None] | None = None) -> list[str]:
     """The short names of `modality`'s rungs whose packages are installed, smallest first;
     `note` gets one line per rung left out for a missing package."""

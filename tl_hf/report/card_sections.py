@@ -225,6 +225,7 @@ def _pooling_line(cfg: dict, root) -> list[str]:
     """What the head reads, when it is not simply the stock class's first token."""
     import json
 
+    from tl_hf.embedded.ladder import local_folder
     from tl_hf.model.pooling import MEAN_LIKE, config_refuses_mean, declared_pooling
 
     try:
@@ -240,7 +241,7 @@ def _pooling_line(cfg: dict, root) -> list[str]:
             f"block appended to the encoder: the model is a stock `{architecture}` and loads "
             "without custom code."
         ]
-    path = cfg.get("model_name_or_path")
+    path = local_folder(cfg.get("model_name_or_path") or "")  # a ladder name: its folder
     declared = declared_pooling(path) if path else None
     if declared and declared != "cls":
         refused = config_refuses_mean(config, f"`{architecture}`")
