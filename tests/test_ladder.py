@@ -106,6 +106,21 @@ def test_names_resolve_to_folders_and_bad_names_say_why(stand_ins, tmp_path, mon
     ]
 
 
+def test_the_playbook_climbs_the_installed_ladder_and_notes_the_rest(stand_ins, capsys):
+    from types import SimpleNamespace
+
+    from tl_hf.lab.ladder import playbook_candidates
+
+    def base(modality, candidates=None, explicit=()):
+        model = SimpleNamespace(candidates=candidates)
+        return SimpleNamespace(modality=modality, model=model, explicit=set(explicit))
+
+    assert playbook_candidates(base("text")) == ["tiny_small", "tiny_big"]
+    assert "ladder: tiny_gone skipped: not installed" in capsys.readouterr().out
+    assert playbook_candidates(base("text", explicit=["model_name_or_path"])) is None
+    assert playbook_candidates(base("audio")) is None  # one installed rung: no ladder
+
+
 def test_doctor_lists_the_ladder_without_counting_it_missing(stand_ins, monkeypatch):
     from tl_hf.cli.doctor import report_lines
 
