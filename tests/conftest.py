@@ -55,6 +55,33 @@ def make_tiny_bert(path, num_labels=2, layers=2):
     return str(path)
 
 
+def make_tiny_mpnet(path, vocab_size=40, tokenizer_from=None):
+    """A tiny MPNet classifier that declares mean pooling (`1_Pooling/config.json`), as
+    all-mpnet-base-v2 does; `tokenizer_from`: a folder whose tokenizer files are copied."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    path = Path(path)
+    config = MPNetConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=66,
+    )
+    MPNetForSequenceClassification(config).save_pretrained(path)
+    for name in os.listdir(tokenizer_from) if tokenizer_from else ():
+        if name.startswith("tokenizer") or name.endswith(".txt"):
+            shutil.copy(os.path.join(tokenizer_from, name), path / name)
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return str(path)
+
+
 def sentiment_rows(n, seed=0):
     rng = random.Random(seed)
     rows = []

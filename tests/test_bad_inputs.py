@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_tiny_bert, sentiment_rows, write_csv
+from conftest import REPO, make_tiny_bert, make_tiny_mpnet, sentiment_rows, write_csv
 from test_recipe_audio import make_audio_folder, tiny_wav2vec2  # noqa: F401 - a fixture
 from test_recipe_image import make_image_folder, make_tiny_resnet
 
@@ -202,6 +202,16 @@ def wav_with_rate_zero(folder):
     data[24:28] = (0).to_bytes(4, "little")  # the fmt chunk's sample rate
     data[28:32] = (0).to_bytes(4, "little")  # and its byte rate
     (folder / "high" / "rate0.wav").write_bytes(bytes(data))
+
+
+def tiny_mpnet(w: World) -> str:
+    """A tiny MPNet declaring mean pooling: its relative position scores cannot express the
+    mean-pooling block."""
+    path = w.root / "tiny-mpnet"
+    if not (path / "config.json").is_file():
+        vocab = json.loads(Path(w.bert, "config.json").read_text())["vocab_size"]
+        make_tiny_mpnet(path, vocab, tokenizer_from=w.bert)
+    return str(path)
 
 
 CASES = [
@@ -543,6 +553,18 @@ CASES = [
         "--model_name_or_path that does not exist",
         lambda w: text(w, model=str(w.root / "no-model")),
         "is not a folder: give a local checkpoint folder or a Hub id",
+    ),
+    (
+        "ladder-other-modality",
+        "a model-ladder name of another modality",
+        lambda w: text(w, "--train_file", w.good, model="whisper_base"),
+        "is a model-ladder checkpoint for audio, not text: use the audio recipe",
+    ),
+    (
+        "pooling-mean-refused",
+        "--pooling mean on a family that cannot express it (MPNet)",
+        lambda w: text(w, "--train_file", w.good, "--pooling", "mean", model=tiny_mpnet(w)),
+        "--pooling mean: the mpnet family has no BERT-style blocks",
     ),
     (
         "not-a-checkpoint",

@@ -92,6 +92,33 @@ def test_unexpected_weights_show_the_full_report(checkpoints, capfd, transformer
     assert "new head initialised" not in out
 
 
+def test_an_unused_whisper_decoder_keeps_the_report_to_one_line(tmp_path, capfd, transformers_log):
+    """Whisper checkpoints (the embedded tiny.en, the ladder's base) carry a decoder that the
+    audio classifier does not have: not a surprise worth the whole report."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from tl_hf.model.checkpoint import build_model
+
+    config = WhisperConfig(
+        vocab_size=60, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, num_mel_bins=8,
+        max_source_positions=16, max_target_positions=8, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, decoder_start_token_id=1,
+    )  # fmt: skip
+    WhisperForConditionalGeneration(config).save_pretrained(tmp_path / "whisper")
+    capfd.readouterr()
+    build_model(
+        "AutoModelForAudioClassification", str(tmp_path / "whisper"), ModelArguments(), ["a", "b"]
+    )
+    out, err = capfd.readouterr()
+    err += transformers_log.getvalue()
+    assert "LOAD REPORT" not in err and "UNEXPECTED" not in err
+    (line,) = [line for line in out.splitlines() if "whisper" in line]
+    assert re.search(
+        r"new head initialised \(4 tensors: .*; its decoder \(\d+ tensors\) is not used", line
+    )
+
+
 def _bars(text: str) -> set[str]:
     return set(re.findall(r"(?:^|\r|\n)(\w+):\s+\d+%\|", text))
 

@@ -100,10 +100,12 @@ def test_fashion_mnist_missing_files(tmp_path):
 
 
 def test_cache_root_follows_environment(monkeypatch, tmp_path):
+    from tl_hf.embedded.packages import cache_root
+
     monkeypatch.setenv("TL_HF_CACHE", str(tmp_path))
-    assert vision.cache_root() == tmp_path
+    assert cache_root() == tmp_path
     monkeypatch.delenv("TL_HF_CACHE")
-    assert str(vision.cache_root()).endswith(os.path.join(".cache", "tl_hf"))
+    assert str(cache_root()).endswith(os.path.join(".cache", "tl_hf"))
 
 
 def test_truncated_conversion_is_converted_again(tmp_path, monkeypatch):

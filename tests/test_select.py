@@ -200,7 +200,9 @@ def test_unusable_candidates_are_left_out_and_the_others_ranked(candidates, tmp_
     assert "/" not in saved["left_out"][0]["name"]  # local paths are not shared
 
 
-def test_bad_candidates_stop_with_one_line_before_any_work(candidates, tmp_path, capsys):
+def test_bad_candidates_stop_with_one_line_before_any_work(
+    candidates, tmp_path, capsys, monkeypatch
+):
     from transformers import ViTConfig, ViTForImageClassification
 
     blind, carrier, data = candidates
@@ -227,6 +229,8 @@ def test_bad_candidates_stop_with_one_line_before_any_work(candidates, tmp_path,
     argv = ["select", "text", "--candidates", blind, carrier, "--train_file", data]
     assert _cli([*argv, "--label_column", "stars", "--output_dir", str(out)]) == 2
     assert "stars" in capsys.readouterr().err
+    # no candidates and no installed ladder (tests/test_ladder.py ranks a stand-in one)
+    monkeypatch.setattr("tl_hf.embedded.ladder.LADDER", ())
     assert _cli(["select", "text", "--train_file", data]) == 2
     assert "--candidates" in capsys.readouterr().err
     assert not out.exists()

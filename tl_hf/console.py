@@ -108,20 +108,25 @@ def condensed_load_report(verbose: bool) -> Iterator[_HoldLoadReport]:
 
 
 def release_load_report(
-    hold: _HoldLoadReport, unexpected: bool, new_parameters: set[str], model_name: str, model
+    hold: _HoldLoadReport, unexpected: list[str], new_parameters: set[str], model_name: str, model
 ) -> None:
     """One line when the report only lists newly initialised weights (missing or resized:
-    the new head); the whole report when the checkpoint had weights the model did not use."""
+    the new head), or besides them only the decoder of an encoder-decoder checkpoint that an
+    encoder-only class leaves unused (Whisper read by `WhisperForAudioClassification`); the
+    whole report when the checkpoint had other weights the model did not use."""
     if not hold.held:
         return
-    if unexpected:
+    decoder = [k for k in unexpected if ".decoder." in f".{k}"]
+    has_decoder = decoder and any(n.split(".")[-1] == "decoder" for n, _ in model.named_modules())
+    if len(decoder) < len(unexpected) or has_decoder:
         logger = logging.getLogger("transformers.modeling_utils")
         for record in hold.held:
             logger.handle(record)
         return
     new = sorted(new_parameters)
     shown = ", ".join(new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else "")
+    unused = f"; its decoder ({len(decoder)} tensors) is not used" if decoder else ""
     say(
         f"loaded {type(model).__name__} from {model_name}: new head initialised "
-        f"({len(new)} tensors: {shown}; --verbose shows the full load report)"
+        f"({len(new)} tensors: {shown}{unused}; --verbose shows the full load report)"
     )

@@ -173,6 +173,7 @@ def report_lines() -> tuple[list[str], int]:
             f"  {'ok' if present else 'MISSING':7}  {need.name:<33} {detail:<8} {need.needed_for}"
             + ("" if present else f"\n           fix: {need.fix}")
         )
+    lines += _ladder_lines()
     lines += [
         "",
         "All there."
@@ -180,6 +181,21 @@ def report_lines() -> tuple[list[str], int]:
         else f"{missing} missing: run the fix lines above (or scripts/setup.sh).",
     ]
     return lines, missing
+
+
+def _ladder_lines() -> list[str]:
+    """The model ladder (`tl_hf.embedded.ladder`): optional, so a rung without its package is
+    shown with its fix but not counted as missing."""
+    from tl_hf.embedded.ladder import LADDER
+
+    lines = ["", "The model ladder (tl-hf select without --candidates; optional):"]
+    for rung in LADDER:
+        missing = rung.missing()
+        lines.append(
+            f"  {'ok' if not missing else '--':7}  {rung.name:<33} {rung.modality:<8} {rung.hub_id}"
+            + (f"\n           fix: {rung.install_hint(missing)}" if missing else "")
+        )
+    return lines
 
 
 def _coupling_lines() -> list[str]:

@@ -2,7 +2,7 @@
 `accelerate launch -m tl_hf train text ...` works):
 
     tl-hf train text|image|audio [flags]     fine-tune (the recipes; --help lists the flags)
-    tl-hf select MODALITY --candidates A B   rank candidate checkpoints on your data
+    tl-hf select MODALITY [--candidates A B] rank checkpoints (default: the model ladder) on your data
     tl-hf lab [flags]                        run a lab study of trials (--serve: with its page)
     tl-hf ui LAB_DIR [--port 7860]           the lab as a page: watch, queue, stop, compare
     tl-hf push OUTPUT_DIR --hub_model_id ID  push a finished run to the Hub
@@ -41,7 +41,7 @@ def train(argv: list[str]) -> int:
 
 
 def select(argv: list[str]) -> int:
-    """`tl-hf select MODALITY --candidates A B [flags]`: `tl_hf.cli.select`."""
+    """`tl-hf select MODALITY [--candidates A B] [flags]`: `tl_hf.cli.select`."""
     from tl_hf.cli.select import main as select_main
 
     return select_main(argv)

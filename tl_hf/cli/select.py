@@ -1,5 +1,5 @@
-"""`tl-hf select MODALITY --candidates A B C [data flags]`: rank candidate checkpoints on the
-user's data (frozen features: linear-probe accuracy, LogME, size, forward time; the rule is in
+"""`tl-hf select MODALITY [--candidates A B C] [data flags]`: rank candidate checkpoints (none
+named: the modality's installed model ladder, `tl_hf.embedded.ladder`) on the user's data (frozen features: linear-probe accuracy, LogME, size, forward time; the rule is in
 docs/select.md) and write `selection.json` to `--output_dir` (default outputs/select_MODALITY).
 Every recipe flag is accepted; the data flags and batch sizes are the ones that matter."""
 
@@ -25,11 +25,7 @@ def main(argv: list[str]) -> int:
         from tl_hf.console import quiet_libraries, say
         from tl_hf.select.api import select_with_args, write_selection
 
-        args = parse_args(modality, rest)
-        if not args.model.candidates:
-            raise UserError(
-                "tl-hf select needs --candidates A B [C ...]: two or more checkpoints to rank"
-            )
+        args = parse_args(modality, rest)  # no --candidates: the installed model ladder
         output_dir = (
             args.training.output_dir
             if "output_dir" in args.explicit

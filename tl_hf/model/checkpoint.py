@@ -163,7 +163,7 @@ def _from_pretrained(
     model.tl_hf_new_parameters = set(info.get("missing_keys", ())) | mismatched
     name = display_name or str(shareable_name(model_path)).removeprefix("./")
     release_load_report(
-        held, bool(info.get("unexpected_keys")), model.tl_hf_new_parameters, name, model
+        held, sorted(info.get("unexpected_keys", ())), model.tl_hf_new_parameters, name, model
     )
     return model
 

@@ -62,19 +62,27 @@ def declared_pooling(model_path: str) -> str | None:
     return next((name for key, name in POOLING_MODES.items() if config.get(key)), None)
 
 
+def config_refuses_mean(config: dict, class_name: str) -> str | None:
+    """Why a model of this config (`config.json` as a dict) cannot express the mean pooling
+    block, or None when it can (from the config alone: the card uses it too)."""
+    if config.get("model_type") not in BERT_BLOCKS:
+        return f"{class_name} has no BERT-style blocks to express it with"
+    if (config.get("position_embedding_type") or "absolute") != "absolute":
+        return f"{class_name} uses relative position scores in its attention"
+    if config.get("is_decoder"):
+        return f"{class_name} is a decoder (causal attention)"
+    return None
+
+
 def cannot_append(model) -> str | None:
     """Why a mean-pooling block cannot be appended to `model` (None when it can)."""
-    config = model.config
-    kind = getattr(config, "model_type", None)
-    if kind not in BERT_BLOCKS:
-        return f"{type(model).__name__} has no BERT-style blocks to express it with"
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
-        return f"{type(model).__name__} uses relative position scores in its attention"
-    if getattr(model.config, "is_decoder", False):
-        return f"{type(model).__name__} is a decoder (causal attention)"
+    name = type(model).__name__
+    reason = config_refuses_mean(model.config.to_dict(), name)
+    if reason:
+        return reason
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if layers is None or not len(layers):
-        return f"{type(model).__name__} has no encoder.layer list"
+        return f"{name} has no encoder.layer list"
     return None
 
 
@@ -141,9 +149,12 @@ def resolve_pooling(model, model_path: str, requested: str, reads_frozen_feature
     declared = declared_pooling(model_path)
     if requested == "first" or (requested == "auto" and not reads_frozen_features):
         if declared and declared != "cls" and requested == "auto":
+            # suggest --pooling mean only where this model can take it
+            why = cannot_append(model) if declared in MEAN_LIKE else "stock classes cannot"
+            how = "used with --pooling mean" if why is None else f"which it cannot express: {why}"
             return "first", (
                 f"the head reads the first token (the stock class's path; the checkpoint declares "
-                f"{declared} pooling, used with --pooling mean)"
+                f"{declared} pooling, {how})"
             )
         return "first", ""
     if requested == "mean" or declared in MEAN_LIKE:

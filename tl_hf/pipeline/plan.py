@@ -51,6 +51,20 @@ class Plan:
         return self.args.strategy
 
 
+def _check_pooling(pooling: str, checkpoint_config) -> None:
+    """`--pooling mean` on a family that cannot express it is refused before anything loads."""
+    from tl_hf.model.pooling import config_refuses_mean
+
+    if pooling != "mean" or not hasattr(checkpoint_config, "to_dict"):
+        return
+    kind = getattr(checkpoint_config, "model_type", None) or "this"
+    refused = config_refuses_mean(checkpoint_config.to_dict(), f"the {kind} family")
+    if refused:
+        raise UserError(
+            f"--pooling mean: {refused}; use --pooling first (the stock class's first-token path)"
+        )
+
+
 def plan_run(args: RunArgs) -> Plan:
     """Check the checkpoint, the augmentations, the feature-cache request and the Hub settings,
     and look up the records; nothing heavy is loaded."""
@@ -66,13 +80,14 @@ def plan_run(args: RunArgs) -> Plan:
     from tl_hf.embedded.ladder import ladder_folder
 
     name = args.model.model_name_or_path
-    model_path = (ladder_folder(name) or name) if name else modality.default_model()
+    model_path = (ladder_folder(name, modality.name) or name) if name else modality.default_model()
     if not model_path:
         raise UserError(
             f"the {modality.name} modality has no embedded checkpoint: pass --model_name_or_path"
         )
     checkpoint_config = load_checkpoint_config(model_path, args.model)
     check_checkpoint(model_path, checkpoint_config, modality.auto_model, modality.name)
+    _check_pooling(args.model.pooling, checkpoint_config)
     specs = resolve_augment_specs(modality, args.augment, args.explicit)
     on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
     copies = args.augment.augment_copies

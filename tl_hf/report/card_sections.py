@@ -225,13 +225,15 @@ def _pooling_line(cfg: dict, root) -> list[str]:
     """What the head reads, when it is not simply the stock class's first token."""
     import json
 
-    from tl_hf.model.pooling import declared_pooling
+    from tl_hf.embedded.ladder import local_folder
+    from tl_hf.model.pooling import MEAN_LIKE, config_refuses_mean, declared_pooling
 
     try:
         with open(root / "config.json") as f:
-            architecture = (json.load(f).get("architectures") or ["?"])[0]
+            config = json.load(f)
     except (OSError, ValueError):
-        architecture = "?"
+        config = {}
+    architecture = (config.get("architectures") or ["?"])[0]
     if cfg.get("pooling") == "mean":
         return [
             "- Pooling: the head reads the masked mean of the encoder's last hidden states (the "
@@ -239,13 +241,16 @@ def _pooling_line(cfg: dict, root) -> list[str]:
             f"block appended to the encoder: the model is a stock `{architecture}` and loads "
             "without custom code."
         ]
-    path = cfg.get("model_name_or_path")
+    path = local_folder(cfg.get("model_name_or_path") or "")  # a ladder name: its folder
     declared = declared_pooling(path) if path else None
     if declared and declared != "cls":
+        refused = config_refuses_mean(config, f"`{architecture}`")
+        if declared not in MEAN_LIKE:
+            refused = "stock classes cannot express it"
+        how = refused or "`--pooling mean` gives the head the mean"
         return [
             f"- Pooling: the checkpoint declares {declared} pooling; this model's head reads the "
-            f"first token, as the stock `{architecture}` does (`--pooling mean` gives the head "
-            "the mean where the encoder has BERT-style blocks)."
+            f"first token, as the stock `{architecture}` does ({how})."
         ]
     return []
 

@@ -91,21 +91,27 @@ def _score(feats, seed: int) -> Score:
 
 
 def select_with_args(args, dataset=None) -> Selection:
-    """Rank `args.model.candidates` on the data `args` names (or `dataset`): the work behind
-    every entry point. Prints one line per candidate and a progress bar per feature pass."""
+    """Rank `args.model.candidates` (none: the modality's installed ladder) on the data `args`
+    names (or `dataset`): the work behind every entry point. Prints one line per candidate and a progress bar per feature pass."""
     import gc
 
     from tl_hf.config.resolve import options_for
     from tl_hf.console import say
     from tl_hf.data.load import load_classification_data
     from tl_hf.modalities.base import get_modality
-    from tl_hf.select.extract import check_candidates, extract_candidate, too_few
+    from tl_hf.select.extract import (
+        check_candidates,
+        extract_candidate,
+        ladder_candidates,
+        too_few,
+    )
     from tl_hf.select.rank import format_score, rank_scores
     from tl_hf.strategies.base import get_strategy
 
     start = time.perf_counter()
     modality = get_modality(args.modality)
-    candidates, left_out = check_candidates(list(args.model.candidates or []), modality, args.model)
+    names = list(args.model.candidates or []) or ladder_candidates(modality.name)
+    candidates, left_out = check_candidates(names, modality, args.model)
     for name, reason in left_out:
         say(f"candidate {name} left out: {reason}")
     if len(candidates) < 2:
@@ -172,7 +178,7 @@ def write_selection(selection: Selection, output_dir: str) -> str:
 
 
 def select_checkpoint(
-    modality: str, candidates: list[str], dataset=None, **kwargs: Any
+    modality: str, candidates: list[str] | None = None, dataset=None, **kwargs: Any
 ) -> Selection:
     """Rank candidate checkpoints on the user's data (frozen features: LogME, a linear probe's
     validation accuracy, size, forward time) and return the ranking; `selection.json` is
@@ -180,14 +186,15 @@ def select_checkpoint(
 
     Args:
         modality: "text", "image", "audio", or a registered modality's name.
-        candidates: two or more checkpoints (folders, Hub ids, `embedded`, ladder names).
+        candidates: two or more checkpoints (folders, Hub ids, `embedded`, ladder names);
+            None: the modality's installed ladder (`tl_hf.embedded.ladder`).
         dataset: optional in-memory `datasets.Dataset`/`DatasetDict`.
         **kwargs: any recipe flag by name (`dataset_name`, `train_file`, `max_train_samples`,
             `validation_split_percentage`, `per_device_eval_batch_size`, `output_dir`).
     """
     from tl_hf.config import build_args
 
-    args = build_args(modality, dataset, candidates=list(candidates), **kwargs)
+    args = build_args(modality, dataset, candidates=list(candidates or []) or None, **kwargs)
     selection = select_with_args(args, dataset)
     if "output_dir" in kwargs:
         write_selection(selection, args.training.output_dir)

@@ -60,7 +60,25 @@ def candidate_path(name: str, modality) -> str:
 
     if name == "embedded" or (name == modality.default_model_hub_id and not os.path.isdir(name)):
         return modality.default_model()
-    return ladder_folder(name) or name
+    return ladder_folder(name, modality.name) or name
+
+
+def ladder_candidates(modality_name: str) -> list[str]:
+    """The installed ladder of the modality (`tl_hf.embedded.ladder`), smallest first, when no
+    candidates are named; one console line per rung whose package is missing. Fewer than two
+    installed is a `UserError`."""
+    from tl_hf.console import say
+    from tl_hf.embedded.ladder import ladder_for
+
+    names = ladder_for(modality_name, note=say)
+    if len(names) < 2:
+        raise UserError(
+            f"no --candidates given, and the {modality_name} model ladder has "
+            f"{len(names)} installed checkpoint(s) ({', '.join(names) or 'none'}): name two or "
+            "more checkpoints with --candidates, or install the ladder (scripts/setup.sh)"
+        )
+    say(f"no --candidates: ranking the installed {modality_name} ladder ({', '.join(names)})")
+    return names
 
 
 def check_candidates(names: list[str], modality, model_args) -> tuple[list[Candidate], list]:
@@ -80,8 +98,8 @@ def check_candidates(names: list[str], modality, model_args) -> tuple[list[Candi
         raise UserError(f"--candidates names {', '.join(doubles)} twice: give each checkpoint once")
     usable, left_out = [], []
     for name in names:
-        path = candidate_path(name, modality)
         try:
+            path = candidate_path(name, modality)  # a ladder name without its package: left out
             config = load_checkpoint_config(path, model_args)
             check_checkpoint(path, config, modality.auto_model, modality.name)
         except UserError as err:
