@@ -55,3 +55,24 @@ def test_a_dead_pid_in_this_pid_space_is_closed_at_once(tmp_path):
     trial = _claimed(study)
     trial.set_user_attr("pid", 2**22 + 12345)  # no such process
     assert st.reclaim_interrupted(study) == 1 and _state(study, trial) == "FAIL"
+
+
+def test_a_worker_killed_before_it_named_its_pid_space_is_closed_after_the_grace(tmp_path):
+    """Killed between claiming a trial and recording where its pid means something (no
+    heartbeat row yet): the trial is closed once the grace has passed, not waited on for ever
+    (a rerun lab waited until its test's timeout)."""
+    from optuna.trial import TrialState
+
+    study = _study(f"sqlite:///{tmp_path / 'lab.db'}")
+    st.enqueue_missing(study, [{"key": "k0"}])
+    (waiting,) = study.get_trials(deepcopy=False)
+    storage = study._storage  # claimed and named by pid only, as the killed worker left it
+    assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    storage.set_trial_user_attr(waiting._trial_id, "pid", 2**22 + 12345)
+    assert st.reclaim_interrupted(study, grace_seconds=60) == 0  # within the grace: running
+    time.sleep(0.3)
+    assert st.reclaim_interrupted(study, grace_seconds=0.2) == 1
+    assert _state(study, waiting) == "FAIL"
+    # pop_trial names the pid space first, so a recorded pid always has it
+    trial = _claimed(study)
+    assert "pid_space" in storage.get_trial(trial._trial_id).user_attrs

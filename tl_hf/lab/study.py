@@ -154,7 +154,7 @@ def reclaim_interrupted(
         if attrs.get("pid_space") == here and attrs.get("pid") and not _alive(attrs["pid"]):
             doomed.add(trial._trial_id)
         if (
-            "pid" not in attrs
+            ("pid" not in attrs or "pid_space" not in attrs)  # died before naming itself
             and trial.datetime_start is not None
             and ((now - trial.datetime_start).total_seconds() > grace_seconds)
         ):
@@ -217,8 +217,9 @@ def pop_trial(study):
             return None
         trial = optuna.Trial(study, claimed._trial_id)
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        # pid_space before pid: a worker killed between the two left a trial no rule closed
         trial.set_user_attr("pid_space", pid_space())
+        trial.set_user_attr("pid", os.getpid())
         key = claimed.user_attrs.get("key")
         twins = [
             t
