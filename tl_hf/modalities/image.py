@@ -44,9 +44,10 @@ RESIZABLE_MODEL_TYPES = frozenset(
     {"resnet", "convnext", "convnextv2", "efficientnet", "mobilenet_v1", "mobilenet_v2", "regnet"}
 )
 # The image-size rule (docs/defaults.md, "Image size"): measured on 8 px and 28 px digits,
-# every input below the checkpoint's own size scored lower (112 px: 2 points, 64 px: 5 to 7,
-# 32 px: 13 to 17), so small images keep the checkpoint's size; when they are at most
-# 1/SPEED_HINT_RATIO of it the run says what a smaller --image_size would save and cost.
+# every input below the checkpoint's own size scored lower (112 px: 1-2 points, 64 px: 4-10,
+# 32 px: 12-20), so small images keep the checkpoint's size; when they are at most
+# 1/SPEED_HINT_RATIO of it the run says what a smaller --image_size would save and cost (a
+# training step at 112 px costs 0.26x one at 224: bench/bench_image_size.py).
 SPEED_HINT_RATIO = 2
 SIZE_SAMPLE = 256  # training images whose header is read
 
@@ -104,7 +105,7 @@ def rules_from_data(train, processor, data_args, config) -> list:
     reason = (
         f"the training images' median shorter side is {side} px; the checkpoint's {native} px "
         "is kept, smaller inputs scored lower on small images (docs/defaults.md, image size); "
-        f"--image_size {native // SPEED_HINT_RATIO} trains about 2x faster, about 2 points lower"
+        f"--image_size {native // SPEED_HINT_RATIO} trains 2-4x faster, 1-2 points lower there"
     )
     return [DataRule("image_size", native, reason)]
 
