@@ -547,6 +547,24 @@ CASES = [
         lambda w: text(w, "--train_file", w.good, "--augment", "hflip"),
         "unknown augmentation 'hflip'",
     ),
+    (
+        "tta-on-text",
+        "--tta 4 to the text recipe",
+        lambda w: text(w, "--train_file", w.good, "--tta", "4"),
+        "--tta 4: test-time views are for image runs, not text; drop --tta",
+    ),
+    (
+        "tta-too-many-views",
+        "--tta 8 without hflip in --augment (6 views exist)",
+        lambda w: ("image", [*image_folder(w, "crops")[1], "--tta", "8"]),
+        "--tta 8: there are 6 views (the image, its centre and four corner crops) (12 when",
+    ),
+    (
+        "tta-out-of-range",
+        "--tta 13",
+        lambda w: ("image", [*image_folder(w, "crops")[1], "--tta", "13"]),
+        "--tta must be in [0, 12], got 13",
+    ),
     # checkpoints
     (
         "model-missing",

@@ -248,6 +248,14 @@ class AugmentArguments:
             "choices": list(AUGMENT_MODES),
         },
     )
+    tta: int = field(
+        default=0,
+        metadata={
+            "range": "[0, 12]",
+            "help": "Images: score validation and test on N deterministic views (plain, centre and "
+            "corner crops; mirrors with hflip in --augment) and average them; 0 or 1: off.",
+        },
+    )
     augment_preview: int = field(
         default=0,
         metadata={

@@ -146,7 +146,7 @@ def evaluate(argv: list[str]) -> int:
         str(root), allow_other_files=True, would_write=[name], what="tl-hf evaluate"
     )
     try:
-        run = load_run(root, args.device, config)
+        run = load_run(root, args.device, config, args.tta)
         skipped = Skipped()
         logits, labels, unknown, missing = collect(
             run, source, args.batch_size, args.skip_bad_files, skipped

@@ -238,7 +238,7 @@ def write_export(run: LoadedRun, target: Path, checks: list[dict[str, list]], ch
 def export(argv: list[str]) -> int:
     """Export a finished run to ONNX, checked against PyTorch (see the module docstring)."""
     from tl_hf.console import say
-    from tl_hf.infer.loaded import load_run
+    from tl_hf.infer.loaded import load_run, read_run_config
     from tl_hf.output.ownership import claim, open_output_folder
 
     args = _parse(argv)
@@ -250,7 +250,7 @@ def export(argv: list[str]) -> int:
         raise UserError(
             f"--output {target} holds files tl-hf did not write: choose an empty or new folder"
         )
-    run = load_run(root, "cpu")
+    run = load_run(root, "cpu", tta=0)  # the graph is the model's: one view
     checks = _check_inputs(run, args.input, args.check_rows)
     folder = None
     if inside:  # the run's lock; a user's own `onnx` entry is refused
@@ -268,4 +268,10 @@ def export(argv: list[str]) -> int:
         f"ONNX written to {target / MODEL_FILE}: {figures['examples']} examples, same labels, "
         f"probabilities within {figures['max_probability_difference']:.1e} of PyTorch"
     )
+    views = int(read_run_config(root).get("tta") or 0)
+    if views > 1:
+        say(
+            f"note: the run scores {views} test-time views (--tta); the ONNX model scores one "
+            "view: average the views yourself, or use tl-hf predict"
+        )
     return 0

@@ -26,6 +26,8 @@ class LoadedRun:
     names: list[str]
     temperature: float
     device: Any
+    tta: int = 0  # test-time views (`--tta`, as the run recorded it or overridden): 0 off
+    tta_flip: bool = False
 
     def __post_init__(self):
         self.preprocess = self.modality.make_preprocess(self.processor, self.settings)
@@ -49,7 +51,18 @@ class LoadedRun:
             k: v.to(self.device) if hasattr(v, "to") else v for k, v in self.encode(inputs).items()
         }
         with torch.inference_mode():
-            out = self.model(**batch).logits
+            if self.tta and "pixel_values" in batch:
+                from tl_hf.augment.tta import view_logits
+
+                pixels = batch.pop("pixel_values")
+                out = view_logits(
+                    lambda p: self.model(pixel_values=p, **batch).logits,
+                    pixels,
+                    self.tta,
+                    self.tta_flip,
+                )
+            else:
+                out = self.model(**batch).logits
         return out.float().cpu()
 
     def scaled(self, logits, calibrated: bool = True):
@@ -132,10 +145,14 @@ def run_settings(config: dict[str, Any]):
 
 
 def load_run(
-    output_dir: str | os.PathLike, device: str | None = None, config: dict | None = None
+    output_dir: str | os.PathLike,
+    device: str | None = None,
+    config: dict | None = None,
+    tta: int | None = None,
 ) -> LoadedRun:
     """Load a finished run folder for inference on `device` (see `pick_device`); `config`:
-    its `run_config.yaml` when the caller read it already."""
+    its `run_config.yaml` when the caller read it already; `tta`: test-time views, instead of
+    the run's own `--tta`."""
     import transformers
 
     from tl_hf.console import quiet_libraries
@@ -143,6 +160,11 @@ def load_run(
     root = Path(output_dir)
     config = config if config is not None else read_run_config(root)
     modality, settings = run_settings(config)
+    from tl_hf.augment.tta import test_time_views
+
+    views, flip = test_time_views(
+        modality, int(config.get("tta") or 0) if tta is None else tta, config.get("augment")
+    )
     torch_device = pick_device(device)
     args = SimpleNamespace(
         model=SimpleNamespace(
@@ -174,4 +196,6 @@ def load_run(
         names=names,
         temperature=read_temperature(root),
         device=torch_device,
+        tta=views,
+        tta_flip=flip,
     )

@@ -157,6 +157,15 @@ def check_output(path: str) -> None:
         raise UserError(f"--output {path}: the folder {folder} does not exist; create it first")
 
 
+def add_tta_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tta",
+        type=int,
+        default=None,
+        help="images: test-time views averaged (default: the run's own --tta; 0: off)",
+    )
+
+
 def parse(argv: list[str], prog: str, doc: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("output_dir", help="the --output_dir of a finished run")
@@ -167,6 +176,7 @@ def parse(argv: list[str], prog: str, doc: str) -> argparse.Namespace:
     parser.add_argument(
         "--no_calibration", action="store_true", help="raw softmax, not temperature-scaled"
     )
+    add_tta_flag(parser)
     if prog.endswith("predict"):
         parser.add_argument("--output", default="predictions.csv")
         parser.add_argument("--top_k", type=int, default=1, help="the k most probable labels")
@@ -193,7 +203,7 @@ def predict(argv: list[str]) -> int:
 
     config = read_run_config(Path(args.output_dir))
     source = open_input(args.input, *run_settings(config))
-    run = load_run(args.output_dir, args.device, config)
+    run = load_run(args.output_dir, args.device, config, args.tta)
     top_k = min(args.top_k, len(run.names))
     skipped, written = Skipped(), 0
     calibrated = not args.no_calibration

@@ -22,6 +22,7 @@ from typing import Any
 
 from tl_hf.errors import UserError
 from tl_hf.infer.loaded import LoadedRun
+from tl_hf.infer.predict import add_tta_flag
 
 
 class RateLimiter:
@@ -197,6 +198,7 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("output_dir", help="the --output_dir of a finished run")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default=None)
+    add_tta_flag(parser)
     parser.add_argument("--max_request_mb", type=float, default=10.0)
     parser.add_argument("--max_inputs", type=int, default=64, help="inputs per request")
     parser.add_argument("--rate_limit", type=float, default=50.0, help="requests/s per client")
@@ -214,7 +216,7 @@ def serve(argv: list[str]) -> int:
     from tl_hf.console import say
     from tl_hf.infer.loaded import load_run
 
-    run = load_run(args.output_dir, args.device)
+    run = load_run(args.output_dir, args.device, tta=args.tta)
     app = build_app(run, int(args.max_request_mb * 2**20), args.rate_limit, args.max_inputs)
     say(f"serving {args.output_dir} on http://127.0.0.1:{args.port} (POST /predict, GET /health)")
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

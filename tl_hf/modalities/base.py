@@ -170,6 +170,7 @@ class Modality:
             Settings`: `DataArguments` joined with these). None: no flags of its own.
         default_strategy: `--strategy` when none is given (docs/defaults.md: the evidence).
         augment_module: the module holding the augmentation catalogue (`tl_hf.augment`).
+        test_time_views: its model inputs are pixels that `--tta N` views (tl_hf.augment.tta).
         preprocess_on_access: preprocess per batch (`with_transform`) instead of storing the
             result through `datasets.map` (pixels and waveforms are too large to store); the
             Trainer must then keep the raw columns.
@@ -214,6 +215,7 @@ class Modality:
     default_strategy: str = "llrd"
     augment_module: str | None = None
     preprocess_on_access: bool = False
+    test_time_views: bool = False
     default_model: Callable[[], str | None] = lambda: None
     load_default_dataset: Callable[[Any], Any] = _no_default
     load_folder: Callable[[str, Any], Any] = _no_folder

@@ -261,6 +261,7 @@ MODALITY = register_modality(
         augment_module="tl_hf.augment.image",
         # Pixel tensors are large: they are made per batch (with_transform), never stored.
         preprocess_on_access=True,
+        test_time_views=True,
         default_model=default_model,
         load_default_dataset=load_default_dataset,
         load_folder=load_folder,

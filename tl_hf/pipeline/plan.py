@@ -27,6 +27,8 @@ class Plan:
         specs, copies, on_the_fly: the augmentations; stored copies per example (map mode).
         batch_level: whether some of them apply to collated batches (mixup, cutmix, SpecAugment).
         cache: (whether the backbone's features are cached, why not when they are not).
+        tta, tta_flip: test-time views per evaluated image (0: off) and whether mirrors are
+            among them (`tl_hf.augment.tta`).
         hub: the Hub settings, taken out of the Trainer's arguments (pushed once, at the end).
         training_args: `TrainingArguments` for the Trainer, without the Hub settings.
     """
@@ -44,6 +46,8 @@ class Plan:
     cache: tuple[bool, str]
     hub: Any
     training_args: Any
+    tta: int = 0
+    tta_flip: bool = False
 
     @property
     def options(self):
@@ -69,6 +73,7 @@ def plan_run(args: RunArgs) -> Plan:
     """Check the checkpoint, the augmentations, the feature-cache request and the Hub settings,
     and look up the records; nothing heavy is loaded."""
     from tl_hf.augment.base import batch_level, resolve_augment_specs
+    from tl_hf.augment.tta import test_time_views
     from tl_hf.modalities.base import get_modality
     from tl_hf.model.checkpoint import check_checkpoint, load_checkpoint_config
     from tl_hf.output.hub import check_push_ready, detach_hub_settings
@@ -96,7 +101,8 @@ def plan_run(args: RunArgs) -> Plan:
     batched = bool(batch_level(modality, specs))
     # an impossible --cache_features true fails here, before any loading
     explicit = "cache_features" in args.explicit
-    cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
+    tta, tta_flip = test_time_views(modality, args.augment.tta, args.augment.augment)
+    cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched, tta)
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
     training_args = copy.copy(args.training)
@@ -120,6 +126,8 @@ def plan_run(args: RunArgs) -> Plan:
         cache=cache,
         hub=hub,
         training_args=training_args,
+        tta=tta,
+        tta_flip=tta_flip,
     )
 
 

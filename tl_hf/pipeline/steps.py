@@ -206,7 +206,9 @@ def cache_features_step(
     if strategy is plan.strategy:
         use_cache, reason = plan.cache
     else:  # a phase before the main training (LP-FT's probe) under another strategy
-        use_cache, reason = cache_plan(strategy, options, False, plan.on_the_fly, plan.batch_level)
+        use_cache, reason = cache_plan(
+            strategy, options, False, plan.on_the_fly, plan.batch_level, plan.tta
+        )
     if use_cache:
         from tl_hf.console import phase
 

@@ -49,12 +49,24 @@ def build_trainer(
         strategy=strategy or plan.strategy,
         options=options or plan.options,
         batch_augment=batch_augment if features.cache is None else None,
+        test_time=_test_time(plan),
         timer=timer,
         speed=speed,
     )
     # the console's phase bars (or one line per evaluation) instead of the Trainer's output
     apply_phase_progress(trainer, plan.args.report.verbose)
     return trainer
+
+
+def _test_time(plan: Plan):
+    """The evaluation's test-time views (`--tta N`), or None."""
+    if plan.tta <= 1:
+        return None
+    from functools import partial
+
+    from tl_hf.augment.tta import view_logits
+
+    return partial(view_logits, n=plan.tta, flip=plan.tta_flip)
 
 
 def build_callbacks(plan: Plan, phases: list, resume_from: str | None) -> list:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tl_hf.augment.tta import views_note
 from tl_hf.report.folder import (
     PER_CLASS_HEADER,
     calibration_lines,
@@ -96,6 +97,7 @@ def usage_and_results_lines(facts: CardFacts) -> list[str]:
         f"classifier({facts.example})",
         "```",
         "",
+        *views_note(facts.cfg),
         "## Results",
         "",
     ]

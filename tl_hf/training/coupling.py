@@ -47,6 +47,10 @@ PRIVATE_MEMBERS: dict[str, tuple[str, str]] = {
     "_load_optimizer_and_scheduler": ("head_loop (resume)", "optimizer and schedule state"),
     "_load_rng_state": ("head_loop (resume)", "the RNG states"),
     "_load_best_model": ("head_loop (end)", "the best checkpoint back, as train() does"),
+    "_prepare_inputs": (
+        "TLTrainer.prediction_step (--tta)",
+        "a batch moved to the device as prediction_step does, before its views are scored",
+    ),
 }
 # Attributes the Trainer sets on itself (in __init__ or train(), not on the class), which
 # head_loop reads or sets the way train() does: the batch size, the memory figures of the

@@ -60,7 +60,7 @@ class CannotCache(Exception):
 
 
 def cache_plan(
-    strategy, options, explicit: bool, on_the_fly: bool, batch_level: bool
+    strategy, options, explicit: bool, on_the_fly: bool, batch_level: bool, views: int = 0
 ) -> tuple[bool, str]:
     """Whether a run of `strategy` (the record; `options` its settings) caches features, and
     the reason when it does not.
@@ -86,6 +86,13 @@ def cache_plan(
                 f"--cache_features true cannot apply: {why}. Use --augment_mode map with "
                 "--augment_copies K (the copies are cached too), or pass --cache_features false"
             )
+        return False, why
+    if views > 1:
+        why = (
+            f"--tta {views} scores {views} views of every evaluated image; stored features hold one"
+        )
+        if explicit:
+            raise UserError(f"--cache_features true cannot apply: {why}. Drop one of the two")
         return False, why
     if batch_level:
         why = "batch-level augmentation (mixup, cutmix, SpecAugment) changes the inputs of every batch"

@@ -31,6 +31,7 @@ class TLTrainer(Trainer):
         strategy="full",
         options=None,
         batch_augment=None,
+        test_time=None,
         timer=None,
         speed=None,
         **kwargs,
@@ -41,6 +42,7 @@ class TLTrainer(Trainer):
         self.strategy = strategy if not isinstance(strategy, str) else get_strategy(strategy)
         self.strategy_options = options
         self.batch_augment = batch_augment
+        self.test_time = test_time  # fn(forward, pixel_values) -> logits (`--tta`), or None
         self.timer = timer
         self.device_splits: dict[str, Any] = {}  # feature tensors on the device (head_loop)
         self.async_checkpoints = bool(speed is not None and speed.async_checkpoints)
@@ -67,6 +69,26 @@ class TLTrainer(Trainer):
         outputs = model(**inputs)
         loss = soft_cross_entropy(outputs.logits, soft)
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """With `--tta`, the logits of an evaluated batch are those of its test-time views
+        (`tl_hf.augment.tta.view_logits`) and the loss is their cross-entropy."""
+        if self.test_time is None or "pixel_values" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        import torch
+        import torch.nn.functional as F
+
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        rest = {k: v for k, v in inputs.items() if k not in ("pixel_values", "labels")}
+        with torch.no_grad(), self.compute_loss_context_manager():
+            logits = self.test_time(
+                lambda pixels: model(pixel_values=pixels, **rest).logits, inputs["pixel_values"]
+            )
+        loss = None if labels is None else F.nll_loss(logits, labels).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, logits, labels
 
     def evaluate(self, *args, **kwargs):
         if self.timer is None or not self.is_in_train:

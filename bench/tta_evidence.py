@@ -1,0 +1,104 @@
+"""Test-time augmentation, paired (issue 26): per (set, seed) the image default trains once
+(no --tta), then the same weights score the test split with 1, 2, 4 and 6 views
+(`load_run(..., tta=K)`, what `tl-hf predict --tta K` does): test accuracy per view count and
+the scoring time per 1000 images, one JSON line per (set, seed) in `--out`.
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=. python bench/tta_evidence.py \\
+        --sets digits:20 mnist_5k:20 [--seeds 3] [--views 1 2 4 6]
+    python bench/tta_evidence.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import report, scratch_dir, table  # noqa: E402
+from defaults_evidence import DATA_FLAGS, _load  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tta_evidence.jsonl")
+
+
+def score(run, dsd, batch: int = 64) -> float:
+    """Test accuracy of a loaded run on the test split (its current `tta`)."""
+    test = dsd["test"]
+    right = 0
+    for start in range(0, len(test), batch):
+        rows = test[start : start + batch]
+        predicted = run.logits({"image": rows["image"]}).argmax(-1).tolist()
+        right += sum(p == y for p, y in zip(predicted, rows["label"], strict=True))
+    return right / len(test)
+
+
+def one(name: str, per_class: int, seed: int, views: list[int], flags: dict) -> dict:
+    import tl_hf
+    from tl_hf.infer.loaded import load_run
+
+    modality, dsd = _load(name, per_class, seed)
+    output_dir = scratch_dir(prefix="tl_hf_tta_")
+    start = time.perf_counter()
+    tl_hf.train_classifier(
+        modality,
+        dsd,
+        output_dir=output_dir,
+        seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        **{**DATA_FLAGS[modality], **flags},
+    )
+    out = {"set": name, "per_class": per_class, "seed": seed, "flags": flags}
+    out["train_seconds"] = time.perf_counter() - start
+    for n in views:
+        run = load_run(output_dir, "cpu", tta=n)
+        start = time.perf_counter()
+        out[f"tta{n}"] = score(run, dsd)
+        out[f"tta{n}_ms_per_image"] = 1000 * (time.perf_counter() - start) / len(dsd["test"])
+    return out
+
+
+def print_table(path: str) -> None:
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    views = sorted({int(k[3:]) for r in rows for k in r if k[3:].isdigit() and k[:3] == "tta"})
+    body = []
+    for key in sorted({(r["set"], r["per_class"]) for r in rows}):
+        runs = [r for r in rows if (r["set"], r["per_class"]) == key]
+        cells = []
+        for n in views:
+            values = [r[f"tta{n}"] for r in runs]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            ms = statistics.mean(r[f"tta{n}_ms_per_image"] for r in runs)
+            cells.append(f"{statistics.mean(values):.3f} +- {std:.3f} ({ms:.1f} ms)")
+        body.append([*key, len(runs), *cells])
+    print(table(body, ["set", "per class", "seeds", *(f"{n} view(s)" for n in views)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=["digits:20", "mnist_5k:20"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 2, 4, 6])
+    parser.add_argument("--flags", default="{}", help="JSON recipe flags (the default: none)")
+    parser.add_argument("--out", default=OUT)
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    if args.table:
+        print_table(args.out)
+        return
+    for item in args.sets:
+        name, per_class = item.split(":")
+        for seed in range(args.seeds):
+            result = one(name, int(per_class), seed, args.views, json.loads(args.flags))
+            with open(args.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+            report(result)
+    print_table(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Test-time augmentation (`--tta N`, issue 26): deterministic views of the right shape and
+number, mirrors only when the run's augmentation says mirrored images keep their label, the
+averaged prediction equal to a manual average of the views' softmaxes, in training's evaluation
+and in inference on the finished folder, and the feature cache stepping aside."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from test_recipe_image import make_image_folder, make_tiny_resnet
+
+from tl_hf.augment.tta import flip_allowed, max_views, pixel_views, view_logits
+
+
+def _pixels(batch=3, side=32, seed=0):
+    return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def test_views_are_deterministic_the_right_shape_and_plain_first():
+    pixels = _pixels()
+    views = pixel_views(pixels, 6, flip=False)
+    assert len(views) == 6 and all(v.shape == pixels.shape for v in views)
+    assert torch.equal(views[0], pixels)  # the plain input first
+    again = pixel_views(pixels.clone(), 6, flip=False)
+    assert all(torch.equal(a, b) for a, b in zip(views, again, strict=True))
+    # the crops differ from the plain input and from each other
+    assert all(not torch.equal(v, pixels) for v in views[1:])
+    assert len({tuple(v.flatten()[:50].tolist()) for v in views}) == 6
+    # a centre crop of a constant-border image: the middle of the image, resized back
+    marked = torch.zeros(1, 3, 32, 32)
+    marked[..., 1:31, 1:31] = 1.0  # m = 1: the centre crop drops exactly that 1 px border
+    centre = pixel_views(marked, 2, flip=False)[1]
+    assert torch.allclose(centre, torch.ones_like(centre))
+
+
+def test_mirrors_only_with_hflip_in_the_augmentation():
+    pixels = _pixels()
+    assert max_views(False) == 6 and max_views(True) == 12
+    plain = pixel_views(pixels, 6, flip=False)
+    mirrored = pixel_views(pixels, 12, flip=True)
+    assert torch.equal(mirrored[1], pixels.flip(-1))  # the mirror comes second
+    assert not any(torch.equal(v, pixels.flip(-1)) for v in plain)
+    assert all(torch.equal(a, b) for a, b in zip(mirrored[2:7], plain[1:], strict=True))
+    assert flip_allowed(["crop", "hflip:p=0.5"]) and not flip_allowed(["crop", "rotate"])
+    assert not flip_allowed(None)
+    with pytest.raises(ValueError):
+        pixel_views(pixels, 7, flip=False)
+
+
+def test_averaged_prediction_equals_a_manual_average():
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))
+    pixels = _pixels()
+    got = view_logits(layer, pixels, 4, flip=False)
+    manual = torch.stack([layer(v).softmax(-1) for v in pixel_views(pixels, 4, False)]).mean(0)
+    assert torch.allclose(got.exp(), manual, atol=1e-6)
+    assert torch.allclose(got.softmax(-1), manual, atol=1e-6)  # what every metric reads
+    assert not torch.allclose(manual, layer(pixels).softmax(-1), atol=1e-4)  # views matter
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny ResNet run with --tta 4 (and one without, same seed) on a small image folder."""
+    from tl_hf.cli.recipe import main
+
+    root = tmp_path_factory.mktemp("tta")
+    model = make_tiny_resnet(root / "resnet")
+    data = make_image_folder(root / "data", per_class=10)
+    common = [
+        "--model_name_or_path", model, "--dataset_name", data, "--strategy", "full",
+        "--learning_rate", "3e-3", "--num_train_epochs", "2", "--use_cpu",
+        "--per_device_train_batch_size", "8",
+    ]  # fmt: skip
+    assert main("image", [*common, "--output_dir", str(root / "tta"), "--tta", "4"]) == 0
+    assert main("image", [*common, "--output_dir", str(root / "plain")]) == 0
+    return root
+
+
+def test_training_evaluates_on_the_views_and_inference_reads_them(trained):
+    from tl_hf.infer.loaded import load_run
+
+    config = yaml.safe_load((trained / "tta" / "run_config.yaml").read_text())
+    assert config["tta"] == 4
+    run = load_run(trained / "tta", "cpu")
+    assert (run.tta, run.tta_flip) == (4, False)
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in sorted((trained / "data" / "left").iterdir())]
+    inputs = {"image": images[:5]}
+    pixels = run.encode(inputs)["pixel_values"]
+    with torch.inference_mode():
+        manual = torch.stack(
+            [run.model(pixel_values=v).logits.softmax(-1) for v in pixel_views(pixels, 4, False)]
+        ).mean(0)
+    assert torch.allclose(run.logits(inputs).exp(), manual, atol=1e-5)
+    plain = load_run(trained / "tta", "cpu", tta=0)  # `--tta 0` on predict/evaluate/serve
+    with torch.inference_mode():
+        single = run.model(pixel_values=pixels).logits.softmax(-1)
+    assert torch.allclose(plain.logits(inputs).softmax(-1), single, atol=1e-5)
+    card = (trained / "tta" / "README.md").read_text()
+    assert "average 4 test-time views per image (`--tta 4`)" in card
+    assert "test-time views" not in (trained / "plain" / "README.md").read_text()
+    # the run's own evaluation scored the views: its validation loss differs from a run
+    # trained the same way and scored on one view
+    tta, plain_results = (
+        json.loads((trained / d / "all_results.json").read_text()) for d in ("tta", "plain")
+    )
+    assert tta["eval_loss"] != pytest.approx(plain_results["eval_loss"], abs=1e-6)
+
+
+def test_frozen_run_with_views_does_not_cache_features():
+    from tl_hf.errors import UserError
+    from tl_hf.strategies.base import StrategyArguments, get_strategy
+    from tl_hf.training.features import cache_plan
+
+    frozen, options = get_strategy("frozen"), StrategyArguments(strategy="frozen")
+    assert cache_plan(frozen, options, False, False, False)[0]
+    use, why = cache_plan(frozen, options, False, False, False, 4)
+    assert not use and "--tta 4 scores 4 views" in why
+    with pytest.raises(UserError, match="--cache_features true cannot apply: --tta 4"):
+        cache_plan(frozen, options, True, False, False, 4)
