@@ -96,7 +96,8 @@ def arm_plain(modality: str, dsd, seed: int) -> dict:
     return {"test_accuracy": _accuracy(test.predictions, test.label_ids)}
 
 
-def arm_default(modality: str, dsd, seed: int, **flags) -> dict:
+def train_default(modality: str, dsd, seed: int, **flags):
+    """The recipe on `dsd` in a scratch folder: (its result, the folder)."""
     import tl_hf
 
     output_dir = scratch_dir(prefix="tl_hf_default_")
@@ -109,6 +110,11 @@ def arm_default(modality: str, dsd, seed: int, **flags) -> dict:
         disable_tqdm=True,
         **{**DATA_FLAGS.get(modality, {}), **flags},  # flags may override the data's own
     )
+    return result, output_dir
+
+
+def arm_default(modality: str, dsd, seed: int, **flags) -> dict:
+    result, output_dir = train_default(modality, dsd, seed, **flags)
     return {
         "test_accuracy": result.metrics["test_accuracy"],
         "strategy": result.args.strategy.strategy,

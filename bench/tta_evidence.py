@@ -18,8 +18,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import report, scratch_dir, table  # noqa: E402
-from defaults_evidence import DATA_FLAGS, _load  # noqa: E402
+from _common import report, table  # noqa: E402
+from defaults_evidence import _load, train_default  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tta_evidence.jsonl")
 
@@ -36,21 +36,11 @@ def score(run, dsd, batch: int = 64) -> float:
 
 
 def one(name: str, per_class: int, seed: int, views: list[int], flags: dict) -> dict:
-    import tl_hf
     from tl_hf.infer.loaded import load_run
 
     modality, dsd = _load(name, per_class, seed)
-    output_dir = scratch_dir(prefix="tl_hf_tta_")
     start = time.perf_counter()
-    tl_hf.train_classifier(
-        modality,
-        dsd,
-        output_dir=output_dir,
-        seed=seed,
-        use_cpu=True,
-        disable_tqdm=True,
-        **{**DATA_FLAGS[modality], **flags},
-    )
+    _, output_dir = train_default(modality, dsd, seed, **flags)
     out = {"set": name, "per_class": per_class, "seed": seed, "flags": flags}
     out["train_seconds"] = time.perf_counter() - start
     for n in views:
