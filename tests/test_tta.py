@@ -120,3 +120,37 @@ def test_frozen_run_with_views_does_not_cache_features():
     assert not use and "--tta 4 scores 4 views" in why
     with pytest.raises(UserError, match="--cache_features true cannot apply: --tta 4"):
         cache_plan(frozen, options, True, False, False, 4)
+
+
+def test_predict_uses_the_runs_views_and_tta_overrides_them(trained, tmp_path, capsys):
+    """`tl-hf predict` reads `tta` from run_config.yaml; `--tta 0` scores one view."""
+    import csv
+
+    from tl_hf.errors import UserError
+    from tl_hf.infer.loaded import load_run
+    from tl_hf.infer.predict import predict
+
+    folder = trained / "data" / "left"
+
+    def probabilities(name, *extra):
+        out = tmp_path / name
+        argv = [str(trained / "tta"), "--input", str(folder), "--output", str(out)]
+        assert predict([*argv, "--no_calibration", "--device", "cpu", *extra]) == 0
+        with open(out) as f:
+            return [float(r["probability"]) for r in csv.DictReader(f)]
+
+    own = probabilities("own.csv")
+    assert "4 test-time views averaged" in capsys.readouterr().out
+    one = probabilities("one.csv", "--tta", "0")
+    assert "test-time views" not in capsys.readouterr().out
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in sorted(folder.iterdir())]
+    with torch.inference_mode():
+        expected = load_run(trained / "tta", "cpu").logits({"image": images}).exp().max(-1)
+    assert own == pytest.approx(expected.values.tolist(), abs=2e-6)
+    assert own != pytest.approx(one, abs=1e-4)
+    with pytest.raises(UserError, match="--tta 7: there are 6 views"):
+        predict([str(trained / "tta"), "--input", str(folder), "--tta", "7"])
+    with pytest.raises(UserError, match="--tta -1 must be 0"):
+        predict([str(trained / "tta"), "--input", str(folder), "--tta", "-1"])
