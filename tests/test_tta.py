@@ -182,6 +182,12 @@ def test_predict_uses_the_runs_views_and_tta_overrides_them(trained, tmp_path, c
         expected = load_run(trained / "tta", "cpu").logits({"image": images}).exp().max(-1)
     assert own == pytest.approx(expected.values.tolist(), abs=2e-6)
     assert own != pytest.approx(one, abs=1e-4)
+    from tl_hf.infer.evaluate import evaluate
+
+    assert (
+        evaluate([str(trained / "tta"), "--input", str(trained / "data"), "--device", "cpu"]) == 0
+    )
+    assert "examples, 4 test-time views averaged)" in capsys.readouterr().out
     with pytest.raises(UserError, match="--tta 7: there are 6 views"):
         predict([str(trained / "tta"), "--input", str(folder), "--tta", "7"])
     with pytest.raises(UserError, match="--tta -1 must be 0"):

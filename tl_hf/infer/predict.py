@@ -224,6 +224,5 @@ def predict(argv: list[str]) -> int:
             f"skipped {len(skipped.rows)} unreadable rows: {shown}{' ...' if len(skipped.rows) > 5 else ''}"
         )
     calibration = "raw softmax" if args.no_calibration else f"temperature {run.temperature:.3g}"
-    views = f", {run.tta} test-time views averaged" if run.tta else ""
-    say(f"{written} predictions ({calibration}{views}) written to {args.output}")
+    say(f"{written} predictions ({calibration}{run.views_label}) written to {args.output}")
     return 0
