@@ -10,7 +10,10 @@ the scoring time per 1000 images, one JSON line per (set, seed) in `--out`.
 `--frozen`: a frozen head with `--tta 4`, its features cached (validation and test store the
 backbone's output on every view) against `--cache_features false` (the backbone runs on every
 step and every view): wall time and test accuracy of each, one JSON line per (set, seed) in
-`bench/results/tta_frozen_evidence.jsonl`.
+`bench/results/tta_frozen_evidence.jsonl`. The shipped image checkpoints (timm EfficientNet-Lite)
+keep their head inside the backbone module, so they cache nothing, with or without `--tta`
+(the jsonl says `*_cached_features`): pass a Transformers-native checkpoint (ResNet, ViT) with
+`--flags '{"model_name_or_path": "DIR"}'`.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=. python bench/tta_evidence.py --frozen \
         --sets digits:20 --seeds 1
@@ -61,14 +64,14 @@ def one(name: str, per_class: int, seed: int, views: list[int], flags: dict) -> 
     return out
 
 
-def frozen(name: str, per_class: int, seed: int, views: int = 4) -> dict:
+def frozen(name: str, per_class: int, seed: int, flags: dict, views: int = 4) -> dict:
     """A frozen head with `--tta views`, on cached features and without the cache."""
     modality, dsd = _load(name, per_class, seed)
-    out = {"set": name, "per_class": per_class, "seed": seed, "strategy": "frozen", "tta": views}
+    out = {"set": name, "per_class": per_class, "seed": seed, "flags": flags, "tta": views}
     for arm, cache in (("cached", True), ("uncached", False)):
         start = time.perf_counter()
         result, _ = train_default(
-            modality, dsd, seed, strategy="frozen", tta=views, cache_features=cache
+            modality, dsd, seed, strategy="frozen", tta=views, cache_features=cache, **flags
         )
         out[f"{arm}_seconds"] = time.perf_counter() - start
         out[f"{arm}_test_accuracy"] = result.metrics["test_accuracy"]
@@ -111,7 +114,7 @@ def main() -> None:
         name, per_class = item.split(":")
         for seed in range(args.seeds):
             if args.frozen:
-                result = frozen(name, int(per_class), seed)
+                result = frozen(name, int(per_class), seed, json.loads(args.flags))
             else:
                 result = one(name, int(per_class), seed, args.views, json.loads(args.flags))
             with open(out, "a") as f:
