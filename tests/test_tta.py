@@ -1,7 +1,7 @@
 """Test-time augmentation (`--tta N`, issue 26): deterministic views of the right shape and
 number, mirrors only when the run's augmentation says mirrored images keep their label, the
 averaged prediction equal to a manual average of the views' softmaxes, in training's evaluation
-and in inference on the finished folder, and the feature cache stepping aside."""
+and in inference on the finished folder, and a frozen backbone's feature cache holding every view."""
 
 import json
 
@@ -109,14 +109,86 @@ def test_training_evaluates_on_the_views_and_inference_reads_them(trained):
     assert tta["eval_loss"] != pytest.approx(plain_results["eval_loss"], abs=1e-6)
 
 
-def test_frozen_run_with_views_does_not_cache_features():
-    from tl_hf.errors import UserError
-    from tl_hf.strategies.base import StrategyArguments, get_strategy
-    from tl_hf.training.features import cache_plan
+def test_frozen_run_caches_every_view_and_scores_as_the_uncached_run(trained, tmp_path):
+    """A frozen backbone with --tta 4: validation and test store the backbone's output on the
+    4 views (train one), and the head scores exactly as the uncached run, which views pixels."""
+    from tl_hf.cli.recipe import main
 
-    frozen, options = get_strategy("frozen"), StrategyArguments(strategy="frozen")
-    assert cache_plan(frozen, options, False, False, False)[0]
-    use, why = cache_plan(frozen, options, False, False, False, 4)
-    assert not use and "--tta 4 scores 4 views" in why
-    with pytest.raises(UserError, match="--cache_features true cannot apply: --tta 4"):
-        cache_plan(frozen, options, True, False, False, 4)
+    common = [
+        "--model_name_or_path", str(trained / "resnet"), "--dataset_name", str(trained / "data"),
+        "--strategy", "frozen", "--learning_rate", "1e-2", "--num_train_epochs", "2",
+        "--use_cpu", "--per_device_train_batch_size", "8", "--tta", "4", "--seed", "3",
+        "--validation_split_percentage", "30", "--test_split_percentage", "30",
+    ]  # fmt: skip
+    assert main("image", [*common, "--output_dir", str(tmp_path / "cached")]) == 0
+    off = ["--cache_features", "false", "--output_dir", str(tmp_path / "live")]
+    assert main("image", [*common, *off]) == 0
+    cached, live = (
+        json.loads((tmp_path / d / "all_results.json").read_text()) for d in ("cached", "live")
+    )
+    assert cached.get("cached_features") is True and "cached_features" not in live
+    for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):
+        assert cached[key] == pytest.approx(live[key], abs=1e-4), key
+    # the cached run scored views: one view through the same weights gives another test loss
+    from tl_hf.infer.loaded import load_run
+
+    assert load_run(tmp_path / "cached", "cpu").tta == 4
+
+
+def test_cached_views_replay_as_the_pixel_views():
+    """`view_features` + `cached_view_logits` equal `view_logits` on the pixels for a model
+    split into a backbone and a head."""
+    from tl_hf.augment.tta import VIEW_PREFIX, cached_view_logits, view_features
+
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 8))
+    head = torch.nn.Linear(8, 3)
+    pixels = _pixels()
+    stored = view_features(
+        {"pixel_values": pixels}, 4, False, lambda b: {"h": backbone(b["pixel_values"])}
+    )
+    assert stored[VIEW_PREFIX + "h"].shape == (3, 4, 8)
+    inputs = {k: torch.as_tensor(v) for k, v in stored.items()}
+    replayed = cached_view_logits(lambda c: head(c["f_h"]), inputs, "f_")
+    direct = view_logits(lambda p: head(backbone(p)), pixels, 4, False)
+    assert torch.allclose(replayed, direct, atol=1e-5)
+
+
+def test_predict_uses_the_runs_views_and_tta_overrides_them(trained, tmp_path, capsys):
+    """`tl-hf predict` reads `tta` from run_config.yaml; `--tta 0` scores one view."""
+    import csv
+
+    from tl_hf.errors import UserError
+    from tl_hf.infer.loaded import load_run
+    from tl_hf.infer.predict import predict
+
+    folder = trained / "data" / "left"
+
+    def probabilities(name, *extra):
+        out = tmp_path / name
+        argv = [str(trained / "tta"), "--input", str(folder), "--output", str(out)]
+        assert predict([*argv, "--no_calibration", "--device", "cpu", *extra]) == 0
+        with open(out) as f:
+            return [float(r["probability"]) for r in csv.DictReader(f)]
+
+    own = probabilities("own.csv")
+    assert "4 test-time views averaged" in capsys.readouterr().out
+    one = probabilities("one.csv", "--tta", "0")
+    assert "test-time views" not in capsys.readouterr().out
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in sorted(folder.iterdir())]
+    with torch.inference_mode():
+        expected = load_run(trained / "tta", "cpu").logits({"image": images}).exp().max(-1)
+    assert own == pytest.approx(expected.values.tolist(), abs=2e-6)
+    assert own != pytest.approx(one, abs=1e-4)
+    from tl_hf.infer.evaluate import evaluate
+
+    assert (
+        evaluate([str(trained / "tta"), "--input", str(trained / "data"), "--device", "cpu"]) == 0
+    )
+    assert "examples, 4 test-time views averaged)" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--tta 7: there are 6 views"):
+        predict([str(trained / "tta"), "--input", str(folder), "--tta", "7"])
+    with pytest.raises(UserError, match="--tta -1 must be 0"):
+        predict([str(trained / "tta"), "--input", str(folder), "--tta", "-1"])

@@ -7,6 +7,10 @@ and the four corner crops, each `2 m` pixels shorter per side (m = side / 32, at
 resized back to the input size; then their mirrors (with `hflip`). The views work on the
 normalised `pixel_values` the processor made, so every image processor and size is alike.
 
+A frozen backbone's feature cache stores, for validation and test, the backbone's output on
+every view (`view_features`); evaluation replays each view through the head and averages the
+same way (`cached_view_logits`), so the cache stays on with `--tta`.
+
 The averaged probabilities come back as their log, in place of the logits: argmax, the
 cross-entropy, calibration and every metric read them unchanged (the softmax of log p is p).
 """
@@ -17,6 +21,7 @@ from collections.abc import Callable
 
 CROPS = 5  # the centre and the four corners
 MAX_VIEWS = 1 + CROPS  # without hflip; twice that with it
+VIEW_PREFIX = "tl_hf_views_"  # cached features of every view (frozen backbones; not replayed as-is)
 
 
 def max_views(flip: bool) -> int:
@@ -82,15 +87,49 @@ def pixel_views(pixels, n: int, flip: bool) -> list:
     return views[:n]
 
 
-def view_logits(forward: Callable, pixels, n: int, flip: bool):
-    """log of the mean softmax of `forward(view)` over the first `n` views of `pixels`."""
+def _mean_log(forward: Callable, inputs: list):
+    """log of the mean softmax of `forward(x)` over `inputs` (the views)."""
     import torch
 
     probabilities = None
-    for view in pixel_views(pixels, n, flip):
-        p = forward(view).float().softmax(-1)
+    for x in inputs:
+        p = forward(x).float().softmax(-1)
         probabilities = p if probabilities is None else probabilities + p
-    return (probabilities / n).clamp_min(torch.finfo(torch.float32).tiny).log()
+    return (probabilities / len(inputs)).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def view_logits(forward: Callable, pixels, n: int, flip: bool):
+    """log of the mean softmax of `forward(view)` over the first `n` views of `pixels`."""
+    return _mean_log(forward, pixel_views(pixels, n, flip))
+
+
+def view_features(batch: dict, n: int, flip: bool, extract: Callable) -> dict:
+    """The feature cache of an evaluated split (a frozen backbone, `--tta n`): `extract(batch)`
+    (the backbone's stored tensors {name: [B, ...]}) on each of the first `n` views of the
+    batch's pixels, stacked per example as `VIEW_PREFIX + name`: [B, n, ...] (numpy)."""
+    import torch
+
+    per_view = [
+        extract({**batch, "pixel_values": view})
+        for view in pixel_views(batch["pixel_values"], n, flip)
+    ]
+    return {
+        VIEW_PREFIX + k: torch.stack([p[k] for p in per_view], 1).detach().float().cpu().numpy()
+        for k in per_view[0]
+    }
+
+
+def has_cached_views(inputs: dict) -> bool:
+    return any(k.startswith(VIEW_PREFIX) for k in inputs)
+
+
+def cached_view_logits(forward: Callable, inputs: dict, column_prefix: str):
+    """log of the mean softmax over the stored views of a cached batch (`view_features`):
+    `forward` takes one view's columns, named as the plain cache names them (`column_prefix`)."""
+    stored = {k[len(VIEW_PREFIX) :]: v for k, v in inputs.items() if k.startswith(VIEW_PREFIX)}
+    n = next(iter(stored.values())).shape[1]
+    views = [{column_prefix + k: v[:, i] for k, v in stored.items()} for i in range(n)]
+    return _mean_log(forward, views)
 
 
 def views_note(run_config: dict) -> list[str]:

@@ -169,7 +169,7 @@ def evaluate(argv: list[str]) -> int:
         folder.release()
     say(
         f"{name}: accuracy {result['accuracy']:.4f}  macro-F1 {result['f1']:.4f}  loss "
-        f"{result['loss']:.4f}  ({result['samples']} examples)"
+        f"{result['loss']:.4f}  ({result['samples']} examples{run.views_label})"
     )
     if unknown:
         shown = ", ".join(f"{k} ({v})" for k, v in sorted(unknown.items())[:5])

@@ -43,6 +43,11 @@ class LoadedRun:
         batch.pop("labels", None)
         return dict(batch)
 
+    @property
+    def views_label(self) -> str:
+        """What the console says of `--tta`: ", N test-time views averaged", or nothing."""
+        return f", {self.tta} test-time views averaged" if self.tta else ""
+
     def logits(self, inputs: dict[str, list]):
         """Logits (a float32 CPU tensor, one row per example) of raw inputs (see `encode`)."""
         import torch

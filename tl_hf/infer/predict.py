@@ -188,6 +188,8 @@ def parse(argv: list[str], prog: str, doc: str) -> argparse.Namespace:
         raise UserError(f"--batch_size {args.batch_size} must be 1 or more")
     if getattr(args, "top_k", 1) < 1:
         raise UserError(f"--top_k {args.top_k} must be 1 or more")
+    if args.tta is not None and args.tta < 0:
+        raise UserError(f"--tta {args.tta} must be 0 (one view) or more")
     return args
 
 
@@ -222,5 +224,5 @@ def predict(argv: list[str]) -> int:
             f"skipped {len(skipped.rows)} unreadable rows: {shown}{' ...' if len(skipped.rows) > 5 else ''}"
         )
     calibration = "raw softmax" if args.no_calibration else f"temperature {run.temperature:.3g}"
-    say(f"{written} predictions ({calibration}) written to {args.output}")
+    say(f"{written} predictions ({calibration}{run.views_label}) written to {args.output}")
     return 0

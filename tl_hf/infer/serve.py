@@ -218,6 +218,7 @@ def serve(argv: list[str]) -> int:
 
     run = load_run(args.output_dir, args.device, tta=args.tta)
     app = build_app(run, int(args.max_request_mb * 2**20), args.rate_limit, args.max_inputs)
-    say(f"serving {args.output_dir} on http://127.0.0.1:{args.port} (POST /predict, GET /health)")
+    routes = f"POST /predict, GET /health{run.views_label}"
+    say(f"serving {args.output_dir} on http://127.0.0.1:{args.port} ({routes})")
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0

@@ -102,7 +102,7 @@ def plan_run(args: RunArgs) -> Plan:
     # an impossible --cache_features true fails here, before any loading
     explicit = "cache_features" in args.explicit
     tta, tta_flip = test_time_views(modality, args.augment.tta, args.augment.augment)
-    cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched, tta)
+    cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
     training_args = copy.copy(args.training)

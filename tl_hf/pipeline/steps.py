@@ -206,9 +206,7 @@ def cache_features_step(
     if strategy is plan.strategy:
         use_cache, reason = plan.cache
     else:  # a phase before the main training (LP-FT's probe) under another strategy
-        use_cache, reason = cache_plan(
-            strategy, options, False, plan.on_the_fly, plan.batch_level, plan.tta
-        )
+        use_cache, reason = cache_plan(strategy, options, False, plan.on_the_fly, plan.batch_level)
     if use_cache:
         from tl_hf.console import phase
 
@@ -224,6 +222,7 @@ def cache_features_step(
                     plan.args.training,
                     log=say,
                     on_rows=bar.update,
+                    views=(plan.tta, plan.tta_flip) if plan.tta > 1 else None,
                 )
             return Features(cache, cache.features, feature_collator)
         except CannotCache as err:

@@ -55,6 +55,12 @@ def sidecar_path(ds, fingerprint: str) -> str:
     return os.path.splitext(cache_path(ds, fingerprint))[0] + ".tl_hf.json"
 
 
+def split_key(reduction: str, views: tuple[int, bool] | None) -> str:
+    """What a split's cache is stored under: the reduction, and the test-time views (`--tta`:
+    n, mirrors) when it holds them (`tl_hf.augment.tta.view_features`)."""
+    return reduction if views is None else f"{reduction}|views={views[0]}{'+flip' * views[1]}"
+
+
 def split_files(ds, backbone_hash: str, model_class: str, reduction: str) -> tuple[str, str]:
     """A split's feature cache file and its sidecar, for one backbone and reduction."""
     fingerprint = feature_fingerprint(ds._fingerprint, backbone_hash, model_class, reduction)

@@ -46,6 +46,7 @@ from tl_hf.training.feature_files import (
     read_output_class,
     sidecar_path,
     split_files,
+    split_key,
     write_sidecar,
 )
 
@@ -60,7 +61,7 @@ class CannotCache(Exception):
 
 
 def cache_plan(
-    strategy, options, explicit: bool, on_the_fly: bool, batch_level: bool, views: int = 0
+    strategy, options, explicit: bool, on_the_fly: bool, batch_level: bool
 ) -> tuple[bool, str]:
     """Whether a run of `strategy` (the record; `options` its settings) caches features, and
     the reason when it does not.
@@ -86,13 +87,6 @@ def cache_plan(
                 f"--cache_features true cannot apply: {why}. Use --augment_mode map with "
                 "--augment_copies K (the copies are cached too), or pass --cache_features false"
             )
-        return False, why
-    if views > 1:
-        why = (
-            f"--tta {views} scores {views} views of every evaluated image; stored features hold one"
-        )
-        if explicit:
-            raise UserError(f"--cache_features true cannot apply: {why}. Drop one of the two")
         return False, why
     if batch_level:
         why = "batch-level augmentation (mixup, cutmix, SpecAugment) changes the inputs of every batch"
@@ -213,6 +207,11 @@ def _device_of(model):
 
 def _run_rows(model, backbone, collator, rows: list[dict]) -> tuple[Any, Any]:
     """Logits of the full model and the backbone's output on rows (eval mode, no grad)."""
+    unlabelled = [{k: v for k, v in r.items() if k != "labels"} for r in rows]
+    return _run_batch(model, backbone, collator(unlabelled))
+
+
+def _run_batch(model, backbone, batch: dict) -> tuple[Any, Any]:
     import torch
 
     captured = {}
@@ -220,7 +219,6 @@ def _run_rows(model, backbone, collator, rows: list[dict]) -> tuple[Any, Any]:
     def hook(module, args, output):
         captured["out"] = output
 
-    batch = collator([{k: v for k, v in r.items() if k != "labels"} for r in rows])
     device = _device_of(model)
     batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     handle = backbone.register_forward_hook(hook)
@@ -258,7 +256,7 @@ def _check_reduction(cache: FeatureCache, collator, rows: list[dict]) -> str | N
 
 
 def build_feature_cache(
-    model, features, collator, head_names: set[str], training_args, log=print, on_rows=None
+    model, features, collator, head_names, training_args, log=print, on_rows=None, views=None
 ):
     """Run the frozen backbone once over every split of `features` and switch `model` to
     stored features.
@@ -272,6 +270,7 @@ def build_feature_cache(
         log: where progress lines go.
         on_rows: called with the number of rows after each batch through the backbone
             (the phase's progress bar).
+        views: `--tta` (n, mirrors): validation/test store n views (`tta.view_features`).
 
     Returns:
         A `FeatureCache` whose `features` replace the preprocessed splits, with the model
@@ -291,7 +290,7 @@ def build_feature_cache(
     model.eval()
     model.to(getattr(training_args, "device", torch.device("cpu")))
     try:
-        cache = _stored_cache(model, name, backbone, replay, features, backbone_hash)
+        cache = _stored_cache(model, name, backbone, replay, features, backbone_hash, views)
         if cache is None:
             cache = _checked_cache(model, name, backbone, replay, features, collator)
         cached = {}
@@ -304,6 +303,7 @@ def build_feature_cache(
                     backbone_hash,
                     training_args.per_device_eval_batch_size,
                     on_rows,
+                    None if split == "train" else views,
                 )
     finally:
         model.train(was_training)
@@ -318,14 +318,17 @@ def build_feature_cache(
     return cache
 
 
-def _stored_cache(model, name, backbone, replay, features, backbone_hash) -> FeatureCache | None:
+def _stored_cache(
+    model, name, backbone, replay, features, backbone_hash, views
+) -> FeatureCache | None:
     """The cache under a reduction already stored for every split (None: there is none). It was
     checked when it was written: reuse it without running the backbone at all."""
     model_class = type(model).__name__
 
     def stored(r):
-        splits = features.values()
-        return all(cache_verified(*split_files(ds, backbone_hash, model_class, r)) for ds in splits)
+        keys = {s: split_key(r, None if s == "train" else views) for s in features}
+        files = (split_files(ds, backbone_hash, model_class, keys[s]) for s, ds in features.items())
+        return all(cache_verified(*f) for f in files)
 
     reduction = next((r for r in REDUCTIONS if stored(r)), None)
     if reduction is None:
@@ -354,13 +357,17 @@ def _checked_cache(model, name, backbone, replay, features, collator) -> Feature
 
 
 def _cache_split(
-    cache: FeatureCache, ds, collator, backbone_hash: str, batch_size: int, on_rows=None
+    cache: FeatureCache, ds, collator, backbone_hash: str, batch_size: int, on_rows=None, views=None
 ):
-    """One split through the backbone via `datasets.map`, cached by an explicit fingerprint."""
+    """One split through the backbone via `datasets.map`, cached by an explicit fingerprint;
+    `views`: (n, mirrors) to store the backbone's output on every test-time view."""
     import torch
 
+    from tl_hf.augment.tta import view_features
+
+    key = split_key(cache.reduction, views)
     fingerprint = feature_fingerprint(
-        ds._fingerprint, backbone_hash, type(cache.model).__name__, cache.reduction
+        ds._fingerprint, backbone_hash, type(cache.model).__name__, key
     )
     # an in-memory dataset gets a cache file of its own, so reruns find it
     cache_file = None if ds.cache_files else cache_path(ds, fingerprint)
@@ -372,12 +379,15 @@ def _cache_split(
 
     def extract(batch):
         n = len(next(iter(batch.values())))
-        rows = [{k: batch[k][i] for k in batch} for i in range(n)]
-        _, outputs = _run_rows(model, backbone, collator, rows)
-        out = {
-            COLUMN_PREFIX + k: v.float().cpu().numpy()
-            for k, v in _reduce(outputs, reduction).items()
-        }
+        inputs = collator([{k: batch[k][i] for k in batch if k != "labels"} for i in range(n)])
+
+        def run(b):
+            return _reduce(_run_batch(model, backbone, b)[1], reduction)
+
+        if views is not None:
+            out = view_features(inputs, *views, run)
+        else:
+            out = {COLUMN_PREFIX + k: v.float().cpu().numpy() for k, v in run(inputs).items()}
         out["labels"] = batch["labels"]
         if on_rows is not None:
             on_rows(n)
@@ -394,7 +404,7 @@ def _cache_split(
             desc="Caching backbone features",
         )
     written = out.cache_files[0]["filename"] if out.cache_files else cache_file
-    write_sidecar(sidecar, written, cache.replay.output_cls, cache.reduction)
+    write_sidecar(sidecar, written, cache.replay.output_cls, key)
     return out
 
 

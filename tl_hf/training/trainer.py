@@ -73,18 +73,28 @@ class TLTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """With `--tta`, the logits of an evaluated batch are those of its test-time views
         (`tl_hf.augment.tta.view_logits`) and the loss is their cross-entropy."""
-        if self.test_time is None or "pixel_values" not in inputs:
+        from tl_hf.augment.tta import cached_view_logits, has_cached_views
+
+        cached = has_cached_views(inputs)  # a frozen backbone's stored views (feature cache)
+        if self.test_time is None or not (cached or "pixel_values" in inputs):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         import torch
         import torch.nn.functional as F
+
+        from tl_hf.training.features import COLUMN_PREFIX
 
         inputs = self._prepare_inputs(inputs)
         labels = inputs.get("labels")
         rest = {k: v for k, v in inputs.items() if k not in ("pixel_values", "labels")}
         with torch.no_grad(), self.compute_loss_context_manager():
-            logits = self.test_time(
-                lambda pixels: model(pixel_values=pixels, **rest).logits, inputs["pixel_values"]
-            )
+            if cached:
+                logits = cached_view_logits(
+                    lambda columns: model(**columns).logits, inputs, COLUMN_PREFIX
+                )
+            else:
+                logits = self.test_time(
+                    lambda pixels: model(pixel_values=pixels, **rest).logits, inputs["pixel_values"]
+                )
         loss = None if labels is None else F.nll_loss(logits, labels).detach()
         if prediction_loss_only:
             return loss, None, None
