@@ -210,7 +210,7 @@ def test_two_processes_match_one(runs, modality):
         assert two[key] == pytest.approx(one[key], abs=LOSS_TOLERANCE), key
     # the training loss is a mean of per-step losses summed over the run: the rounding drift
     # of the per-rank halves accumulates over every step, not only the final weights'
-    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=5 * LOSS_TOLERANCE)
+    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=10 * LOSS_TOLERANCE)
     for key in ("eval_accuracy", "test_accuracy", "eval_f1", "test_f1", "best_epoch"):
         assert two[key] == one[key], key
     # the optimizer took as many steps over the same global batches
