@@ -250,7 +250,8 @@ def export(argv: list[str]) -> int:
         raise UserError(
             f"--output {target} holds files tl-hf did not write: choose an empty or new folder"
         )
-    run = load_run(root, "cpu", tta=0)  # the graph is the model's: one view
+    config = read_run_config(root)
+    run = load_run(root, "cpu", config, tta=0)  # the graph is the model's: one view
     checks = _check_inputs(run, args.input, args.check_rows)
     folder = None
     if inside:  # the run's lock; a user's own `onnx` entry is refused
@@ -268,7 +269,7 @@ def export(argv: list[str]) -> int:
         f"ONNX written to {target / MODEL_FILE}: {figures['examples']} examples, same labels, "
         f"probabilities within {figures['max_probability_difference']:.1e} of PyTorch"
     )
-    views = int(read_run_config(root).get("tta") or 0)
+    views = int(config.get("tta") or 0)
     if views > 1:
         say(
             f"note: the run scores {views} test-time views (--tta); the ONNX model scores one "

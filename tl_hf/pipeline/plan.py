@@ -27,8 +27,8 @@ class Plan:
         specs, copies, on_the_fly: the augmentations; stored copies per example (map mode).
         batch_level: whether some of them apply to collated batches (mixup, cutmix, SpecAugment).
         cache: (whether the backbone's features are cached, why not when they are not).
-        tta, tta_flip: test-time views per evaluated image (0: off) and whether mirrors are
-            among them (`tl_hf.augment.tta`).
+        tta_views: `--tta`'s (views per evaluated image, whether mirrors are among them), or
+            None when off (`tl_hf.augment.tta`).
         hub: the Hub settings, taken out of the Trainer's arguments (pushed once, at the end).
         training_args: `TrainingArguments` for the Trainer, without the Hub settings.
     """
@@ -46,8 +46,7 @@ class Plan:
     cache: tuple[bool, str]
     hub: Any
     training_args: Any
-    tta: int = 0
-    tta_flip: bool = False
+    tta_views: tuple[int, bool] | None = None
 
     @property
     def options(self):
@@ -101,7 +100,7 @@ def plan_run(args: RunArgs) -> Plan:
     batched = bool(batch_level(modality, specs))
     # an impossible --cache_features true fails here, before any loading
     explicit = "cache_features" in args.explicit
-    tta, tta_flip = test_time_views(modality, args.augment.tta, args.augment.augment)
+    views = test_time_views(modality, args.augment.tta, args.augment.augment)
     cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
@@ -126,8 +125,7 @@ def plan_run(args: RunArgs) -> Plan:
         cache=cache,
         hub=hub,
         training_args=training_args,
-        tta=tta,
-        tta_flip=tta_flip,
+        tta_views=views if views[0] else None,
     )
 
 

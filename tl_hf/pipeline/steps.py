@@ -222,7 +222,7 @@ def cache_features_step(
                     plan.args.training,
                     log=say,
                     on_rows=bar.update,
-                    views=(plan.tta, plan.tta_flip) if plan.tta > 1 else None,
+                    views=plan.tta_views,
                 )
             return Features(cache, cache.features, feature_collator)
         except CannotCache as err:

@@ -60,13 +60,14 @@ def build_trainer(
 
 def _test_time(plan: Plan):
     """The evaluation's test-time views (`--tta N`), or None."""
-    if plan.tta <= 1:
+    if plan.tta_views is None:
         return None
     from functools import partial
 
     from tl_hf.augment.tta import view_logits
 
-    return partial(view_logits, n=plan.tta, flip=plan.tta_flip)
+    n, flip = plan.tta_views
+    return partial(view_logits, n=n, flip=flip)
 
 
 def build_callbacks(plan: Plan, phases: list, resume_from: str | None) -> list:

@@ -73,10 +73,12 @@ class TLTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """With `--tta`, the logits of an evaluated batch are those of its test-time views
         (`tl_hf.augment.tta.view_logits`) and the loss is their cross-entropy."""
+        if self.test_time is None:  # every evaluation batch passes here: nothing else to do
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         from tl_hf.augment.tta import cached_view_logits, has_cached_views
 
         cached = has_cached_views(inputs)  # a frozen backbone's stored views (feature cache)
-        if self.test_time is None or not (cached or "pixel_values" in inputs):
+        if not (cached or "pixel_values" in inputs):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         import torch
         import torch.nn.functional as F
