@@ -24,15 +24,47 @@ def _diagnosis(kind):
     return diagnose(history, strategy="frozen")
 
 
-def test_augmentation_step_follows_the_diagnosis():
-    from tl_hf.lab.playbook import augmentation_decision
+def test_augmentation_step_runs_on_small_data_or_when_it_overfits():
+    from tl_hf.lab.augment_step import SMALL_PER_CLASS, augmentation_decision
 
     overfit, underfit = _diagnosis("overfitting"), _diagnosis("underfitting")
     assert overfit["verdict"] == "overfitting" and underfit["verdict"] == "underfitting"
-    ran, why = augmentation_decision("llrd lr=0.0001 decay=0.8 aug=none", overfit)
+    large = SMALL_PER_CLASS + 1
+    ran, why = augmentation_decision("llrd lr=0.0001 decay=0.8 aug=none", overfit, large)
     assert ran and "overfits" in why
-    ran, why = augmentation_decision("frozen lr=0.001 layers=0 aug=none", underfit)
+    ran, why = augmentation_decision("frozen lr=0.001 layers=0 aug=none", underfit, large)
     assert not ran and "underfitting, not overfitting" in why
+    # small data: always, whatever the diagnosis, and the reason names the size
+    ran, why = augmentation_decision("frozen lr=0.001 layers=0 aug=none", underfit, SMALL_PER_CLASS)
+    assert ran and f"{SMALL_PER_CLASS} training rows per class" in why and "underfitting" in why
+    assert augmentation_decision(None, underfit, 8) == (
+        False,
+        "no configuration finished: nothing to augment",
+    )
+
+
+def test_playbook_policies_are_valid_augment_sets_per_modality():
+    """Every policy the step may try parses as an augmentation of its modality, once as stored
+    copies (the screen) and once on the fly (the fine-tune)."""
+    from tl_hf.augment.base import augment_module, parse_augment_specs
+    from tl_hf.lab.augment_step import SCREEN_COPIES, playbook_policies, policy_sets
+    from tl_hf.lab.grid import parse_augment_sets
+    from tl_hf.modalities.base import get_modality
+
+    for name in ("text", "image", "audio"):
+        modality = get_modality(name)
+        policies = playbook_policies(modality)
+        assert len(policies) >= 2
+        sets = parse_augment_sets(policy_sets(modality))
+        assert len(sets) == 2 * len(policies)
+        module = augment_module(modality)
+        for policy in policies:
+            screen, fly = sets[f"{policy}@copies={SCREEN_COPIES}"], sets[f"{policy}@on_the_fly"]
+            assert (screen.mode, screen.copies, fly.mode) == ("map", SCREEN_COPIES, "on_the_fly")
+            items = screen.items if screen.items is not None else module.DEFAULT_AUGMENT
+            specs = parse_augment_specs(items, module.AUGMENTATIONS, module.DEFAULT_AUGMENT)
+            batch = set(getattr(module, "BATCH_LEVEL", ()))
+            assert specs and not {s.name for s in specs} & batch  # stored copies can hold them
 
 
 def test_extra_strategies_follow_probe_and_diagnosis():
@@ -207,14 +239,22 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
     assert "(--candidates)" in trail["0"]["why"]
     primary = trail["1"]["result"]["config"].split()[0].removeprefix("model=")
     assert primary in trail["0"]["carried"]  # the baselines ran on the carried checkpoints
-    assert trail["1b"]["ran"] == (
-        trail["1"]["diagnosis"]["verdict"] in ("underfitting", "overfitting")
-        and len(trail["0"]["carried"]) < 2
-    )
+    misfit = trail["1"]["diagnosis"]["verdict"] in ("underfitting", "overfitting")
+    if trail["1b"]["ran"]:
+        assert misfit and len(trail["0"]["carried"]) < 2
+    elif misfit and len(trail["0"]["carried"]) < 2:  # at the ladder's end in that direction
+        assert "candidate is left" in trail["1b"]["why"], trail["1b"]["why"]
     assert trail["2"]["ran"] and len(trail["2"]["probe"]["accuracy"]) in (2, 3)
     assert trail["3"]["ran"] and any("llrd" in c for c in trail["3"]["configs"])
     assert all(c.startswith("model=") for c in trail["3"]["configs"])
-    assert trail["4"]["ran"] == (trail["4"]["diagnosis"]["verdict"] == "overfitting")
+    # 30 training rows per class: the augmentation step runs whatever the diagnosis, screens
+    # both text policies on the frozen head and reports each beside none
+    assert trail["4"]["ran"] and "30 training rows per class" in trail["4"]["why"]
+    screened = {t["policy"]: t["screen"] for t in trail["4"]["policies"]}
+    assert set(screened) == {"synonym", "insertion"} and None not in screened.values()
+    assert any("aug=synonym@copies=4" in c for c in trail["4"]["configs"])
+    previews = trail["4"]["previews"]["synonym"]
+    assert all((out / p).is_file() for p in previews)
     # 60 training rows in 2 classes: an underfitting baseline argues for gradual unfreezing
     if trail["1"]["diagnosis"]["verdict"] == "underfitting" and "gradual" in _known_strategies():
         assert any(" gradual " in c for c in trail["3"]["configs"]), trail["3"]["configs"]
@@ -224,6 +264,8 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
         and "2. per-layer probe (ran)" in page
         and page.count("data:image/png") >= 3
         and "The final recipe" in page
+        and "4. augmentation (ran)" in page
+        and "synonym: a preview" in page
     )
     winner = result.winner
     assert winner["pooling"] == "first" and "the stock transformers class" in trail["5"]["why"]
@@ -250,12 +292,15 @@ def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
 
     reference = "llrd lr=0.0001 decay=0.8 aug=none"
     session = SimpleNamespace(
-        greater=True, lab=SimpleNamespace(objective="eval_accuracy"), reference=reference
+        greater=True,
+        lab=SimpleNamespace(objective="eval_accuracy"),
+        reference=reference,
+        model=None,
     )
     monkeypatch.setattr(
         lab.winner,
         "prepared_for",
-        lambda s, name: SimpleNamespace(features={"validation": [0] * 16}),
+        lambda s, name, model=None: SimpleNamespace(features={"validation": [0] * 16}),
     )
 
     def summary(best_mean):
@@ -289,3 +334,57 @@ def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
     )
     session.lab.objective, session.greater = "eval_loss", False
     assert lab.choose_winner(session, summary(0.8))[0]["rank"] == 1
+
+
+def test_an_augmented_winner_must_beat_its_unaugmented_twin(monkeypatch):
+    """An augmented configuration is kept only when it beats the same configuration without
+    augmentation by more than one standard error of the validation split; then the recipe
+    default is weighed against whichever was kept."""
+    from types import SimpleNamespace
+
+    import tl_hf.lab as lab
+    from tl_hf.lab.playbook import choice_sentence
+
+    reference = "llrd lr=0.0005 decay=0.8 aug=none"
+    session = SimpleNamespace(
+        greater=True,
+        lab=SimpleNamespace(objective="eval_accuracy"),
+        reference=reference,
+        model=None,
+    )
+    monkeypatch.setattr(
+        lab.winner,
+        "prepared_for",
+        lambda s, name, model=None: SimpleNamespace(features={"validation": [0] * 100}),
+    )
+    plain = "frozen lr=0.01 layers=1 aug=none"
+
+    def summary(augmented_mean, plain_mean=0.80, reference_mean=0.70):
+        rows = [
+            {
+                "config": "frozen lr=0.01 layers=1 aug=randaugment@on_the_fly",
+                "mean": augmented_mean,
+            },
+            {"config": plain, "mean": plain_mean},
+            {"config": reference, "mean": reference_mean},
+        ]
+        rows.sort(key=lambda r: -r["mean"])
+        return [{**r, "rank": i + 1} for i, r in enumerate(rows)]
+
+    # sqrt(0.8 * 0.2 / 100) = 0.04: +0.03 is not enough, the twin without augmentation is kept
+    chosen, choice = lab.choose_winner(session, summary(0.83))
+    assert chosen["config"] == plain and not choice["augmentation"]["kept_augmentation"]
+    assert choice["augmentation"]["margin"] == pytest.approx(0.04)
+    assert choice_sentence(choice).startswith("no augmentation is kept")
+    assert not choice["kept_reference"]  # the twin beats the recipe default by 0.10 > 0.046
+    # +0.05 is: the augmented configuration wins, and the sentence says why
+    chosen, choice = lab.choose_winner(session, summary(0.85))
+    assert chosen["config"].endswith("aug=randaugment@on_the_fly")
+    assert choice_sentence(choice).startswith("the augmentation is kept")
+    # an augmented best whose twin never ran is weighed only against the recipe default
+    alone = [r for r in summary(0.85) if r["config"] != plain]
+    chosen, choice = lab.choose_winner(session, alone)
+    assert "augmentation" not in choice and chosen["config"].endswith("on_the_fly")
+    # the twin kept, then within the margin of the recipe default: the default is kept
+    chosen, choice = lab.choose_winner(session, summary(0.83, plain_mean=0.80, reference_mean=0.78))
+    assert chosen["config"] == reference and choice["kept_reference"]

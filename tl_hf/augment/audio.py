@@ -58,6 +58,10 @@ AUGMENTATIONS: dict[str, dict[str, Any]] = {
 DEFAULT_AUGMENT = ["time_stretch", "pitch_shift", "noise", "shift", "gain"]
 # Applied to collated batches (build_batch_mixer, build_feature_masker), not per example.
 BATCH_LEVEL = ("mixup", "specaugment")
+# What the playbook's augmentation step compares (`tl_hf.lab.augment_step`): the default list,
+# speed perturbation alone, and noise alone (waveform policies: a frozen head's cached
+# features can hold their stored copies; SpecAugment acts on batches and cannot).
+PLAYBOOK_POLICIES = ("default", "time_stretch", "noise")
 WAVEFORM = ("time_stretch", "pitch_shift", "noise", "background_noise", "shift", "gain", "mix")
 
 

@@ -9,7 +9,9 @@ Each modality's augmentation module (`Modality.augment_module`: `tl_hf.augment.t
 - `build_augmenter(specs, column, **context)`: a picklable callable
   `fn(batch: dict[str, list], seeds: list[int]) -> dict[str, list]` that returns the batch
   with `column` augmented, one seed per row (labels and other columns untouched);
-- `write_preview(originals, augmented, column, output_dir) -> list[str]`.
+- `write_preview(originals, augmented, column, output_dir) -> list[str]`;
+- `PLAYBOOK_POLICIES` (optional): the `--augment` lists the playbook's augmentation step
+  compares (`tl_hf.lab.augment_step`; "default" is `DEFAULT_AUGMENT`).
 
 This module holds what is common: parsing `--augment`, adding K copies through
 `datasets.map` (seeded, fingerprinted so reruns hit the cache, parallel), and the

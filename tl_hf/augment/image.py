@@ -39,6 +39,11 @@ DEFAULT_AUGMENT = ["crop", "rotate", "color_jitter"]
 
 BATCH_LEVEL = ("mixup", "cutmix")
 
+# What the playbook's augmentation step compares (`tl_hf.lab.augment_step`): the two
+# parameter-free/-light policies that raised the fine-tuned default on small digit sets
+# (docs/defaults.md, image augmentation policies) and the default list.
+PLAYBOOK_POLICIES = ("randaugment", "trivialaugment", "default")
+
 
 def as_pil(value):
     """A PIL image from what a datasets column may hold: a PIL image, an undecoded

@@ -71,6 +71,9 @@ AUGMENTATIONS: dict[str, dict[str, Any]] = {
 # deletion or swap: deleting "not" or moving it flips a sentiment label, and both lowered test
 # accuracy on every real set measured (docs/defaults.md); ask for them with --augment.
 DEFAULT_AUGMENT = ["synonym"]
+# What the playbook's augmentation step compares (`tl_hf.lab.augment_step`): the offline EDA
+# operations that keep a label (a model-based one needs a checkpoint the user names).
+PLAYBOOK_POLICIES = ("synonym", "insertion")
 
 # ---------------------------------------------------------------------------- WordNet ops
 _SYN_CACHE: dict[tuple[str, str | None], tuple[str, ...]] = {}

@@ -30,6 +30,12 @@ def prepared_for(session, name: str, model: str | None = None):
     return session.prepared[(model, name)]
 
 
+def rows_per_class(session) -> float:
+    """Training rows per class of the session's data (before augmentation)."""
+    data = prepared_for(session, "none", session.model)
+    return len(data.features["train"]) / max(1, len(data.label_names))
+
+
 def without_test(prepared):
     """The prepared data minus its test split: only the winner is ever scored on test."""
     from datasets import DatasetDict

@@ -207,6 +207,11 @@ def config_augment_set(config: str) -> str:
     return config.rsplit("aug=", 1)[-1]
 
 
+def unaugmented(config: str) -> str:
+    """The same configuration without augmentation."""
+    return config.rsplit("aug=", 1)[0] + "aug=none"
+
+
 @dataclass(frozen=True)
 class AugmentSet:
     """One named augmentation set: `--augment` items (None: the modality's default list;

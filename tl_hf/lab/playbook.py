@@ -6,7 +6,9 @@
    `--trainable_layers` and an LLRD decay;
 3. unfreezing: full fine-tuning and LLRD (with the proposed decay) at a few learning rates,
    and the frozen backbone with the proposed top blocks trainable, over seeds;
-4. if the best so far overfits: the modality's augmentations, stored copies vs on the fly;
+4. augmentation, on small data or when the best so far overfits: the modality's policies
+   screened on a frozen head over cached augmented copies, the best one or two fine-tuned
+   (`tl_hf.lab.augment_step`);
 5. the winner by mean validation over seeds, rerun into a complete run folder, the only run
    scored on the test split.
 
@@ -17,12 +19,10 @@ Every step is written down with why it ran or was skipped and its evidence
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from typing import Any
 
 from tl_hf.config import RunArgs
-from tl_hf.console import say
+from tl_hf.lab.augment_step import policy_sets, step_augment
 from tl_hf.lab.grid import (
     LR_LADDER,
     LabArguments,
@@ -32,23 +32,7 @@ from tl_hf.lab.grid import (
 )
 from tl_hf.lab.ladder import climb, step_select, use_checkpoint
 from tl_hf.lab.playbook_report import choice_sentence, kept_model  # noqa: F401  (the trail's words)
-from tl_hf.lab.study import final_trials
-
-
-def augmentation_decision(best: str | None, diagnosis: dict) -> tuple[bool, str]:
-    """Step 4 runs only when the best configuration so far overfits (DESIGN: overfitting ->
-    more augmentation); the reason either way."""
-    if best is None:
-        return False, "no configuration finished: nothing to augment"
-    if diagnosis["verdict"] == "overfitting":
-        return True, (
-            f"the best so far ({best}) overfits: the modality's default augmentations, "
-            "2 stored copies vs fresh draws every epoch"
-        )
-    return False, (
-        f"the best so far ({best}) is {diagnosis['verdict']}, not overfitting: augmentation "
-        "would not be the lever"
-    )
+from tl_hf.lab.stages import best_of, log, specs_of, stage, verdict_of
 
 
 def extra_strategies(
@@ -90,60 +74,6 @@ def _known_strategies() -> set[str]:
     return set(strategy_names())
 
 
-def _log(message: str) -> None:
-    say(message, who="tl-hf playbook")
-
-
-def _specs(
-    strategy, rates, seeds, base_seed, layers=None, decay=None, augment="none", model=None
-) -> list[TrialSpec]:
-    return [
-        TrialSpec(strategy, float(f"{lr:.6g}"), layers, decay, augment, base_seed + i, model=model)
-        for lr in rates
-        for i in range(seeds)
-    ]
-
-
-def _stage(session, specs) -> list[dict]:
-    """Run a stage's trials; return their rows (this stage only)."""
-    from tl_hf.lab.page import trial_rows
-    from tl_hf.lab.session import run_specs
-
-    run_specs(session, specs)
-    keys = {s.key for s in specs}
-    return [r for r in trial_rows(final_trials(session.study)) if r["key"] in keys]
-
-
-def _verdict(session, rows: list[dict]) -> dict[str, Any]:
-    """The diagnosis of a configuration: each seed's history diagnosed, the majority verdict."""
-    from tl_hf.report import diagnose, load_history
-
-    verdicts, reasons = [], []
-    for row in rows:
-        history = load_history(
-            os.path.join(session.lab_dir, "trials", f"trial_{row['number']:04d}")
-        )
-        if history and history.get("eval"):
-            found = diagnose(history, strategy=row["strategy"])
-            verdicts.append(found["verdict"])
-            reasons += found["reasons"]
-    if not verdicts:
-        return {"verdict": "unknown", "reasons": ["no finished trial to diagnose"], "counts": {}}
-    counts = Counter(verdicts)
-    return {
-        "verdict": counts.most_common(1)[0][0],
-        "reasons": list(dict.fromkeys(reasons))[:4],
-        "counts": dict(counts),
-    }
-
-
-def _best(summary: list[dict], configs: set[str] | None = None) -> dict | None:
-    ranked = [
-        c for c in summary if c["rank"] is not None and (configs is None or c["config"] in configs)
-    ]
-    return ranked[0] if ranked else None
-
-
 def _probe(session) -> dict[str, Any]:
     """Step 2 on the baseline's data: the base model, frozen, one pass with hidden states."""
     from tl_hf.lab.data import prepared_for
@@ -178,8 +108,9 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
 
     from tl_hf.lab.playbook_report import write_playbook
     from tl_hf.lab.session import finish, open_session, run_specs
+    from tl_hf.modalities.base import get_modality
 
-    augment_sets = ["none", *lab.augment_sets, "default@copies=2", "default@on_the_fly"]
+    augment_sets = ["none", *lab.augment_sets, *policy_sets(get_modality(base.modality))]
     lab = dataclasses.replace(lab, augment_sets=list(dict.fromkeys(augment_sets)))
     session = open_session(base, lab, dataset)
     trail: list[dict[str, Any]] = []
@@ -193,7 +124,7 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
         ]
     probe = _step_probe(session, trail)
     specs += _step_unfreeze(session, trail, diagnosis, probe, reference)
-    specs += _step_augment(session, trail)
+    specs += step_augment(session, trail)
     winner = run_specs(session, specs, then_winner=True)
     result = finish(session, specs, winner)
     trail.append(
@@ -226,7 +157,7 @@ def _reference_specs(session) -> list[TrialSpec]:
     base = session.base
     strategy = base.strategy.strategy
     decay = base.strategy.llrd_decay if strategy == "llrd" else None
-    return _specs(
+    return specs_of(
         strategy,
         [default_learning_rate(base, strategy)],
         session.lab.seeds,
@@ -252,9 +183,9 @@ def _step_baseline(session, trail: list, ladder) -> tuple[list[TrialSpec], dict]
 
     def baseline(model):
         """The frozen baseline of `model` (run once), its summary row."""
-        new = _specs("frozen", [rate], session.lab.seeds, base.training.seed, 0, model=model)
+        new = specs_of("frozen", [rate], session.lab.seeds, base.training.seed, 0, model=model)
         specs.extend(s for s in new if s not in specs)
-        return _best(summarize(_stage(session, new), session.greater))
+        return best_of(summarize(stage(session, new), session.greater))
 
     models = ladder.carried if ladder else [None]
     results = {m: baseline(m) for m in models}
@@ -264,8 +195,8 @@ def _step_baseline(session, trail: list, ladder) -> tuple[list[TrialSpec], dict]
         reverse=session.greater,
     )
     primary = ranked[0] if ranked else models[0]
-    rows = _stage(session, [s for s in specs if s.model == primary])
-    diagnosis = _verdict(session, rows)
+    rows = stage(session, [s for s in specs if s.model == primary])
+    diagnosis = verdict_of(session, rows)
     trail.append(
         {
             "step": "1. frozen baseline",
@@ -282,7 +213,7 @@ def _step_baseline(session, trail: list, ladder) -> tuple[list[TrialSpec], dict]
             "diagnosis": diagnosis,
         }
     )
-    _log(f"baseline: {diagnosis['verdict']}")
+    log(f"baseline: {diagnosis['verdict']}")
     if ladder:
         kept = climb(session, trail, ladder, primary, diagnosis, baseline)
         use_checkpoint(session, kept)
@@ -323,7 +254,7 @@ def _step_unfreeze(
 ) -> list[TrialSpec]:
     """3. Full and LLRD at a ladder of rates, the probe's proposal, the strategies argued for,
     and the recipe's own default (the reference)."""
-    from tl_hf.lab.data import prepared_for
+    from tl_hf.lab.data import rows_per_class
     from tl_hf.lab.page import summarize
 
     if session.out_of_time():
@@ -333,7 +264,7 @@ def _step_unfreeze(
     specs = []
     for strategy in ("full", "llrd"):
         rate = default_learning_rate(base, strategy)
-        specs += _specs(
+        specs += specs_of(
             strategy,
             [rate * f for f in LR_LADDER],
             seeds,
@@ -346,7 +277,7 @@ def _step_unfreeze(
         f"LLRD with decay {decay} likewise"
     )
     if probe:
-        specs += _specs(
+        specs += specs_of(
             "frozen",
             [default_learning_rate(base, "frozen")],
             seeds,
@@ -355,65 +286,24 @@ def _step_unfreeze(
             model=session.model,
         )
         why += f"; frozen with the top {probe['trainable_layers']} block(s) trainable, as the probe proposes"
-    data = prepared_for(session, "none", session.model)
-    per_class = len(data.features["train"]) / max(1, len(data.label_names))
+    per_class = rows_per_class(session)
     for name, reason in extra_strategies(diagnosis, probe, per_class, _known_strategies()).items():
-        specs += _specs(name, [default_learning_rate(base, name)], seeds, seed, model=session.model)
+        specs += specs_of(
+            name, [default_learning_rate(base, name)], seeds, seed, model=session.model
+        )
         why += f"; {name}: {reason}"
     # the recipe default runs first: the pruner spares a study's first trials, and the
     # reference must finish to be weighed against the best (`choose_winner`)
     specs = reference + [s for s in specs if s.key not in {r.key for r in reference}]
     why += f"; first the recipe default ({reference[0].config}), the reference to beat"
-    rows = _stage(session, specs)
+    rows = stage(session, specs)
     trail.append(
         {
             "step": "3. unfreeze",
             "ran": True,
             "why": why + ")",
             "configs": sorted({s.config for s in specs}),
-            "result": _best(summarize(rows, session.greater)),
-        }
-    )
-    return specs
-
-
-def _step_augment(session, trail: list) -> list[TrialSpec]:
-    """4. Augmentation (2 stored copies vs on the fly) on the best so far, if it overfits."""
-    from tl_hf.lab.page import summarize, trial_rows
-
-    rows = trial_rows(final_trials(session.study))
-    best = _best(summarize(rows, session.greater))
-    best_rows = [r for r in rows if best and r["config"] == best["config"]]
-    diagnosis = _verdict(session, best_rows) if best else {"verdict": "unknown", "reasons": []}
-    run_it, why = augmentation_decision(best["config"] if best else None, diagnosis)
-    if run_it and session.out_of_time():
-        run_it, why = False, "the time budget ran out"
-    if not run_it:
-        trail.append({"step": "4. augmentation", "ran": False, "why": why, "diagnosis": diagnosis})
-        return []
-    first, seeds, seed = best_rows[0], session.lab.seeds, session.base.training.seed
-    specs = [
-        TrialSpec(
-            first["strategy"],
-            first["learning_rate"],
-            first["trainable_layers"],
-            first["llrd_decay"],
-            name,
-            seed + i,
-            model=first["model"],
-        )
-        for name in ("default@copies=2", "default@on_the_fly")
-        for i in range(seeds)
-    ]
-    stage_rows = _stage(session, specs)
-    trail.append(
-        {
-            "step": "4. augmentation",
-            "ran": True,
-            "diagnosis": diagnosis,
-            "why": why,
-            "configs": sorted({s.config for s in specs}),
-            "result": _best(summarize(stage_rows, session.greater)),
+            "result": best_of(summarize(rows, session.greater)),
         }
     )
     return specs

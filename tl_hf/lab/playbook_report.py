@@ -101,6 +101,12 @@ def card_section(trail: list[dict], winner: dict | None, objective: str) -> str:
     lines = ["## How this model was chosen (tl-hf playbook)", ""]
     for step in trail:
         lines.append(f"- **{step['step']}** ({'ran' if step['ran'] else 'skipped'}): {step['why']}")
+        lines += [
+            f"  - {t['policy']}: frozen head on stored copies {_score(t['screen'], None)}, "
+            f"fine-tuned {_score(t.get('fine_tune'), None)} (none: {_score(step['none']['screen'], None)} "
+            f"and {_score(step['none']['fine_tune'], None)})"
+            for t in step.get("policies", [])
+        ]
     if winner:
         lines += [
             "",
@@ -130,7 +136,7 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
         f"{html.escape(objective)} only.</p>",
     ]
     for step in trail:
-        parts += _step_parts(step)
+        parts += _step_parts(step, lab_dir)
     if probe and probe.get("pooling_declared"):
         parts.append(_pooling_part(probe, result.winner))
     parts += [
@@ -145,7 +151,7 @@ def write_playbook(session, result, trail: list[dict], probe: dict | None) -> st
     return path
 
 
-def _step_parts(step: dict) -> list[str]:
+def _step_parts(step: dict, lab_dir: str) -> list[str]:
     """One step of the trail: why it ran or was skipped, its diagnosis, probe and result (the
     last step's with the winner's test metrics and the final recipe)."""
     from tl_hf.lab.page import _table, _test_metrics
@@ -172,6 +178,8 @@ def _step_parts(step: dict) -> list[str]:
                 ["depth", "probe accuracy"],
             )
         )
+    if step.get("policies"):
+        parts += _augmentation_parts(step, lab_dir)
     if step["step"].startswith("5") and step.get("result"):
         w = step["result"]
         parts.append(_result_line(w))
@@ -181,6 +189,60 @@ def _step_parts(step: dict) -> list[str]:
     else:
         parts.append(_result_line(step.get("result")))
     return parts
+
+
+def _augmentation_parts(step: dict, lab_dir: str) -> list[str]:
+    """Step 4's evidence: each policy's validation score on the cheap screen and fine-tuned,
+    beside none, and a preview of what each policy does to a few training examples."""
+    import json
+
+    from tl_hf.lab.page import _table
+    from tl_hf.report.html_report import img_tag
+
+    none = step["none"]
+    rows = [["none", _score(none["screen"], None), _score(none["fine_tune"], None)]]
+    rows += [
+        [t["policy"], _score(t["screen"], t.get("screen_std")), _score(t.get("fine_tune"), None)]
+        for t in step["policies"]
+    ]
+    parts = [
+        _table(
+            rows,
+            [
+                "policy",
+                "frozen head, stored augmented copies (validation)",
+                f"fine-tuned on the fly: {none['config']} (validation)"
+                if none["fine_tune"] is not None
+                else "fine-tuned on the fly (not run)",
+            ],
+        ),
+        f"<p>One standard error of the validation split: {step['margin']:.3f}.</p>",
+    ]
+    for policy, paths in step.get("previews", {}).items():
+        shown = []
+        for rel in paths:
+            path = os.path.join(lab_dir, rel)
+            if rel.endswith(".png"):
+                with open(path, "rb") as f:
+                    shown.append(img_tag(f.read(), f"{policy} preview"))
+            elif rel.endswith(".wav"):
+                shown.append(f'<audio controls src="{html.escape(rel)}"></audio>')
+            elif rel.endswith(".jsonl"):
+                with open(path, encoding="utf-8") as f:
+                    pairs = [json.loads(line) for line in f if line.strip()]
+                shown.append(
+                    _table(
+                        [[p["original"], p["augmented"]] for p in pairs], ["original", "augmented"]
+                    )
+                )
+        parts.append(f"<h3>{html.escape(policy)}: a preview</h3>" + "".join(shown))
+    return parts
+
+
+def _score(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + (f" +- {std:.3f}" if std is not None else "")
 
 
 def _pooling_part(probe: dict, winner: dict | None) -> str:
@@ -209,13 +271,16 @@ def choice_sentence(choice: dict | None) -> str:
     """How `choose_winner` chose, in words ("" when the best simply won)."""
     if not choice:
         return ""
+    said = _augmentation_sentence(choice.get("augmentation"))
+    if "reference" not in choice:
+        return said
     if choice["reference_mean"] is None:
-        return (
+        return said + (
             f"the recipe default ({choice['reference']}) was pruned or did not finish, so the "
             "best is kept without that comparison; "
         )
     if "best" not in choice:
-        return (
+        return said + (
             f"the recipe default ({choice['reference']}, {choice['reference_mean']:.3f}) was the "
             "best configuration: nothing tried beat it; "
         )
@@ -225,8 +290,23 @@ def choice_sentence(choice: dict | None) -> str:
         f"validation rows {choice['margin']:.3f}"
     )
     if choice["kept_reference"]:
-        return f"the recipe default is kept: the best beats it by no more than the validation split can resolve ({numbers}); "
-    return f"the best beats the recipe default by more than one standard error ({numbers}); "
+        return said + (
+            "the recipe default is kept: the best beats it by no more than the validation split "
+            f"can resolve ({numbers}); "
+        )
+    return said + f"the best beats the recipe default by more than one standard error ({numbers}); "
+
+
+def _augmentation_sentence(weighed: dict | None) -> str:
+    if not weighed:
+        return ""
+    numbers = (
+        f"{weighed['augmented']} {weighed['augmented_mean']:.3f} vs {weighed['plain']} "
+        f"{weighed['plain_mean']:.3f}, one standard error {weighed['margin']:.3f}"
+    )
+    if weighed["kept_augmentation"]:
+        return f"the augmentation is kept: it beats the same configuration without it by more than one standard error ({numbers}); "
+    return f"no augmentation is kept: the best augmented configuration beats the same one without augmentation by no more than the validation split can resolve ({numbers}); "
 
 
 def kept_model(winner: dict) -> str:

@@ -10,24 +10,74 @@ import os
 
 from tl_hf.console import say
 from tl_hf.lab.data import prepared_for
-from tl_hf.lab.grid import LabArguments, TrialSpec, config_augment_set, trial_args
+from tl_hf.lab.grid import LabArguments, TrialSpec, config_augment_set, trial_args, unaugmented
 from tl_hf.lab.study import final_trials
 
 TEST_KEYS = ("test_loss", "test_accuracy", "test_f1", "test_samples")
 
 
+def validation_rows(session) -> int:
+    """Rows of the validation split (every augmentation set shares it)."""
+    return len(prepared_for(session, "none", session.model).features["validation"])
+
+
+def accuracy_objective(session) -> bool:
+    """Whether the lab ranks by an accuracy-like metric (one a binomial error applies to)."""
+    return session.greater and any(k in session.lab.objective for k in ("accuracy", "f1"))
+
+
+def validation_margin(session, p: float) -> float:
+    """One binomial standard error of an accuracy `p` on the validation split,
+    sqrt(p (1 - p) / n): what the split can resolve."""
+    p = min(max(p, 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / max(validation_rows(session), 1))
+
+
 def choose_winner(session, summary: list[dict]) -> tuple[dict | None, dict | None]:
-    """The configuration to keep: the best mean validation, except that the session's
-    reference configuration (`Session.reference`: the playbook sets it to the recipe default;
-    a plain lab has none) is kept when the best beats it by no more than one binomial
-    standard error of an accuracy on the validation split, sqrt(p (1 - p) / n): a difference
-    the split cannot resolve is not evidence (the one-standard-error rule). Returns (the
-    chosen summary row, how it was chosen or None)."""
+    """The configuration to keep: the best mean validation, except where the validation split
+    cannot resolve the difference (one binomial standard error of an accuracy on it,
+    `validation_margin`: the one-standard-error rule), in two places:
+    - an augmented configuration is kept only when it beats the same configuration without
+      augmentation (run in the same study) by more than the margin; else that one is the best;
+    - the session's reference configuration (`Session.reference`: the playbook sets it to the
+      recipe default; a plain lab has none) is kept when the best beats it by no more than
+      the margin.
+    Returns (the chosen summary row, how it was chosen or None)."""
     best = next((c for c in summary if c["rank"] == 1), None)
+    accuracy_like = accuracy_objective(session)
+    augmentation = None
+    if best is not None and accuracy_like and config_augment_set(best["config"]) != "none":
+        best, augmentation = _weigh_augmentation(session, summary, best)
+    best, choice = _weigh_reference(session, summary, best, accuracy_like)
+    if augmentation:
+        choice = {**(choice or {}), "augmentation": augmentation}
+    return best, choice
+
+
+def _weigh_augmentation(session, summary: list[dict], best: dict) -> tuple[dict, dict | None]:
+    """The best, or its unaugmented twin when the best beats it by no more than the margin."""
+    twin_config = unaugmented(best["config"])
+    twin = next((c for c in summary if c["config"] == twin_config and c["mean"] is not None), None)
+    if twin is None:
+        return best, None
+    margin = validation_margin(session, twin["mean"])
+    kept = best["mean"] - twin["mean"] > margin
+    return (best if kept else twin), {
+        "augmented": best["config"],
+        "augmented_mean": best["mean"],
+        "plain": twin["config"],
+        "plain_mean": twin["mean"],
+        "margin": margin,
+        "kept_augmentation": kept,
+    }
+
+
+def _weigh_reference(
+    session, summary: list[dict], best: dict | None, accuracy_like: bool
+) -> tuple[dict | None, dict | None]:
     reference = next(
         (c for c in summary if c["config"] == session.reference and c["mean"] is not None), None
     )
-    accuracy_like = session.greater and any(k in session.lab.objective for k in ("accuracy", "f1"))
     if best is not None and reference is None and session.reference:
         # the reference was pruned or did not finish: nothing to weigh the best against
         return best, {"reference": session.reference, "reference_mean": None}
@@ -35,18 +85,14 @@ def choose_winner(session, summary: list[dict]) -> tuple[dict | None, dict | Non
         return best, {"reference": reference["config"], "reference_mean": reference["mean"]}
     if best is None or reference is None or not accuracy_like:
         return best, None
-    # every augmentation set shares the validation split: the reference's own set's is read
-    validation = prepared_for(session, config_augment_set(reference["config"]))
-    rows = len(validation.features["validation"])
-    p = min(max(reference["mean"], 0.0), 1.0)
-    margin = math.sqrt(p * (1 - p) / max(rows, 1))
+    margin = validation_margin(session, reference["mean"])
     kept = best["mean"] - reference["mean"] <= margin
     return (reference if kept else best), {
         "best": best["config"],
         "best_mean": best["mean"],
         "reference": reference["config"],
         "reference_mean": reference["mean"],
-        "validation_rows": rows,
+        "validation_rows": validation_rows(session),
         "margin": margin,
         "kept_reference": kept,
     }
