@@ -221,6 +221,10 @@ def arm(args) -> None:
         print(f"playbook winner on {name}:{per_class}: {playbook} ({playbook_seconds:.0f} s)")
         for step in trail["trail"]:
             print(f"trail: {step['step']}: {'ran' if step['ran'] else 'skipped'}: {step['why']}")
+            for t in step.get("policies", []):  # the augmentation step's evidence
+                print(
+                    f"trail:   policy {t['policy']}: screen {t['screen']}, fine-tuned {t.get('fine_tune')}"
+                )
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         modality, dsd = _load(name, per_class, seed)
         start = time.perf_counter()
