@@ -48,6 +48,19 @@ def test_mirrors_only_with_hflip_in_the_augmentation():
         pixel_views(pixels, 7, flip=False)
 
 
+def test_a_negative_view_count_is_refused_not_silently_off():
+    """`tl-hf predict/serve --tta -1` has no range check of its own: the one check refuses it."""
+    from tl_hf.augment.tta import test_time_views
+    from tl_hf.errors import UserError
+    from tl_hf.modalities.base import get_modality
+
+    image = get_modality("image")
+    assert test_time_views(image, 0, None) == (0, False) == test_time_views(image, 1, None)
+    assert test_time_views(image, 4, ["hflip"]) == (4, True)
+    with pytest.raises(UserError, match=r"--tta -1: give 0 or 1 \(off\) or 2 to 6"):
+        test_time_views(image, -1, None)
+
+
 def test_averaged_prediction_equals_a_manual_average():
     torch.manual_seed(0)
     layer = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))

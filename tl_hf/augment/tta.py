@@ -39,6 +39,8 @@ def test_time_views(modality, n: int, augment: list[str] | None) -> tuple[int, b
     from tl_hf.errors import UserError
 
     flip = flip_allowed(augment)
+    if n < 0:
+        raise UserError(f"--tta {n}: give 0 or 1 (off) or 2 to {max_views(flip)} test-time views")
     if n <= 1:
         return 0, False
     if not modality.test_time_views:
