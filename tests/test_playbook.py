@@ -284,24 +284,27 @@ def test_playbook_end_to_end(tiny_bert, tmp_path):
     assert predicted == saved["predictions"]
 
 
-def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
+def _winner_session(monkeypatch, reference: str, validation_rows: int):
+    """A playbook session as `choose_winner` reads it, with a validation split of that size."""
     from types import SimpleNamespace
 
+    import tl_hf.lab as lab
+
+    monkeypatch.setattr(
+        lab.winner,
+        "prepared_for",
+        lambda s, name, model=None: SimpleNamespace(features={"validation": [0] * validation_rows}),
+    )
+    objective = SimpleNamespace(objective="eval_accuracy")
+    return SimpleNamespace(greater=True, lab=objective, reference=reference, model=None)
+
+
+def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
     import tl_hf.lab as lab
     from tl_hf.lab.playbook import choice_sentence
 
     reference = "llrd lr=0.0001 decay=0.8 aug=none"
-    session = SimpleNamespace(
-        greater=True,
-        lab=SimpleNamespace(objective="eval_accuracy"),
-        reference=reference,
-        model=None,
-    )
-    monkeypatch.setattr(
-        lab.winner,
-        "prepared_for",
-        lambda s, name, model=None: SimpleNamespace(features={"validation": [0] * 16}),
-    )
+    session = _winner_session(monkeypatch, reference, validation_rows=16)
 
     def summary(best_mean):
         return [
@@ -329,7 +332,7 @@ def test_winner_keeps_the_recipe_default_within_one_standard_error(monkeypatch):
     )
     # the plain lab has no reference; a loss objective has no binomial error: the best wins
     assert (
-        lab.choose_winner(SimpleNamespace(**{**vars(session), "reference": None}), summary(0.8))[1]
+        lab.choose_winner(type(session)(**{**vars(session), "reference": None}), summary(0.8))[1]
         is None
     )
     session.lab.objective, session.greater = "eval_loss", False
@@ -340,23 +343,11 @@ def test_an_augmented_winner_must_beat_its_unaugmented_twin(monkeypatch):
     """An augmented configuration is kept only when it beats the same configuration without
     augmentation by more than one standard error of the validation split; then the recipe
     default is weighed against whichever was kept."""
-    from types import SimpleNamespace
-
     import tl_hf.lab as lab
     from tl_hf.lab.playbook import choice_sentence
 
     reference = "llrd lr=0.0005 decay=0.8 aug=none"
-    session = SimpleNamespace(
-        greater=True,
-        lab=SimpleNamespace(objective="eval_accuracy"),
-        reference=reference,
-        model=None,
-    )
-    monkeypatch.setattr(
-        lab.winner,
-        "prepared_for",
-        lambda s, name, model=None: SimpleNamespace(features={"validation": [0] * 100}),
-    )
+    session = _winner_session(monkeypatch, reference, validation_rows=100)
     plain = "frozen lr=0.01 layers=1 aug=none"
 
     def summary(augmented_mean, plain_mean=0.80, reference_mean=0.70):
