@@ -379,3 +379,18 @@ def test_an_augmented_winner_must_beat_its_unaugmented_twin(monkeypatch):
     # the twin kept, then within the margin of the recipe default: the default is kept
     chosen, choice = lab.choose_winner(session, summary(0.83, plain_mean=0.80, reference_mean=0.78))
     assert chosen["config"] == reference and choice["kept_reference"]
+
+
+def test_the_reference_is_never_pruned():
+    """The recipe default the winner is weighed against runs to its end even when the pruner
+    would stop it (it was pruned on digits once, leaving the winner unweighed)."""
+    from types import SimpleNamespace
+
+    from tl_hf.lab.grid import TrialSpec
+    from tl_hf.lab.trials import may_prune
+
+    reference = TrialSpec("llrd", 5e-4, None, 0.8, "none", 42)
+    other = TrialSpec("full", 1e-4, None, None, "none", 42)
+    session = SimpleNamespace(lab=SimpleNamespace(prune=True), reference=reference.config)
+    assert not may_prune(session, reference) and may_prune(session, other)
+    assert not may_prune(SimpleNamespace(lab=SimpleNamespace(prune=False), reference=None), other)

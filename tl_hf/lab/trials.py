@@ -86,6 +86,13 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def may_prune(session, spec) -> bool:
+    """Whether the pruner may stop this trial: not when pruning is off, and never for the
+    session's reference (the playbook's recipe default): a pruned reference leaves nothing to
+    weigh the best against (`tl_hf.lab.winner.choose_winner`)."""
+    return session.lab.prune and spec.config != session.reference
+
+
 def run_trial(args, prepared, trial, objective: str, prune: bool) -> Outcome:
     """Train one trial through the pipeline; never raises for the trial's own failures."""
     import torch
@@ -181,7 +188,7 @@ def run_grid_trial(session, trial, spec):
         except UserError as err:
             outcome = Outcome("failed", None, {"fail_reason": f"bad combination: {err}"})
         else:
-            outcome = run_trial(args, data, trial, lab.objective, lab.prune)
+            outcome = run_trial(args, data, trial, lab.objective, may_prune(session, spec))
     states = {
         "complete": TrialState.COMPLETE,
         "pruned": TrialState.PRUNED,
