@@ -5,7 +5,8 @@ and 1 and main_process_ip the first namespace's address (gloo DDP over real TCP)
 recipe on a tiny BERT. Checks: the same metrics as one process with the same global batch,
 the output written by rank 0 only, exact evaluation counts, LLRD groups intact; then rank 1 is
 SIGKILLed mid-epoch: rank 0 stops with one line naming the lost rank and the resume command,
-and `--resume` on both machines ends as the uninterrupted run. Cost: about 60 s (four runs)."""
+and `--resume` on both machines ends as the uninterrupted run. Cost: about 60 s (three runs;
+the one-process reference is the one test_distributed compares with, made once)."""
 
 from __future__ import annotations
 
