@@ -1,7 +1,9 @@
 """Shared fixtures: offline, one thread, tiny models built from configs, small data files."""
 
 import csv
+import fcntl
 import os
+import pickle
 import random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,14 +21,52 @@ FILLER = ["the", "movie", "film", "plot", "was", "is", "very", "a"]
 
 def pytest_collection_modifyitems(config, items):
     """Modules holding slow or multi-process tests run first, each module's order kept:
-    pytest-xdist hands tests out in this order, so the long ones start early and the short
-    ones fill the end on both workers."""
+    pytest-xdist hands modules out in this order (pytest_xdist_make_scheduler below), so the
+    long ones start early and the short ones fill the end on both workers."""
     heavy = {
         item.module.__name__
         for item in items
         if item.get_closest_marker("slow") or item.get_closest_marker("distributed")
     }
     items.sort(key=lambda item: item.module.__name__ not in heavy)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` without `--dist` hands out whole modules, in collection order (xdist's
+    `--dist loadfile --no-loadscope-reorder`), not xdist's default chunks of single tests:
+    that default gave the first worker the first quarter of the tests (every slow module:
+    they come first), and split other modules between the workers, each then making the
+    module's fixtures (a lab, a trained run, a browser) again."""
+    if config.getoption("dist") != "load" or any(
+        arg.startswith(("--dist", "-d")) for arg in config.invocation_params.args
+    ):
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False
+    return LoadFileScheduling(config, log)
+
+
+def once_per_session(tmp_path_factory, key: str, make):
+    """`make(folder)` run once per test session, its value shared by every test and every
+    pytest-xdist worker that asks for `key` (a worker asking while another makes it waits
+    for it): the runs several test modules compare against, such as the one-process
+    reference of a multi-process launch. `folder` is fresh and stays for the session."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base folders share this parent
+    folder, value = root / f"once_{key}", root / f"once_{key}.pickle"
+    with open(root / f"once_{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not value.exists():
+            if folder.exists():  # a failed attempt's leftovers
+                import shutil
+
+                shutil.rmtree(folder)
+            folder.mkdir()
+            value.write_bytes(pickle.dumps(make(folder)))
+        return pickle.loads(value.read_bytes())
 
 
 @pytest.fixture(autouse=True, scope="session")

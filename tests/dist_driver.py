@@ -10,6 +10,12 @@ Each rank appends JSON lines to `$TL_HF_PROBE_DIR/rank{RANK}.jsonl`:
   once built, the world size, and the trainable parameter count of the unwrapped model;
 - `{"probe": "wrapped", "cls": ...}`: the class of the model the training step received;
 - `{"probe": "write", "what": ..., "file": ...}`: every output file the library wrote.
+
+With TL_HF_NO_DS_SHM_BUILD=1 (tests/test_deepspeed_cpu.py) DeepSpeed's CPU backend does not
+JIT-compile its shared-memory all-reduce kernel at start-up (C++, 40-80 s on 2 cores, again
+for every new venv path: a clean CI clone always pays it). Only DeepSpeed's inference
+all-reduce uses that kernel (deepspeed/comm/torch.py: inference_all_reduce); ZeRO training's
+all_reduce goes to torch.distributed (gloo) either way, so the run trains as without this.
 """
 
 import json
@@ -26,6 +32,11 @@ import tl_hf.training.trainer as train  # noqa: E402
 from tl_hf.cli.recipe import main  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
+
+if os.environ.get("TL_HF_NO_DS_SHM_BUILD") == "1":
+    import deepspeed.comm.torch as ds_comm  # noqa: E402
+
+    ds_comm.build_shm_op = lambda: None
 
 
 def record(**row) -> None:

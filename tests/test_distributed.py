@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_tiny_bert, sentiment_rows, write_csv
+from conftest import REPO, make_tiny_bert, once_per_session, sentiment_rows, write_csv
 
 pytestmark = pytest.mark.distributed
 
@@ -175,26 +175,37 @@ def launch(
     return json.loads((out / "all_results.json").read_text()), rows, proc.stdout + proc.stderr
 
 
+LLRD = ["--strategy", "llrd", "--learning_rate", "3e-3", "--llrd_decay", "0.8"]
+
+
+def one_process_reference(tmp_path_factory, modality: str) -> tuple[Path, list[str], tuple]:
+    """`modality`'s tiny model and data and their llrd run on one process, made once per
+    session (conftest.once_per_session): the reference that the 2-process runs here, the
+    DeepSpeed run (test_deepspeed_cpu) and the two-machine run (test_two_machines) compare
+    with. Returns (their folder, the flags, what `launch` returned)."""
+    setup, _ = RECIPES[modality]
+
+    def make(folder: Path):
+        flags = [*setup(folder), *LLRD]
+        return folder, flags, launch(modality, flags, folder / "one", 1)
+
+    return once_per_session(tmp_path_factory, f"{modality}_llrd_one_process", make)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Per recipe: the llrd run on 1 process and on 2 processes."""
     results = {}
-    for modality, (setup, sizes) in RECIPES.items():
+    # text last: test_deepspeed_cpu, which xdist starts beside this module, makes its
+    # reference meanwhile
+    for modality in sorted(RECIPES, key=lambda name: name == "text"):
+        _, flags, one = one_process_reference(tmp_path_factory, modality)
         tmp = tmp_path_factory.mktemp(modality)
-        flags = [
-            *setup(tmp),
-            "--strategy",
-            "llrd",
-            "--learning_rate",
-            "3e-3",
-            "--llrd_decay",
-            "0.8",
-        ]
         results[modality] = (
-            launch(modality, flags, tmp / "one", 1),
+            one,
             launch(modality, flags, tmp / "two", 2),
             tmp,
-            sizes,
+            RECIPES[modality][1],
         )
     return results
 

@@ -59,7 +59,7 @@ def test_embedded_audio_default(tmp_path, capsys):
             "--max_test_samples",
             "200",
             "--num_train_epochs",
-            "2",
+            "1",  # test accuracy 0.965 measured (0.98 after 2 epochs)
         ],
     )
     assert code == 0, capsys.readouterr().err

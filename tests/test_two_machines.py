@@ -5,7 +5,8 @@ and 1 and main_process_ip the first namespace's address (gloo DDP over real TCP)
 recipe on a tiny BERT. Checks: the same metrics as one process with the same global batch,
 the output written by rank 0 only, exact evaluation counts, LLRD groups intact; then rank 1 is
 SIGKILLed mid-epoch: rank 0 stops with one line naming the lost rank and the resume command,
-and `--resume` on both machines ends as the uninterrupted run. Cost: about 60 s (four runs)."""
+and `--resume` on both machines ends as the uninterrupted run. Cost: about 60 s (three runs;
+the one-process reference is the one test_distributed compares with, made once)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from netns import UNAVAILABLE, Namespaces
-from test_distributed import COMMON, DRIVER, LOSS_TOLERANCE, launch, text_setup
+from test_distributed import COMMON, DRIVER, LOSS_TOLERANCE, one_process_reference
 
 pytestmark = [
     pytest.mark.distributed,
@@ -29,7 +30,6 @@ pytestmark = [
 
 CONFIG = os.path.join(REPO, "accelerate_configs", "two_machine_cpu.yaml")
 KILL_DRIVER = os.path.join(REPO, "tests", "kill_driver.py")
-LLRD = ["--strategy", "llrd", "--learning_rate", "3e-3", "--llrd_decay", "0.8"]
 STEPS_PER_EPOCH = 8  # 64 rows, global batch 8
 TIMEOUT_S = 240  # every run below is bounded by this
 
@@ -94,9 +94,8 @@ def run_two(pair, driver, flags, out: Path, env_rank1=None, expect=(0, 0)):
 
 @pytest.fixture(scope="module")
 def runs(pair, tmp_path_factory):
+    _, flags, (one, _, _) = one_process_reference(tmp_path_factory, "text")  # made once
     tmp = tmp_path_factory.mktemp("two_machines")
-    flags = [*text_setup(tmp), *LLRD]
-    one, _, _ = launch("text", flags, tmp / "one", 1)
     probes = tmp / "two_probes"
     probes.mkdir()
     os.environ["TL_HF_PROBE_DIR"] = str(probes)  # both machines write their ranks' probes here
