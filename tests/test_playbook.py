@@ -381,9 +381,10 @@ def test_an_augmented_winner_must_beat_its_unaugmented_twin(monkeypatch):
     assert chosen["config"] == reference and choice["kept_reference"]
 
 
-def test_the_reference_is_never_pruned():
+def test_the_reference_and_the_augmentation_screen_are_never_pruned():
     """The recipe default the winner is weighed against runs to its end even when the pruner
-    would stop it (it was pruned on digits once, leaving the winner unweighed)."""
+    would stop it (it was pruned on digits once, leaving the winner unweighed), and so do the
+    augmentation step's trials (pruned, trivialaugment and synonym went unscored)."""
     from types import SimpleNamespace
 
     from tl_hf.lab.grid import TrialSpec
@@ -391,6 +392,13 @@ def test_the_reference_is_never_pruned():
 
     reference = TrialSpec("llrd", 5e-4, None, 0.8, "none", 42)
     other = TrialSpec("full", 1e-4, None, None, "none", 42)
-    session = SimpleNamespace(lab=SimpleNamespace(prune=True), reference=reference.config)
+    screened = TrialSpec("frozen", 1e-2, 0, None, "randaugment@copies=4", 42)
+    session = SimpleNamespace(
+        lab=SimpleNamespace(prune=True), reference=reference.config, never_prune=set()
+    )
     assert not may_prune(session, reference) and may_prune(session, other)
-    assert not may_prune(SimpleNamespace(lab=SimpleNamespace(prune=False), reference=None), other)
+    assert may_prune(session, screened)
+    session.never_prune.add(screened.config)  # the augmentation step protects its trials
+    assert not may_prune(session, screened) and may_prune(session, other)
+    session.lab.prune = False
+    assert not may_prune(session, other)

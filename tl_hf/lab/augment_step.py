@@ -147,6 +147,7 @@ def _screen(session, policies) -> tuple[list, list[dict], float | None, float]:
         for p in policies
         for i in range(seeds)
     ]
+    session.never_prune.update(s.config for s in specs)  # each policy needs its score
     screened = {r["config"]: r for r in summarize(stage(session, specs), session.greater)}
     table = []
     for p in policies:
@@ -195,6 +196,7 @@ def _fine_tune(session, first: dict, table: list[dict], none_mean, margin) -> tu
     ]
     if not fine or session.out_of_time():
         return [], passed
+    session.never_prune.update(s.config for s in fine)
     done = {r["config"]: r["mean"] for r in summarize(stage(session, fine), session.greater)}
     for t in table:
         t["fine_tune"] = done.get(

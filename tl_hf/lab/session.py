@@ -57,6 +57,9 @@ class Session:
     # a configuration kept as the winner unless the best beats it by more than the validation
     # split can resolve (`tl_hf.lab.winner.choose_winner`); the playbook's recipe default
     reference: str | None = None
+    # configurations the pruner may not stop (the playbook's augmentation step compares them
+    # with each other and with none: a pruned one leaves a policy unscored)
+    never_prune: set = dataclasses.field(default_factory=set)
     # the candidate checkpoint the playbook's main steps run on (`tl_hf.lab.ladder`); None: the
     # lab's own checkpoint
     model: str | None = None

@@ -87,10 +87,12 @@ def peak_memory_mb() -> float:
 
 
 def may_prune(session, spec) -> bool:
-    """Whether the pruner may stop this trial: not when pruning is off, and never for the
-    session's reference (the playbook's recipe default): a pruned reference leaves nothing to
-    weigh the best against (`tl_hf.lab.winner.choose_winner`)."""
-    return session.lab.prune and spec.config != session.reference
+    """Whether the pruner may stop this trial: not when pruning is off, never for the
+    session's reference (the playbook's recipe default: a pruned reference leaves nothing to
+    weigh the best against, `tl_hf.lab.winner.choose_winner`) nor for the configurations the
+    session protects (`Session.never_prune`)."""
+    protected = spec.config == session.reference or spec.config in session.never_prune
+    return session.lab.prune and not protected
 
 
 def run_trial(args, prepared, trial, objective: str, prune: bool) -> Outcome:
