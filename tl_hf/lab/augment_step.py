@@ -133,15 +133,16 @@ def _screen(session, policies) -> tuple[list, list[dict], float | None, float]:
 
     from tl_hf.lab.grid import TrialSpec, default_learning_rate
     from tl_hf.lab.page import summarize
-    from tl_hf.lab.stages import best_of, log, stage
+    from tl_hf.lab.playbook_report import score_text
+    from tl_hf.lab.stages import best_of, log, stage, stage_rows
     from tl_hf.lab.winner import accuracy_objective, validation_margin
 
     seeds, seed = session.lab.seeds, session.base.training.seed
     rate = default_learning_rate(session.base, "frozen")
     frozen = TrialSpec("frozen", float(f"{rate:.6g}"), 0, None, "none", seed, model=session.model)
-    # the frozen baseline without augmentation, on the same seeds (step 1 ran it: not rerun)
+    # the frozen baseline without augmentation, on the same seeds: step 1 ran it
     nothing = [dataclasses.replace(frozen, seed=seed + i) for i in range(seeds)]
-    plain = best_of(summarize(stage(session, nothing), session.greater))
+    plain = best_of(summarize(stage_rows(session, nothing), session.greater))
     specs = [
         dataclasses.replace(frozen, augment_set=screen_set(p), seed=seed + i)
         for p in policies
@@ -161,8 +162,8 @@ def _screen(session, policies) -> tuple[list, list[dict], float | None, float]:
     )
     log(
         f"augmentation screen (frozen head, {SCREEN_COPIES} stored copies): "
-        + ", ".join(f"{t['policy']} {_fmt(t['screen'])}" for t in table)
-        + f"; none {_fmt(none_mean)}"
+        + ", ".join(f"{t['policy']} {score_text(t['screen'])}" for t in table)
+        + f"; none {score_text(none_mean)}"
     )
     return specs, table, none_mean, margin
 
@@ -203,10 +204,6 @@ def _fine_tune(session, first: dict, table: list[dict], none_mean, margin) -> tu
             dataclasses.replace(spec, augment_set=fine_tune_set(t["policy"])).config
         )
     return fine, passed
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _previews(session, modality, policies) -> dict[str, list[str]]:

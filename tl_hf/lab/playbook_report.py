@@ -102,9 +102,9 @@ def card_section(trail: list[dict], winner: dict | None, objective: str) -> str:
     for step in trail:
         lines.append(f"- **{step['step']}** ({'ran' if step['ran'] else 'skipped'}): {step['why']}")
         lines += [
-            f"  - {t['policy']}: frozen head on stored copies {_score(t['screen'], None)}, "
-            f"fine-tuned {_score(t.get('fine_tune'), None)} (none: {_score(step['none']['screen'], None)} "
-            f"and {_score(step['none']['fine_tune'], None)})"
+            f"  - {t['policy']}: frozen head on stored copies {score_text(t['screen'])}, "
+            f"fine-tuned {score_text(t.get('fine_tune'))} (none: {score_text(step['none']['screen'])} "
+            f"and {score_text(step['none']['fine_tune'])})"
             for t in step.get("policies", [])
         ]
     if winner:
@@ -200,9 +200,13 @@ def _augmentation_parts(step: dict, lab_dir: str) -> list[str]:
     from tl_hf.report.html_report import img_tag
 
     none = step["none"]
-    rows = [["none", _score(none["screen"], None), _score(none["fine_tune"], None)]]
+    rows = [["none", score_text(none["screen"]), score_text(none["fine_tune"])]]
     rows += [
-        [t["policy"], _score(t["screen"], t.get("screen_std")), _score(t.get("fine_tune"), None)]
+        [
+            t["policy"],
+            score_text(t["screen"], t.get("screen_std")),
+            score_text(t.get("fine_tune")),
+        ]
         for t in step["policies"]
     ]
     parts = [
@@ -239,7 +243,8 @@ def _augmentation_parts(step: dict, lab_dir: str) -> list[str]:
     return parts
 
 
-def _score(mean, std) -> str:
+def score_text(mean, std=None) -> str:
+    """A validation score as the trail shows it: 0.842, 0.842 +- 0.012, or - when none."""
     if mean is None:
         return "-"
     return f"{mean:.3f}" + (f" +- {std:.3f}" if std is not None else "")

@@ -3,13 +3,13 @@ run a stage of trials, read back its rows, the best configuration and the majori
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import Any
 
 from tl_hf.console import say
 from tl_hf.lab.grid import TrialSpec
 from tl_hf.lab.study import final_trials
+from tl_hf.output.names import trial_folder
 
 
 def log(message: str) -> None:
@@ -48,9 +48,7 @@ def verdict_of(session, rows: list[dict]) -> dict[str, Any]:
 
     verdicts, reasons = [], []
     for row in rows:
-        history = load_history(
-            os.path.join(session.lab_dir, "trials", f"trial_{row['number']:04d}")
-        )
+        history = load_history(trial_folder(session.lab_dir, row["number"]))
         if history and history.get("eval"):
             found = diagnose(history, strategy=row["strategy"])
             verdicts.append(found["verdict"])

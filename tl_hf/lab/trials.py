@@ -176,9 +176,10 @@ def run_grid_trial(session, trial, spec):
     from tl_hf.lab.data import prepared_for, without_test
     from tl_hf.lab.grid import trial_args
     from tl_hf.lab.study import heartbeat, refresh_augment_sets
+    from tl_hf.output.names import trial_folder
 
     lab = session.lab
-    folder = os.path.join(session.lab_dir, "trials", f"trial_{trial.number:04d}")
+    folder = trial_folder(session.lab_dir, trial.number)
     with heartbeat(session.study, trial, lab.heartbeat_seconds):
         try:
             if spec.augment_set not in session.augment_sets:  # a set the page added since

@@ -7,6 +7,7 @@ model and processor files are, whose names depend on the checkpoint).
 
 from __future__ import annotations
 
+import os
 import re
 
 # -- a run folder
@@ -45,6 +46,12 @@ LAB_RESULTS_CSV = "lab_results.csv"
 LAB_REPORT = "lab_report.html"
 PLAYBOOK_JSON = "playbook.json"
 PLAYBOOK_REPORT = "playbook_report.html"
+
+
+def trial_folder(lab_dir: str, number: int) -> str:
+    """A lab trial's run folder."""
+    return os.path.join(lab_dir, TRIALS_DIR, f"trial_{int(number):04d}")
+
 
 # -- ownership plumbing (tl_hf.output.ownership)
 MANIFEST = ".tl_hf_manifest.json"

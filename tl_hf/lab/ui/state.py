@@ -15,7 +15,13 @@ import time
 from typing import Any
 
 from tl_hf.errors import UserError
-from tl_hf.output.names import HISTORY_FILE, LAB_DB, LIVE_DATA_FILE, PLAYBOOK_JSON, TRIALS_DIR
+from tl_hf.output.names import (
+    HISTORY_FILE,
+    LAB_DB,
+    LIVE_DATA_FILE,
+    PLAYBOOK_JSON,
+    trial_folder,
+)
 
 MAX_CURVE_POINTS = 400  # per series of an overlaid trial: enough for a smooth line
 
@@ -100,7 +106,7 @@ class LabView:
         return names[0] if len(names) == 1 else None
 
     def trial_folder(self, number: int) -> str:
-        return os.path.join(self.lab_dir, TRIALS_DIR, f"trial_{int(number):04d}")
+        return trial_folder(self.lab_dir, number)
 
     def version(self) -> str:
         """Changes when the study or a running trial's files change (stat calls only, for a
