@@ -153,7 +153,8 @@ def _screen(session, policies) -> tuple[list, list[dict], float | None, float]:
     table = []
     for p in policies:
         row = screened.get(dataclasses.replace(frozen, augment_set=screen_set(p)).config, {})
-        table.append({"policy": p, "screen": row.get("mean"), "screen_std": row.get("std")})
+        spread = row.get("std") if seeds > 1 else None  # one seed has no spread to show
+        table.append({"policy": p, "screen": row.get("mean"), "screen_std": spread})
     none_mean = plain["mean"] if plain else None
     margin = (
         validation_margin(session, none_mean)

@@ -101,12 +101,15 @@ def card_section(trail: list[dict], winner: dict | None, objective: str) -> str:
     lines = ["## How this model was chosen (tl-hf playbook)", ""]
     for step in trail:
         lines.append(f"- **{step['step']}** ({'ran' if step['ran'] else 'skipped'}): {step['why']}")
-        lines += [
-            f"  - {t['policy']}: frozen head on stored copies {score_text(t['screen'])}, "
-            f"fine-tuned {score_text(t.get('fine_tune'))} (none: {score_text(step['none']['screen'])} "
-            f"and {score_text(step['none']['fine_tune'])})"
-            for t in step.get("policies", [])
-        ]
+        if step.get("policies"):
+            rows = [{"policy": "none", **step["none"]}, *step["policies"]]
+            lines.append(
+                "  - validation, the frozen head (on stored augmented copies) / fine-tuned on the fly:"
+            )
+            lines += [
+                f"    - {t['policy']} {score_text(t['screen'])} / {score_text(t.get('fine_tune'))}"
+                for t in rows
+            ]
     if winner:
         lines += [
             "",
@@ -239,7 +242,10 @@ def _augmentation_parts(step: dict, lab_dir: str) -> list[str]:
                         [[p["original"], p["augmented"]] for p in pairs], ["original", "augmented"]
                     )
                 )
-        parts.append(f"<h3>{html.escape(policy)}: a preview</h3>" + "".join(shown))
+        parts.append(  # side by side: one column per policy
+            '<div style="display:inline-block;vertical-align:top;margin-right:2em">'
+            f"<h3>{html.escape(policy)}: a preview</h3>" + "".join(shown) + "</div>"
+        )
     return parts
 
 
