@@ -1,7 +1,8 @@
-"""Settings chosen from the data (issue 24): small images keep the checkpoint's size (smaller
-inputs measured lower) and the run names the faster choice; the rule's boundary, its line on
-the console, `run_config.yaml`, the card, and inference on the finished folder at the size
-training used."""
+"""Settings chosen from the data (issues 24 and 26): small images keep the checkpoint's size
+(smaller inputs measured lower) and the run names the faster choice; small image training
+splits get randaugment on the fly when augmentation is left open. Each rule's boundary, its
+line on the console, `run_config.yaml`, the card, and inference on the finished folder at the
+size training used."""
 
 import os
 
@@ -96,14 +97,25 @@ def test_small_images_keep_the_checkpoint_size_and_the_rule_is_recorded(tmp_path
         "--image_size 96 from the data: the training images' median shorter side is 12 px"
         in printed
     )
+    # 8 images per class, a fine-tuned backbone, augmentation left open: randaugment
+    augment_line = "--augment randaugment --augment_mode on_the_fly from the data: 8 training"
+    assert augment_line in printed
+    assert (
+        "augmentation: randaugment" in printed and "(on the fly, new draws every epoch)" in printed
+    )
     assert result.args.data.image_size == 96
+    assert result.args.augment.augment == ["randaugment"]
     config = yaml.safe_load((tmp_path / "out" / "run_config.yaml").read_text())
     assert config["image_size"] == 96
+    assert (config["augment"], config["augment_mode"]) == (["randaugment"], "on_the_fly")
     assert config["rules_from_data"][0].startswith("--image_size 96 from the data")
     assert "--image_size 48 trains 2-4x faster" in config["rules_from_data"][0]
-    assert "--image_size" not in config["command"]  # a rerun derives it again
+    assert config["rules_from_data"][1].startswith(augment_line)
+    for flag in ("--image_size", "--augment"):
+        assert flag not in config["command"]  # a rerun derives them again
     card = (tmp_path / "out" / "README.md").read_text()
     assert "Chosen from the data: --image_size 96" in card
+    assert "Chosen from the data: --augment randaugment --augment_mode on_the_fly" in card
 
 
 def test_a_given_size_or_large_images_or_a_fixed_size_model_keep_theirs(tmp_path, capsys):
@@ -119,9 +131,9 @@ def test_a_given_size_or_large_images_or_a_fixed_size_model_keep_theirs(tmp_path
     from tl_hf.infer.loaded import load_run
 
     model = _tiny_resnet(tmp_path / "resnet", 224)
-    result = _train(model, _small_images(12), tmp_path / "given", image_size=32)
+    result = _train(model, _small_images(12), tmp_path / "given", image_size=32, augment=["none"])
     assert result.args.data.image_size == 32
-    assert "from the data" not in capsys.readouterr().out
+    assert "from the data" not in capsys.readouterr().out  # neither the size nor augmentation
     config = yaml.safe_load((tmp_path / "given" / "run_config.yaml").read_text())
     assert "rules_from_data" not in config
     # inference on the folder preprocesses at the size training used, not the checkpoint's 224
@@ -150,3 +162,42 @@ def test_a_given_size_or_large_images_or_a_fixed_size_model_keep_theirs(tmp_path
     processor, config = AutoImageProcessor.from_pretrained(vit), AutoConfig.from_pretrained(vit)
     assert rules_from_data(train, processor, data, config) == []
     assert os.path.isdir(vit)
+
+
+@pytest.mark.parametrize(
+    "per_class, flags, applies",
+    [
+        (80, {}, True),  # at the threshold
+        (81, {}, False),  # above it
+        (8, {"strategy": "full"}, True),
+        (8, {"strategy": "frozen"}, False),  # a head on frozen features keeps its cache
+        (8, {"strategy": "lp_ft"}, False),
+        (8, {"augment": ["none"]}, False),  # the user's choice stands
+        (8, {"augment": ["crop"]}, False),
+        (8, {"augment_mode": "map"}, False),
+        (8, {"augment_copies": 2}, False),
+    ],
+)
+def test_the_small_data_augmentation_rule_and_its_boundary(per_class, flags, applies):
+    from tl_hf.augment.base import small_data_rule
+    from tl_hf.augment.image import SMALL_DATA
+    from tl_hf.config import build_args
+    from tl_hf.modalities.base import get_modality, with_rules
+    from tl_hf.strategies.base import get_strategy
+
+    assert SMALL_DATA.most_per_class == 80  # the measured threshold the cases name
+    train = _small_images(8, per_class)["train"]
+    args = build_args("image", train, **flags)
+    rules = small_data_rule(
+        get_modality("image"), get_strategy(args.strategy.strategy), args, train
+    )
+    assert bool(rules) == applies
+    if applies:
+        ran = with_rules(args, rules).augment
+        assert (ran.augment, ran.augment_mode) == (["randaugment"], "on_the_fly")
+        assert rules[0].line.startswith(
+            f"--augment randaugment --augment_mode on_the_fly from the data: {per_class} training rows per class (at most 80)"
+        )
+    # text and audio measured no such gain: no rule there
+    text = build_args("text", train)
+    assert small_data_rule(get_modality("text"), get_strategy("lp_ft"), text, train) == []

@@ -402,3 +402,67 @@ def test_the_reference_and_the_augmentation_screen_are_never_pruned():
     assert not may_prune(session, screened) and may_prune(session, other)
     session.lab.prune = False
     assert not may_prune(session, other)
+
+
+def _labels(per_class: int, classes: int = 3):
+    from datasets import ClassLabel, Dataset, Features
+
+    names = [f"c{i}" for i in range(classes)]
+    labels = [i % classes for i in range(per_class * classes)]
+    return Dataset.from_dict(
+        {"label": labels}, features=Features({"label": ClassLabel(names=names)})
+    )
+
+
+@pytest.mark.parametrize(
+    "per_class, strategy, expected",
+    [
+        (20, "llrd", "randaugment@on_the_fly"),  # the recipe turns it on: so does its reference
+        (100, "llrd", "none"),  # above the measured threshold
+        (20, "frozen", "none"),  # a head on frozen features keeps its cache
+    ],
+)
+def test_the_reference_gets_the_recipes_own_small_data_augmentation(
+    monkeypatch, per_class, strategy, expected
+):
+    """The playbook's reference is the recipe default as the recipe would run it on this data,
+    with the augmentation the recipe's small-data rule gives it (issue 24: the same rule)."""
+    from types import SimpleNamespace
+
+    import tl_hf.lab.data as lab_data
+    from tl_hf.config import build_args
+    from tl_hf.lab.augment_step import policy_sets, recipe_augment_set, small_data_set
+    from tl_hf.lab.grid import parse_augment_sets
+    from tl_hf.modalities.base import get_modality
+
+    train = _labels(per_class)
+    monkeypatch.setattr(
+        lab_data, "prepared_for", lambda s, name, model=None: SimpleNamespace(originals=train)
+    )
+    session = SimpleNamespace(base=build_args("image", train, strategy=strategy), model=None)
+    assert recipe_augment_set(session) == expected
+    image = get_modality("image")
+    assert small_data_set(image) in parse_augment_sets(policy_sets(image))  # registered
+    assert small_data_set(get_modality("text")) is None
+    text = SimpleNamespace(base=build_args("text", train), model=None)
+    assert recipe_augment_set(text) == "none"
+
+
+def test_an_augmented_reference_is_not_traded_for_its_unaugmented_twin(monkeypatch):
+    """The twin rule weighs augmentation the playbook adds; the reference's augmentation is the
+    recipe's own (what the user gets without the playbook), so only the reference rule applies."""
+    import tl_hf.lab as lab
+
+    reference = "llrd lr=0.0005 decay=0.8 aug=randaugment@on_the_fly"
+    twin = "llrd lr=0.0005 decay=0.8 aug=none"
+    session = _winner_session(monkeypatch, reference, validation_rows=100)
+    summary = [
+        {"config": reference, "mean": 0.82, "rank": 1},
+        {"config": twin, "mean": 0.80, "rank": 2},
+    ]
+    chosen, choice = lab.choose_winner(session, summary)
+    assert chosen["config"] == reference and "augmentation" not in choice
+    # the twin ahead by less than the margin (0.038): the recipe default is still kept
+    summary = [{**summary[1], "mean": 0.84, "rank": 1}, {**summary[0], "rank": 2}]
+    chosen, choice = lab.choose_winner(session, summary)
+    assert chosen["config"] == reference and choice["kept_reference"]

@@ -11,7 +11,9 @@ Each modality's augmentation module (`Modality.augment_module`: `tl_hf.augment.t
   with `column` augmented, one seed per row (labels and other columns untouched);
 - `write_preview(originals, augmented, column, output_dir) -> list[str]`;
 - `PLAYBOOK_POLICIES` (optional): the `--augment` lists the playbook's augmentation step
-  compares (`tl_hf.lab.augment_step`; "default" is `DEFAULT_AUGMENT`).
+  compares (`tl_hf.lab.augment_step`; "default" is `DEFAULT_AUGMENT`);
+- `SMALL_DATA` (optional, a `SmallData`): the augmentation a run gets when the user leaves
+  `--augment` open and the training split is small (`small_data_rule`).
 
 This module holds what is common: parsing `--augment`, adding K copies through
 `datasets.map` (seeded, fingerprinted so reruns hit the cache, parallel), and the
@@ -92,6 +94,44 @@ class AugmentSpec:
         if not self.params:
             return self.name
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+
+
+@dataclass(frozen=True)
+class SmallData:
+    """A modality's augmentation for small training splits, set from measurements: `augment`
+    in `mode` when the training split has at most `most_per_class` rows per class and the
+    strategy trains the backbone; `evidence` says where it was measured (printed)."""
+
+    augment: tuple[str, ...]
+    mode: str
+    most_per_class: int
+    evidence: str
+
+
+def small_data_rule(modality, strategy, args, train) -> list:
+    """The modality's `SmallData` augmentation as a rule (`tl_hf.modalities.base.DataRule`),
+    when the user left augmentation open (no `--augment`, `--augment_copies` or
+    `--augment_mode`), the training split `train` is at most its size per class, and the
+    strategy trains the backbone from the first step (a head on frozen features keeps its
+    feature cache, which on-the-fly augmentation would take away). Returns [rule] or []."""
+    from tl_hf.data.load import rows_per_class
+    from tl_hf.modalities.base import DataRule
+
+    small = (
+        getattr(augment_module(modality), "SMALL_DATA", None) if modality.augment_module else None
+    )
+    left_open = args.augment.augment is None and args.augment.augment_copies == 0
+    left_open = left_open and not {"augment", "augment_mode", "augment_copies"} & args.explicit
+    if small is None or not left_open or strategy.head_on_frozen_features(args.strategy):
+        return []
+    per_class = rows_per_class(train)
+    if per_class > small.most_per_class:
+        return []
+    reason = (
+        f"{per_class:.0f} training rows per class (at most {small.most_per_class}); "
+        f"{small.evidence}; --augment none turns it off"
+    )
+    return [DataRule("augment", list(small.augment), reason, (("augment_mode", small.mode),))]
 
 
 def augment_module(modality):

@@ -405,5 +405,10 @@ def load_classification_data(data_args, modality, seed: int, dataset=None, cache
     return prepare_splits(dsd, data_args, seed)
 
 
+def rows_per_class(train) -> float:
+    """Rows per class of a split (mean over the classes of its label feature)."""
+    return len(train) / max(1, train.features["label"].num_classes)
+
+
 def label_names(dsd) -> list[str]:
     return list(dsd["train"].features["label"].names)

@@ -44,10 +44,42 @@ def fine_tune_set(policy: str) -> str:
     return f"{policy}@on_the_fly"
 
 
+def small_data_set(modality) -> str | None:
+    """The `--augment_sets` item of the modality's small-data augmentation (`SmallData`: what
+    the recipe default gets on small training splits), or None when it has none."""
+    from tl_hf.augment.base import augment_module
+
+    small = (
+        getattr(augment_module(modality), "SMALL_DATA", None) if modality.augment_module else None
+    )
+    if small is None:
+        return None
+    return "+".join(small.augment) + ("@on_the_fly" if small.mode == "on_the_fly" else "@copies=1")
+
+
 def policy_sets(modality) -> list[str]:
-    """The `--augment_sets` items the step may use (registered when the session opens)."""
+    """The `--augment_sets` items the playbook may use (registered when the session opens): the
+    step's screens and fine-tunes, and the recipe default's small-data augmentation."""
     policies = playbook_policies(modality)
-    return [screen_set(p) for p in policies] + [fine_tune_set(p) for p in policies]
+    small = small_data_set(modality)
+    sets = [screen_set(p) for p in policies] + [fine_tune_set(p) for p in policies]
+    return list(dict.fromkeys(sets + ([small] if small else [])))
+
+
+def recipe_augment_set(session) -> str:
+    """The augmentation set the recipe's own default gets on the session's data: its
+    small-data set when the recipe's rule applies (`tl_hf.augment.base.small_data_rule`: the
+    user left augmentation open, few rows per class, a fine-tuned backbone), else none."""
+    from tl_hf.augment.base import small_data_rule
+    from tl_hf.lab.data import prepared_for
+    from tl_hf.modalities.base import get_modality
+    from tl_hf.strategies.base import get_strategy
+
+    base = session.base
+    modality, strategy = get_modality(base.modality), get_strategy(base.strategy.strategy)
+    train = prepared_for(session, "none", session.model).originals  # before preprocessing
+    applies = small_data_rule(modality, strategy, base, train)
+    return small_data_set(modality) if applies else "none"
 
 
 def augmentation_decision(best: str | None, diagnosis: dict, per_class: float) -> tuple[bool, str]:
@@ -73,13 +105,16 @@ def augmentation_decision(best: str | None, diagnosis: dict, per_class: float) -
 def step_augment(session, trail: list) -> list:
     """Step 4 (module docstring); returns the trial specs it ran."""
     from tl_hf.lab.data import rows_per_class
+    from tl_hf.lab.grid import config_augment_set
     from tl_hf.lab.page import summarize, trial_rows
     from tl_hf.lab.stages import best_of, stage_rows, verdict_of
     from tl_hf.lab.study import final_trials
     from tl_hf.modalities.base import get_modality
 
     modality = get_modality(session.base.modality)
+    # the best configuration without augmentation (the reference may carry the recipe's own)
     rows = trial_rows(final_trials(session.study))
+    rows = [r for r in rows if config_augment_set(r["config"]) == "none"]
     best = best_of(summarize(rows, session.greater))
     best_rows = [r for r in rows if best and r["config"] == best["config"]]
     diagnosis = verdict_of(session, best_rows) if best else {"verdict": "unknown", "reasons": []}

@@ -32,8 +32,9 @@ def prepared_for(session, name: str, model: str | None = None):
 
 def rows_per_class(session) -> float:
     """Training rows per class of the session's data (before augmentation)."""
-    data = prepared_for(session, "none", session.model)
-    return len(data.features["train"]) / max(1, len(data.label_names))
+    from tl_hf.data.load import rows_per_class as per_class
+
+    return per_class(prepared_for(session, "none", session.model).originals)
 
 
 def without_test(prepared):

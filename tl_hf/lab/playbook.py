@@ -152,8 +152,11 @@ def run_playbook_with_args(base: RunArgs, lab: LabArguments, dataset=None):
 
 
 def _reference_specs(session) -> list[TrialSpec]:
-    """The recipe's own default configuration (its strategy at its default rate and decay),
-    over the playbook's seeds: the reference the winner must beat (`choose_winner`)."""
+    """The recipe's own default configuration (its strategy at its default rate and decay, and
+    the augmentation the recipe gives this data, `recipe_augment_set`), over the playbook's
+    seeds: the reference the winner must beat (`choose_winner`)."""
+    from tl_hf.lab.augment_step import recipe_augment_set
+
     base = session.base
     strategy = base.strategy.strategy
     decay = base.strategy.llrd_decay if strategy == "llrd" else None
@@ -163,6 +166,7 @@ def _reference_specs(session) -> list[TrialSpec]:
         session.lab.seeds,
         base.training.seed,
         decay=decay,
+        augment=recipe_augment_set(session),
         model=session.model,
     )
 

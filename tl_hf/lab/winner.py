@@ -38,7 +38,8 @@ def choose_winner(session, summary: list[dict]) -> tuple[dict | None, dict | Non
     cannot resolve the difference (one binomial standard error of an accuracy on it,
     `validation_margin`: the one-standard-error rule), in two places:
     - an augmented configuration is kept only when it beats the same configuration without
-      augmentation (run in the same study) by more than the margin; else that one is the best;
+      augmentation (run in the same study) by more than the margin; else that one is the best
+      (not the reference: its augmentation is the recipe's own, what the user gets anyway);
     - the session's reference configuration (`Session.reference`: the playbook sets it to the
       recipe default; a plain lab has none) is kept when the best beats it by no more than
       the margin.
@@ -46,7 +47,8 @@ def choose_winner(session, summary: list[dict]) -> tuple[dict | None, dict | Non
     best = next((c for c in summary if c["rank"] == 1), None)
     accuracy_like = accuracy_objective(session)
     augmentation = None
-    if best is not None and accuracy_like and config_augment_set(best["config"]) != "none":
+    weigh = best is not None and accuracy_like and best["config"] != session.reference
+    if weigh and config_augment_set(best["config"]) != "none":
         best, augmentation = _weigh_augmentation(session, summary, best)
     best, choice = _weigh_reference(session, summary, best, accuracy_like)
     if augmentation:

@@ -109,30 +109,45 @@ def _preprocess_on_access(modality: Modality):
 
 @dataclass(frozen=True)
 class DataRule:
-    """A data setting the user left open, chosen from the training split: `flag` takes
-    `value`; `reason` says what in the data decided it (printed, and kept in
-    `run_config.yaml` and the card)."""
+    """A setting the user left open, chosen from the training split: `flag` takes `value`
+    (and the flags in `more` theirs, e.g. an augmentation with its mode); `reason` says what
+    in the data decided it (printed, and kept in `run_config.yaml` and the card)."""
 
     flag: str
     value: Any
     reason: str
+    more: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {self.flag: self.value, **dict(self.more)}
 
     @property
     def line(self) -> str:
-        return f"--{self.flag} {self.value} from the data: {self.reason}"
+        flags = " ".join(
+            f"--{flag} {' '.join(map(str, value)) if isinstance(value, list | tuple) else value}"
+            for flag, value in self.settings.items()
+        )
+        return f"{flags} from the data: {self.reason}"
 
 
 def with_rules(args, rules):
-    """`args` (`RunArgs`) with the data settings `rules` chose: what the run uses and records."""
+    """`args` (`RunArgs`) with the settings `rules` chose (data or augmentation flags): what
+    the run uses and records."""
     import dataclasses
 
     if not rules:
         return args
-    data = args.data.replace(**{r.flag: r.value for r in rules})
+    settings = {k: v for rule in rules for k, v in rule.settings.items()}
+    augment_keys = {f.name for f in dataclasses.fields(args.augment)}
+    augment = {k: v for k, v in settings.items() if k in augment_keys}
+    data = args.data.replace(**{k: v for k, v in settings.items() if k not in augment_keys})
     plugins = dict(args.plugins)  # the modality's own flags are kept there too (to_dict)
     if data.own is not None and type(data.own).__name__ in plugins:
         plugins[type(data.own).__name__] = data.own
-    return dataclasses.replace(args, data=data, plugins=plugins)
+    return dataclasses.replace(
+        args, data=data, augment=dataclasses.replace(args.augment, **augment), plugins=plugins
+    )
 
 
 def data_processor(modality, model_path: str, args, config, train) -> tuple[Any, tuple]:

@@ -79,6 +79,7 @@ def run(args: RunArgs, dataset=None, prepared=None, callbacks=()) -> RunResult:
         try:
             with _step(timer, "data: load, augment, preprocess", "data preparation"):
                 data = prepared if prepared is not None else steps.prepare_data(p, dataset)
+                p = plan.with_data_rules(p, data.rules)  # what the training split chose
             with _step(timer, "model load", "model loading"):
                 model = steps.load_model_step(p, data)
                 pooling = steps.pooling_step(model, p)

@@ -15,8 +15,9 @@ from tl_hf.errors import UserError
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do, derived from its arguments before anything heavy is loaded; never
-    changed afterwards (the Trainer gets its own copy of `training_args`, `trainer_arguments`).
+    """What a run will do, derived from its arguments before anything heavy is loaded, and
+    refined once by the settings its training split chose (`with_data_rules`); never changed
+    otherwise (the Trainer gets its own copy of `training_args`, `trainer_arguments`).
 
     Attributes:
         args: the run's arguments, as resolved (`tl_hf.config.resolve_args`).
@@ -68,17 +69,45 @@ def _check_pooling(pooling: str, checkpoint_config) -> None:
         )
 
 
+def _augmentation(modality, strategy, args: RunArgs) -> dict[str, Any]:
+    """The plan's augmentation fields (specs, copies, on_the_fly, batch_level) and whether
+    features are cached (`cache`; an impossible `--cache_features true` fails here)."""
+    from tl_hf.augment.base import batch_level, resolve_augment_specs
+    from tl_hf.training.features import cache_plan
+
+    specs = resolve_augment_specs(modality, args.augment, args.explicit)
+    on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
+    copies = args.augment.augment_copies
+    if specs and not on_the_fly and copies == 0:
+        copies = 1  # --augment given in map mode without a count: one augmented copy
+    batched = bool(batch_level(modality, specs))
+    explicit = "cache_features" in args.explicit
+    cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
+    return dict(
+        specs=tuple(specs), copies=copies, on_the_fly=on_the_fly, batch_level=batched, cache=cache
+    )
+
+
+def with_data_rules(plan: Plan, rules) -> Plan:
+    """The plan with the settings the training split chose (`DataRule`s: the image size, the
+    small-data augmentation), its augmentation and feature cache resolved again."""
+    from tl_hf.modalities.base import with_rules
+
+    if not rules:
+        return plan
+    args = with_rules(plan.args, rules)
+    return dataclasses.replace(plan, args=args, **_augmentation(plan.modality, plan.strategy, args))
+
+
 def plan_run(args: RunArgs) -> Plan:
     """Check the checkpoint, the augmentations, the feature-cache request and the Hub settings,
     and look up the records; nothing heavy is loaded."""
-    from tl_hf.augment.base import batch_level, resolve_augment_specs
     from tl_hf.augment.tta import test_time_views
     from tl_hf.modalities.base import get_modality
     from tl_hf.model.checkpoint import check_checkpoint, load_checkpoint_config
     from tl_hf.output.hub import check_push_ready, detach_hub_settings
     from tl_hf.report.share import model_display_name
     from tl_hf.strategies.base import get_strategy
-    from tl_hf.training.features import cache_plan
 
     modality, strategy = get_modality(args.modality), get_strategy(args.strategy.strategy)
     from tl_hf.embedded.ladder import ladder_folder
@@ -92,16 +121,8 @@ def plan_run(args: RunArgs) -> Plan:
     checkpoint_config = load_checkpoint_config(model_path, args.model)
     check_checkpoint(model_path, checkpoint_config, modality.auto_model, modality.name)
     _check_pooling(args.model.pooling, checkpoint_config)
-    specs = resolve_augment_specs(modality, args.augment, args.explicit)
-    on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
-    copies = args.augment.augment_copies
-    if specs and not on_the_fly and copies == 0:
-        copies = 1  # --augment given in map mode without a count: one augmented copy
-    batched = bool(batch_level(modality, specs))
-    # an impossible --cache_features true fails here, before any loading
-    explicit = "cache_features" in args.explicit
+    augmentation = _augmentation(modality, strategy, args)
     views = test_time_views(modality, args.augment.tta, args.augment.augment)
-    cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
     # We push once at the end (best model, card, report): the Trainer must neither push every
     # checkpoint nor pickle the token into training_args.bin, so it gets a copy without them.
     training_args = copy.copy(args.training)
@@ -118,11 +139,7 @@ def plan_run(args: RunArgs) -> Plan:
         model_path=model_path,
         checkpoint_config=checkpoint_config,
         display_name=model_display_name(args.model.model_name_or_path, args.modality),
-        specs=tuple(specs),
-        copies=copies,
-        on_the_fly=on_the_fly,
-        batch_level=batched,
-        cache=cache,
+        **augmentation,
         hub=hub,
         training_args=training_args,
         tta_views=views if views[0] else None,

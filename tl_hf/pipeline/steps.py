@@ -65,13 +65,19 @@ def write_selection_step(selection, plan: Plan) -> None:
 def prepare_data(plan: Plan, dataset=None) -> Prepared:
     """Steps 2-4: load and validate the data, add augmented copies (map mode) or the
     on-the-fly transform, and preprocess every split."""
-    from tl_hf.augment.base import OnTheFly, apply_augment_copies, build_augmenter
+    from tl_hf.augment.base import (
+        OnTheFly,
+        apply_augment_copies,
+        build_augmenter,
+        small_data_rule,
+    )
     from tl_hf.console import phase
     from tl_hf.data.load import label_names, load_classification_data
-    from tl_hf.modalities.base import data_processor, with_rules
+    from tl_hf.modalities.base import data_processor
+    from tl_hf.pipeline.plan import with_data_rules
 
     args, modality = plan.args, plan.modality
-    training, num_proc, specs = args.training, args.data.preprocessing_num_workers, list(plan.specs)
+    training, num_proc = args.training, args.data.preprocessing_num_workers
     with training.main_process_first(desc="dataset preparation"):
         # bad data is found while loading: the phase's bar starts after that, one step done
         dsd = load_classification_data(
@@ -81,7 +87,9 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
             processor, rules = data_processor(
                 modality, plan.model_path, args, plan.checkpoint_config, dsd["train"]
             )
-            args = with_rules(args, rules)
+            rules += tuple(small_data_rule(modality, plan.strategy, args, dsd["train"]))
+            plan = with_data_rules(plan, rules)  # the flow refines its plan the same way
+            args, specs = plan.args, list(plan.specs)
             augmenter = None
             if specs:
                 context = modality.augment_context(processor, args)
