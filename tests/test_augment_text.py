@@ -268,6 +268,35 @@ def test_preview_prints_and_writes(tmp_path, capsys):
         assert aug[1] in written and SENTENCES[1] in written
 
 
+def test_a_preview_of_a_split_sorted_by_class_shows_every_class(tmp_path, capsys):
+    """The preview takes each class in turn (a sorted split once showed four rows of its
+    first class), and each row is augmented as its first stored copy would be."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from tl_hf.augment.base import (
+        AugmentSpec,
+        apply_augment_copies,
+        preview_indices,
+        write_augment_preview,
+    )
+    from tl_hf.modalities.base import get_modality
+
+    assert preview_indices([0, 0, 0, 1, 1, 2], 4) == [0, 3, 5, 1]
+    assert preview_indices([0, 0, 0, 1, 1, 2], 9) == [0, 3, 5, 1, 4, 2]
+    assert preview_indices(["b", "a"], 1) == [0]
+    labels = [0] * 4 + [1] * 4 + [2] * 4  # sorted by class
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["x", "y", "z"])})
+    texts = [SENTENCES[i % len(SENTENCES)] + f" number {i}" for i in range(12)]
+    ds = Dataset.from_dict({"text": texts, "label": labels}, features=features)
+    fn, specs = augmenter("swap"), [AugmentSpec("swap", {})]
+    write_augment_preview(get_modality("text"), ds, fn, 3, 7, str(tmp_path))
+    printed = capsys.readouterr().out
+    copies = apply_augment_copies(ds, fn, specs, copies=1, seed=7)
+    for row in (0, 4, 8):  # one of each class, augmented exactly as its stored copy
+        assert texts[row] in printed and copies["text"][len(ds) + row] in printed
+    assert texts[1] not in printed
+
+
 # ------------------------------------------------------------------ tiny local models
 WORDS = [
     "the",

@@ -313,15 +313,31 @@ def resolve_augment_specs(modality, augment_args, explicit: set[str]) -> list[Au
     return parse_augment_specs(augment_args.augment, module.AUGMENTATIONS, module.DEFAULT_AUGMENT)
 
 
+def preview_indices(labels: list, n: int) -> list[int]:
+    """`n` row indices taking each class in turn (its rows in order), so a preview of a split
+    sorted by class shows several classes, not `n` examples of the first."""
+    by_class: dict = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    queues, picked = list(by_class.values()), []
+    depth = 0
+    while len(picked) < min(n, len(labels)):
+        picked += [q[depth] for q in queues if depth < len(q)][: n - len(picked)]
+        depth += 1
+    return picked
+
+
 def write_augment_preview(
     modality, dataset, fn: AugmentFn, n: int, seed: int, output_dir: str, **context
 ) -> list[str]:
     """Write `n` training originals beside their augmented versions (the modality decides how:
-    text pairs, an image grid, spectrograms and wav files)."""
+    text pairs, an image grid, spectrograms and wav files), one class after another
+    (`preview_indices`), each drawn with the seed of its copy-1 row in `datasets.map`."""
     column = modality.input_column
-    rows = dataset.select(range(min(n, len(dataset))))
-    batch = rows[:]  # decoded (images, audio), as the augmenter sees them in map()
-    augmented = fn(dict(batch), [row_seed(seed, 1, i) for i in range(len(rows))])
+    labels = dataset["label"] if "label" in dataset.column_names else [0] * len(dataset)
+    indices = preview_indices(labels, n)
+    batch = dataset.select(indices)[:]  # decoded (images, audio), as the augmenter sees them
+    augmented = fn(dict(batch), [row_seed(seed, 1, i) for i in indices])
     originals = [{column: v} for v in batch[column]]
     changed = [{column: v} for v in augmented[column]]
     return augment_module(modality).write_preview(originals, changed, column, output_dir, **context)
