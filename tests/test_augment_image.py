@@ -190,6 +190,11 @@ def test_on_the_fly_draws_new_pixels_each_call():
     b = transform({"image": [image], "label": [1]})
     assert a["label"] == b["label"] == [1]
     assert not np.array_equal(np.asarray(a["image"][0]), np.asarray(b["image"][0]))
+    # one process draws as before; each rank of a distributed run draws its own stream
+    same = OnTheFly(fn, lambda batch: batch, seed=0, rank=0)({"image": [image], "label": [1]})
+    assert np.array_equal(np.asarray(same["image"][0]), np.asarray(a["image"][0]))
+    other = OnTheFly(fn, lambda batch: batch, seed=0, rank=1)({"image": [image], "label": [1]})
+    assert not np.array_equal(np.asarray(other["image"][0]), np.asarray(a["image"][0]))
 
 
 def test_write_preview(tmp_path):

@@ -55,16 +55,15 @@ def _small_images(side, per_class=8):
 def _train(model, data, out, **flags):
     from tl_hf import train_classifier
 
+    settings = {"strategy": "full", "num_train_epochs": 1, **flags}
     return train_classifier(
         "image",
         data,
         model_name_or_path=model,
         output_dir=str(out),
-        strategy="full",
-        num_train_epochs=1,
         per_device_train_batch_size=8,
         use_cpu=True,
-        **flags,
+        **settings,
     )
 
 
@@ -91,7 +90,10 @@ def test_the_rule_notes_images_at_most_half_the_checkpoint_size(tmp_path, side, 
 
 def test_small_images_keep_the_checkpoint_size_and_the_rule_is_recorded(tmp_path, capsys):
     model = _tiny_resnet(tmp_path / "resnet", 96)
-    result = _train(model, _small_images(12), tmp_path / "out")
+    # the image default: llrd for 20 epochs (one step each), where the augmentation rule applies
+    result = _train(
+        model, _small_images(12), tmp_path / "out", strategy="llrd", num_train_epochs=20
+    )
     printed = capsys.readouterr().out
     assert (
         "--image_size 96 from the data: the training images' median shorter side is 12 px"
@@ -167,9 +169,12 @@ def test_a_given_size_or_large_images_or_a_fixed_size_model_keep_theirs(tmp_path
 @pytest.mark.parametrize(
     "per_class, flags, applies",
     [
-        (80, {}, True),  # at the threshold
+        (80, {}, True),  # at the threshold, the llrd default (20 epochs)
         (81, {}, False),  # above it
-        (8, {"strategy": "full"}, True),
+        (8, {"strategy": "full", "num_train_epochs": 20}, True),
+        (8, {"strategy": "full"}, False),  # its default 10 epochs: fewer than measured
+        (8, {"num_train_epochs": 2}, False),  # fresh draws need epochs to pay
+        (8, {"max_steps": 100}, False),
         (8, {"strategy": "frozen"}, False),  # a head on frozen features keeps its cache
         (8, {"strategy": "lp_ft"}, False),
         (8, {"augment": ["none"]}, False),  # the user's choice stands
@@ -185,7 +190,7 @@ def test_the_small_data_augmentation_rule_and_its_boundary(per_class, flags, app
     from tl_hf.modalities.base import get_modality, with_rules
     from tl_hf.strategies.base import get_strategy
 
-    assert SMALL_DATA.most_per_class == 80  # the measured threshold the cases name
+    assert (SMALL_DATA.most_per_class, SMALL_DATA.min_epochs) == (80, 20)  # what the cases name
     train = _small_images(8, per_class)["train"]
     args = build_args("image", train, **flags)
     rules = small_data_rule(

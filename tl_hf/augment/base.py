@@ -100,11 +100,13 @@ class AugmentSpec:
 class SmallData:
     """A modality's augmentation for small training splits, set from measurements: `augment`
     in `mode` when the training split has at most `most_per_class` rows per class and the
-    strategy trains the backbone; `evidence` says where it was measured (printed)."""
+    strategy trains the backbone for at least `min_epochs`; `evidence` says where it was
+    measured (printed)."""
 
     augment: tuple[str, ...]
     mode: str
     most_per_class: int
+    min_epochs: float
     evidence: str
 
 
@@ -113,7 +115,8 @@ def small_data_rule(modality, strategy, args, train) -> list:
     when the user left augmentation open (no `--augment`, `--augment_copies` or
     `--augment_mode`), the training split `train` is at most its size per class, and the
     strategy trains the backbone from the first step (a head on frozen features keeps its
-    feature cache, which on-the-fly augmentation would take away). Returns [rule] or []."""
+    feature cache, which on-the-fly augmentation would take away) for at least the epochs it
+    was measured with (fresh draws need epochs to pay). Returns [rule] or []."""
     from tl_hf.data.load import rows_per_class
     from tl_hf.modalities.base import DataRule
 
@@ -123,6 +126,9 @@ def small_data_rule(modality, strategy, args, train) -> list:
     left_open = args.augment.augment is None and args.augment.augment_copies == 0
     left_open = left_open and not {"augment", "augment_mode", "augment_copies"} & args.explicit
     if small is None or not left_open or strategy.head_on_frozen_features(args.strategy):
+        return []
+    training = args.training
+    if training.max_steps > 0 or training.num_train_epochs < small.min_epochs:
         return []
     per_class = rows_per_class(train)
     if per_class > small.most_per_class:
@@ -267,16 +273,22 @@ def soft_cross_entropy(logits, soft_labels):
 
 class OnTheFly:
     """A `set_transform` callable: augments (training only), then preprocesses, drawing new
-    randomness on every call so each epoch sees other augmentations."""
+    randomness on every call so each epoch sees other augmentations. Each process of a
+    distributed run (`rank`) draws its own stream: with one stream per seed, the k-th row of
+    every rank's batch got the same augmentation."""
 
     def __init__(
-        self, augment_fn: AugmentFn | None, preprocess_fn: Callable[[dict], dict], seed: int
+        self,
+        augment_fn: AugmentFn | None,
+        preprocess_fn: Callable[[dict], dict],
+        seed: int,
+        rank: int = 0,
     ):
         import numpy as np
 
         self.augment_fn = augment_fn
         self.preprocess_fn = preprocess_fn
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed if rank == 0 else [seed, rank])
 
     def __call__(self, batch: dict) -> dict:
         if self.augment_fn is not None:

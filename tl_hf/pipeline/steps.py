@@ -110,7 +110,7 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
             # the training split is preprocessed per batch, after a fresh augmentation every epoch
             preprocess = modality.make_preprocess(processor, args.data, True)
             features["train"] = dsd["train"].with_transform(
-                OnTheFly(augmenter, preprocess, training.seed)
+                OnTheFly(augmenter, preprocess, training.seed, training.process_index)
             )
     names = label_names(dsd)
     rows = ", ".join(f"{k} {len(v)}" for k, v in features.items())
