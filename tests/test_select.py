@@ -67,22 +67,29 @@ def _score(name, acc, lm, params, ms=1.0):
     return Score(name, lm, acc, params, ms, 8, "pooler_output", "first", 0.1)
 
 
-def test_rule_ties_within_one_validation_example_go_to_logme_then_size():
+def test_rule_ties_within_one_standard_error_go_to_size_then_logme():
+    from tl_hf.select.rank import resolution
+
+    # 20 validation rows at 0.90: one standard error is sqrt(0.9 * 0.1 / 20) = 0.067
+    assert resolution(0.9, 20) == pytest.approx(0.0671, abs=1e-4)
+    assert resolution(1.0, 20) == pytest.approx(0.05)  # never below one example
     scores = [
-        _score("big", 0.90, -0.5, 100),
-        _score("small", 0.85, -0.7, 10),  # one example of 20 below: tied with big
-        _score("best_logme", 0.85, -0.3, 50),  # tied too, and the highest LogME
-        _score("worse", 0.70, 0.0, 1),  # three examples below: not tied, last
+        _score("mid", 0.90, -0.5, 50),
+        _score("big", 0.85, -0.7, 100),  # 0.05 below: tied, and the largest
+        _score("small_logme", 0.84, -0.3, 10),  # tied too, highest LogME, smallest
+        _score("worse", 0.80, 0.0, 1000),  # 0.10 below: not tied, however large
     ]
     ordered = rank_scores(scores, validation_rows=20)
-    assert [s.name for s in ordered] == ["best_logme", "big", "small", "worse"]
+    assert [s.name for s in ordered] == ["big", "mid", "small_logme", "worse"]
     assert [s.rank for s in ordered] == [1, 2, 3, 4]
     assert [s.tied_with_best for s in ordered] == [True, True, True, False]
-    # with 100 validation rows a 5-point gap is resolved: accuracy decides
-    ordered = rank_scores([_score("a", 0.85, 0.0, 1), _score("b", 0.90, -1.0, 9)], 100)
+    # with 1,000 validation rows a 5-point gap is resolved: accuracy decides
+    ordered = rank_scores([_score("a", 0.85, 0.0, 1), _score("b", 0.90, -1.0, 9)], 1000)
     assert [s.name for s in ordered] == ["b", "a"]
-    # equal accuracy and LogME: the smaller checkpoint
-    ordered = rank_scores([_score("a", 0.9, -0.5, 9), _score("b", 0.9, -0.5, 3)], 100)
+    # equal accuracy and size: the higher LogME, then the faster
+    ordered = rank_scores([_score("a", 0.9, -0.5, 9), _score("b", 0.9, -0.4, 9)], 100)
+    assert ordered[0].name == "b"
+    ordered = rank_scores([_score("a", 0.9, -0.5, 9, 2.0), _score("b", 0.9, -0.5, 9, 1.0)], 100)
     assert ordered[0].name == "b"
 
 
