@@ -110,6 +110,13 @@ class SmallData:
     evidence: str
 
 
+def small_data(modality) -> SmallData | None:
+    """The modality's `SmallData` (its augmentation module's `SMALL_DATA`), or None."""
+    if not modality.augment_module:
+        return None
+    return getattr(augment_module(modality), "SMALL_DATA", None)
+
+
 def small_data_rule(modality, strategy, args, train) -> list:
     """The modality's `SmallData` augmentation as a rule (`tl_hf.modalities.base.DataRule`),
     when the user left augmentation open (no `--augment`, `--augment_copies` or
@@ -120,9 +127,7 @@ def small_data_rule(modality, strategy, args, train) -> list:
     from tl_hf.data.load import rows_per_class
     from tl_hf.modalities.base import DataRule
 
-    small = (
-        getattr(augment_module(modality), "SMALL_DATA", None) if modality.augment_module else None
-    )
+    small = small_data(modality)
     left_open = args.augment.augment is None and args.augment.augment_copies == 0
     left_open = left_open and not {"augment", "augment_mode", "augment_copies"} & args.explicit
     if small is None or not left_open or strategy.head_on_frozen_features(args.strategy):

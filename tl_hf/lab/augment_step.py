@@ -47,11 +47,9 @@ def fine_tune_set(policy: str) -> str:
 def small_data_set(modality) -> str | None:
     """The `--augment_sets` item of the modality's small-data augmentation (`SmallData`: what
     the recipe default gets on small training splits), or None when it has none."""
-    from tl_hf.augment.base import augment_module
+    from tl_hf.augment.base import small_data
 
-    small = (
-        getattr(augment_module(modality), "SMALL_DATA", None) if modality.augment_module else None
-    )
+    small = small_data(modality)
     if small is None:
         return None
     return "+".join(small.augment) + ("@on_the_fly" if small.mode == "on_the_fly" else "@copies=1")
