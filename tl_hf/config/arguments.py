@@ -14,6 +14,7 @@ from typing import Any
 from tl_hf.strategies.base import StrategyArguments
 
 AUGMENT_MODES = ("map", "on_the_fly")
+AUGMENT_FILTERS = ("none", "probe")  # tl_hf.augment.consistency
 
 # The early-stopping preset: evaluate and save every epoch, keep the best
 # checkpoint and restore it. Best = the lowest validation loss after temperature scaling, and
@@ -248,6 +249,14 @@ class AugmentArguments:
             "choices": list(AUGMENT_MODES),
         },
     )
+    augment_filter: str = field(
+        default="none",
+        metadata={
+            "help": "probe: keep a stored augmented copy only when a linear probe on the "
+            "checkpoint's frozen features of the original rows still gives it its label.",
+            "choices": list(AUGMENT_FILTERS),
+        },
+    )
     tta: int = field(
         default=0,
         metadata={
@@ -270,6 +279,10 @@ class AugmentArguments:
         if self.augment_mode not in AUGMENT_MODES:
             raise UserError(
                 f"unknown --augment_mode {self.augment_mode!r}: choose map or on_the_fly"
+            )
+        if self.augment_filter not in AUGMENT_FILTERS:
+            raise UserError(
+                f"unknown --augment_filter {self.augment_filter!r}: choose none or probe"
             )
 
 

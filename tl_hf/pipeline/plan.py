@@ -81,6 +81,12 @@ def _augmentation(modality, strategy, args: RunArgs) -> dict[str, Any]:
     if specs and not on_the_fly and copies == 0:
         copies = 1  # --augment given in map mode without a count: one augmented copy
     batched = bool(batch_level(modality, specs))
+    if args.augment.augment_filter != "none" and (on_the_fly or not specs or batched):
+        raise UserError(
+            f"--augment_filter {args.augment.augment_filter} checks stored copies of each "
+            "example: give --augment with --augment_copies K (map mode, no mixup, cutmix or "
+            "SpecAugment)"
+        )
     explicit = "cache_features" in args.explicit
     cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
     return dict(

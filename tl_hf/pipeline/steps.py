@@ -71,6 +71,7 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
         build_augmenter,
         small_data_rule,
     )
+    from tl_hf.augment.consistency import consistent_copies
     from tl_hf.console import phase
     from tl_hf.data.load import label_names, load_classification_data
     from tl_hf.modalities.base import data_processor
@@ -102,6 +103,16 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
                     dsd["train"], augmenter, specs, plan.copies, training.seed, num_proc
                 )
                 bar.update(1)
+                if args.augment.augment_filter == "probe":
+                    dsd["train"], dropped = consistent_copies(
+                        plan, originals, dsd["train"], training.seed
+                    )
+                    total = len(originals) * plan.copies
+                    say(
+                        f"augmentation filter: kept {total - dropped} of {total} augmented "
+                        f"copies; a probe on the originals' frozen features gave {dropped} "
+                        "another label"
+                    )
             skip = ("train",) if plan.on_the_fly else ()
             bar.set_postfix_str("preprocess")
             features = modality.preprocess(dsd, processor, args.data, num_proc, skip)

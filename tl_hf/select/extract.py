@@ -281,9 +281,11 @@ def _load_frozen(candidate: Candidate, args, modality, label_names, options, tra
     return model, processor, pooling
 
 
-def extract_candidate(candidate: Candidate, args, modality, dsd, options) -> CandidateFeatures:
+def extract_candidate(
+    candidate: Candidate, args, modality, dsd, options, timed: bool = True
+) -> CandidateFeatures:
     """Load one candidate frozen, preprocess the rows with its own processor, store its
-    features (one progress bar) and time its forward pass.
+    features (one progress bar) and time its forward pass (`timed`; else ms_per_example is 0).
 
     Args:
         candidate: from `check_candidates`.
@@ -321,7 +323,8 @@ def extract_candidate(candidate: Candidate, args, modality, dsd, options) -> Can
             batch = training.per_device_eval_batch_size
             vectors, source = _hooked_vectors(model, features, collator, batch, len(names), bar)
     model.eval()
-    ms = time_forward(model, features["validation"], collator, training.per_device_eval_batch_size)
+    batch = training.per_device_eval_batch_size
+    ms = time_forward(model, features["validation"], collator, batch) if timed else 0.0
     result = CandidateFeatures(
         candidate=candidate,
         train=vectors["train"][0],
