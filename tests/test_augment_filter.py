@@ -34,7 +34,7 @@ def test_a_copy_whose_probe_label_flips_is_dropped(tiny_bert, tmp_path):
     # the copies: each original unchanged, except 6 that took a text of the other class (a
     # rewrite that lost the label) while keeping their own label
     flipped = {0, 3, 8, 13, 21, 30}
-    other = {lab: [t for t, l in zip(texts, labels, strict=True) if l != lab] for lab in (0, 1)}
+    other = {lab: [t for t, y in zip(texts, labels, strict=True) if y != lab] for lab in (0, 1)}
     copy_texts = [other[labels[i]][i % 5] if i in flipped else texts[i] for i in range(40)]
     copies = originals.map(lambda row, i: {"text": copy_texts[i]}, with_indices=True)
     stored = concatenate_datasets([originals, copies])
@@ -55,8 +55,8 @@ def test_a_copy_whose_probe_label_flips_is_dropped(tiny_bert, tmp_path):
     assert dropped == 40 - len(kept_copies) and dropped >= len(flipped)
     for i in flipped:  # every rewrite that reads as the other class is gone
         assert not any(
-            t == copy_texts[i] and l == labels[i]
-            for t, l in zip(kept_copies, kept["label"][40:], strict=True)
+            t == copy_texts[i] and y == labels[i]
+            for t, y in zip(kept_copies, kept["label"][40:], strict=True)
         )
     assert len(kept_copies) >= 0.9 * len(survivors)  # the unchanged copies stay (probe fit)
 

@@ -11,6 +11,7 @@ later frozen or LP-FT run reads).
 
 from __future__ import annotations
 
+
 def consistent_copies(plan, originals, stored, seed: int):
     """`stored` (the `originals` followed by their augmented copies, `apply_augment_copies`)
     without the copies a probe on the originals' frozen features gives another label.
@@ -30,7 +31,9 @@ def consistent_copies(plan, originals, stored, seed: int):
     candidate = Candidate(
         plan.display_name, plan.model_path, plan.checkpoint_config, plan.display_name
     )
-    options = options_for(plan.args, get_strategy("frozen"), trainable_layers=0, cache_features=True)
+    options = options_for(
+        plan.args, get_strategy("frozen"), trainable_layers=0, cache_features=True
+    )
     splits = DatasetDict(train=originals, validation=copies)
     feats = extract_candidate(candidate, plan.args, plan.modality, splits, options, timed=False)
     predicted = fit_probe(feats.train, feats.train_labels, seed)(feats.validation)
