@@ -2,6 +2,7 @@
 of bench/realdata.py: the ranking per set, with LogME, probe accuracy, size and time.
 
     python bench/select_ladder.py chat_topics tweet_polarity spoken_language [--per_class 20]
+    python bench/select_ladder.py digits mnist_5k --extra "--image_size 64"  # as the bench trains
 
 Each set is drawn (`--per_class` training and validation rows per class, seed 42; the test
 split is not drawn: selection never reads it), saved with `save_to_disk`, and ranked by the
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("sets", nargs="+", choices=sorted(REAL_SETS))
     parser.add_argument("--per_class", type=int, default=20)
     parser.add_argument("--results", default=str(HERE / "results" / "select_ladder.jsonl"))
+    parser.add_argument(
+        "--extra", default="", help="more flags for tl-hf select, e.g. '--image_size 64'"
+    )
     args = parser.parse_args()
     tl_hf = [sys.executable, "-m", "tl_hf"]
     with tempfile.TemporaryDirectory(prefix="select_ladder.") as tmp:
@@ -49,7 +53,7 @@ def main() -> None:
             data, out = Path(tmp) / name, Path(tmp) / f"out_{name}"
             modality, n_train, n_val = draw(name, args.per_class, data)
             command = [*tl_hf, "select", modality, "--dataset_name", str(data)]
-            command += ["--output_dir", str(out)]
+            command += ["--output_dir", str(out), *args.extra.split()]
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)
             seconds = time.perf_counter() - start

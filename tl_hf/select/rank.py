@@ -9,9 +9,10 @@ higher LogME on the training features, then the faster forward pass.
 Why: the probe is what a frozen head reaches on these rows, measured on rows it did not fit,
 but a small validation split resolves little (one standard error is 4-6 points on 40-112 rows),
 and what the recipe then does is fine-tune. Fine-tuned with the recipe default, the largest
-rung of the text ladder was the best on every set measured while the frozen scores ranked it
-anywhere (bench/RESULTS_select.md): within what the split can resolve, the larger checkpoint is
-the better bet. LogME and speed decide between checkpoints of one size.
+rung of the text ladder was the best on two of three real sets and 0.9 points from the best on
+the third, while the frozen scores ranked it first, second or last (bench/RESULTS_select.md):
+within what the split can resolve, the larger checkpoint is the better bet. LogME and speed
+decide between checkpoints of one size.
 """
 
 from __future__ import annotations
