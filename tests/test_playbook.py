@@ -163,11 +163,19 @@ def test_ladder_moves_by_size_and_carries_what_the_split_cannot_separate():
     ladder.tried += ["l"]
     assert ladder.next_along("underfitting", "m") == "xl"
     assert ladder.next_along("overfitting", "s") is None
-    # one standard error of 0.80 on 100 rows is 0.04: 0.77 is within it, 0.75 is not
-    scores = [{"name": "a", "probe_accuracy": 0.80}, {"name": "b", "probe_accuracy": 0.77}]
-    assert carried(scores, 100) == ["a", "b"]
-    scores[1]["probe_accuracy"] = 0.75
-    assert carried(scores, 100) == ["a"]
+    # one standard error of 0.80 on 100 rows is 0.04: 0.77 is within it, 0.75 is not; the
+    # ranking's ties are what is carried
+    from tl_hf.select.rank import Score, rank_scores
+
+    def ranked(second):
+        scores = [
+            Score(name, 0.0, acc, size, 1.0, 8, "pooler_output", "first", 0.1)
+            for name, acc, size in [("a", 0.80, 10), ("b", second, 5)]
+        ]
+        return [s.as_dict() for s in rank_scores(scores, 100)]
+
+    assert carried(ranked(0.77)) == ["a", "b"]
+    assert carried(ranked(0.75)) == ["a"]
 
 
 def test_an_underfitting_baseline_climbs_to_the_next_larger_candidate(monkeypatch):

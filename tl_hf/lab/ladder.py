@@ -2,8 +2,8 @@
 
 0. With `--candidates` (or, when no checkpoint is named, the modality's installed ladder,
    `tl_hf.embedded.ladder`): rank them on frozen features (`tl_hf.select`); carry the top one,
-   and the second too when its probe accuracy is within one binomial standard error of the
-   top one's on the validation split (a difference the split cannot resolve).
+   and the second too when the ranking found it tied with the top one (probe accuracies within
+   one binomial standard error of the validation split: a difference it cannot resolve).
 1. After the frozen baselines of the carried checkpoints, the best one's diagnosis moves along
    the ladder (DESIGN: underfitting -> a bigger model, overfitting -> a smaller one): the next
    larger (or smaller) candidate by parameters gets a baseline too, and replaces the best when
@@ -17,7 +17,6 @@ a second worker, continues with the same checkpoints instead of ranking again.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,14 +63,11 @@ def playbook_candidates(base) -> list[str] | None:
     return ladder if len(ladder) >= 2 else None
 
 
-def carried(scores: list[dict], validation_rows: int) -> list[str]:
-    """The top candidate, and the second when its probe accuracy is within one binomial
-    standard error, sqrt(p (1 - p) / n), of the top one's."""
-    top = scores[0]
-    p = min(max(top["probe_accuracy"], 0.0), 1.0)
-    margin = math.sqrt(p * (1 - p) / max(validation_rows, 1))
-    close = len(scores) > 1 and top["probe_accuracy"] - scores[1]["probe_accuracy"] <= margin
-    return [top["name"], scores[1]["name"]] if close else [top["name"]]
+def carried(scores: list[dict]) -> list[str]:
+    """The top candidate, and the second when the ranking found it tied with the pick (within
+    one binomial standard error of the validation split, `tl_hf.select.rank`)."""
+    close = len(scores) > 1 and scores[1]["tied_with_best"]
+    return [scores[0]["name"], scores[1]["name"]] if close else [scores[0]["name"]]
 
 
 def _rank(session, names: list[str]) -> dict[str, Any]:
@@ -138,7 +134,7 @@ def step_select(session, trail: list) -> Ladder | None:
     ladder = Ladder(
         ranked=record["ranked"],
         parameters={s["name"]: s["parameters"] for s in record["scores"]},
-        carried=carried(record["scores"], record["validation_rows"]),
+        carried=carried(record["scores"]),
     )
     from tl_hf.lab.grid import checkpoint_label
 
