@@ -5,7 +5,6 @@ resolve), and its rerun into a complete run folder, the only run scored on the t
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 from tl_hf.console import say
@@ -28,9 +27,10 @@ def accuracy_objective(session) -> bool:
 
 def validation_margin(session, p: float) -> float:
     """One binomial standard error of an accuracy `p` on the validation split,
-    sqrt(p (1 - p) / n): what the split can resolve."""
-    p = min(max(p, 0.0), 1.0)
-    return math.sqrt(p * (1 - p) / max(validation_rows(session), 1))
+    sqrt(p (1 - p) / n): what the split can resolve (`tl_hf.select.rank.standard_error`)."""
+    from tl_hf.select.rank import standard_error
+
+    return standard_error(p, validation_rows(session))
 
 
 def choose_winner(session, summary: list[dict]) -> tuple[dict | None, dict | None]:

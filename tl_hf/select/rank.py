@@ -73,12 +73,18 @@ def probe_accuracy(train_x, train_y, val_x, val_y, seed: int = 0) -> float:
     return float(np.mean(fit_probe(train_x, train_y, seed)(val_x) == np.asarray(val_y)))
 
 
+def standard_error(accuracy: float, rows: int) -> float:
+    """One binomial standard error of an accuracy measured on `rows` rows, sqrt(p (1 - p) / n):
+    what a split of that size can resolve (the playbook's one-standard-error rule uses it too,
+    `tl_hf.lab.winner.validation_margin`)."""
+    p = min(max(accuracy, 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / max(rows, 1))
+
+
 def resolution(accuracy: float, validation_rows: int) -> float:
     """What the validation split resolves at `accuracy`: one binomial standard error, and at
     least one example."""
-    n = max(validation_rows, 1)
-    p = min(max(accuracy, 0.0), 1.0)
-    return max(math.sqrt(p * (1 - p) / n), 1.0 / n)
+    return max(standard_error(accuracy, validation_rows), 1.0 / max(validation_rows, 1))
 
 
 def rank_scores(scores: list[Score], validation_rows: int) -> list[Score]:
