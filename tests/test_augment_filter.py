@@ -27,7 +27,9 @@ def test_a_copy_whose_probe_label_flips_is_dropped(tiny_bert, tmp_path):
 
     from tl_hf.augment.consistency import consistent_copies
     from tl_hf.config import build_args
+    from tl_hf.config.resolve import options_for
     from tl_hf.pipeline import plan_run
+    from tl_hf.strategies.base import get_strategy
 
     originals = _originals()
     texts, labels = originals["text"], originals["label"]
@@ -48,7 +50,8 @@ def test_a_copy_whose_probe_label_flips_is_dropped(tiny_bert, tmp_path):
         augment_copies=1,
         augment_filter="probe",
     )
-    kept, dropped = consistent_copies(plan_run(args), originals, stored, seed=0)
+    options = options_for(args, get_strategy("frozen"), trainable_layers=0, cache_features=True)
+    kept, dropped = consistent_copies(plan_run(args), originals, stored, 0, options)
     assert kept["text"][:40] == texts  # the originals are never touched
     kept_copies = kept["text"][40:]
     survivors = [t for i, t in enumerate(copy_texts) if i not in flipped]

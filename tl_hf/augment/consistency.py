@@ -12,17 +12,16 @@ later frozen or LP-FT run reads).
 from __future__ import annotations
 
 
-def consistent_copies(plan, originals, stored, seed: int):
+def consistent_copies(plan, originals, stored, seed: int, options):
     """`stored` (the `originals` followed by their augmented copies, `apply_augment_copies`)
-    without the copies a probe on the originals' frozen features gives another label.
+    without the copies a probe on the originals' frozen features gives another label;
+    `options` are the frozen extraction's model options (the caller resolves them).
     Returns (the dataset, how many copies were dropped)."""
     import numpy as np
     from datasets import DatasetDict, concatenate_datasets
 
-    from tl_hf.config.resolve import options_for
     from tl_hf.select.extract import Candidate, extract_candidate
     from tl_hf.select.rank import fit_probe
-    from tl_hf.strategies.base import get_strategy
 
     n = len(originals)
     copies = stored.select(range(n, len(stored)))
@@ -30,9 +29,6 @@ def consistent_copies(plan, originals, stored, seed: int):
         return stored, 0
     candidate = Candidate(
         plan.display_name, plan.model_path, plan.checkpoint_config, plan.display_name
-    )
-    options = options_for(
-        plan.args, get_strategy("frozen"), trainable_layers=0, cache_features=True
     )
     splits = DatasetDict(train=originals, validation=copies)
     feats = extract_candidate(candidate, plan.args, plan.modality, splits, options, timed=False)

@@ -71,7 +71,6 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
         build_augmenter,
         small_data_rule,
     )
-    from tl_hf.augment.consistency import consistent_copies
     from tl_hf.console import phase
     from tl_hf.data.load import label_names, load_classification_data
     from tl_hf.modalities.base import data_processor
@@ -104,15 +103,7 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
                 )
                 bar.update(1)
                 if args.augment.augment_filter == "probe":
-                    dsd["train"], dropped = consistent_copies(
-                        plan, originals, dsd["train"], training.seed
-                    )
-                    total = len(originals) * plan.copies
-                    say(
-                        f"augmentation filter: kept {total - dropped} of {total} augmented "
-                        f"copies; a probe on the originals' frozen features gave {dropped} "
-                        "another label"
-                    )
+                    dsd["train"] = _filtered_copies(plan, originals, dsd["train"])
             skip = ("train",) if plan.on_the_fly else ()
             bar.set_postfix_str("preprocess")
             features = modality.preprocess(dsd, processor, args.data, num_proc, skip)
@@ -124,19 +115,46 @@ def prepare_data(plan: Plan, dataset=None) -> Prepared:
                 OnTheFly(augmenter, preprocess, training.seed, training.process_index)
             )
     names = label_names(dsd)
+    _say_data(plan, features, names, rules)
+    keep_raw = plan.on_the_fly or modality.preprocess_on_access
+    return Prepared(features, names, processor, augmenter, originals, keep_raw, rules)
+
+
+def _say_data(plan: Plan, features, names, rules) -> None:
+    """The data step's lines: rows per split, classes, the rules taken from the data and
+    the augmentation."""
     rows = ", ".join(f"{k} {len(v)}" for k, v in features.items())
     say(f"data: {rows} rows, {len(names)} classes: {', '.join(names)}")
     for rule in rules:
         say(rule.line)
-    if specs:
+    if plan.specs:
         how = (
             "(on the fly, new draws every epoch)"
             if plan.on_the_fly
             else f"({plan.copies} stored copies per example)"
         )
-        say(f"augmentation: {', '.join(map(str, specs))} {how}")
-    keep_raw = plan.on_the_fly or modality.preprocess_on_access
-    return Prepared(features, names, processor, augmenter, originals, keep_raw, rules)
+        say(f"augmentation: {', '.join(map(str, plan.specs))} {how}")
+
+
+def _filtered_copies(plan: Plan, originals, stored):
+    """The stored copies a probe on the originals' frozen features still gives their label
+    (`--augment_filter probe`), with a line saying how many it dropped."""
+    from tl_hf.augment.consistency import consistent_copies
+    from tl_hf.config.resolve import options_for
+    from tl_hf.strategies.base import get_strategy
+
+    options = options_for(
+        plan.args, get_strategy("frozen"), trainable_layers=0, cache_features=True
+    )
+    seed = plan.args.training.seed
+    kept, dropped = consistent_copies(plan, originals, stored, seed, options)
+    total = len(originals) * plan.copies
+    say(
+        f"augmentation filter: kept {total - dropped} of {total} augmented "
+        f"copies; a probe on the originals' frozen features gave {dropped} "
+        "another label"
+    )
+    return kept
 
 
 def batch_augment_step(plan: Plan, data: Prepared):
