@@ -76,3 +76,28 @@ def test_a_worker_killed_before_it_named_its_pid_space_is_closed_after_the_grace
     # pop_trial names the pid space first, so a recorded pid always has it
     trial = _claimed(study)
     assert "pid_space" in storage.get_trial(trial._trial_id).user_attrs
+
+
+def test_a_trial_closed_between_claim_and_naming_is_passed_over(tmp_path, monkeypatch):
+    """Another worker's sweep may close a trial in the instant after this worker claimed it
+    and before it wrote its host and pid: the worker takes the next waiting trial."""
+    from optuna.trial import TrialState
+
+    study = _study(f"sqlite:///{tmp_path / 'lab.db'}")
+    st.enqueue_missing(study, [{"key": "k0"}, {"key": "k1"}])
+    storage = study._storage
+    claim = storage.set_trial_state_values
+    swept = []
+
+    def claim_then_swept(trial_id, state, values=None):
+        won = claim(trial_id, state, values)
+        if state == TrialState.RUNNING and not swept:  # the other worker's sweep, now
+            swept.append(trial_id)
+            claim(trial_id, TrialState.FAIL)
+        return won
+
+    monkeypatch.setattr(storage, "set_trial_state_values", claim_then_swept)
+    trial = st.pop_trial(study)
+    assert trial is not None and trial._trial_id != swept[0]
+    assert trial.user_attrs["key"] == "k1" and trial.user_attrs["pid"] > 0
+    assert storage.get_trial(swept[0]).state == TrialState.FAIL

@@ -201,6 +201,7 @@ def enqueue_missing(study, specs) -> int:
 def pop_trial(study):
     """Claim the next WAITING trial (None when none is left). Duplicates are closed here."""
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
@@ -216,10 +217,13 @@ def pop_trial(study):
         if claimed is None:
             return None
         trial = optuna.Trial(study, claimed._trial_id)
-        trial.set_user_attr("host", socket.gethostname())
-        # pid_space before pid: a worker killed between the two left a trial no rule closed
-        trial.set_user_attr("pid_space", pid_space())
-        trial.set_user_attr("pid", os.getpid())
+        try:
+            trial.set_user_attr("host", socket.gethostname())
+            # pid_space before pid: a worker killed between the two left a trial no rule closed
+            trial.set_user_attr("pid_space", pid_space())
+            trial.set_user_attr("pid", os.getpid())
+        except UpdateFinishedTrialError:  # another worker's sweep closed it first: next one
+            continue
         key = claimed.user_attrs.get("key")
         twins = [
             t
