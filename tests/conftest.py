@@ -48,6 +48,17 @@ def pytest_xdist_make_scheduler(config, log):
     return LoadFileScheduling(config, log)
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it): each test that opens a server
+    or launches several processes takes its own, so tests on other xdist workers never meet
+    on accelerate's default 29500."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def once_per_session(tmp_path_factory, key: str, make):
     """`make(folder)` run once per test session, its value shared by every test and every
     pytest-xdist worker that asks for `key` (a worker asking while another makes it waits

@@ -10,9 +10,10 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
+
+from conftest import free_port  # noqa: E402
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 UNAVAILABLE = None
@@ -27,12 +28,6 @@ else:
         import psycopg  # noqa: F401
     except ImportError:
         UNAVAILABLE = "needs the psycopg driver (pip install 'tl-hf[postgres]')"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _user() -> str:

@@ -12,7 +12,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import REPO
+from conftest import REPO, free_port
 from test_distributed import ACCELERATE, COMMON, DRIVER, LOSS_TOLERANCE, one_process_reference
 
 pytestmark = [
@@ -32,7 +32,8 @@ def test_deepspeed_zero2_on_cpu_matches_one_process_20s(tmp_path, tmp_path_facto
     probes.mkdir()
     out = tmp_path / "zero2"
     cmd = [
-        ACCELERATE, "launch", "--config_file", CONFIG, DRIVER, "text", *flags, *COMMON,
+        ACCELERATE, "launch", "--config_file", CONFIG, "--main_process_port", str(free_port()),
+        DRIVER, "text", *flags, *COMMON,
         "--output_dir", str(out), "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "4",
     ]  # fmt: skip

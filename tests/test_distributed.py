@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_tiny_bert, once_per_session, sentiment_rows, write_csv
+from conftest import REPO, free_port, make_tiny_bert, once_per_session, sentiment_rows, write_csv
 
 pytestmark = pytest.mark.distributed
 
@@ -150,7 +150,9 @@ def launch(
         "HF_HUB_OFFLINE": "1",
     }
     launcher = (
-        [ACCELERATE, "launch", "--config_file", CPU_2PROC] if processes == 2 else [sys.executable]
+        [ACCELERATE, "launch", "--config_file", CPU_2PROC, "--main_process_port", str(free_port())]
+        if processes == 2
+        else [sys.executable]
     )
     batch = str(8 // processes)  # same global batch: 1 x 8 and 2 x 4
     cmd = [

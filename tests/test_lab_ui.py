@@ -6,22 +6,15 @@ the same trials; with --host every route needs the token."""
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 from chromium import Browser, find_chromium
-from conftest import REPO, sentiment_rows, write_csv
+from conftest import REPO, free_port, sentiment_rows, write_csv
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="Debian chromium is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(check, timeout: float, what: str, every: float = 0.1):
@@ -98,7 +91,7 @@ def server(lab_dir):
 
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = REPO
-    port = _free_port()
+    port = free_port()
     running = start_in_thread(lab_dir, port=port, keep=1)
     yield running, f"http://127.0.0.1:{port}"
     running.stop()
@@ -332,7 +325,7 @@ def test_restarted_server_shows_the_same_trials(server, lab_dir, browser):
           "the queue to drain")  # fmt: skip
     before = {t["number"]: t["state"] for t in _study_trials(url)}
     running.stop()
-    port = _free_port()
+    port = free_port()
     again = start_in_thread(lab_dir, port=port, keep=0)
     try:
         browser.open(f"http://127.0.0.1:{port}/", settle=0.5)
@@ -344,7 +337,7 @@ def test_restarted_server_shows_the_same_trials(server, lab_dir, browser):
 def test_host_needs_the_token(lab_dir, capsys):
     from tl_hf.lab.ui import start_in_thread
 
-    port = _free_port()
+    port = free_port()
     running = start_in_thread(lab_dir, port=port, host="127.0.0.1", keep=0)
     try:
         printed = capsys.readouterr().out

@@ -9,15 +9,10 @@ import socket
 import time
 
 import pytest
+from conftest import free_port
 
 from tl_hf.cli.main import main
 from tl_hf.errors import UserError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_line(capsys) -> str:

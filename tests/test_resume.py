@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, sentiment_rows, write_csv
+from conftest import REPO, free_port, sentiment_rows, write_csv
 
 from tl_hf.errors import UserError
 from tl_hf.output import atomic
@@ -295,6 +295,8 @@ def test_ctrl_c_stops_both_ranks_of_a_two_process_launch(tiny_bert, tmp_path):
         "launch",
         "--config_file",
         os.path.join(REPO, "accelerate_configs", "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(free_port()),
         DRIVER,
         *_argv(tiny_bert, data, out),
         "--num_train_epochs",

@@ -4,7 +4,6 @@ predictions that match the model, oversize, malformed and over-rate requests ans
 
 import io
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -13,13 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
+from conftest import free_port
 from run_folder import tiny_text_model
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_folder(root, modality, model, processor, temperature=2.0):
@@ -41,7 +35,7 @@ class Server:
         self.run = load_run(root, "cpu")
         settings = {"max_request_bytes": 4096, "rate_limit": 0, "max_inputs": 8, **limits}
         app = build_app(self.run, **settings)
-        self.port = _free_port()
+        self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
