@@ -27,7 +27,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tl_hf.augment.base import soft_cross_entropy  # noqa: F401  (mixup's loss; re-exported)
+from tl_hf.augment.base import (
+    mix_rows,
+    soft_cross_entropy,  # noqa: F401  (mixup's loss; re-exported)
+    soft_labels,
+)
 from tl_hf.errors import UserError
 
 AUGMENTATIONS: dict[str, dict[str, Any]] = {
@@ -350,7 +354,6 @@ class WaveformMixup:
 
     def __call__(self, batch: dict, seed: int | None = None) -> dict:
         import numpy as np
-        import torch
 
         rng = np.random.default_rng(seed) if seed is not None else self.rng
         key = "input_features" if "input_features" in batch else "input_values"
@@ -358,25 +361,9 @@ class WaveformMixup:
             raise UserError(
                 f"mixup needs input_features or input_values and labels; batch has {', '.join(batch)}"
             )
-        labels = batch["labels"]
-        soft = (
-            labels.float()
-            if labels.dim() == 2
-            else torch.nn.functional.one_hot(labels.long(), self.num_labels).float()
-        )
-        batch = dict(batch)
-        if rng.random() < self.p and soft.shape[0] > 1:
-            lam = float(rng.beta(self.alpha, self.alpha)) if self.alpha > 0 else 1.0
-            perm = torch.from_numpy(rng.permutation(soft.shape[0]))
-            x = batch[key]
-            batch[key] = lam * x + (1 - lam) * x[perm]
-            if "attention_mask" in batch:  # the mixed clip spans both inputs
-                batch["attention_mask"] = torch.maximum(
-                    batch["attention_mask"], batch["attention_mask"][perm]
-                )
-            soft = lam * soft + (1 - lam) * soft[perm]
-        batch["labels"] = soft
-        return batch
+        if rng.random() < self.p:
+            return mix_rows(batch, [key], self.num_labels, self.alpha, rng, ("attention_mask",))
+        return {**batch, "labels": soft_labels(batch["labels"], self.num_labels)}
 
 
 def build_batch_mixer(specs, num_labels: int, seed: int = 0) -> WaveformMixup | None:

@@ -15,6 +15,11 @@ Each modality's augmentation module (`Modality.augment_module`: `tl_hf.augment.t
 - `SMALL_DATA` (optional, a `SmallData`): the augmentation a run gets when the user leaves
   `--augment` open and the training split is small (`small_data_rule`).
 
+Every modality also takes `FEATURE_LEVEL` (`feature_mixup`): mixup on the cached output of a
+frozen backbone (`tl_hf.training.features`), for the heads trained on it (`frozen`, LP-FT's
+probe), where an epoch costs a few small kernels and input augmentation would take the cache
+away.
+
 This module holds what is common: parsing `--augment`, adding K copies through
 `datasets.map` (seeded, fingerprinted so reruns hit the cache, parallel), and the
 on-the-fly transform that re-draws every epoch.
@@ -64,6 +69,10 @@ PARAM_RANGES = {
     "time_width": "[0, inf)",
     "freq_width": "[0, inf)",
 }
+
+
+# Augmentations of every modality that act on cached backbone features, not on inputs.
+FEATURE_LEVEL: dict[str, dict[str, Any]] = {"feature_mixup": {"alpha": 0.4, "p": 1.0}}
 
 
 def check_param(name: str, key: str, value: Any) -> None:
@@ -152,8 +161,14 @@ def augment_module(modality):
     return importlib.import_module(modality.augment_module)
 
 
-def build_augmenter(modality, specs: list[AugmentSpec], context: dict[str, Any]) -> AugmentFn:
-    """The modality's per-example augmenter of `specs` (see the module docstring)."""
+def build_augmenter(
+    modality, specs: list[AugmentSpec], context: dict[str, Any]
+) -> AugmentFn | None:
+    """The modality's per-example augmenter of `specs` (see the module docstring); None when
+    every spec acts on features (`FEATURE_LEVEL`)."""
+    specs = [s for s in specs if s.name not in FEATURE_LEVEL]
+    if not specs:
+        return None
     return augment_module(modality).build_augmenter(specs, modality.input_column, **context)
 
 
@@ -327,7 +342,71 @@ def resolve_augment_specs(modality, augment_args, explicit: set[str]) -> list[Au
     if not wanted or [i.lower() for i in augment_args.augment or ()] == ["none"]:
         return []
     module = augment_module(modality)
-    return parse_augment_specs(augment_args.augment, module.AUGMENTATIONS, module.DEFAULT_AUGMENT)
+    catalogue = {**module.AUGMENTATIONS, **FEATURE_LEVEL}
+    return parse_augment_specs(augment_args.augment, catalogue, module.DEFAULT_AUGMENT)
+
+
+def feature_level(specs: list[AugmentSpec]) -> list[AugmentSpec]:
+    """The specs that mix cached backbone features (`FEATURE_LEVEL`)."""
+    return [s for s in specs if s.name in FEATURE_LEVEL]
+
+
+def soft_labels(labels, num_labels: int):
+    """[B, num_labels] float labels from class ids [B] (one-hot) or soft labels [B, C]."""
+    import torch
+
+    if labels.dim() == 2:
+        return labels.float()
+    return torch.nn.functional.one_hot(labels.long(), num_labels).float()
+
+
+def mix_rows(
+    batch: dict, keys: list[str], num_labels: int, alpha: float, rng, union: tuple = ()
+) -> dict:
+    """Mixup of a collated batch: each tensor under `keys` becomes lam x + (1 - lam) x[perm]
+    (lam ~ Beta(alpha, alpha), one permutation of the rows, both drawn from the numpy `rng`),
+    the labels soft and mixed the same way; masks under `union` keep every position either row
+    had (a mixed clip spans both inputs)."""
+    import torch
+
+    soft = soft_labels(batch["labels"], num_labels)
+    out = dict(batch)
+    if soft.shape[0] > 1:
+        lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
+        perm = torch.from_numpy(rng.permutation(soft.shape[0])).to(soft.device)
+        for key in keys:
+            out[key] = lam * batch[key] + (1 - lam) * batch[key][perm]
+        for key in union:
+            if key in batch:
+                out[key] = torch.maximum(batch[key], batch[key][perm])
+        soft = lam * soft + (1 - lam) * soft[perm]
+    out["labels"] = soft
+    return out
+
+
+class FeatureMixup:
+    """`feature_mixup`: mixup on the stored backbone output of a training batch (the floating
+    `tl_hf_feature_*` tensors a frozen run's head reads), soft labels out. A batch without
+    stored features (a phase that runs the backbone) passes unchanged."""
+
+    on_features = True  # the trainer keeps it where the feature cache is on
+
+    def __init__(self, spec: AugmentSpec, num_labels: int, seed: int, prefix: str):
+        import numpy as np
+
+        self.alpha, self.p = float(spec.params["alpha"]), float(spec.params["p"])
+        self.num_labels, self.prefix = num_labels, prefix
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, batch: dict) -> dict:
+        keys = [
+            k
+            for k, v in batch.items()
+            if k.startswith(self.prefix) and getattr(v, "is_floating_point", lambda: False)()
+        ]
+        if not keys or "labels" not in batch or self.rng.random() >= self.p:
+            return batch
+        return mix_rows(batch, keys, self.num_labels, self.alpha, self.rng)
 
 
 def preview_indices(labels: list, n: int) -> list[int]:

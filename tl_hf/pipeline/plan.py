@@ -72,13 +72,15 @@ def _check_pooling(pooling: str, checkpoint_config) -> None:
 def _augmentation(modality, strategy, args: RunArgs) -> dict[str, Any]:
     """The plan's augmentation fields (specs, copies, on_the_fly, batch_level) and whether
     features are cached (`cache`; an impossible `--cache_features true` fails here)."""
-    from tl_hf.augment.base import batch_level, resolve_augment_specs
+    from tl_hf.augment.base import batch_level, feature_level, resolve_augment_specs
     from tl_hf.training.features import cache_plan
 
     specs = resolve_augment_specs(modality, args.augment, args.explicit)
-    on_the_fly = bool(specs) and args.augment.augment_mode == "on_the_fly"
-    copies = args.augment.augment_copies
-    if specs and not on_the_fly and copies == 0:
+    on_features = feature_level(specs)
+    inputs = len(specs) > len(on_features)  # some augment the inputs themselves
+    on_the_fly = inputs and args.augment.augment_mode == "on_the_fly"
+    copies = args.augment.augment_copies if inputs else 0
+    if inputs and not on_the_fly and copies == 0:
         copies = 1  # --augment given in map mode without a count: one augmented copy
     batched = bool(batch_level(modality, specs))
     if args.augment.augment_filter != "none" and (on_the_fly or not specs or batched):
@@ -89,6 +91,14 @@ def _augmentation(modality, strategy, args: RunArgs) -> dict[str, Any]:
         )
     explicit = "cache_features" in args.explicit
     cache = cache_plan(strategy, args.strategy, explicit, on_the_fly, batched)
+    heads = strategy.head_on_frozen_features(args.strategy) and args.strategy.cache_features
+    if on_features and not heads or on_features and (on_the_fly or batched):
+        raise UserError(
+            "--augment feature_mixup mixes the stored features a head on a frozen backbone "
+            "trains on: use it with --strategy frozen or lp_ft (its probe), the feature cache "
+            "on, and no on-the-fly or batch-level augmentation beside it (for a backbone that "
+            "trains, --augment mixup mixes the inputs)"
+        )
     return dict(
         specs=tuple(specs), copies=copies, on_the_fly=on_the_fly, batch_level=batched, cache=cache
     )

@@ -132,6 +132,8 @@ def _say_data(plan: Plan, features, names, rules) -> None:
             "(on the fly, new draws every epoch)"
             if plan.on_the_fly
             else f"({plan.copies} stored copies per example)"
+            if plan.copies
+            else "(on the stored features of every training batch)"
         )
         say(f"augmentation: {', '.join(map(str, plan.specs))} {how}")
 
@@ -158,10 +160,17 @@ def _filtered_copies(plan: Plan, originals, stored):
 
 
 def batch_augment_step(plan: Plan, data: Prepared):
-    """The batch-level augmentation (mixup, cutmix, SpecAugment) of this run, or None."""
+    """The batch-level augmentation of this run (mixup, cutmix, SpecAugment on the inputs;
+    `feature_mixup` on cached features, which the plan never combines with them), or None."""
+    from tl_hf.augment.base import FeatureMixup, feature_level
+    from tl_hf.training.features import COLUMN_PREFIX
+
+    seed = plan.args.training.seed
+    on_features = feature_level(list(plan.specs))
+    if on_features:
+        return FeatureMixup(on_features[0], len(data.label_names), seed, COLUMN_PREFIX)
     if not plan.batch_level:
         return None
-    seed = plan.args.training.seed
     return plan.modality.build_batch_augment(list(plan.specs), len(data.label_names), seed)
 
 

@@ -48,7 +48,10 @@ def build_trainer(
         callbacks=callbacks,
         strategy=strategy or plan.strategy,
         options=options or plan.options,
-        batch_augment=batch_augment if features.cache is None else None,
+        # inputs mixed where the backbone runs, stored features where it does not
+        batch_augment=batch_augment
+        if (features.cache is None) != getattr(batch_augment, "on_features", False)
+        else None,
         test_time=_test_time(plan),
         timer=timer,
         speed=speed,

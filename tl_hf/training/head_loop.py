@@ -271,7 +271,11 @@ def _train_step(loop: _Loop, epoch: int, step: int, order) -> bool:
             optimizer.train()
     batch_size = loop.schedule.batch_size
     index = order[step * batch_size : (step + 1) * batch_size]
-    loss = model(**{k: v.index_select(0, index) for k, v in loop.train.items()}).loss
+    batch = {k: v.index_select(0, index) for k, v in loop.train.items()}
+    if trainer.batch_augment is None:
+        loss = model(**batch).loss
+    else:  # feature mixup: soft labels, the trainer's soft cross-entropy
+        loss = trainer.compute_loss(model, batch)
     loss.backward()
     loop.tr_loss += loss.detach()
     if args.max_grad_norm > 0:
