@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tl_hf.console import say
+from tl_hf.errors import UserError
 from tl_hf.pipeline.plan import Plan
 
 
@@ -274,6 +275,13 @@ def cache_features_step(
         except CannotCache as err:
             reason = str(err)
     if not strategy.trains_backbone:
+        from tl_hf.augment.base import feature_level
+
+        if feature_level(list(plan.specs)):
+            raise UserError(
+                f"--augment feature_mixup needs stored features, and this model's cannot be "
+                f"stored ({reason}): use --augment mixup (it mixes the inputs)"
+            )
         say(f"features not cached ({reason}): the frozen backbone runs at every step")
     return Features(None, data.features, collator)
 
