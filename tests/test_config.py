@@ -192,6 +192,30 @@ def test_image_llrd_trains_longer_than_the_other_strategies(tmp_path):
         assert trial.training.num_train_epochs == expected, strategy
 
 
+def test_image_llrd_waits_longer_before_stopping(tmp_path):
+    """Image llrd on its own 20 epochs counts patience 8 (3 stopped it on validation noise:
+    docs/defaults.md, the best checkpoint); a given patience, another epoch count, another
+    strategy or modality keep the shared 3; a lab trial derives it for its own strategy."""
+    from tl_hf.lab.grid import AugmentSet, TrialSpec, trial_args
+
+    data = str(tmp_path / "train.csv")
+
+    def patience(modality, **kw):
+        return build_args(modality, train_file=data, **kw).stopping.early_stopping_patience
+
+    assert patience("image") == patience("image", strategy="llrd") == 8
+    assert patience("image", early_stopping_patience=3) == 3
+    assert patience("image", early_stopping_patience=5, strategy="llrd") == 5
+    assert patience("image", num_train_epochs=6) == 3
+    assert patience("image", strategy="frozen") == patience("image", strategy="lp_ft") == 3
+    assert patience("text") == patience("audio") == 3
+    base = build_args("image", train_file=data)
+    for strategy, expected in (("frozen", 3), ("llrd", 8)):
+        spec = TrialSpec(strategy, 1e-3, None, None, "none", 0)
+        trial = trial_args(base, spec, AugmentSet(["none"]), str(tmp_path / strategy))
+        assert trial.stopping.early_stopping_patience == expected, strategy
+
+
 # -- every numeric flag checked before anything loads (tl_hf.ranges), generated from metadata
 
 

@@ -326,7 +326,10 @@ def test_ctrl_c_stops_both_ranks_of_a_two_process_launch(tiny_bert, tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("stopped by SIGINT")]
     assert len(lines) == 1 and lines[0].endswith(" --resume"), err[-3000:]
     # the exact launch command, config file included
-    assert f"resume with: accelerate launch --config_file {cmd[3]} {DRIVER} text " in lines[0]
+    assert (
+        f"resume with: accelerate launch --config_file {' '.join(cmd[3:6])} {DRIVER} text "
+        in lines[0]
+    )
     # the ranks print no traceback (the launcher's own SignalException is torch's)
     assert "tl_hf" not in err.split("stopped by SIGINT")[1]
     latest = latest_complete_checkpoint(str(out))

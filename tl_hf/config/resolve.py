@@ -91,10 +91,20 @@ def resolve_args(args: RunArgs) -> RunArgs:
         *modality.default_epochs.values(),
     }:  # a default (the embedded runs' own sizes are other values): the strategy's
         training.num_train_epochs = default_epochs(modality, record)
-    check_early_stopping(training, args.stopping)
+    stopping, shared_patience = args.stopping, EarlyStoppingArguments().early_stopping_patience
+    if "early_stopping_patience" not in explicit and stopping.early_stopping_patience in {
+        shared_patience,
+        *modality.default_patience.values(),
+    }:  # on the strategy's own schedule, the patience measured with it (docs/defaults.md)
+        own = training.num_train_epochs == default_epochs(modality, record)
+        patience = modality.default_patience.get(record.name, shared_patience)
+        stopping = dataclasses.replace(
+            stopping, early_stopping_patience=patience if own else shared_patience
+        )
+    check_early_stopping(training, stopping)
     if args.speed.bf16_weights and not training.bf16:
         raise UserError("--bf16_weights needs --bf16 true (it replaces bf16 autocast)")
-    return dataclasses.replace(args, data=data, strategy=strategy)
+    return dataclasses.replace(args, data=data, strategy=strategy, stopping=stopping)
 
 
 def check_early_stopping(training, stopping: EarlyStoppingArguments) -> None:

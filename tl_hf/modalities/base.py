@@ -179,6 +179,8 @@ class Modality:
             card's `base_model`, so the Hub links the model tree (None: no embedded one).
         default_epochs: strategy name -> `--num_train_epochs` when none is given (else the
             shared default; docs/defaults.md: the evidence).
+        default_patience: strategy name -> `--early_stopping_patience` when none is given and
+            the run trains that strategy's default epochs (else the shared 3).
         embedded_run_defaults: flag defaults used when the embedded model and data run.
         flags: the dataclass of the modality's own flags (`--max_seq_length` for text), parsed
             beside the toolkit's; its functions read them from `data_args` (`tl_hf.registry.
@@ -225,6 +227,7 @@ class Modality:
     default_dataset: str | None = None
     default_model_hub_id: str | None = None
     default_epochs: dict[str, int] = field(default_factory=dict)
+    default_patience: dict[str, int] = field(default_factory=dict)
     embedded_run_defaults: dict[str, Any] = field(default_factory=dict)
     flags: type | None = None
     default_strategy: str = "llrd"
