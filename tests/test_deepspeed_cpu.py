@@ -13,7 +13,13 @@ import subprocess
 
 import pytest
 from conftest import REPO, free_port
-from test_distributed import ACCELERATE, COMMON, DRIVER, LOSS_TOLERANCE, one_process_reference
+from test_distributed import (
+    ACCELERATE_LAUNCH,
+    COMMON,
+    DRIVER,
+    LOSS_TOLERANCE,
+    one_process_reference,
+)
 
 pytestmark = [
     pytest.mark.distributed,
@@ -32,7 +38,7 @@ def test_deepspeed_zero2_on_cpu_matches_one_process_20s(tmp_path, tmp_path_facto
     probes.mkdir()
     out = tmp_path / "zero2"
     cmd = [
-        ACCELERATE, "launch", "--config_file", CONFIG, "--main_process_port", str(free_port()),
+        *ACCELERATE_LAUNCH, "--config_file", CONFIG, "--main_process_port", str(free_port()),
         DRIVER, "text", *flags, *COMMON,
         "--output_dir", str(out), "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "4",

@@ -18,9 +18,13 @@ import pytest
 import torch
 from conftest import REPO, free_port, make_tiny_bert, once_per_session, sentiment_rows, write_csv
 
+from tl_hf.cli.launch import accelerate_launch
+
 pytestmark = pytest.mark.distributed
 
-ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
+# accelerate's launcher as a module run (what `tl-hf launch` execs): the `accelerate` script
+# first imports every subcommand, 5 s a launch; the recipe tests keep the script a user types
+ACCELERATE_LAUNCH = accelerate_launch()
 DRIVER = os.path.join(REPO, "tests", "dist_driver.py")
 CPU_2PROC = os.path.join(REPO, "accelerate_configs", "cpu_2proc.yaml")
 
@@ -150,7 +154,7 @@ def launch(
         "HF_HUB_OFFLINE": "1",
     }
     launcher = (
-        [ACCELERATE, "launch", "--config_file", CPU_2PROC, "--main_process_port", str(free_port())]
+        [*ACCELERATE_LAUNCH, "--config_file", CPU_2PROC, "--main_process_port", str(free_port())]
         if processes == 2
         else [sys.executable]
     )

@@ -273,3 +273,77 @@ def test_audio_corrupted_mid_training_is_skipped(tiny_wav2vec2, tmp_path, capsys
     assert out.count("[tl-hf] skipped 2.wav: no longer decodes") == 1
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["stopped_epoch"] == 2
+
+
+def _clips(seconds):
+    """An in-memory audio split of silent-ish clips lasting `seconds` each, stored as wav bytes
+    (so the rule reads headers) ."""
+    import io
+
+    import soundfile as sf
+    from datasets import Audio, Dataset
+
+    rows = []
+    for i, length in enumerate(seconds):
+        buffer = io.BytesIO()
+        sf.write(buffer, tone(300.0, length, 16000, 1, i), 16000, format="WAV")
+        rows.append({"bytes": buffer.getvalue(), "path": None})
+    data = Dataset.from_dict({"audio": rows, "label": [i % 2 for i in range(len(rows))]})
+    return data.cast_column("audio", Audio(sampling_rate=16000))
+
+
+@pytest.mark.parametrize(
+    "seconds, given, model_type, window",
+    [
+        ([2.2] * 39 + [20.0], None, "whisper", 3.0),  # the one long clip is cropped
+        ([2.2] * 18 + [20.0] * 2, None, "whisper", 20.0),  # 10% long: they set the window
+        ([0.3] * 10, None, "whisper", 1.0),  # at least one second
+        ([31.0] * 4, None, "whisper", None),  # clips as long as the window: nothing to shrink
+        ([2.2] * 10, 1.5, "whisper", None),  # --max_duration_seconds given
+        ([2.2] * 10, None, "wav2vec2", None),  # no fixed window: batches pad to their longest
+    ],
+)
+def test_whisper_window_from_the_data(seconds, given, model_type, window):
+    from argparse import Namespace
+
+    from transformers import WhisperFeatureExtractor
+
+    from tl_hf.modalities.audio import rules_from_data
+
+    data_args = Namespace(max_duration_seconds=given)
+    rules = rules_from_data(
+        _clips(seconds), WhisperFeatureExtractor(), data_args, Namespace(model_type=model_type)
+    )
+    assert [rule.settings for rule in rules] == (
+        [{"max_duration_seconds": window}] if window else []
+    )
+    if window:
+        assert f"shrinks to {window:.0f} s" in rules[0].line
+
+
+def test_whisper_without_a_duration_takes_its_window_from_the_clips(
+    tiny_whisper, audio_folder, tmp_path, capsys
+):
+    """The folder's clips last 0.4-0.55 s: the recipe, given no --max_duration_seconds, trains
+    on a 1 s window (not 30 s), says so, and records it in run_config.yaml and the card."""
+    import yaml
+
+    import tl_hf
+
+    out = tmp_path / "wh"
+    result = tl_hf.train_audio_classifier(
+        model_name_or_path=tiny_whisper,
+        dataset_name=audio_folder,
+        output_dir=str(out),
+        num_train_epochs=1,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        validation_split_percentage=20,
+    )
+    assert result.model.config.max_source_positions == 50
+    line = "--max_duration_seconds 1.0 from the data"
+    assert line in capsys.readouterr().out
+    config = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert config["max_duration_seconds"] == 1.0
+    assert any(rule.startswith(line) for rule in config["rules_from_data"])
+    assert line in (out / "README.md").read_text()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, free_port, sentiment_rows, write_csv
 
+from tl_hf.cli.launch import accelerate_launch
 from tl_hf.errors import UserError
 from tl_hf.output import atomic
 from tl_hf.output.folder import (
@@ -291,8 +292,7 @@ def test_ctrl_c_stops_both_ranks_of_a_two_process_launch(tiny_bert, tmp_path):
     exits.mkdir()
     data = write_csv(tmp_path / "d.csv", sentiment_rows(80))
     cmd = [
-        os.path.join(os.path.dirname(sys.executable), "accelerate"),
-        "launch",
+        *accelerate_launch(),
         "--config_file",
         os.path.join(REPO, "accelerate_configs", "cpu_2proc.yaml"),
         "--main_process_port",
@@ -327,7 +327,7 @@ def test_ctrl_c_stops_both_ranks_of_a_two_process_launch(tiny_bert, tmp_path):
     assert len(lines) == 1 and lines[0].endswith(" --resume"), err[-3000:]
     # the exact launch command, config file included
     assert (
-        f"resume with: accelerate launch --config_file {' '.join(cmd[3:6])} {DRIVER} text "
+        f"resume with: accelerate launch --config_file {' '.join(cmd[4:7])} {DRIVER} text "
         in lines[0]
     )
     # the ranks print no traceback (the launcher's own SignalException is torch's)

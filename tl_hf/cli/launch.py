@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
 import sys
 import time
@@ -117,6 +116,16 @@ def wait_for_main_machine(ip: str, port: int, timeout: float) -> None:
             time.sleep(min(1.0, max(deadline - time.monotonic(), 0)))
 
 
+def accelerate_launch() -> list[str]:
+    """`accelerate launch` as this interpreter's module run: the same launcher as the
+    `accelerate` console script, without the script's import of every other subcommand first
+    (timm and torchvision, for `accelerate estimate-memory`): 2.2 s instead of 7.3 s to start
+    two processes of an empty script on these cores."""
+    from tl_hf.output.interrupt import LAUNCH_MODULE
+
+    return [sys.executable, "-m", LAUNCH_MODULE]
+
+
 def main(argv: list[str]) -> int:
     """`tl-hf launch ...`: check, then exec `accelerate launch`; 2 with one line on an error."""
     try:
@@ -137,8 +146,7 @@ def main(argv: list[str]) -> int:
     except (UserError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
-    here = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    accelerate = here if os.path.exists(here) else shutil.which("accelerate") or "accelerate"
     sys.stdout.flush()
-    os.execv(accelerate, [accelerate, "launch", *kept, *script])
+    command = accelerate_launch()
+    os.execv(command[0], [*command, *kept, *script])
     return 0  # not reached

@@ -22,6 +22,8 @@ AUDIO_CANDIDATES = (
     "path",
     "filepath",
 )
+DURATION_SAMPLE = 256  # training clips whose length is read for the window rule
+WINDOW_QUANTILE = 0.95  # the window keeps this share of the training clips whole
 
 
 @dataclass
@@ -138,6 +140,58 @@ def build_processor(model_path: str, args, config=None):
         trust_remote_code=args.model.trust_remote_code,
         **kwargs,
     )
+
+
+def clip_seconds(train) -> list[float]:
+    """The lengths in seconds of up to DURATION_SAMPLE training clips: from the file header
+    where the clip is a file or bytes, else from the decoded samples."""
+    import io
+
+    import soundfile as sf
+    from datasets import Audio
+
+    from tl_hf.augment.audio import load_waveform
+
+    raw = train
+    if isinstance(train.features.get("audio"), Audio):
+        raw = train.cast_column("audio", Audio(decode=False))
+    step = max(1, len(raw) // DURATION_SAMPLE)
+    seconds = []
+    for value in raw.select(range(0, len(raw), step))["audio"]:
+        if isinstance(value, dict) and value.get("array") is None:
+            source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+            try:
+                info = sf.info(source)
+                seconds.append(info.frames / info.samplerate)
+                continue
+            except (RuntimeError, TypeError):  # LibsndfileError is a RuntimeError
+                pass  # a format soundfile cannot read the header of: decode it
+        wave, rate, _ = load_waveform(value, 16000)
+        seconds.append(len(wave) / rate)
+    return seconds
+
+
+def rules_from_data(train, processor, data_args, config) -> list:
+    """`--max_duration_seconds` when not given, for Whisper (whose encoder otherwise reads a
+    fixed 30 s window, however short the clips): the length that keeps WINDOW_QUANTILE of the
+    training clips whole, rounded up to whole seconds (longer ones are cropped)."""
+    import numpy as np
+
+    from tl_hf.modalities.base import DataRule
+
+    full = getattr(processor, "chunk_length", None)
+    if data_args.max_duration_seconds or not _is_whisper(config) or not full or not len(train):
+        return []
+    seconds = float(np.quantile(clip_seconds(train), WINDOW_QUANTILE))
+    window = max(1, math.ceil(seconds))
+    if window >= full:
+        return []
+    reason = (
+        f"{WINDOW_QUANTILE:.0%} of the training clips last {seconds:.1f} s or less; Whisper's "
+        f"{full} s window shrinks to {window} s ({full / window:.0f}x less encoder work), "
+        "longer clips are cropped (docs/defaults.md, audio window)"
+    )
+    return [DataRule("max_duration_seconds", float(window), reason)]
 
 
 def adapt_model(model, processor) -> None:
@@ -300,5 +354,6 @@ MODALITY = register_modality(
         augment_context=augment_context,
         build_batch_augment=build_batch_augment,
         adapt_model=adapt_model,
+        rules_from_data=rules_from_data,
     )
 )

@@ -18,6 +18,9 @@ from typing import Any
 
 # Where the current run is; reset by `start_run`.
 PROGRESS: dict[str, Any] = {}
+# `accelerate launch` run as a module (`tl_hf.cli.launch.accelerate_launch`): a resume
+# command names it as the user knows it, `accelerate launch`
+LAUNCH_MODULE = "accelerate.commands.launch"
 
 
 class Terminated(KeyboardInterrupt):
@@ -87,7 +90,9 @@ def _launcher_command(script: str) -> list[str] | None:
     if script not in parent:
         return None
     launcher = parent[: parent.index(script)]
-    if len(launcher) > 1 and os.path.basename(launcher[1]) in ("accelerate", "torchrun"):
+    if launcher[1:3] == ["-m", LAUNCH_MODULE]:  # tl-hf launch's way of starting it
+        launcher = ["accelerate", "launch", *launcher[3:]]
+    elif len(launcher) > 1 and os.path.basename(launcher[1]) in ("accelerate", "torchrun"):
         launcher = [os.path.basename(launcher[1]), *launcher[2:]]  # drop the interpreter
     elif launcher and os.path.basename(launcher[0]) in ("accelerate", "torchrun"):
         launcher = [os.path.basename(launcher[0]), *launcher[1:]]

@@ -256,16 +256,17 @@ def time_forward(model, ds, collator, batch_size: int) -> float:
 
 def _load_frozen(candidate: Candidate, args, modality, label_names, options, train):
     """The candidate as `--strategy frozen` loads it, its processor built for the training
-    split `train` as a run builds it: (model, processor, pooling)."""
+    split `train` as a run builds it: (model, processor, pooling, the data flags with the
+    settings the training split chose, e.g. Whisper's window)."""
     import dataclasses
 
-    from tl_hf.modalities.base import data_processor
+    from tl_hf.modalities.base import data_processor, with_rules
     from tl_hf.model.checkpoint import build_model
     from tl_hf.model.pooling import resolve_pooling
     from tl_hf.strategies.base import apply_strategy, get_strategy
 
     model_args = dataclasses.replace(args.model, model_name_or_path=candidate.path, candidates=None)
-    processor, _ = data_processor(modality, candidate.path, args, candidate.config, train)
+    processor, rules = data_processor(modality, candidate.path, args, candidate.config, train)
     model = build_model(
         modality.auto_model,
         candidate.path,
@@ -278,7 +279,7 @@ def _load_frozen(candidate: Candidate, args, modality, label_names, options, tra
     modality.adapt_model(model, processor)
     pooling, _ = resolve_pooling(model, candidate.path, args.model.pooling, True)
     apply_strategy(model, get_strategy("frozen"), options=options)
-    return model, processor, pooling
+    return model, processor, pooling, with_rules(args, rules).data
 
 
 def extract_candidate(
@@ -303,11 +304,11 @@ def extract_candidate(
 
     start = time.perf_counter()
     names = label_names(dsd)
-    model, processor, pooling = _load_frozen(
+    model, processor, pooling, data = _load_frozen(
         candidate, args, modality, names, options, dsd["train"]
     )
     raw = DatasetDict({split: dsd[split] for split in SPLITS})
-    features = modality.preprocess(raw, processor, args.data, args.data.preprocessing_num_workers)
+    features = modality.preprocess(raw, processor, data, args.data.preprocessing_num_workers)
     collator = modality.build_collator(processor)
     training = args.training
     model.to(getattr(training, "device", torch.device("cpu")))
