@@ -15,7 +15,8 @@ sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )  # run from a checkout
 
+from tl_hf.cli.process import exit_process  # noqa: E402
 from tl_hf.cli.recipe import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("text"))
+    exit_process(main("text"))

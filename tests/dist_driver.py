@@ -29,6 +29,7 @@ import tl_hf.report as report  # noqa: E402
 import tl_hf.report.history as history  # noqa: E402
 import tl_hf.training.metrics as metrics  # noqa: E402
 import tl_hf.training.trainer as train  # noqa: E402
+from tl_hf.cli.process import exit_process  # noqa: E402
 from tl_hf.cli.recipe import main  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
@@ -107,4 +108,4 @@ train.TLTrainer.create_optimizer = create_optimizer
 train.TLTrainer.training_step = training_step
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    exit_process(main(sys.argv[1], sys.argv[2:]))  # as the recipes end

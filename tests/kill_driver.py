@@ -27,6 +27,7 @@ import tl_hf.output.save as save  # noqa: E402
 import tl_hf.training.async_checkpoint as async_checkpoint  # noqa: E402
 import tl_hf.training.metrics as metrics  # noqa: E402
 import tl_hf.training.trainer as train  # noqa: E402
+from tl_hf.cli.process import exit_process  # noqa: E402
 from tl_hf.cli.recipe import main  # noqa: E402
 from tl_hf.output.names import FINISHED_MARKER  # noqa: E402
 
@@ -115,4 +116,4 @@ if __name__ == "__main__":
         rank = os.environ.get("RANK", "0")
         with open(os.path.join(os.environ["TL_HF_EXIT_DIR"], f"rank{rank}.exit"), "w") as f:
             f.write(str(code))
-    sys.exit(code)
+    exit_process(code)  # as the recipes end

@@ -1,7 +1,6 @@
 """`python -m tl_hf ...` = `tl-hf ...` (and `accelerate launch -m tl_hf train text ...`)."""
 
-import sys
-
 from tl_hf.cli import main
+from tl_hf.cli.process import exit_process
 
-sys.exit(main())
+exit_process(main())

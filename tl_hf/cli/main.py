@@ -197,3 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in commands:
         return _error(f"unknown command {command!r}: choose one of {', '.join(commands)}")
     return commands[command](rest)
+
+
+def console() -> None:
+    """The `tl-hf` console script: `main`, then the process ends (`exit_process`)."""
+    from tl_hf.cli.process import exit_process
+
+    exit_process(main())
