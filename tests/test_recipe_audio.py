@@ -347,3 +347,30 @@ def test_whisper_without_a_duration_takes_its_window_from_the_clips(
     assert config["max_duration_seconds"] == 1.0
     assert any(rule.startswith(line) for rule in config["rules_from_data"])
     assert line in (out / "README.md").read_text()
+
+
+def test_selection_ranks_whisper_candidates_on_the_window_from_the_data(
+    tiny_whisper, audio_folder, tmp_path, capsys
+):
+    """`tl-hf select audio` takes the same window as a run would (it padded every clip to 30 s):
+    each Whisper candidate says which, and ranks on it."""
+    import shutil
+
+    import tl_hf
+
+    other = tmp_path / "whisper_copy"
+    shutil.copytree(tiny_whisper, other)
+    selection = tl_hf.select_checkpoint(
+        "audio",
+        [tiny_whisper, str(other)],
+        dataset_name=audio_folder,
+        validation_split_percentage=25,
+        test_split_percentage=0,
+    )
+    assert len(selection.scores) == 2
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if "--max_duration_seconds 1.0 from the data" in line
+    ]
+    assert len(lines) == 2, lines  # one per candidate

@@ -256,11 +256,11 @@ def time_forward(model, ds, collator, batch_size: int) -> float:
 
 def _load_frozen(candidate: Candidate, args, modality, label_names, options, train):
     """The candidate as `--strategy frozen` loads it, its processor built for the training
-    split `train` as a run builds it: (model, processor, pooling, the data flags with the
-    settings the training split chose, e.g. Whisper's window)."""
+    split `train` as a run builds it: (model, processor, pooling, the settings the training
+    split chose, e.g. Whisper's window: `DataRule`s)."""
     import dataclasses
 
-    from tl_hf.modalities.base import data_processor, with_rules
+    from tl_hf.modalities.base import data_processor
     from tl_hf.model.checkpoint import build_model
     from tl_hf.model.pooling import resolve_pooling
     from tl_hf.strategies.base import apply_strategy, get_strategy
@@ -279,7 +279,7 @@ def _load_frozen(candidate: Candidate, args, modality, label_names, options, tra
     modality.adapt_model(model, processor)
     pooling, _ = resolve_pooling(model, candidate.path, args.model.pooling, True)
     apply_strategy(model, get_strategy("frozen"), options=options)
-    return model, processor, pooling, with_rules(args, rules).data
+    return model, processor, pooling, rules
 
 
 def extract_candidate(
@@ -298,15 +298,19 @@ def extract_candidate(
     import torch
     from datasets import DatasetDict
 
-    from tl_hf.console import phase
+    from tl_hf.console import phase, say
     from tl_hf.data.load import label_names
+    from tl_hf.modalities.base import with_rules
     from tl_hf.training.features import CannotCache
 
     start = time.perf_counter()
     names = label_names(dsd)
-    model, processor, pooling, data = _load_frozen(
+    model, processor, pooling, rules = _load_frozen(
         candidate, args, modality, names, options, dsd["train"]
     )
+    for rule in rules:
+        say(f"{candidate.display_name}: {rule.line}")
+    data = with_rules(args, rules).data
     raw = DatasetDict({split: dsd[split] for split in SPLITS})
     features = modality.preprocess(raw, processor, data, args.data.preprocessing_num_workers)
     collator = modality.build_collator(processor)
