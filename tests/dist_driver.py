@@ -35,8 +35,11 @@ from tl_hf.cli.recipe import main  # noqa: E402
 RANK = int(os.environ.get("RANK", "0"))
 
 if os.environ.get("TL_HF_NO_DS_SHM_BUILD") == "1":
-    import deepspeed.comm.torch as ds_comm  # noqa: E402
+    import importlib
 
+    # the module itself: `import deepspeed.comm.torch as m` binds the package's attribute
+    # `torch`, which is PyTorch (deepspeed.comm imports it), and the patch missed
+    ds_comm = importlib.import_module("deepspeed.comm.torch")
     ds_comm.build_shm_op = lambda: None
 
 
