@@ -148,22 +148,28 @@ def test_accelerate_launch_audio_recipe(tiny_wav2vec2, audio_folder, tmp_path):
     assert prediction[0]["label"] in ("low", "high")
 
 
-def test_whisper_window_shrinks_and_reloads(tiny_whisper, audio_folder, tmp_path):
-    from transformers import AutoConfig, AutoFeatureExtractor, pipeline
-
+def _train_whisper(model, folder, out, **flags):
+    """One epoch of the tiny Whisper on the tone folder."""
     import tl_hf
 
-    out = tmp_path / "wh"
-    result = tl_hf.train_audio_classifier(
-        model_name_or_path=tiny_whisper,
-        dataset_name=audio_folder,
+    return tl_hf.train_audio_classifier(
+        model_name_or_path=model,
+        dataset_name=folder,
         output_dir=str(out),
-        max_duration_seconds=1.0,
         num_train_epochs=1,
         per_device_train_batch_size=4,
         use_cpu=True,
         validation_split_percentage=20,
-        augment=["specaugment", "mixup"],
+        **flags,
+    )
+
+
+def test_whisper_window_shrinks_and_reloads(tiny_whisper, audio_folder, tmp_path):
+    from transformers import AutoConfig, AutoFeatureExtractor, pipeline
+
+    out = tmp_path / "wh"
+    result = _train_whisper(
+        tiny_whisper, audio_folder, out, max_duration_seconds=1.0, augment=["specaugment", "mixup"]
     )
     assert result.model.config.max_source_positions == 50  # 1 s = 100 mel frames = 50 positions
     assert AutoConfig.from_pretrained(out).max_source_positions == 50
@@ -328,18 +334,8 @@ def test_whisper_without_a_duration_takes_its_window_from_the_clips(
     on a 1 s window (not 30 s), says so, and records it in run_config.yaml and the card."""
     import yaml
 
-    import tl_hf
-
     out = tmp_path / "wh"
-    result = tl_hf.train_audio_classifier(
-        model_name_or_path=tiny_whisper,
-        dataset_name=audio_folder,
-        output_dir=str(out),
-        num_train_epochs=1,
-        per_device_train_batch_size=4,
-        use_cpu=True,
-        validation_split_percentage=20,
-    )
+    result = _train_whisper(tiny_whisper, audio_folder, out)
     assert result.model.config.max_source_positions == 50
     line = "--max_duration_seconds 1.0 from the data"
     assert line in capsys.readouterr().out
