@@ -142,22 +142,20 @@ def build_processor(model_path: str, args, config=None):
     )
 
 
-def clip_seconds(train) -> list[float]:
+def clip_seconds(train, rate: int) -> list[float]:
     """The lengths in seconds of up to DURATION_SAMPLE training clips: from the file header
-    where the clip is a file or bytes, else from the decoded samples."""
+    where the clip is a file or bytes, else from the decoded samples (a bare array counts at
+    `rate`, the extractor's, as preprocessing reads it)."""
     import io
 
     import soundfile as sf
     from datasets import Audio
 
     from tl_hf.augment.audio import load_waveform
+    from tl_hf.modalities.media import sampled_undecoded
 
-    raw = train
-    if isinstance(train.features.get("audio"), Audio):
-        raw = train.cast_column("audio", Audio(decode=False))
-    step = max(1, len(raw) // DURATION_SAMPLE)
     seconds = []
-    for value in raw.select(range(0, len(raw), step))["audio"]:
+    for value in sampled_undecoded(train, "audio", Audio, DURATION_SAMPLE):
         if isinstance(value, dict) and value.get("array") is None:
             source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
             try:
@@ -166,8 +164,8 @@ def clip_seconds(train) -> list[float]:
                 continue
             except (RuntimeError, TypeError):  # LibsndfileError is a RuntimeError
                 pass  # a format soundfile cannot read the header of: decode it
-        wave, rate, _ = load_waveform(value, 16000)
-        seconds.append(len(wave) / rate)
+        wave, clip_rate, _ = load_waveform(value, rate)
+        seconds.append(len(wave) / clip_rate)
     return seconds
 
 
@@ -182,7 +180,7 @@ def rules_from_data(train, processor, data_args, config) -> list:
     full = getattr(processor, "chunk_length", None)
     if data_args.max_duration_seconds or not _is_whisper(config) or not full or not len(train):
         return []
-    seconds = float(np.quantile(clip_seconds(train), WINDOW_QUANTILE))
+    seconds = float(np.quantile(clip_seconds(train, processor.sampling_rate), WINDOW_QUANTILE))
     window = max(1, math.ceil(seconds))
     if window >= full:
         return []

@@ -81,10 +81,10 @@ def median_shorter_side(train) -> int:
     from datasets import Image
     from PIL import Image as PILImage
 
-    raw = train.cast_column("image", Image(decode=False))
-    step = max(1, len(raw) // SIZE_SAMPLE)
+    from tl_hf.modalities.media import sampled_undecoded
+
     sides = []
-    for value in raw.select(range(0, len(raw), step))["image"]:
+    for value in sampled_undecoded(train, "image", Image, SIZE_SAMPLE):
         source = BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
         with PILImage.open(source) as image:  # the header: nothing decoded
             sides.append(min(image.size))

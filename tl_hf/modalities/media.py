@@ -16,6 +16,17 @@ from tl_hf.data.load import SPLIT_ALIASES, find_column
 from tl_hf.errors import UserError
 
 
+def sampled_undecoded(train, column: str, feature_type: type, limit: int) -> list:
+    """Up to `limit` values of `column`, evenly spaced over the split, undecoded where the
+    column is a `feature_type` (datasets `Image` or `Audio`: {"bytes", "path"}, so a rule from
+    the data reads file headers, not pixels or samples)."""
+    raw = train
+    if isinstance(train.features.get(column), feature_type):
+        raw = train.cast_column(column, feature_type(decode=False))
+    step = max(1, len(raw) // limit)
+    return raw.select(range(0, len(raw), step))[column]
+
+
 def find_media_column(
     columns: list[str],
     features,
